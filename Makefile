@@ -1,0 +1,49 @@
+# saltext-slurm: `make demo` stands up a demo cluster, `make test` runs lint and every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint unit functional integration demo demo-down demo-status bench clean
+
+# Host packages and accounts (root), then the project's venv; both are no-ops when done.
+setup: $(VENV)/.installed
+	bash tests/testbed/setup_host.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[tests]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/salt-lint $$(find states -name '*.sls')
+
+test: setup lint
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+functional: $(VENV)/.installed
+	$(PY) -m pytest tests/functional $(PYTEST_ARGS)
+
+integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m tests.testbed up
+
+demo-status: $(VENV)/.installed
+	$(PY) -m tests.testbed status
+
+demo-down: $(VENV)/.installed
+	$(PY) -m tests.testbed down
+
+bench: setup
+	$(PY) -m bench
+
+clean: demo-down
+	rm -rf $(VENV) build *.egg-info

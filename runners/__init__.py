@@ -1,0 +1,1 @@
+"""Runner modules (installed as salt_ext.runners)."""

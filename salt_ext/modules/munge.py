@@ -1,0 +1,81 @@
+"""
+Cross-node munge checks: make a credential here, decode it there.
+
+The key's content never leaves this module: :func:`key_hash` returns its SHA-256 only.
+"""
+
+from salt.exceptions import CommandExecutionError
+
+from salt_ext.lib import command
+from salt_ext.lib import munge as munge_lib
+
+__virtualname__ = "munge"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def encode(payload="", socket=None):
+    """
+    Return a munge credential for ``payload`` from this machine's munged.
+
+    payload
+        String to embed in the credential (default empty).
+    socket
+        munged socket path, when not the default.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'node*' munge.encode payload=hello
+    """
+    try:
+        return munge_lib.encode(str(payload), socket=socket)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def decode(credential, socket=None):
+    """
+    Decode a munge credential made on any node with this machine's munged.
+
+    Returns unmunge's metadata (``status``, ``encode_host``, ``uid``, ``gid``, ``payload``)
+    and ``ok``: ``False`` with ``error`` when the credential does not decode (for example
+    ``Invalid credential`` when the nodes' keys differ).
+
+    credential
+        The credential string printed by ``munge.encode`` / ``munge -n``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl munge.decode "$(salt --out=newline_values_only node1 munge.encode)"
+    """
+    if not credential or not str(credential).startswith("MUNGE:"):
+        raise CommandExecutionError("credential must be a munge credential ('MUNGE:...')")
+    try:
+        return munge_lib.decode(str(credential).strip(), socket=socket)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+
+
+def key_hash(path=munge_lib.DEFAULT_KEY_PATH):
+    """
+    Return ``sha256:<hex>`` of this machine's munge key (never the key itself).
+
+    path
+        Key file (default ``/etc/munge/munge.key``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' munge.key_hash
+    """
+    try:
+        return munge_lib.key_hash(path)
+    except OSError as err:
+        raise CommandExecutionError(str(err)) from err

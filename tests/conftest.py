@@ -1,0 +1,64 @@
+"""Shared fixtures: the session-wide test bed and daemon logs on failure."""
+
+import os
+import shutil
+import sys
+
+import pytest
+import salt._logging.impl as salt_logging
+
+from tests.testbed import SandboxCluster
+
+# Salt buffers log records in a "deferred" stderr handler until a daemon configures logging,
+# and flushes it at exit into a stream pytest has closed. Hand records to pytest's capture.
+salt_logging.shutdown_temp_handler()
+
+TESTBED_NODES = ("ctl", "n1", "n2", "n3")
+
+
+def _testbed_unavailable():
+    if os.geteuid() != 0:
+        return "the test bed needs root (network namespaces, bind mounts)"
+    for tool in ("ip", "nsenter", "unshare", "munged", "slurmd", "slurmctld"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            return f"{tool} not installed (run `make setup`)"
+    return None
+
+
+def _print_now(config, text):
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        sys.stderr.write(text + "\n")
+
+
+@pytest.fixture(scope="session")
+def cluster(request):
+    """Master on the host plus nodes ctl, n1, n2, n3, each with its own salt-minion.
+
+    Shared by every integration test of the session; torn down even when tests fail or
+    the run is interrupted, and a run killed midway is cleaned up by the next ``up()``.
+    """
+    reason = _testbed_unavailable()
+    if reason:
+        pytest.fail(f"test bed unavailable: {reason}")
+    bed = SandboxCluster(name="sxt", nodes=TESTBED_NODES, subnet="10.77.0")
+    try:
+        bed.up()
+        _print_now(
+            request.config,
+            f"\n[testbed] master + {len(bed.nodes)} node minions up in "
+            f"{bed.startup_seconds:.1f}s (target <= 60s)",
+        )
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "cluster" in getattr(item, "fixturenames", ()):
+        bed = item.funcargs.get("cluster")
+        if bed is not None:
+            report.sections.append(("test bed daemon logs (last lines)", bed.tail_logs()))

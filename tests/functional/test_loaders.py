@@ -1,0 +1,47 @@
+"""Real Salt loaders (no daemons) find and run the extension's modules."""
+
+import os
+import stat
+
+import pytest
+import salt.config
+import salt.loader
+
+
+@pytest.fixture
+def master_opts(tmp_path):
+    opts = salt.config.master_config(str(tmp_path / "master"))
+    opts["cachedir"] = str(tmp_path / "cache")
+    opts["file_roots"] = {"base": [str(tmp_path / "srv")]}
+    return opts
+
+
+@pytest.fixture
+def minion_opts(tmp_path):
+    opts = salt.config.minion_config(str(tmp_path / "minion"))
+    opts["cachedir"] = str(tmp_path / "cache")
+    opts["file_client"] = "local"
+    return opts
+
+
+def test_runner_loader_runs_create_munge_key(master_opts, tmp_path):
+    runners = salt.loader.runner(master_opts)
+    first = runners["slurm.create_munge_key"]()
+    key = tmp_path / "srv" / "slurm_files" / "munge.key"
+    assert first["created"] is True and first["path"] == str(key)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o400
+    content = key.read_bytes()
+    # the result names the key by hash only
+    assert content.hex() not in repr(first) and first["key_hash"].startswith("sha256:")
+    again = runners["slurm.create_munge_key"]()
+    assert again["created"] is False and key.read_bytes() == content
+    forced = runners["slurm.create_munge_key"](force=True)
+    assert forced["created"] is True and forced["key_hash"] != first["key_hash"]
+
+
+def test_minion_loader_has_munge_module(minion_opts, tmp_path):
+    mods = salt.loader.minion_mods(minion_opts)
+    key = tmp_path / "k"
+    key.write_bytes(os.urandom(64))
+    assert mods["munge.key_hash"](str(key)).startswith("sha256:")
+    assert {"munge.encode", "munge.decode"} <= set(mods)

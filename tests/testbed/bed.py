@@ -1,0 +1,614 @@
+"""The test bed: a real Salt master plus node sandboxes on one machine.
+
+One implementation for the test suite and ``make demo``. Each node is a network namespace
+(own IP on a bridge) plus a private mount and UTS namespace (own hostname, own /etc/munge,
+/etc/slurm, spool and log dirs, own tmpfs /run) held open by one long-lived process; the
+node's salt-minion and every daemon it starts join that process's namespaces, so they live
+inside the node. The master runs on the host, listening on the bridge address.
+
+Why ``nsenter --net=… unshare --mount --uts`` and not ``ip netns exec``: the latter remounts
+/sys, which hides the host's cgroup v1 tree, and slurmd then dies with "Unable to initialize
+cgroup plugin".
+
+Teardown never kills by name: node processes are found by network namespace (``ip netns
+pids``: everything in a node's netns was started by us) and the master by the process group
+recorded at start. :meth:`SandboxCluster.down` also runs at the start of :meth:`up`, so a run
+that was killed midway leaves nothing that stops the next one.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STATE_ROOT = Path("/var/lib/saltext-slurm-testbed")
+
+# Host paths each node gets a private, initially empty copy of: what a bare machine would
+# not have yet, and what must differ between nodes (keys, configs, spools, logs).
+PRIVATE_DIRS = (
+    "/etc/munge",
+    "/etc/slurm",
+    "/var/lib/munge",
+    "/var/log/munge",
+    "/var/lib/slurm",
+    "/var/log/slurm",
+    "/var/spool/slurmd",
+    "/var/spool/slurmctld",
+)
+
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class BedError(RuntimeError):
+    """The test bed could not be brought up; the message says which step and why."""
+
+
+def _ip(*args, check=True):
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise BedError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _reap(pid):
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _terminate(pids, grace=10.0):
+    """SIGTERM ``pids``, wait up to ``grace`` seconds, SIGKILL what is left."""
+    pids = [p for p in pids if p != os.getpid()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        if not any(_alive(p) for p in pids):
+            return
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        _reap(pid)
+
+
+def _pids_in_group(pgid, marker):
+    """Live pids in process group ``pgid`` whose command line mentions ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and marker in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@dataclass
+class Node:
+    name: str
+    ip: str
+    netns: str
+    veth: str
+    dir: Path
+    holder_pid: int = 0
+    minion_pid: int = 0
+    minion_proc: subprocess.Popen = field(default=None, repr=False)
+
+    @property
+    def minion_conf_dir(self):
+        return self.dir / "salt" / "conf"
+
+    @property
+    def minion_log(self):
+        return self.dir / "salt" / "minion.log"
+
+    def private_dir(self, path):
+        """Host directory that backs ``path`` inside this node."""
+        return self.dir / "fs" / path.strip("/").replace("/", "__")
+
+
+class SandboxCluster:
+    """A salt-master on the host and ``nodes`` sandboxes with their own salt-minion.
+
+    ``name`` prefixes every namespace, interface and directory, so a demo and a test run
+    can exist side by side (give them different ``subnet`` values too).
+    """
+
+    def __init__(
+        self,
+        name="sxt",
+        nodes=("ctl", "n1", "n2", "n3"),
+        subnet="10.77.0",
+        venv=None,
+        auto_accept=True,
+        master_ports=(4505, 4506),
+    ):
+        if len(name) > 6:
+            raise ValueError("bed name must be at most 6 characters (interface name limit)")
+        self.name = name
+        self.subnet = subnet
+        self.master_ip = f"{subnet}.1"
+        self.bridge = f"{name}-br"
+        self.root = STATE_ROOT / name
+        self.venv = Path(venv or sys.prefix)
+        self.auto_accept = auto_accept
+        self.publish_port, self.ret_port = master_ports
+        self.nodes = {}
+        for index, node in enumerate(nodes, start=10):
+            self.nodes[node] = Node(
+                name=node,
+                ip=f"{subnet}.{index}",
+                netns=f"{name}-{node}",
+                veth=f"ve-{name}-{index}",
+                dir=self.root / "nodes" / node,
+            )
+        self.master_proc = None
+        self.startup_seconds = None
+        self._local = None
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def master_dir(self):
+        return self.root / "master"
+
+    @property
+    def master_conf_dir(self):
+        return self.master_dir / "conf"
+
+    @property
+    def master_log(self):
+        return self.master_dir / "master.log"
+
+    @property
+    def file_root(self):
+        """The master's first ``file_roots:base`` dir (cluster files live under it)."""
+        return self.master_dir / "srv" / "salt"
+
+    @property
+    def pillar_root(self):
+        return self.master_dir / "srv" / "pillar"
+
+    @property
+    def state_file(self):
+        return self.root / "bed.json"
+
+    def bin(self, name):
+        return str(self.venv / "bin" / name)
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self, timeout=120):
+        """Tear down any leftovers of a previous run, then start master and nodes."""
+        started = time.monotonic()
+        self.down(keep_files=False)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._write_master_config()
+        self._create_network()
+        self._start_master()
+        for node in self.nodes.values():
+            self._start_holder(node)
+        for node in self.nodes.values():
+            self._wait_holder(node)
+            self.start_minion(node.name)
+        self._save_state()
+        self._wait_master()
+        self.wait_for_minions(list(self.nodes), timeout=timeout)
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def down(self, keep_files=True):
+        """Stop everything this bed started (by pid) and remove its namespaces and bridge."""
+        self._local = None
+        state = self._load_state()
+        netns_prefix = f"{self.name}-"
+        listed = _ip("netns", "list", check=False).stdout.split("\n")
+        stale = [line.split()[0] for line in listed if line.startswith(netns_prefix)]
+        pids = []
+        for netns in stale:
+            out = _ip("netns", "pids", netns, check=False).stdout.split()
+            pids.extend(int(p) for p in out if p.isdigit())
+        _terminate(pids)
+        master_pgid = state.get("master_pgid")
+        if master_pgid:
+            _terminate(_pids_in_group(master_pgid, str(self.master_conf_dir)), grace=15)
+        if self.master_proc is not None:
+            _reap(self.master_proc.pid)
+            self.master_proc = None
+        for netns in stale:
+            _ip("netns", "delete", netns, check=False)
+        if _ip("link", "show", self.bridge, check=False).returncode == 0:
+            _ip("link", "delete", self.bridge, check=False)
+        for node in self.nodes.values():
+            node.holder_pid = node.minion_pid = 0
+            node.minion_proc = None
+        if self.state_file.exists():
+            self.state_file.unlink()
+        if not keep_files and self.root.exists():
+            shutil.rmtree(self.root)
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+    # ------------------------------------------------------------------ master
+    def _write_master_config(self):
+        for path in (self.master_conf_dir, self.file_root, self.pillar_root):
+            path.mkdir(parents=True, exist_ok=True)
+        states_root = self.master_dir / "states"
+        states_root.mkdir(exist_ok=True)
+        (states_root / "slurm").symlink_to(REPO / "states")
+        config = {
+            "id": f"{self.name}-master",
+            "root_dir": str(self.master_dir),
+            "conf_file": str(self.master_conf_dir / "master"),
+            "pki_dir": str(self.master_dir / "pki"),
+            "cachedir": str(self.master_dir / "cache"),
+            "sock_dir": str(self.master_dir / "sock"),
+            "pidfile": str(self.master_dir / "master.pid"),
+            "log_file": str(self.master_log),
+            "log_level_logfile": "info",
+            "interface": self.master_ip,
+            "publish_port": self.publish_port,
+            "ret_port": self.ret_port,
+            "user": "root",
+            "auto_accept": self.auto_accept,
+            "worker_threads": 4,
+            "file_roots": {"base": [str(self.file_root), str(states_root)]},
+            "pillar_roots": {"base": [str(self.pillar_root)]},
+            "keep_jobs_seconds": 3600,
+            "enable_ssh_minions": False,
+        }
+        with open(self.master_conf_dir / "master", "w") as handle:
+            json.dump(config, handle, indent=2)  # JSON is YAML
+
+    def _start_master(self):
+        log = open(self.master_dir / "master.stdout", "ab")  # noqa: SIM115
+        self.master_proc = subprocess.Popen(
+            [self.bin("salt-master"), "-c", str(self.master_conf_dir), "-l", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
+        )
+        log.close()
+        self._save_state()
+
+    def _wait_master(self, timeout=60):
+        """Wait until the master takes connections, so clients never see a half-up master."""
+        sock = self.master_dir / "sock"
+        needed = [
+            sock / "publish_pull.ipc",
+            sock / "master_event_pub.ipc",
+            self.master_dir / "cache" / ".root_key",
+        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.master_proc is not None and self.master_proc.poll() is not None:
+                raise BedError(f"salt-master exited:\n{self.tail_logs([])}")
+            if all(p.exists() for p in needed):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection((self.master_ip, self.ret_port), timeout=1),
+                ):
+                    return
+            if time.monotonic() > deadline:
+                raise BedError(f"salt-master not ready after {timeout}s:\n{self.tail_logs([])}")
+            time.sleep(0.2)
+
+    def master_opts(self):
+        import salt.config  # noqa: PLC0415 - salt is heavy; only when talking to the master
+
+        return salt.config.client_config(str(self.master_conf_dir / "master"))
+
+    # ------------------------------------------------------------------ network
+    def _create_network(self):
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.master_ip}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for node in self.nodes.values():
+            _ip("netns", "add", node.netns)
+            _ip(
+                "link",
+                "add",
+                node.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                node.netns,
+            )
+            _ip("link", "set", node.veth, "master", self.bridge, "up")
+            _ip("-n", node.netns, "addr", "add", f"{node.ip}/24", "dev", "eth0")
+            _ip("-n", node.netns, "link", "set", "eth0", "up")
+            _ip("-n", node.netns, "link", "set", "lo", "up")
+            _ip("-n", node.netns, "route", "add", "default", "via", self.master_ip)
+
+    def hosts_file(self):
+        lines = ["127.0.0.1 localhost", f"{self.master_ip} salt saltmaster"]
+        lines += [f"{n.ip} {n.name}" for n in self.nodes.values()]
+        path = self.root / "hosts"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ nodes
+    def _start_holder(self, node):
+        hosts = self.hosts_file()
+        node.dir.mkdir(parents=True, exist_ok=True)
+        ready = node.dir / "ready"
+        script = ["set -e", f"hostname {node.name}"]
+        for path in PRIVATE_DIRS:
+            backing = node.private_dir(path)
+            backing.mkdir(parents=True, exist_ok=True)
+            os.makedirs(path, exist_ok=True)  # mount point; harmless on the host
+            script.append(f"mount --bind {backing} {path}")
+        script += [
+            f"mount --bind {hosts} /etc/hosts",
+            "mount -t tmpfs -o mode=0755 tmpfs /run",
+            "mkdir -p /run/lock",
+            f"touch {ready}",
+            "exec sleep infinity",
+        ]
+        log = open(node.dir / "holder.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/var/run/netns/{node.netns}",
+                "unshare",
+                "--mount",
+                "--uts",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+                "\n".join(script),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        node.holder_pid = proc.pid
+
+    def _wait_holder(self, node, timeout=20):
+        ready = node.dir / "ready"
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if not _alive(node.holder_pid) or time.monotonic() > deadline:
+                log = (node.dir / "holder.log").read_text(errors="replace")
+                raise BedError(f"node {node.name}: sandbox did not come up:\n{log}")
+            time.sleep(0.05)
+
+    def nsenter(self, node_name):
+        """Argument prefix that runs a command inside node ``node_name``."""
+        node = self.nodes[node_name]
+        return ["nsenter", "-t", str(node.holder_pid), "--mount", "--uts", "--net", "--"]
+
+    def minion_config(self, node, venv=None):
+        sdir = node.dir / "salt"
+        return {
+            "id": node.name,
+            "master": self.master_ip,
+            "master_port": self.ret_port,
+            "publish_port": self.publish_port,
+            "root_dir": str(sdir),
+            "conf_file": str(node.minion_conf_dir / "minion"),
+            "pki_dir": str(sdir / "pki"),
+            "cachedir": str(sdir / "cache"),
+            "sock_dir": str(sdir / "sock"),
+            "pidfile": str(sdir / "minion.pid"),
+            "log_file": str(node.minion_log),
+            "log_level_logfile": "info",
+            "user": "root",
+            "acceptance_wait_time": 1,
+            "acceptance_wait_time_max": 2,
+            "random_reauth_delay": 0,
+            "recon_default": 200,
+            "recon_max": 1000,
+            "ipv6": False,
+            "grains_cache": False,
+        }
+
+    def start_minion(self, node_name, venv=None, extra_config=None):
+        """Start (or restart) the salt-minion inside node ``node_name``.
+
+        ``venv`` runs the minion from another virtualenv (e.g. one without this extension).
+        """
+        node = self.nodes[node_name]
+        if node.minion_pid and _alive(node.minion_pid):
+            _terminate([node.minion_pid])
+        node.minion_conf_dir.mkdir(parents=True, exist_ok=True)
+        config = {**self.minion_config(node), **(extra_config or {})}
+        with open(node.minion_conf_dir / "minion", "w") as handle:
+            json.dump(config, handle, indent=2)
+        venv_bin = Path(venv or self.venv) / "bin"
+        log = open(node.dir / "minion.stdout", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                *self.nsenter(node_name),
+                str(venv_bin / "salt-minion"),
+                "-c",
+                str(node.minion_conf_dir),
+                "-l",
+                "warning",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+            env={"PATH": f"{venv_bin}:{SBIN_PATH}", "LANG": "C.UTF-8", "HOME": "/root"},
+        )
+        log.close()
+        node.minion_proc = proc
+        node.minion_pid = proc.pid
+        return proc
+
+    def stop_minion(self, node_name):
+        node = self.nodes[node_name]
+        if node.minion_pid:
+            _terminate([node.minion_pid])
+        node.minion_pid = 0
+
+    # ------------------------------------------------------------------ state file
+    def _save_state(self):
+        state = {
+            "master_pgid": self.master_proc.pid if self.master_proc else None,
+            "nodes": {n.name: {"holder": n.holder_pid, "ip": n.ip} for n in self.nodes.values()},
+            "master_ip": self.master_ip,
+            "root": str(self.root),
+        }
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def _load_state(self):
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def attach(self):
+        """Re-attach to a running bed (e.g. ``make demo`` then ``python -m tests.testbed``)."""
+        state = self._load_state()
+        if not state:
+            raise BedError(f"no running test bed '{self.name}' ({self.state_file} missing)")
+        for name, info in state["nodes"].items():
+            self.nodes[name].holder_pid = info["holder"]
+        return self
+
+    # ------------------------------------------------------------------ talking to it
+    def run(self, node_name, argv, timeout=60, check=False, stdin=None):
+        """Run ``argv`` inside node ``node_name``; returns ``CompletedProcess`` (text)."""
+        return subprocess.run(
+            [*self.nsenter(node_name), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            input=stdin,
+            cwd="/",
+            env={"PATH": SBIN_PATH, "LANG": "C.UTF-8", "HOME": "/root"},
+        )
+
+    def cli(self, argv, timeout=300, check=False):
+        """Run a salt CLI (``salt``, ``salt-run``, ``salt-key``, …) against this master."""
+        name, *rest = argv
+        return subprocess.run(
+            [self.bin(name), "-c", str(self.master_conf_dir), *rest],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
+        )
+
+    def salt(self, target, fun, arg=(), timeout=120, tgt_type="glob", **kwarg):
+        """``salt TARGET FUN ARG...`` through the master; returns ``{minion: return}``."""
+        import salt.client  # noqa: PLC0415
+
+        if self._local is None:
+            self._local = salt.client.LocalClient(mopts=self.master_opts())
+        # LocalClient prints "No minions matched the target" itself; keep stdout clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self._local.cmd(
+                target,
+                fun,
+                arg=list(arg),
+                kwarg=kwarg or None,
+                timeout=timeout,
+                tgt_type=tgt_type,
+            )
+
+    def wait_for_minions(self, names, timeout=120):
+        from salt.exceptions import AuthenticationError, SaltClientError  # noqa: PLC0415
+
+        deadline = time.monotonic() + timeout
+        missing = set(names)
+        while missing:
+            for name in list(missing):
+                pid = self.nodes[name].minion_pid
+                if pid and not _alive(pid):
+                    raise BedError(f"salt-minion of {name} exited:\n{self.tail_logs([name])}")
+            if self.master_proc is not None and self.master_proc.poll() is not None:
+                raise BedError(f"salt-master exited:\n{self.tail_logs([])}")
+            try:
+                answered = self.salt(sorted(missing), "test.ping", tgt_type="list", timeout=5)
+            except (SaltClientError, AuthenticationError):  # master still starting
+                self._local = None  # it caches the master's root key, re-read it next time
+                answered = {}
+            missing -= {m for m, ok in answered.items() if ok is True}
+            if missing and time.monotonic() > deadline:
+                raise BedError(
+                    f"minions {sorted(missing)} did not answer within {timeout}s:\n"
+                    + self.tail_logs(sorted(missing))
+                )
+            if missing:
+                time.sleep(0.5)
+
+    # ------------------------------------------------------------------ diagnosis
+    def log_paths(self):
+        """Every log this bed produces: master, and per node minion, munged, slurm daemons."""
+        paths = {"master": self.master_log, "master.stdout": self.master_dir / "master.stdout"}
+        for node in self.nodes.values():
+            paths[f"{node.name}/minion"] = node.minion_log
+            paths[f"{node.name}/minion.stdout"] = node.dir / "minion.stdout"
+            for log_dir in ("/var/log/munge", "/var/log/slurm"):
+                backing = node.private_dir(log_dir)
+                if backing.is_dir():
+                    for log_file in sorted(backing.iterdir()):
+                        paths[f"{node.name}{log_dir}/{log_file.name}"] = log_file
+        return paths
+
+    def tail_logs(self, nodes=None, lines=40):
+        """Last ``lines`` of each log (all nodes, or ``nodes``) as one printable string."""
+        out = []
+        for label, path in self.log_paths().items():
+            owner = label.split("/", 1)[0]
+            if nodes is not None and owner not in nodes and not owner.startswith("master"):
+                continue
+            try:
+                text = Path(path).read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            if text:
+                out.append(f"----- {label} ({path}) -----")
+                out.extend(text)
+        return "\n".join(out)
