@@ -3,6 +3,7 @@
 The key itself is never returned or logged: callers get its SHA-256 only.
 """
 
+import hashlib
 import os
 
 from salt_ext.lib import command, fsutil
@@ -18,6 +19,11 @@ def key_hash(path=DEFAULT_KEY_PATH):
     if digest is None:
         raise FileNotFoundError(f"munge key {path} does not exist")
     return f"sha256:{digest}"
+
+
+def key_hash_bytes(data):
+    """``sha256:<hex>`` of key material held in memory."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def new_key():

@@ -583,6 +583,66 @@ class SandboxCluster:
             if missing:
                 time.sleep(0.5)
 
+    # ------------------------------------------------------------------ cluster files
+    def write_pillar(self, slurm, extra_files=None):
+        """Serve ``{"slurm": slurm}`` to every minion (plus optional extra SLS files)."""
+        files = {"slurm.sls": json.dumps({"slurm": slurm}, indent=2)}
+        files.update(extra_files or {})
+        top = {"base": {"*": [name[:-4] for name in files]}}
+        files["top.sls"] = json.dumps(top, indent=2)
+        for name, text in files.items():
+            (self.pillar_root / name).write_text(text)
+
+    def cluster_files_dir(self):
+        path = self.file_root / "slurm_files"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_slurm_conf(self, text):
+        (self.cluster_files_dir() / "slurm.conf").write_text(text)
+
+    def basic_slurm_conf(self, controller="ctl", compute=None, cpus=None, extra=""):
+        """A hand-written slurm.conf for this bed (until the conf generator exists).
+
+        ``proctrack/linuxproc`` and ``task/none`` because the sandboxes share the host's
+        cgroup tree; ``NodeAddr`` is each node's own IP.
+        """
+        compute = compute or [n for n in self.nodes if n != controller]
+        cpus = cpus or os.cpu_count()
+        ctl = self.nodes[controller]
+        lines = [
+            "ClusterName=testbed",
+            f"SlurmctldHost={ctl.name}({ctl.ip})",
+            "AuthType=auth/munge",
+            "SlurmUser=slurm",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "ReturnToService=2",
+            "SlurmctldPidFile=/run/slurmctld.pid",
+            "SlurmdPidFile=/run/slurmd.pid",
+            "SlurmdSpoolDir=/var/spool/slurmd",
+            "StateSaveLocation=/var/spool/slurmctld",
+            "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
+            "SlurmdLogFile=/var/log/slurm/slurmd.log",
+            "SchedulerType=sched/backfill",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "AccountingStorageType=accounting_storage/none",
+            "JobCompType=jobcomp/none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "SlurmdTimeout=30",
+            "MpiDefault=none",
+        ]
+        for name in compute:
+            node = self.nodes[name]
+            lines.append(
+                f"NodeName={name} NodeAddr={node.ip} CPUs={cpus} RealMemory=1000 State=UNKNOWN"
+            )
+        lines.append(
+            f"PartitionName=debug Nodes={','.join(compute)} Default=YES MaxTime=INFINITE State=UP"
+        )
+        return "\n".join(lines) + "\n" + extra
+
     # ------------------------------------------------------------------ diagnosis
     def log_paths(self):
         """Every log this bed produces: master, and per node minion, munged, slurm daemons."""

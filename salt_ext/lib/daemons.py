@@ -1,0 +1,167 @@
+"""The ``direct`` service manager: start, check and stop munged/slurmd/slurmctld ourselves.
+
+For machines with no init system (containers, sandboxes). Each daemon forks into the
+background, writes its pid file, and is recognised by pid file + ``/proc/<pid>/comm``, so a
+stale pid file or a reused pid never counts as "running".
+"""
+
+import grp
+import os
+import pwd
+import signal
+import subprocess
+import time
+
+from salt_ext.lib import slurmconf
+
+DAEMONS = {
+    "munge": {
+        "argv": ["munged"],
+        "comm": "munged",
+        "user": "munge",
+        "pidfile": "/run/munge/munged.pid",
+        "log": "/var/log/munge/munged.log",
+        # munged wants its socket dir to exist, owned by itself, on a fresh /run
+        "runtime_dirs": [("/run/munge", "munge", 0o755)],
+    },
+    "slurmd": {
+        "argv": ["slurmd"],
+        "comm": "slurmd",
+        "pidfile_key": "slurmdpidfile",
+        "pidfile": "/run/slurmd.pid",
+        "log_key": "slurmdlogfile",
+        "log": "/var/log/slurm/slurmd.log",
+        "takes_conf": True,
+    },
+    "slurmctld": {
+        "argv": ["slurmctld"],
+        "comm": "slurmctld",
+        "pidfile_key": "slurmctldpidfile",
+        "pidfile": "/run/slurmctld.pid",
+        "log_key": "slurmctldlogfile",
+        "log": "/var/log/slurm/slurmctld.log",
+        "takes_conf": True,
+    },
+}
+
+
+class DaemonError(RuntimeError):
+    """A daemon did not start or stop; the message carries its last log lines."""
+
+
+def spec(name, conf_path=None):
+    """Daemon description with pid/log paths resolved from slurm.conf where it sets them."""
+    if name not in DAEMONS:
+        raise ValueError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
+    info = dict(DAEMONS[name])
+    if conf_path and info.get("takes_conf"):
+        values = slurmconf.read_values(conf_path)
+        info["pidfile"] = values.get(info["pidfile_key"], info["pidfile"])
+        info["log"] = values.get(info["log_key"], info["log"])
+        info["argv"] = [*info["argv"], "-f", conf_path]
+    return info
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def pid_of(name, conf_path=None):
+    """Pid of the running daemon, or None (no pid file, dead pid, or pid reused)."""
+    info = spec(name, conf_path)
+    try:
+        with open(info["pidfile"]) as handle:
+            pid = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _comm(pid) == info["comm"] else None
+
+
+def log_tail(path, lines=20):
+    """Last ``lines`` lines of a log file (empty list if unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def _prepare_runtime_dirs(info):
+    for path, owner, mode in info.get("runtime_dirs", ()):
+        os.makedirs(path, exist_ok=True)
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chmod(path, mode)
+
+
+def start(name, conf_path=None, timeout=20):
+    """Start the daemon unless it runs; return its pid. :class:`DaemonError` on failure."""
+    pid = pid_of(name, conf_path)
+    if pid:
+        return pid
+    info = spec(name, conf_path)
+    _prepare_runtime_dirs(info)
+    kwargs = {}
+    if info.get("user"):
+        entry = pwd.getpwnam(info["user"])
+        kwargs = {
+            "user": entry.pw_uid,
+            "group": entry.pw_gid,
+            "extra_groups": [g.gr_gid for g in grp.getgrall() if info["user"] in g.gr_mem],
+        }
+    try:
+        # the daemon forks; the parent returns once the child is set up (or failed)
+        proc = subprocess.run(
+            info["argv"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd="/",
+            **kwargs,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DaemonError(f"{name}: could not run {info['argv'][0]}: {err}") from err
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = pid_of(name, conf_path)
+        if pid:
+            return pid
+        if proc.returncode != 0:
+            break
+        time.sleep(0.1)
+    detail = "\n".join(
+        filter(None, [proc.stderr.strip(), proc.stdout.strip(), *log_tail(info["log"], 15)])
+    )
+    raise DaemonError(f"{name} did not start (exit {proc.returncode}):\n{detail}")
+
+
+def stop(name, conf_path=None, timeout=20):
+    """Stop the daemon if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
+    pid = pid_of(name, conf_path)
+    if not pid:
+        return False
+    comm = spec(name, conf_path)["comm"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _comm(pid) != comm:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def restart(name, conf_path=None, timeout=20):
+    stop(name, conf_path, timeout)
+    return start(name, conf_path, timeout)

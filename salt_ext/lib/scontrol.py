@@ -1,0 +1,70 @@
+"""Parsing ``scontrol show … -o`` output and naming the cause of an unusable node."""
+
+import shlex
+
+# base states in which a node takes no jobs
+_BAD_BASE = {"DOWN", "UNKNOWN", "FUTURE", "DRAIN", "FAIL"}
+_BAD_FLAGS = {"NOT_RESPONDING", "DRAIN", "FAIL", "POWERED_DOWN", "INVALID_REG"}
+
+
+def parse_one_line(text):
+    """``Key=Value Key=Value …`` (one ``scontrol -o`` record) -> dict.
+
+    Values may contain spaces only in ``Reason=`` which scontrol prints last on a line of
+    its own kind; everything from ``Reason=`` to the end of the line is kept whole.
+    """
+    text = text.strip()
+    record = {}
+    reason = None
+    if " Reason=" in text:
+        text, _, reason = text.partition(" Reason=")
+    for token in shlex.split(text, posix=False):
+        key, sep, value = token.partition("=")
+        if sep:
+            record[key] = value
+    if reason is not None:
+        record["Reason"] = reason.strip()
+    return record
+
+
+def node_state(stdout):
+    """State of the first node in ``scontrol show node -o`` output."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        return {"state": None, "flags": [], "reason": None, "usable": False, "responding": False}
+    record = parse_one_line(lines[0])
+    raw = record.get("State", "")
+    parts = raw.split("+")
+    base = parts[0].rstrip("*~#!%$@^-")
+    flags = parts[1:]
+    responding = not raw.split("+")[0].endswith("*") and "NOT_RESPONDING" not in flags
+    usable = base not in _BAD_BASE and not (set(flags) & _BAD_FLAGS) and responding
+    return {
+        "name": record.get("NodeName"),
+        "state": base,
+        "raw_state": raw,
+        "flags": flags,
+        "reason": record.get("Reason"),
+        "responding": responding,
+        "usable": usable,
+    }
+
+
+def diagnose(evidence_lines, state):
+    """Short cause for an unusable node from log/command evidence."""
+    text = "\n".join(evidence_lines).lower()
+    if "protocol authentication error" in text or "invalid credential" in text:
+        return "munge key mismatch with the controller (authentication failed)"
+    if "munge" in text and ("socket" in text or "connection refused" in text):
+        return "munged is not running"
+    if "unable to contact slurm controller" in text or "connection refused" in text:
+        return "slurmd cannot reach the controller"
+    if "low realmemory" in text or "low socket" in text or "low cpu" in text:
+        return "node hardware is below what slurm.conf declares"
+    if "not found in slurm.conf" in text or "invalid node name" in text:
+        return "node missing from slurm.conf (hostname does not match a NodeName)"
+    if state and state.get("reason"):
+        return f"node {state.get('state')}: {state['reason']}"
+    if state and not state.get("responding", True):
+        return "controller gets no answer from slurmd"
+    return "node did not register with the controller in time"

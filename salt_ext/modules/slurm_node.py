@@ -1,0 +1,300 @@
+"""
+A Slurm node's (or controller's) own view: settings, health, daemon control, verification.
+
+The ``slurm.node`` / ``slurm.controller`` states are built on these functions; admins call
+them directly to look at or restart one machine.
+"""
+
+import grp
+import os
+import pwd
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from salt_ext.lib import command, daemons, fsutil, scontrol
+from salt_ext.lib import munge as munge_lib
+from salt_ext.lib import settings as settings_lib
+
+__virtualname__ = "slurm_node"
+
+DAEMONS_BY_ROLE = {"node": ("munge", "slurmd"), "controller": ("munge", "slurmctld")}
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _account(name):
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    try:
+        gid = grp.getgrnam(name).gr_gid
+    except KeyError:
+        gid = entry.pw_gid
+    return (entry.pw_uid, gid)
+
+
+def _pid1_name():
+    try:
+        with open("/proc/1/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _machine():
+    return {
+        "init_grain": __grains__.get("init"),
+        "systemd_booted": os.path.isdir("/run/systemd/system"),
+        "pid1_name": _pid1_name(),
+        "accounts": {name: _account(name) for name in ("munge", "slurm")},
+        "pkg_install_available": "pkg.install" in __salt__,
+    }
+
+
+def settings(role="node"):
+    """
+    Validate the ``slurm:`` pillar and return this machine's plan for ``role``.
+
+    Raises with the pillar key that is wrong, before anything is changed; the state tree
+    renders from this, so bad pillar stops ``state.apply`` at render time.
+
+    role
+        ``node`` or ``controller``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.settings
+    """
+    if role not in DAEMONS_BY_ROLE:
+        raise SaltInvocationError(f"role must be 'node' or 'controller', got {role!r}")
+    return _plan(role)
+
+
+def _plan(role="node"):
+    try:
+        return settings_lib.plan(__pillar__.get("slurm"), __grains__, role, _machine())
+    except settings_lib.SettingsError as err:
+        raise CommandExecutionError(f"bad slurm pillar: {err}") from err
+
+
+def _service_name(daemon, plan):
+    return plan["services"]["munge" if daemon == "munge" else daemon]
+
+
+def daemon_running(daemon, manager=None, conf=None):
+    """
+    True when ``daemon`` (munge, slurmd, slurmctld) runs under ``manager``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.daemon_running slurmd
+    """
+    plan = _plan("controller" if daemon == "slurmctld" else "node")
+    manager = manager or plan["service_manager"]
+    conf = conf or plan["slurm_conf"]
+    if manager == "direct":
+        return daemons.pid_of(daemon, conf) is not None
+    return bool(__salt__["service.status"](_service_name(daemon, plan)))
+
+
+def daemon_control(daemon, action, manager=None, conf=None):
+    """
+    ``start``, ``stop`` or ``restart`` one daemon with the machine's service manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.daemon_control slurmd restart
+    """
+    if action not in ("start", "stop", "restart"):
+        raise SaltInvocationError(f"action must be start, stop or restart, got {action!r}")
+    if daemon not in daemons.DAEMONS:
+        raise SaltInvocationError(
+            f"daemon must be one of {', '.join(daemons.DAEMONS)}, got {daemon!r}"
+        )
+    plan = _plan("controller" if daemon == "slurmctld" else "node")
+    manager = manager or plan["service_manager"]
+    conf = conf or plan["slurm_conf"]
+    if manager == "direct":
+        try:
+            if action == "stop":
+                daemons.stop(daemon, conf)
+            else:
+                getattr(daemons, action)(daemon, conf)
+        except daemons.DaemonError as err:
+            raise CommandExecutionError(str(err)) from err
+        return True
+    service = _service_name(daemon, plan)
+    if not __salt__[f"service.{action}"](service):
+        raise CommandExecutionError(f"service.{action} {service} failed ({manager})")
+    return True
+
+
+def restart(what="all"):
+    """
+    Restart munge, slurmd (or slurmctld on the controller), or all of this machine's daemons.
+
+    what
+        ``munge``, ``slurmd``, ``slurmctld`` or ``all`` (munge first: Slurm daemons need it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.restart slurmd
+    """
+    choices = ("munge", "slurmd", "slurmctld", "all")
+    if what not in choices:
+        raise SaltInvocationError(f"what must be one of {', '.join(choices)}, got {what!r}")
+    if what == "all":
+        targets = ["munge"] + [d for d in ("slurmctld", "slurmd") if _installed(d)]
+    else:
+        targets = [what]
+    for daemon in targets:
+        daemon_control(daemon, "restart")
+    return {"restarted": targets}
+
+
+def _installed(daemon):
+    return __salt__["cmd.which"](daemons.DAEMONS[daemon]["argv"][0]) is not None
+
+
+def _version(argv):
+    try:
+        proc = command.run(argv, timeout=10, check=False)
+    except command.CommandFailed:
+        return None
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0] if text else None
+
+
+def status():
+    """
+    This machine's Slurm health: daemons, munge key hash, slurm.conf hash, versions.
+
+    Never returns the key, only ``sha256:…`` of it, so outputs can be compared across nodes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'node*' slurm_node.status
+    """
+    plan = _plan("node")
+    conf = plan["slurm_conf"]
+    result = {"service_manager": plan["service_manager"], "daemons": {}}
+    for daemon in daemons.DAEMONS:
+        if not _installed(daemon):
+            continue
+        result["daemons"][daemon] = daemon_running(daemon, plan["service_manager"], conf)
+    try:
+        result["munge_key_hash"] = munge_lib.key_hash(plan["munge_key_path"])
+    except FileNotFoundError:
+        result["munge_key_hash"] = None
+    conf_hash = fsutil.sha256_file(conf)
+    result["slurm_conf_hash"] = f"sha256:{conf_hash}" if conf_hash else None
+    result["versions"] = {
+        "slurm": _version(["slurmd", "-V"]) or _version(["sinfo", "-V"]),
+        "munge": _version(["munged", "-V"]),
+    }
+    return result
+
+
+def munge_roundtrip():
+    """
+    Encode and decode a credential with the local munged (``munge -n | unmunge``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.munge_roundtrip
+    """
+    try:
+        decoded = munge_lib.decode(munge_lib.encode("saltext-slurm"))
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return {"ok": decoded["ok"], "status": decoded.get("status"), "error": decoded.get("error")}
+
+
+def node_state(name=None):
+    """
+    The node's state as the controller sees it (``scontrol show node NAME``).
+
+    Returns ``{"state": "IDLE", "flags": [...], "reason": ..., "responding": bool}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.node_state
+    """
+    name = name or __grains__["host"]
+    try:
+        proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return scontrol.node_state(proc.stdout)
+
+
+def _evidence(plan, daemon):
+    lines = []
+    for label, path in (
+        (daemon, daemons.spec(daemon, plan["slurm_conf"])["log"]),
+        ("munged", daemons.DAEMONS["munge"]["log"]),
+    ):
+        interesting = [
+            line
+            for line in daemons.log_tail(path, 200)
+            if any(w in line.lower() for w in ("error", "fatal", "invalid", "unable", "fail"))
+        ]
+        lines += [f"{label}: {line}" for line in interesting[-8:]]
+    return lines
+
+
+def wait_registered(name=None, timeout=60):
+    """
+    Wait until the controller lists this node and it is neither down nor unresponsive.
+
+    Returns ``{"ok": bool, "state": ..., "waited": seconds, "evidence": [log lines],
+    "cause": short reason}``. A key mismatch with the controller shows up as
+    ``Protocol authentication error`` / ``Invalid credential``; the cause says so.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.wait_registered timeout=30
+    """
+    plan = _plan("node")
+    name = name or __grains__["host"]
+    started = time.monotonic()
+    last, error = None, None
+    while True:
+        try:
+            proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
+            last, error = scontrol.node_state(proc.stdout), None
+            if last["usable"]:
+                return {"ok": True, "state": last, "waited": round(time.monotonic() - started, 1)}
+        except command.CommandFailed as err:
+            error = str(err)
+        if time.monotonic() - started > timeout:
+            break
+        time.sleep(1)
+    evidence = ([error] if error else []) + _evidence(plan, "slurmd")
+    return {
+        "ok": False,
+        "state": last,
+        "waited": round(time.monotonic() - started, 1),
+        "evidence": evidence,
+        "cause": scontrol.diagnose(evidence, last),
+    }

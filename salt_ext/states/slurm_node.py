@@ -1,0 +1,313 @@
+"""
+States for the parts of a Slurm node that Salt's core states do not cover: the munge key
+(never shown, hash only), daemons under any service manager including ``direct`` (no init),
+and proof that the node or controller really works.
+
+Used by the SLS tree ``slurm.node`` / ``slurm.controller`` / ``slurm.absent``.
+"""
+
+import base64
+import binascii
+import os
+import pwd
+import stat
+import time
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from salt_ext.lib import command, fsutil
+from salt_ext.lib import munge as munge_lib
+
+__virtualname__ = "slurm_node"
+
+KEY_MODE = 0o400
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _fetch_key(source, saltenv):
+    """Key bytes from ``salt://…`` or ``pillar:<key>``; CommandExecutionError if absent."""
+    if source.startswith("pillar:"):
+        pillar_key = source.split(":", 1)[1]
+        value = __salt__["pillar.get"](pillar_key)
+        if not value:
+            raise CommandExecutionError(
+                f"pillar key '{pillar_key}' holds no munge key for this minion "
+                "(slurm:munge_key:source is 'pillar'); deliver it base64-encoded, e.g. "
+                "through the file_tree ext_pillar"
+            )
+        try:
+            return base64.b64decode(str(value).strip(), validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise CommandExecutionError(
+                f"pillar key '{pillar_key}': munge key is not valid base64"
+            ) from err
+    cached = __salt__["cp.cache_file"](source, saltenv)
+    if not cached:
+        raise CommandExecutionError(
+            f"{source} not found on the master's file server; create it with "
+            "`salt-run slurm.create_munge_key` (or put your cluster's key there, mode 0400)"
+        )
+    try:
+        with open(cached, "rb") as handle:
+            return handle.read()
+    finally:
+        # keep no second copy of the cluster's root credential in the minion cache
+        os.unlink(cached)
+
+
+def _master_key_hash(source, saltenv):
+    """Hash of the key on the master without downloading it (salt:// sources only)."""
+    if source.startswith("pillar:"):
+        return None
+    info = __salt__["cp.hash_file"](source, saltenv)
+    if not info or info.get("hash_type") != "sha256":
+        return None
+    return f"sha256:{info['hsum']}"
+
+
+def _local_key_state(name):
+    try:
+        info = os.stat(name)
+    except FileNotFoundError:
+        return None, None
+    return munge_lib.key_hash(name), info
+
+
+def munge_key(name, source, user="munge", saltenv="base"):
+    """
+    The munge key at ``name`` equals the cluster's key, mode 0400, owned by ``user``.
+
+    Changes and comments name the key by SHA-256 only; its content is never returned,
+    logged or put in events.
+
+    name
+        Key path, normally ``/etc/munge/munge.key``.
+    source
+        ``salt://slurm_files/munge.key`` (master's file server) or ``pillar:<pillar key>``
+        (base64 key delivered only to targeted minions).
+    user
+        Owner (and group) of the key.
+    """
+    ret = _ret(name)
+    try:
+        owner = pwd.getpwnam(user)
+    except KeyError:
+        ret.update(result=False, comment=f"account '{user}' does not exist")
+        return ret
+    local_hash, info = _local_key_state(name)
+    wanted_hash = _master_key_hash(source, saltenv) if local_hash else None
+    key = None
+    if wanted_hash is None:
+        try:
+            key = _fetch_key(source, saltenv)
+        except CommandExecutionError as err:
+            ret.update(result=False, comment=str(err))
+            return ret
+        if len(key) < 32:
+            ret.update(result=False, comment=f"{source}: munge key shorter than 32 bytes")
+            return ret
+        wanted_hash = munge_lib.key_hash_bytes(key)
+    if local_hash != wanted_hash:
+        ret["changes"]["key_hash"] = {"old": local_hash, "new": wanted_hash}
+    elif (
+        stat.S_IMODE(info.st_mode) != KEY_MODE
+        or info.st_uid != owner.pw_uid
+        or info.st_gid != owner.pw_gid
+    ):
+        ret["changes"]["mode"] = {
+            "old": f"{stat.S_IMODE(info.st_mode):04o} {info.st_uid}:{info.st_gid}",
+            "new": f"{KEY_MODE:04o} {owner.pw_uid}:{owner.pw_gid}",
+        }
+    if not ret["changes"]:
+        ret["comment"] = f"munge key is in place ({local_hash})"
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"munge key would be updated to {wanted_hash}"
+        return ret
+    if "key_hash" in ret["changes"]:
+        if key is None:
+            key = _fetch_key(source, saltenv)
+        os.makedirs(os.path.dirname(name), mode=0o700, exist_ok=True)
+        fsutil.atomic_write(name, key, mode=KEY_MODE, uid=owner.pw_uid, gid=owner.pw_gid)
+        ret["comment"] = f"munge key written ({wanted_hash})"
+    else:
+        os.chown(name, owner.pw_uid, owner.pw_gid)
+        os.chmod(name, KEY_MODE)
+        ret["comment"] = "munge key mode/owner fixed"
+    return ret
+
+
+def daemon_running(name, manager, conf=None):
+    """
+    The daemon ``name`` (munge, slurmd or slurmctld) runs.
+
+    With ``manager: direct`` the extension starts the daemon itself (pid file, health
+    check); otherwise the machine's service manager does. ``watch`` restarts it (slurmctld:
+    ``scontrol reconfigure`` while it runs).
+
+    name
+        munge, slurmd or slurmctld.
+    manager
+        systemd, openrc, sysvinit or direct (``auto`` is resolved by ``slurm_node.settings``).
+    conf
+        slurm.conf path (pid and log file locations are read from it).
+    """
+    ret = _ret(name)
+    try:
+        running = __salt__["slurm_node.daemon_running"](name, manager, conf)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    if running:
+        ret["comment"] = f"{name} is running ({manager})"
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would be started ({manager})")
+        ret["changes"]["started"] = name
+        return ret
+    try:
+        __salt__["slurm_node.daemon_control"](name, "start", manager, conf)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    ret["changes"]["started"] = name
+    ret["comment"] = f"{name} started ({manager})"
+    return ret
+
+
+def mod_watch(name, sfun=None, manager=None, conf=None, **kwargs):
+    """Restart the daemon when a watched state (key, config) changed."""
+    ret = _ret(name)
+    if sfun != "daemon_running":
+        ret.update(result=False, comment=f"watch is not supported by slurm_node.{sfun}")
+        return ret
+    running = __salt__["slurm_node.daemon_running"](name, manager, conf)
+    reconfigure = name == "slurmctld" and running
+    action = "reconfigure" if reconfigure else ("restart" if running else "start")
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would {action}")
+        ret["changes"][action] = name
+        return ret
+    try:
+        if reconfigure:
+            command.run(["scontrol", "reconfigure"], timeout=60)
+        else:
+            __salt__["slurm_node.daemon_control"](name, action, manager, conf)
+    except (command.CommandFailed, CommandExecutionError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    ret["changes"][action] = name
+    ret["comment"] = f"{name}: {action} done"
+    return ret
+
+
+def daemon_dead(name, manager, conf=None):
+    """
+    The daemon ``name`` does not run (used by ``slurm.absent``).
+
+    name
+        munge, slurmd or slurmctld.
+    manager
+        Service manager, as for :func:`daemon_running`.
+    """
+    ret = _ret(name)
+    try:
+        running = __salt__["slurm_node.daemon_running"](name, manager, conf)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    if not running:
+        ret["comment"] = f"{name} is not running"
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would be stopped")
+        ret["changes"]["stopped"] = name
+        return ret
+    try:
+        __salt__["slurm_node.daemon_control"](name, "stop", manager, conf)
+    except CommandExecutionError as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    ret["changes"]["stopped"] = name
+    ret["comment"] = f"{name} stopped"
+    return ret
+
+
+def node_verified(name, timeout=60):
+    """
+    Prove the node works: a local munge round trip, then the controller lists it and it is
+    neither down nor unresponsive within ``timeout`` seconds. Changes nothing.
+
+    On failure the comment names the cause (e.g. munge key mismatch with the controller)
+    and quotes the slurmd/munged log lines that show it.
+
+    name
+        The node's NodeName (its short hostname).
+    timeout
+        Seconds to wait for registration.
+    """
+    ret = _ret(name)
+    if __opts__["test"]:
+        ret.update(result=None, comment="node would be verified after the changes")
+        return ret
+    try:
+        local = __salt__["slurm_node.munge_roundtrip"]()
+    except CommandExecutionError as err:
+        ret.update(result=False, comment=f"local munge round trip failed: {err}")
+        return ret
+    if not local["ok"]:
+        ret.update(result=False, comment=f"local munge round trip failed: {local['error']}")
+        return ret
+    outcome = __salt__["slurm_node.wait_registered"](name, timeout)
+    if outcome["ok"]:
+        ret["comment"] = (
+            f"munge round trip ok; {name} is {outcome['state']['state']} at the controller "
+            f"(after {outcome['waited']}s)"
+        )
+        return ret
+    state = outcome.get("state") or {}
+    lines = [
+        f"node {name} not usable after {outcome['waited']}s: {outcome['cause']}",
+        f"controller reports state={state.get('raw_state')} reason={state.get('reason')}",
+        *outcome["evidence"],
+    ]
+    ret.update(result=False, comment="\n".join(lines))
+    return ret
+
+
+def controller_verified(name, timeout=60):
+    """
+    Prove the controller works: local munge round trip and ``scontrol ping`` says UP.
+
+    name
+        The controller's hostname.
+    timeout
+        Seconds to wait for slurmctld to answer.
+    """
+    ret = _ret(name)
+    if __opts__["test"]:
+        ret.update(result=None, comment="controller would be verified after the changes")
+        return ret
+    local = __salt__["slurm_node.munge_roundtrip"]()
+    if not local["ok"]:
+        ret.update(result=False, comment=f"local munge round trip failed: {local['error']}")
+        return ret
+    deadline = time.monotonic() + timeout
+    output = ""
+    while time.monotonic() < deadline:
+        proc = command.run(["scontrol", "ping"], timeout=15, check=False)
+        output = (proc.stdout + proc.stderr).strip()
+        if "is UP" in output:
+            ret["comment"] = f"munge round trip ok; {output}"
+            return ret
+        time.sleep(1)
+    ret.update(result=False, comment=f"slurmctld does not answer: {output}")
+    return ret

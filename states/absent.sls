@@ -1,0 +1,31 @@
+{#- Remove a node's Slurm presence: daemons stopped, key and config gone,
+    packages purged only when slurm:absent:purge_packages is true. #}
+{%- set s = salt['slurm_node.settings']('node') %}
+
+{%- for daemon in ['slurmd', 'slurmctld', 'munge'] %}
+slurm-absent-{{ daemon }}:
+  slurm_node.daemon_dead:
+    - name: {{ daemon }}
+    - manager: {{ s.service_manager }}
+    - conf: {{ s.slurm_conf }}
+{%- endfor %}
+
+{%- for path in [s.munge_key_path, s.slurm_conf, s.conf_dir ~ '/gres.conf',
+                 s.conf_dir ~ '/cgroup.conf'] %}
+slurm-absent-file-{{ path }}:
+  file.absent:
+    - name: {{ path }}
+    - require:
+      - slurm_node: slurm-absent-munge
+      - slurm_node: slurm-absent-slurmd
+      - slurm_node: slurm-absent-slurmctld
+{%- endfor %}
+
+{%- if s.purge_packages %}
+
+slurm-absent-packages:
+  pkg.purged:
+    - pkgs: {{ s.packages | json }}
+    - require:
+      - slurm_node: slurm-absent-munge
+{%- endif %}

@@ -1,0 +1,34 @@
+{#- The Slurm controller: munge + slurmctld with the cluster's key and config. #}
+{%- from 'slurm/common.jinja' import base with context %}
+{%- set s = salt['slurm_node.settings']('controller') %}
+{{ base(s) }}
+
+slurm-dir-/var/spool/slurmctld:
+  file.directory:
+    - name: /var/spool/slurmctld
+    - user: slurm
+    - group: slurm
+    - mode: '0700'
+    - makedirs: True
+
+slurm-slurmctld:
+  slurm_node.daemon_running:
+    - name: slurmctld
+    - manager: {{ s.service_manager }}
+    - conf: {{ s.slurm_conf }}
+    - require:
+      - slurm_node: slurm-munged
+      - file: slurm-dir-/var/spool/slurmctld
+      - file: slurm-dir-/var/log/slurm
+    - watch:
+      - file: slurm-conf-*
+
+{%- if s.verify.enabled %}
+
+slurm-controller-verified:
+  slurm_node.controller_verified:
+    - name: {{ grains['host'] }}
+    - timeout: {{ s.verify.timeout }}
+    - require:
+      - slurm_node: slurm-slurmctld
+{%- endif %}
