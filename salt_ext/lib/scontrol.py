@@ -50,11 +50,41 @@ def node_state(stdout):
     }
 
 
+# log fragments that name a cause (lower case); see diagnose()
+TELLING = (
+    "protocol authentication error",
+    "invalid credential",
+    "munge decode failed",
+    "unable to register",
+    "unable to contact slurm controller",
+    "connection refused",
+    "low realmemory",
+    "low socket",
+    "not found in slurm.conf",
+    "invalid node name",
+    "rewound credential",
+    "expired credential",
+    "zero bytes were transmitted or received",
+)
+
+
+def is_telling(line):
+    lowered = line.lower()
+    return any(fragment in lowered for fragment in TELLING)
+
+
 def diagnose(evidence_lines, state):
     """Short cause for an unusable node from log/command evidence."""
     text = "\n".join(evidence_lines).lower()
     if "protocol authentication error" in text or "invalid credential" in text:
         return "munge key mismatch with the controller (authentication failed)"
+    # slurmctld closes the connection without a reply when it cannot decode the request's
+    # munge credential; with the port reachable that means the keys differ
+    if "zero bytes were transmitted or received" in text and "connection refused" not in text:
+        return (
+            "munge key mismatch with the controller (slurmctld drops this node's requests: "
+            "Zero Bytes were transmitted or received)"
+        )
     if "munge" in text and ("socket" in text or "connection refused" in text):
         return "munged is not running"
     if "unable to contact slurm controller" in text or "connection refused" in text:

@@ -247,17 +247,16 @@ def node_state(name=None):
 
 
 def _evidence(plan, daemon):
+    """Log lines that explain a failure: known causes first, then other errors."""
     lines = []
     for label, path in (
         (daemon, daemons.spec(daemon, plan["slurm_conf"])["log"]),
         ("munged", daemons.DAEMONS["munge"]["log"]),
     ):
-        interesting = [
-            line
-            for line in daemons.log_tail(path, 200)
-            if any(w in line.lower() for w in ("error", "fatal", "invalid", "unable", "fail"))
-        ]
-        lines += [f"{label}: {line}" for line in interesting[-8:]]
+        tail = daemons.log_tail(path, 300)
+        telling = [line for line in tail if scontrol.is_telling(line)]
+        errors = [line for line in tail if "error" in line.lower() and line not in telling]
+        lines += [f"{label}: {line}" for line in (telling[-6:] + errors[-3:])]
     return lines
 
 
@@ -278,16 +277,18 @@ def wait_registered(name=None, timeout=60):
     plan = _plan("node")
     name = name or __grains__["host"]
     started = time.monotonic()
-    last, error = None, None
+    last, error, rejected = None, None, 0
     while True:
         try:
             proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
-            last, error = scontrol.node_state(proc.stdout), None
+            last, error, rejected = scontrol.node_state(proc.stdout), None, 0
             if last["usable"]:
                 return {"ok": True, "state": last, "waited": round(time.monotonic() - started, 1)}
         except command.CommandFailed as err:
             error = str(err)
-        if time.monotonic() - started > timeout:
+            # a rejected credential does not heal by waiting; a restarting controller does
+            rejected = rejected + 1 if "Zero Bytes" in error else 0
+        if time.monotonic() - started > timeout or rejected >= 5:
             break
         time.sleep(1)
     evidence = ([error] if error else []) + _evidence(plan, "slurmd")

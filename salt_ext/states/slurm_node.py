@@ -13,6 +13,7 @@ import pwd
 import stat
 import time
 
+import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from salt_ext.lib import command, fsutil
@@ -35,7 +36,8 @@ def _fetch_key(source, saltenv):
     """Key bytes from ``salt://…`` or ``pillar:<key>``; CommandExecutionError if absent."""
     if source.startswith("pillar:"):
         pillar_key = source.split(":", 1)[1]
-        value = __salt__["pillar.get"](pillar_key)
+        # __pillar__ holds plain values; pillar.get would return Salt 3008's redacted form
+        value = salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None)
         if not value:
             raise CommandExecutionError(
                 f"pillar key '{pillar_key}' holds no munge key for this minion "

@@ -584,14 +584,22 @@ class SandboxCluster:
                 time.sleep(0.5)
 
     # ------------------------------------------------------------------ cluster files
-    def write_pillar(self, slurm, extra_files=None):
-        """Serve ``{"slurm": slurm}`` to every minion (plus optional extra SLS files)."""
-        files = {"slurm.sls": json.dumps({"slurm": slurm}, indent=2)}
-        files.update(extra_files or {})
-        top = {"base": {"*": [name[:-4] for name in files]}}
-        files["top.sls"] = json.dumps(top, indent=2)
-        for name, text in files.items():
-            (self.pillar_root / name).write_text(text)
+    def write_pillar(self, slurm, per_minion=None):
+        """Serve ``{"slurm": slurm}`` to every minion; ``per_minion`` adds pillar data for
+        single minions (merged over the common part), e.g. ``{"n3": {"slurm": {...}}}``.
+        Every minion's in-memory pillar is refreshed before this returns."""
+        for old in self.pillar_root.glob("*.sls"):
+            old.unlink()
+        files = {"slurm.sls": {"slurm": slurm}}
+        top = {"base": {"*": ["slurm"]}}
+        for minion, data in (per_minion or {}).items():
+            files[f"minion_{minion}.sls"] = data
+            top["base"][minion] = [f"minion_{minion}"]
+        files["top.sls"] = top
+        for name, data in files.items():
+            (self.pillar_root / name).write_text(json.dumps(data, indent=2))
+        # execution modules read the minion's in-memory pillar: refresh it now
+        self.salt("*", "saltutil.refresh_pillar", wait=True, timeout=60)
 
     def cluster_files_dir(self):
         path = self.file_root / "slurm_files"

@@ -1,0 +1,33 @@
+"""Helpers for reading real state runs and Slurm output in integration tests."""
+
+import time
+
+
+def state_results(ret):
+    """``{state id: result dict}`` of one minion's state.apply return; fails on render errors."""
+    assert isinstance(ret, dict), f"state run did not render: {ret}"
+    return {chunk["__id__"]: chunk for chunk in ret.values()}
+
+
+def changed(ret):
+    return {sid: r["changes"] for sid, r in state_results(ret).items() if r["changes"]}
+
+
+def failed(ret):
+    return {sid: r["comment"] for sid, r in state_results(ret).items() if r["result"] is False}
+
+
+def sinfo_nodes(cluster, node="ctl"):
+    """``{node: state}`` from ``sinfo -N`` run on the controller."""
+    proc = cluster.run(node, ["sinfo", "-h", "-N", "-o", "%N %t"])
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split() for line in proc.stdout.splitlines() if line.strip())
+
+
+def wait_for(predicate, timeout=60, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -1,0 +1,165 @@
+"""slurm.controller / slurm.node / slurm.absent against real munged, slurmctld and slurmd."""
+
+import base64
+import os
+import time
+
+import pytest
+
+from tests.integration.helpers import changed, failed, sinfo_nodes, state_results, wait_for
+
+pytestmark = pytest.mark.testbed
+
+COMPUTE = ["n1", "n2", "n3"]
+PILLAR = {"cluster_name": "testbed", "controller": "ctl"}
+
+
+def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
+    return cluster.salt(target, "state.apply", [sls], timeout=timeout, tgt_type=tgt_type, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def provisioned(cluster):
+    """Controller + 3 nodes from bare (empty /etc/munge, /etc/slurm, spools, /run)."""
+    cluster.write_pillar(PILLAR)
+    cluster.write_slurm_conf(cluster.basic_slurm_conf())
+    proc = cluster.cli(["salt-run", "--out=json", "slurm.create_munge_key"])
+    assert proc.returncode == 0, proc.stderr
+    started = time.monotonic()
+    ctl = apply(cluster, "ctl", "slurm.controller")["ctl"]
+    assert not failed(ctl), failed(ctl)
+    nodes = apply(cluster, COMPUTE, "slurm.node", tgt_type="list")
+    elapsed = time.monotonic() - started
+    for name in COMPUTE:
+        assert not failed(nodes[name]), (name, failed(nodes[name]))
+    print(f"\n[provision] controller + 3 nodes bare -> idle in {elapsed:.1f}s")
+    return {"ctl": ctl, **nodes}
+
+
+def test_bare_nodes_become_idle_and_run_jobs(cluster, provisioned):
+    for name in COMPUTE:
+        assert changed(provisioned[name]), f"{name}: a bare node must change"
+    assert sinfo_nodes(cluster) == {name: "idle" for name in COMPUTE}
+    proc = cluster.run("ctl", ["srun", "-N3", "hostname"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()) == COMPUTE
+
+
+def test_munge_credentials_from_each_node_decode_on_controller(cluster, provisioned):
+    for name in COMPUTE:
+        cred = cluster.salt(name, "munge.encode", [f"from-{name}"])[name]
+        assert cred.startswith("MUNGE:")
+        decoded = cluster.salt("ctl", "munge.decode", [cred])["ctl"]
+        assert decoded["ok"] is True, decoded
+        assert decoded["payload"] == f"from-{name}"
+        assert decoded["encode_host"].startswith(name)
+
+
+def test_key_never_appears_in_state_output(cluster, provisioned):
+    key = (cluster.cluster_files_dir() / "munge.key").read_bytes()
+    text = repr(provisioned)
+    for form in (key.hex(), base64.b64encode(key).decode(), repr(key)[2:40]):
+        assert form not in text
+    key_change = state_results(provisioned["n1"])["slurm-munge-key"]["changes"]
+    assert set(key_change) == {"key_hash"}
+
+
+def test_second_apply_changes_nothing(cluster, provisioned):
+    ctl = apply(cluster, "ctl", "slurm.controller")["ctl"]
+    nodes = apply(cluster, COMPUTE, "slurm.node", tgt_type="list")
+    assert changed(ctl) == {}
+    for name in COMPUTE:
+        assert changed(nodes[name]) == {}, name
+
+
+def test_status_reports_same_key_and_conf_everywhere(cluster, provisioned):
+    status = cluster.salt(["ctl", *COMPUTE], "slurm_node.status", tgt_type="list")
+    hashes = {(s["munge_key_hash"], s["slurm_conf_hash"]) for s in status.values()}
+    assert len(hashes) == 1 and None not in next(iter(hashes))
+    for name in COMPUTE:
+        assert status[name]["daemons"]["munge"] is True
+        assert status[name]["daemons"]["slurmd"] is True
+        assert status[name]["service_manager"] == "direct"
+        assert "22.05" in status[name]["versions"]["slurm"]
+
+
+def test_dry_run_lists_changes_and_changes_nothing(cluster, provisioned):
+    conf_path = cluster.cluster_files_dir() / "slurm.conf"
+    original = conf_path.read_text()
+    conf_path.write_text(original + "# dry-run marker\n")
+    try:
+        ret = apply(cluster, "n1", "slurm.node", test=True)["n1"]
+        conf_state = state_results(ret)["slurm-conf-slurm.conf"]
+        assert conf_state["result"] is None and conf_state["changes"]
+        on_node = cluster.run("n1", ["cat", "/etc/slurm/slurm.conf"]).stdout
+        assert "dry-run marker" not in on_node
+    finally:
+        conf_path.write_text(original)
+
+
+def test_killed_slurmd_is_restarted_by_reapply(cluster, provisioned):
+    pid = cluster.run("n2", ["cat", "/run/slurmd.pid"]).stdout.strip()
+    assert pid.isdigit()
+    os.kill(int(pid), 9)
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+    ret = apply(cluster, "n2", "slurm.node")["n2"]
+    assert not failed(ret), failed(ret)
+    assert changed(ret) == {"slurm-slurmd": {"started": "slurmd"}}
+    assert wait_for(lambda: sinfo_nodes(cluster).get("n2") == "idle", timeout=60)
+
+
+def test_wrong_munge_key_fails_naming_the_mismatch(cluster, provisioned):
+    bad_key = base64.b64encode(os.urandom(128)).decode()
+    cluster.write_pillar(
+        PILLAR,
+        per_minion={
+            "n3": {
+                "slurm": {"munge_key": {"source": "pillar"}, "verify": {"timeout": 15}},
+                "slurm_munge_key": bad_key,
+            }
+        },
+    )
+    try:
+        ret = apply(cluster, "n3", "slurm.node")["n3"]
+        problems = failed(ret)
+        assert set(problems) == {"slurm-node-verified"}, problems
+        assert "munge key mismatch" in problems["slurm-node-verified"]
+        assert bad_key not in repr(ret)
+        # the other nodes are unaffected
+        proc = cluster.run("ctl", ["srun", "-N2", "-w", "n1,n2", "hostname"], timeout=60)
+        assert sorted(proc.stdout.split()) == ["n1", "n2"], proc.stderr
+    finally:
+        cluster.write_pillar(PILLAR)
+    healed = apply(cluster, "n3", "slurm.node")["n3"]
+    assert not failed(healed), failed(healed)
+    assert "slurm-munge-key" in changed(healed)
+
+
+@pytest.mark.parametrize(
+    ("override", "named_key"),
+    [
+        ({"users": {"munge": {"uid": "abc"}}}, "slurm:users:munge:uid"),
+        ({"service_manager": "upstart"}, "slurm:service_manager"),
+        ({"controller": None}, "slurm:controller"),
+        ({"verify": {"timeout": -1}}, "slurm:verify:timeout"),
+    ],
+)
+def test_bad_pillar_fails_before_any_change(cluster, provisioned, override, named_key):
+    before = cluster.salt("n1", "slurm_node.status")["n1"]
+    ret = apply(cluster, "n1", "slurm.node", pillar={"slurm": override})["n1"]
+    assert isinstance(ret, list), f"bad pillar must stop rendering, got {ret}"
+    assert named_key in "\n".join(ret)
+    after = cluster.salt("n1", "slurm_node.status")["n1"]
+    assert after == before
+
+
+def test_absent_removes_daemons_and_key_and_node_comes_back(cluster, provisioned):
+    ret = apply(cluster, "n3", "slurm.absent")["n3"]
+    assert not failed(ret), failed(ret)
+    status = cluster.salt("n3", "slurm_node.status")["n3"]
+    assert status["daemons"] == {"munge": False, "slurmd": False, "slurmctld": False}
+    assert status["munge_key_hash"] is None and status["slurm_conf_hash"] is None
+    assert cluster.run("n3", ["ls", "/etc/munge"]).stdout.strip() == ""
+    again = apply(cluster, "n3", "slurm.node")["n3"]
+    assert not failed(again), failed(again)
+    assert wait_for(lambda: sinfo_nodes(cluster).get("n3") == "idle", timeout=60)
