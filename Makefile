@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit functional integration demo demo-down demo-status bench clean
+.PHONY: setup test lint unit functional integration demo demo-down demo-status demo-logs bench clean
 
 # Host packages and accounts (root), then the project's venv; both are no-ops when done.
 setup: $(VENV)/.installed
@@ -38,6 +38,9 @@ demo: setup
 
 demo-status: $(VENV)/.installed
 	$(PY) -m tests.testbed status
+
+demo-logs: $(VENV)/.installed
+	$(PY) -m tests.testbed logs
 
 demo-down: $(VENV)/.installed
 	$(PY) -m tests.testbed down

@@ -2,7 +2,6 @@
 
 import base64
 import os
-import time
 
 import pytest
 
@@ -21,19 +20,10 @@ def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
 @pytest.fixture(scope="module")
 def provisioned(cluster):
     """Controller + 3 nodes from bare (empty /etc/munge, /etc/slurm, spools, /run)."""
-    cluster.write_pillar(PILLAR)
-    cluster.write_slurm_conf(cluster.basic_slurm_conf())
-    proc = cluster.cli(["salt-run", "--out=json", "slurm.create_munge_key"])
-    assert proc.returncode == 0, proc.stderr
-    started = time.monotonic()
-    ctl = apply(cluster, "ctl", "slurm.controller")["ctl"]
-    assert not failed(ctl), failed(ctl)
-    nodes = apply(cluster, COMPUTE, "slurm.node", tgt_type="list")
-    elapsed = time.monotonic() - started
-    for name in COMPUTE:
-        assert not failed(nodes[name]), (name, failed(nodes[name]))
-    print(f"\n[provision] controller + 3 nodes bare -> idle in {elapsed:.1f}s")
-    return {"ctl": ctl, **nodes}
+    results = cluster.provision(controller="ctl", pillar=PILLAR)
+    for name in ["ctl", *COMPUTE]:
+        assert not failed(results[name]), (name, failed(results[name]))
+    return results
 
 
 def test_bare_nodes_become_idle_and_run_jobs(cluster, provisioned):

@@ -8,6 +8,36 @@ from tests.testbed.bed import SandboxCluster
 DEMO = {"name": "sxdemo", "nodes": ("ctl", "n1", "n2", "n3"), "subnet": "10.78.0"}
 
 
+def _failures(ret):
+    """Failed states of one minion's state.apply (a render error counts as one)."""
+    if not isinstance(ret, dict):
+        return [" ".join(map(str, ret or ["no answer"]))]
+    return [f"{r['__id__']}: {r['comment']}" for r in ret.values() if r["result"] is False]
+
+
+def _provision(bed):
+    print(
+        "\nprovisioning: salt-run slurm.create_munge_key; salt ctl state.apply "
+        "slurm.controller; salt 'n*' state.apply slurm.node"
+    )
+    results = bed.provision()
+    ok = True
+    for name in bed.nodes:
+        ret = results.get(name)
+        failures = _failures(ret)
+        changed = sum(1 for r in ret.values() if r["changes"]) if isinstance(ret, dict) else 0
+        print(f"  {name:<6} {changed} changed, {len(failures)} failed")
+        for failure in failures:
+            print(f"      {failure}")
+        ok = ok and not failures
+    for argv in (["sinfo"], ["srun", "-N3", "hostname"]):
+        proc = bed.run("ctl", argv, timeout=60)
+        print(f"\nctl$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}", end="")
+        ok = ok and proc.returncode == 0
+    print("\nlogs: make demo-logs    status: make demo-status    remove: make demo-down")
+    return 0 if ok else 1
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tests.testbed")
     parser.add_argument("action", choices=["up", "down", "status", "logs"])
@@ -19,7 +49,7 @@ def main(argv=None):
         print(f"  salt-master  {bed.master_ip}  config: {bed.master_conf_dir}")
         for node in bed.nodes.values():
             print(f"  node {node.name:<6} {node.ip:<12} salt-minion pid {node.minion_pid}")
-        return 0
+        return _provision(bed)
     if args.action == "down":
         bed.down(keep_files=False)
         print(f"test bed '{bed.name}' removed")

@@ -651,6 +651,21 @@ class SandboxCluster:
         )
         return "\n".join(lines) + "\n" + extra
 
+    def provision(self, controller="ctl", pillar=None):
+        """Bare sandboxes -> Slurm cluster the way an admin would do it with this extension:
+        pillar, slurm.conf and a munge key on the master, then ``state.apply
+        slurm.controller`` on the controller and ``slurm.node`` on the other nodes.
+        Returns ``{minion: state return}``."""
+        compute = [n for n in self.nodes if n != controller]
+        self.write_pillar(pillar or {"cluster_name": "testbed", "controller": controller})
+        self.write_slurm_conf(self.basic_slurm_conf(controller=controller))
+        self.cli(["salt-run", "slurm.create_munge_key"], check=True)
+        results = self.salt(controller, "state.apply", ["slurm.controller"], timeout=300)
+        results.update(
+            self.salt(compute, "state.apply", ["slurm.node"], tgt_type="list", timeout=300)
+        )
+        return results
+
     # ------------------------------------------------------------------ diagnosis
     def log_paths(self):
         """Every log this bed produces: master, and per node minion, munged, slurm daemons."""
