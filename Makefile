@@ -1,14 +1,21 @@
 # saltext-slurm: `make demo` stands up a demo cluster, `make test` runs lint and every test.
 SHELL := /bin/bash
 VENV ?= .venv
+CLEAN_VENV ?= .venv-clean
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup test lint unit functional integration demo demo-down demo-status demo-logs bench clean
 
 # Host packages and accounts (root), then the project's venv; both are no-ops when done.
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(CLEAN_VENV)/.installed
 	bash tests/testbed/setup_host.sh
+
+# A venv with Salt only (no saltext-slurm): the test bed's "clean node" minion runs from it.
+$(CLEAN_VENV)/.installed: $(VENV)/.installed
+	test -x $(CLEAN_VENV)/bin/python || python3 -m venv $(CLEAN_VENV)
+	$(CLEAN_VENV)/bin/python -m pip install -q "salt==$$($(PY) -c 'import salt.version; print(salt.version.__version__)')"
+	touch $@
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,4 +56,4 @@ bench: setup
 	$(PY) -m bench
 
 clean: demo-down
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(CLEAN_VENV) build *.egg-info

@@ -7,7 +7,7 @@ import os
 
 from salt.exceptions import SaltRunnerError
 
-from salt_ext.lib import cluster_files, fsutil
+from salt_ext.lib import cluster_files, fsutil, wheel
 from salt_ext.lib import munge as munge_lib
 
 log = logging.getLogger(__name__)
@@ -57,3 +57,29 @@ def create_munge_key(force=False):
     key_hash = munge_lib.key_hash(path)
     log.info("created munge key %s (%s)", path, key_hash)
     return {"created": True, "path": path, "key_hash": key_hash}
+
+
+def publish_extension():
+    """
+    Serve this extension to clean nodes: build a wheel of the saltext-slurm the master runs
+    into ``salt://slurm_files/wheels/``, where ``slurm.bootstrap`` (and ``slurm.node`` on a
+    minion without the extension) installs it from, with no package index.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.publish_extension
+    """
+    out_dir = os.path.join(_files_dir(), wheel.WHEEL_DIR)
+    path, version = wheel.build(out_dir)
+    for name in os.listdir(out_dir):
+        if name.endswith(".whl") and name != os.path.basename(path):
+            os.unlink(os.path.join(out_dir, name))
+    log.info("published saltext-slurm %s as %s", version, path)
+    return {
+        "version": version,
+        "path": path,
+        "url": cluster_files.salt_url(f"{wheel.WHEEL_DIR}/{os.path.basename(path)}"),
+        "sha256": fsutil.sha256_file(path),
+    }

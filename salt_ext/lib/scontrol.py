@@ -75,7 +75,8 @@ def is_telling(line):
 
 def diagnose(evidence_lines, state):
     """Short cause for an unusable node from log/command evidence."""
-    text = "\n".join(evidence_lines).lower()
+    lines = [line.lower() for line in evidence_lines]
+    text = "\n".join(lines)
     if "protocol authentication error" in text or "invalid credential" in text:
         return "munge key mismatch with the controller (authentication failed)"
     # slurmctld closes the connection without a reply when it cannot decode the request's
@@ -85,7 +86,9 @@ def diagnose(evidence_lines, state):
             "munge key mismatch with the controller (slurmctld drops this node's requests: "
             "Zero Bytes were transmitted or received)"
         )
-    if "munge" in text and ("socket" in text or "connection refused" in text):
+    # judged line by line: evidence mixes slurmd and munged logs (labelled "munged: …"), and
+    # slurmd's "slurm stream socket …: Connection refused" is about the controller, not munged
+    if any("munge" in ln and ("socket" in ln or "connection refused" in ln) for ln in lines):
         return "munged is not running"
     if "unable to contact slurm controller" in text or "connection refused" in text:
         return "slurmd cannot reach the controller"

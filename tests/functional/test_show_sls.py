@@ -90,9 +90,7 @@ def test_node_sls_per_os(tmp_path, row):
     assert _arg(high["slurm-conf-slurm.conf"], "file", "name") == f"{conf_dir}/slurm.conf"
     # no init runs here (PID 1 is not an init system), so auto must pick `direct`
     assert _arg(high["slurm-slurmd"], "slurm_node", "manager") == "direct"
-    assert _arg(high["slurm-munge-key"], "slurm_node", "source") == (
-        "salt://slurm_files/munge.key"
-    )
+    assert _arg(high["slurm-munge-key"], "slurm_node", "source") == ("salt://slurm_files/munge.key")
 
 
 def test_explicit_service_manager_is_used(tmp_path):

@@ -31,3 +31,8 @@ def wait_for(predicate, timeout=60, interval=1.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
+    """``state.apply SLS`` on ``target``; returns ``{minion: return}``."""
+    return cluster.salt(target, "state.apply", [sls], timeout=timeout, tgt_type=tgt_type, **kwargs)

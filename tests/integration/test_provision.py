@@ -5,25 +5,17 @@ import os
 
 import pytest
 
-from tests.integration.helpers import changed, failed, sinfo_nodes, state_results, wait_for
+from tests.integration.conftest import COMPUTE, PILLAR
+from tests.integration.helpers import (
+    apply,
+    changed,
+    failed,
+    sinfo_nodes,
+    state_results,
+    wait_for,
+)
 
 pytestmark = pytest.mark.testbed
-
-COMPUTE = ["n1", "n2", "n3"]
-PILLAR = {"cluster_name": "testbed", "controller": "ctl"}
-
-
-def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
-    return cluster.salt(target, "state.apply", [sls], timeout=timeout, tgt_type=tgt_type, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def provisioned(cluster):
-    """Controller + 3 nodes from bare (empty /etc/munge, /etc/slurm, spools, /run)."""
-    results = cluster.provision(controller="ctl", pillar=PILLAR)
-    for name in ["ctl", *COMPUTE]:
-        assert not failed(results[name]), (name, failed(results[name]))
-    return results
 
 
 def test_bare_nodes_become_idle_and_run_jobs(cluster, provisioned):

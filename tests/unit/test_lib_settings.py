@@ -1,0 +1,230 @@
+import pytest
+
+from salt_ext.lib import settings
+from salt_ext.lib.settings import SettingsError
+
+DEBIAN = {"os_family": "Debian", "os": "Debian", "osrelease": "12", "init": "systemd"}
+ALPINE = {"os_family": "Alpine", "os": "Alpine", "osrelease": "3.20.3", "init": "openrc"}
+REDHAT = {"os_family": "RedHat", "os": "Rocky", "osrelease": "9.4", "init": "systemd"}
+
+
+def _machine(**overrides):
+    facts = {
+        "init_grain": "systemd",
+        "systemd_booted": True,
+        "pid1_name": "systemd",
+        "accounts": {"munge": None, "slurm": None},
+        "pkg_install_available": True,
+    }
+    facts.update(overrides)
+    return facts
+
+
+def _raises_naming(key, pillar):
+    with pytest.raises(SettingsError) as info:
+        settings.validate(pillar)
+    message = str(info.value)
+    assert message.startswith(f"{key}:"), message
+    return message
+
+
+# --- validate() -------------------------------------------------------------------------
+
+
+def test_validate_fills_every_default_around_the_controller():
+    cfg = settings.validate({"controller": "ctl"})
+    assert cfg == {**settings.DEFAULTS, "controller": "ctl"}
+
+
+def test_validate_does_not_modify_the_defaults():
+    before = repr(settings.DEFAULTS)
+    settings.validate({"controller": "ctl", "users": {"munge": {"uid": 2000, "gid": 2000}}})
+    assert repr(settings.DEFAULTS) == before
+
+
+def test_validate_merges_nested_keys_over_defaults():
+    cfg = settings.validate({"controller": "ctl", "verify": {"timeout": 5}})
+    assert cfg["verify"] == {"enabled": True, "timeout": 5}
+
+
+def test_validate_accepts_numeric_string_ids_and_returns_ints():
+    cfg = settings.validate({"controller": "ctl", "users": {"slurm": {"uid": "64030"}}})
+    assert cfg["users"]["slurm"]["uid"] == 64030
+
+
+@pytest.mark.parametrize("uid", ["abc", True, -1, 4294967295, 1.5, None])
+def test_validate_bad_uid_names_the_uid_key(uid):
+    message = _raises_naming(
+        "slurm:users:munge:uid", {"controller": "ctl", "users": {"munge": {"uid": uid}}}
+    )
+    assert repr(uid) in message
+
+
+def test_validate_accepts_highest_valid_uid():
+    cfg = settings.validate({"controller": "ctl", "users": {"munge": {"uid": 4294967294}}})
+    assert cfg["users"]["munge"]["uid"] == 4294967294
+
+
+def test_validate_bad_gid_names_the_gid_key():
+    _raises_naming("slurm:users:slurm:gid", {"controller": "ctl", "users": {"slurm": {"gid": "x"}}})
+
+
+def test_validate_unknown_service_manager_names_the_key():
+    message = _raises_naming(
+        "slurm:service_manager", {"controller": "ctl", "service_manager": "upstart"}
+    )
+    assert "'upstart'" in message
+
+
+@pytest.mark.parametrize("pillar", [{}, {"controller": None}, {"controller": 42}, None])
+def test_validate_missing_or_non_string_controller_names_the_key(pillar):
+    _raises_naming("slurm:controller", pillar)
+
+
+def test_validate_bad_munge_key_source_names_the_key():
+    _raises_naming(
+        "slurm:munge_key:source", {"controller": "ctl", "munge_key": {"source": "vault"}}
+    )
+
+
+@pytest.mark.parametrize("packages", ["slurmd", ["slurmd", ""], ["slurmd", 3]])
+def test_validate_packages_not_a_list_of_names_names_the_key(packages):
+    _raises_naming("slurm:packages", {"controller": "ctl", "packages": packages})
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, "x", True])
+def test_validate_bad_verify_timeout_names_the_key(timeout):
+    _raises_naming("slurm:verify:timeout", {"controller": "ctl", "verify": {"timeout": timeout}})
+
+
+def test_validate_non_bool_verify_enabled_names_the_key():
+    _raises_naming("slurm:verify:enabled", {"controller": "ctl", "verify": {"enabled": "yes"}})
+
+
+@pytest.mark.parametrize("value", ["ctl", ["controller", "ctl"], 3])
+def test_validate_non_mapping_slurm_pillar_names_slurm(value):
+    message = _raises_naming("slurm", value)
+    assert "expected a mapping" in message
+
+
+def test_validate_non_mapping_nested_section_names_the_section():
+    _raises_naming("slurm:verify", {"controller": "ctl", "verify": "yes"})
+
+
+# --- plan() -----------------------------------------------------------------------------
+
+
+def test_plan_debian_node():
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", _machine())
+    assert plan["packages"] == ["munge", "slurmd", "slurm-client"]
+    assert plan["conf_dir"] == "/etc/slurm"
+    assert plan["slurm_conf"] == "/etc/slurm/slurm.conf"
+    assert plan["service_manager"] == "systemd"
+    assert plan["munge_key_source"] == "salt://slurm_files/munge.key"
+    assert plan["controller"] == "ctl"
+    assert plan["nologin"] == "/usr/sbin/nologin"
+
+
+def test_plan_debian_controller_packages():
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "controller", _machine())
+    assert plan["packages"] == ["munge", "slurmctld", "slurm-client"]
+
+
+def test_plan_in_a_container_uses_direct_service_manager():
+    machine = _machine(systemd_booted=False, pid1_name="process_api")
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", machine)
+    assert plan["service_manager"] == "direct"
+
+
+def test_plan_pillar_packages_override_the_os_table():
+    pillar = {"controller": "ctl", "packages": ["munge", "slurm-wlm"]}
+    plan = settings.plan(pillar, DEBIAN, "node", _machine())
+    assert plan["packages"] == ["munge", "slurm-wlm"]
+
+
+def test_plan_pillar_munge_key_source_uses_default_pillar_key():
+    pillar = {"controller": "ctl", "munge_key": {"source": "pillar"}}
+    plan = settings.plan(pillar, DEBIAN, "node", _machine())
+    assert plan["munge_key_source"] == "pillar:slurm_munge_key"
+
+
+def test_plan_pillar_munge_key_source_uses_configured_pillar_key():
+    pillar = {"controller": "ctl", "munge_key": {"source": "pillar", "pillar_key": "secrets:munge"}}
+    plan = settings.plan(pillar, DEBIAN, "node", _machine())
+    assert plan["munge_key_source"] == "pillar:secrets:munge"
+
+
+def test_plan_existing_account_with_other_ids_names_key_and_both_id_pairs():
+    machine = _machine(accounts={"munge": (2000, 2001), "slurm": None})
+    with pytest.raises(SettingsError) as info:
+        settings.plan({"controller": "ctl"}, DEBIAN, "node", machine)
+    message = str(info.value)
+    assert message.startswith("slurm:users:munge:")
+    assert "1108/1108" in message
+    assert "2000/2001" in message
+
+
+def test_plan_existing_account_with_matching_ids_is_accepted():
+    machine = _machine(accounts={"munge": (1108, 1108), "slurm": [1109, 1109]})
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", machine)
+    assert plan["create_accounts"] == []
+
+
+def test_plan_create_accounts_lists_only_missing_accounts():
+    machine = _machine(accounts={"munge": (1108, 1108), "slurm": None})
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", machine)
+    assert plan["create_accounts"] == ["slurm"]
+
+
+def test_plan_create_accounts_when_accounts_unknown_lists_both():
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", _machine(accounts=None))
+    assert plan["create_accounts"] == ["munge", "slurm"]
+
+
+def test_plan_alpine_without_pkg_module_asks_for_saltext_apk():
+    machine = _machine(pkg_install_available=False)
+    with pytest.raises(SettingsError) as info:
+        settings.plan({"controller": "ctl"}, ALPINE, "node", machine)
+    assert "pip install saltext-apk" in str(info.value)
+
+
+def test_plan_alpine_with_pkg_module_uses_openrc_and_munged():
+    machine = _machine(init_grain="openrc", systemd_booted=False, pid1_name="init")
+    plan = settings.plan({"controller": "ctl"}, ALPINE, "node", machine)
+    assert plan["service_manager"] == "openrc"
+    assert plan["services"]["munge"] == "munged"
+
+
+def test_plan_unsupported_os_family_names_the_grains():
+    grains = {"os_family": "Arch", "os": "Arch", "osrelease": "rolling"}
+    with pytest.raises(SettingsError) as info:
+        settings.plan({"controller": "ctl"}, grains, "node", _machine())
+    message = str(info.value)
+    assert "os_family='Arch'" in message
+    assert "os='Arch'" in message
+    assert "osrelease='rolling'" in message
+
+
+def test_plan_ohpc_flavour_on_debian_names_the_flavour_key():
+    with pytest.raises(SettingsError) as info:
+        settings.plan({"controller": "ctl", "flavour": "ohpc"}, DEBIAN, "node", _machine())
+    message = str(info.value)
+    assert message.startswith("slurm:flavour:")
+    assert "'ohpc'" in message
+
+
+def test_plan_ohpc_flavour_on_redhat_uses_ohpc_packages():
+    plan = settings.plan({"controller": "ctl", "flavour": "ohpc"}, REDHAT, "node", _machine())
+    assert plan["packages"] == ["munge", "ohpc-slurm-client"]
+
+
+def test_plan_bad_pillar_is_reported_before_machine_checks():
+    machine = _machine(accounts={"munge": (1, 1), "slurm": (2, 2)})
+    with pytest.raises(SettingsError, match=r"^slurm:controller:"):
+        settings.plan({}, DEBIAN, "node", machine)
+
+
+def test_plan_purge_packages_defaults_off():
+    plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", _machine())
+    assert plan["purge_packages"] is False
+    assert plan["verify"] == {"enabled": True, "timeout": 60}
