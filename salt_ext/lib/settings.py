@@ -15,9 +15,10 @@ DEFAULTS = {
     "service_manager": "auto",
     "flavour": "distro",  # RedHat family: "ohpc" installs OpenHPC's *-ohpc packages
     "packages": None,  # overrides the OS table's package list for this role
+    # gid defaults to the uid (set it only when the group's id must differ)
     "users": {
-        "munge": {"uid": 1108, "gid": 1108},
-        "slurm": {"uid": 1109, "gid": 1109},
+        "munge": {"uid": 1108},
+        "slurm": {"uid": 1109},
     },
     "munge_key": {
         "source": "salt",  # "salt": salt://slurm_files/munge.key; "pillar": see pillar_key

@@ -33,7 +33,15 @@ def _raises_naming(key, pillar):
 
 def test_validate_fills_every_default_around_the_controller():
     cfg = settings.validate({"controller": "ctl"})
-    assert cfg == {**settings.DEFAULTS, "controller": "ctl"}
+    users = {"munge": {"uid": 1108, "gid": 1108}, "slurm": {"uid": 1109, "gid": 1109}}
+    assert cfg == {**settings.DEFAULTS, "controller": "ctl", "users": users}
+
+
+def test_gid_follows_the_uid_unless_set():
+    cfg = settings.validate({"controller": "ctl", "users": {"munge": {"uid": 2000}}})
+    assert cfg["users"]["munge"] == {"uid": 2000, "gid": 2000}
+    cfg = settings.validate({"controller": "ctl", "users": {"munge": {"uid": 2000, "gid": 7}}})
+    assert cfg["users"]["munge"] == {"uid": 2000, "gid": 7}
 
 
 def test_validate_does_not_modify_the_defaults():
