@@ -145,3 +145,27 @@ def test_absent_removes_daemons_and_key_and_node_comes_back(cluster, provisioned
     again = apply(cluster, "n3", "slurm.node")["n3"]
     assert not failed(again), failed(again)
     assert wait_for(lambda: sinfo_nodes(cluster).get("n3") == "idle", timeout=60)
+
+
+def test_missing_key_on_master_fails_with_how_to_create_one(cluster, provisioned):
+    key = cluster.cluster_files_dir() / "munge.key"
+    aside = key.with_name("munge.key.aside")
+    key.rename(aside)
+    try:
+        ret = apply(cluster, "n1", "slurm.node")["n1"]
+        problems = failed(ret)
+        assert "salt-run slurm.create_munge_key" in problems["slurm-munge-key"]
+        assert "slurm-slurmd" not in changed(ret)
+    finally:
+        aside.rename(key)
+
+
+def test_restart_slurmd_gives_a_new_daemon_and_the_node_stays_idle(cluster, provisioned):
+    before = cluster.run("n1", ["cat", "/run/slurmd.pid"]).stdout.strip()
+    ret = cluster.salt("n1", "slurm_node.restart", ["slurmd"])["n1"]
+    assert ret == {"restarted": ["slurmd"]}
+    after = cluster.run("n1", ["cat", "/run/slurmd.pid"]).stdout.strip()
+    assert after.isdigit() and after != before
+    assert wait_for(lambda: sinfo_nodes(cluster).get("n1") == "idle", timeout=60)
+    bad = cluster.salt("n1", "slurm_node.restart", ["everything"])["n1"]
+    assert "what must be one of munge, slurmd, slurmctld, all" in bad
