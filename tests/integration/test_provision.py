@@ -169,3 +169,27 @@ def test_restart_slurmd_gives_a_new_daemon_and_the_node_stays_idle(cluster, prov
     assert wait_for(lambda: sinfo_nodes(cluster).get("n1") == "idle", timeout=60)
     bad = cluster.salt("n1", "slurm_node.restart", ["everything"])["n1"]
     assert "what must be one of munge, slurmd, slurmctld, all" in bad
+
+
+def test_config_change_restarts_slurmd_and_reconfigures_controller(cluster, provisioned):
+    conf_path = cluster.cluster_files_dir() / "slurm.conf"
+    original = conf_path.read_text()
+    before = cluster.run("n2", ["cat", "/run/slurmd.pid"]).stdout.strip()
+    ctl_before = cluster.run("ctl", ["cat", "/run/slurmctld.pid"]).stdout.strip()
+    conf_path.write_text(original + "# edited by the admin\n")
+    try:
+        node = apply(cluster, "n2", "slurm.node")["n2"]
+        assert not failed(node), failed(node)
+        assert changed(node)["slurm-slurmd"] == {"restart": "slurmd"}
+        assert cluster.run("n2", ["cat", "/run/slurmd.pid"]).stdout.strip() != before
+        ctl = apply(cluster, "ctl", "slurm.controller")["ctl"]
+        assert not failed(ctl), failed(ctl)
+        assert changed(ctl)["slurm-slurmctld"] == {"reconfigure": "slurmctld"}
+        # reconfigure keeps the same slurmctld process
+        assert cluster.run("ctl", ["cat", "/run/slurmctld.pid"]).stdout.strip() == ctl_before
+    finally:
+        conf_path.write_text(original)
+        for name, sls in (("ctl", "slurm.controller"), ("n2", "slurm.node")):
+            ret = apply(cluster, name, sls)[name]
+            assert not failed(ret), failed(ret)
+    assert wait_for(lambda: sinfo_nodes(cluster).get("n2") == "idle", timeout=60)

@@ -1,0 +1,393 @@
+"""Loader-mocked tests for the ``slurm_node`` execution module (dunders injected by hand)."""
+
+import time
+import types
+from unittest.mock import MagicMock, call
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from salt_ext.lib import command, daemons
+from salt_ext.modules import slurm_node
+
+DEBIAN_GRAINS = {
+    "os": "Debian",
+    "os_family": "Debian",
+    "osrelease": "12",
+    "host": "n1",
+    "init": "systemd",
+}
+ALPINE_GRAINS = {
+    "os": "Alpine",
+    "os_family": "Alpine",
+    "osrelease": "3.19",
+    "host": "n1",
+    "init": "openrc",
+}
+MACHINE = {
+    "init_grain": "systemd",
+    "systemd_booted": True,
+    "pid1_name": "systemd",
+    "accounts": {"munge": None, "slurm": None},
+    "pkg_install_available": True,
+}
+ZERO_BYTES = (
+    "scontrol show node -o n1 exited 1: "
+    "slurm_load_node error: Zero Bytes were transmitted or received"
+)
+
+
+def _service_salt():
+    return {
+        "service.status": MagicMock(return_value=True),
+        "service.start": MagicMock(return_value=True),
+        "service.stop": MagicMock(return_value=True),
+        "service.restart": MagicMock(return_value=True),
+        "cmd.which": MagicMock(side_effect=lambda name: f"/usr/sbin/{name}"),
+    }
+
+
+@pytest.fixture
+def loader(monkeypatch):
+    """Inject Salt's dunders; returns a namespace to adjust grains, pillar and __salt__."""
+    env = types.SimpleNamespace(
+        salt=_service_salt(),
+        grains=dict(DEBIAN_GRAINS),
+        pillar={"slurm": {"controller": "ctl"}},
+        opts={"test": False},
+    )
+    monkeypatch.setattr(slurm_node, "__salt__", env.salt, raising=False)
+    monkeypatch.setattr(slurm_node, "__grains__", env.grains, raising=False)
+    monkeypatch.setattr(slurm_node, "__pillar__", env.pillar, raising=False)
+    monkeypatch.setattr(slurm_node, "__opts__", env.opts, raising=False)
+    monkeypatch.setattr(slurm_node, "_machine", lambda: dict(MACHINE))
+    return env
+
+
+def _use_grains(env, grains):
+    env.grains.clear()
+    env.grains.update(grains)
+
+
+# --- daemon_running / daemon_control through a service manager -----------------------------
+
+
+@pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
+@pytest.mark.parametrize(
+    ("grains", "daemon", "service"),
+    [
+        (DEBIAN_GRAINS, "munge", "munge"),
+        (ALPINE_GRAINS, "munge", "munged"),
+        (DEBIAN_GRAINS, "slurmd", "slurmd"),
+        (ALPINE_GRAINS, "slurmctld", "slurmctld"),
+    ],
+)
+def test_daemon_running_asks_service_status_with_the_os_service_name(
+    loader, manager, grains, daemon, service
+):
+    _use_grains(loader, grains)
+    assert slurm_node.daemon_running(daemon, manager) is True
+    loader.salt["service.status"].assert_called_once_with(service)
+
+
+def test_daemon_running_false_when_service_status_is_false(loader):
+    loader.salt["service.status"].return_value = False
+    assert slurm_node.daemon_running("slurmd", "systemd") is False
+
+
+def test_daemon_running_uses_the_planned_manager_when_none_given(loader, monkeypatch):
+    loader.pillar["slurm"]["service_manager"] = "openrc"
+    pid_of = MagicMock()
+    monkeypatch.setattr(daemons, "pid_of", pid_of)
+    assert slurm_node.daemon_running("munge") is True
+    loader.salt["service.status"].assert_called_once_with("munge")
+    pid_of.assert_not_called()
+
+
+@pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
+def test_daemon_control_calls_service_action_with_the_os_service_name(loader, manager, action):
+    _use_grains(loader, ALPINE_GRAINS)
+    assert slurm_node.daemon_control("munge", action, manager) is True
+    loader.salt[f"service.{action}"].assert_called_once_with("munged")
+    for other in {"start", "stop", "restart"} - {action}:
+        loader.salt[f"service.{other}"].assert_not_called()
+
+
+def test_daemon_control_debian_munge_service_is_munge(loader):
+    slurm_node.daemon_control("munge", "start", "systemd")
+    loader.salt["service.start"].assert_called_once_with("munge")
+
+
+@pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
+def test_daemon_control_false_from_service_start_raises_naming_service_and_manager(loader, manager):
+    _use_grains(loader, ALPINE_GRAINS)
+    loader.salt["service.start"].return_value = False
+    with pytest.raises(CommandExecutionError) as excinfo:
+        slurm_node.daemon_control("munge", "start", manager)
+    message = str(excinfo.value)
+    assert "munged" in message
+    assert manager in message
+    assert "service.start" in message
+
+
+# --- daemon_running / daemon_control with the direct manager -------------------------------
+
+
+def test_daemon_running_direct_uses_pid_of(loader, monkeypatch):
+    pid_of = MagicMock(return_value=4242)
+    monkeypatch.setattr(daemons, "pid_of", pid_of)
+    assert slurm_node.daemon_running("slurmd", "direct") is True
+    pid_of.assert_called_once_with("slurmd", "/etc/slurm/slurm.conf")
+    loader.salt["service.status"].assert_not_called()
+
+
+def test_daemon_running_direct_false_without_pid(loader, monkeypatch):
+    monkeypatch.setattr(daemons, "pid_of", MagicMock(return_value=None))
+    assert slurm_node.daemon_running("munge", "direct", conf="/tmp/x.conf") is False
+    daemons.pid_of.assert_called_once_with("munge", "/tmp/x.conf")
+
+
+def test_daemon_running_direct_from_pillar_service_manager(loader, monkeypatch):
+    loader.pillar["slurm"]["service_manager"] = "direct"
+    monkeypatch.setattr(daemons, "pid_of", MagicMock(return_value=None))
+    assert slurm_node.daemon_running("slurmctld") is False
+    daemons.pid_of.assert_called_once_with("slurmctld", "/etc/slurm/slurm.conf")
+    loader.salt["service.status"].assert_not_called()
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
+def test_daemon_control_direct_calls_lib_daemons(loader, monkeypatch, action):
+    calls = MagicMock()
+    for name in ("start", "stop", "restart"):
+        monkeypatch.setattr(daemons, name, getattr(calls, name))
+    assert slurm_node.daemon_control("slurmd", action, "direct") is True
+    assert calls.mock_calls == [getattr(call, action)("slurmd", "/etc/slurm/slurm.conf")]
+    for name in ("service.start", "service.stop", "service.restart"):
+        loader.salt[name].assert_not_called()
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
+def test_daemon_control_direct_daemon_error_becomes_command_execution_error(
+    loader, monkeypatch, action
+):
+    failure = MagicMock(side_effect=daemons.DaemonError("slurmd did not start: fatal: boom"))
+    for name in ("start", "stop", "restart"):
+        monkeypatch.setattr(daemons, name, failure)
+    with pytest.raises(CommandExecutionError, match="slurmd did not start: fatal: boom"):
+        slurm_node.daemon_control("slurmd", action, "direct")
+
+
+# --- argument checks -----------------------------------------------------------------------
+
+
+def test_daemon_control_rejects_unknown_action(loader):
+    with pytest.raises(SaltInvocationError) as excinfo:
+        slurm_node.daemon_control("slurmd", "reload", "systemd")
+    message = str(excinfo.value)
+    for allowed in ("start", "stop", "restart"):
+        assert allowed in message
+    assert "'reload'" in message
+
+
+def test_daemon_control_rejects_unknown_daemon(loader):
+    with pytest.raises(SaltInvocationError) as excinfo:
+        slurm_node.daemon_control("sshd", "start", "systemd")
+    message = str(excinfo.value)
+    for allowed in daemons.DAEMONS:
+        assert allowed in message
+    assert "'sshd'" in message
+    loader.salt["service.start"].assert_not_called()
+
+
+def test_restart_rejects_unknown_target(loader):
+    with pytest.raises(SaltInvocationError) as excinfo:
+        slurm_node.restart("bogus")
+    message = str(excinfo.value)
+    for allowed in ("munge", "slurmd", "slurmctld", "all"):
+        assert allowed in message
+    loader.salt["service.restart"].assert_not_called()
+
+
+def test_restart_all_restarts_munge_first_then_installed_daemons(loader):
+    loader.salt["cmd.which"] = MagicMock(
+        side_effect=lambda name: "/usr/sbin/slurmd" if name == "slurmd" else None
+    )
+    assert slurm_node.restart("all") == {"restarted": ["munge", "slurmd"]}
+    assert loader.salt["service.restart"].mock_calls == [call("munge"), call("slurmd")]
+
+
+def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader):
+    assert slurm_node.restart() == {"restarted": ["munge", "slurmctld", "slurmd"]}
+    assert loader.salt["service.restart"].mock_calls == [
+        call("munge"),
+        call("slurmctld"),
+        call("slurmd"),
+    ]
+
+
+def test_restart_single_daemon(loader):
+    assert slurm_node.restart("slurmd") == {"restarted": ["slurmd"]}
+    loader.salt["service.restart"].assert_called_once_with("slurmd")
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_settings_returns_the_plan(loader):
+    plan = slurm_node.settings()
+    assert plan["role"] == "node"
+    assert plan["controller"] == "ctl"
+    assert plan["service_manager"] == "systemd"
+    assert plan["services"]["munge"] == "munge"
+    assert plan["slurm_conf"] == "/etc/slurm/slurm.conf"
+    assert slurm_node.settings("controller")["role"] == "controller"
+
+
+@pytest.mark.parametrize(
+    ("pillar", "key"),
+    [
+        ({}, "slurm:controller"),
+        ({"controller": "ctl", "service_manager": "launchd"}, "slurm:service_manager"),
+        ({"controller": "ctl", "users": {"munge": {"uid": "x"}}}, "slurm:users:munge:uid"),
+        ({"controller": "ctl", "munge_key": {"source": "http"}}, "slurm:munge_key:source"),
+        ({"controller": "ctl", "verify": {"timeout": -1}}, "slurm:verify:timeout"),
+    ],
+)
+def test_settings_bad_pillar_raises_command_execution_error_naming_the_key(loader, pillar, key):
+    loader.pillar["slurm"] = pillar
+    with pytest.raises(CommandExecutionError) as excinfo:
+        slurm_node.settings()
+    message = str(excinfo.value)
+    assert message.startswith("bad slurm pillar: slurm:")
+    assert message.startswith(f"bad slurm pillar: {key}")
+
+
+def test_settings_missing_slurm_pillar(loader):
+    loader.pillar.pop("slurm")
+    with pytest.raises(CommandExecutionError, match=r"^bad slurm pillar: slurm:controller"):
+        slurm_node.settings()
+
+
+def test_settings_rejects_unknown_role(loader):
+    with pytest.raises(SaltInvocationError, match="'bogus'"):
+        slurm_node.settings("bogus")
+
+
+def test_machine_reports_runtime_facts(monkeypatch):
+    monkeypatch.setattr(slurm_node, "__salt__", {"pkg.install": object()}, raising=False)
+    monkeypatch.setattr(slurm_node, "__grains__", dict(DEBIAN_GRAINS), raising=False)
+    monkeypatch.setattr(slurm_node, "_pid1_name", lambda: "init")
+    monkeypatch.setattr(slurm_node, "_account", lambda name: (1, 2) if name == "munge" else None)
+    facts = slurm_node._machine()
+    assert facts["init_grain"] == "systemd"
+    assert facts["pid1_name"] == "init"
+    assert facts["accounts"] == {"munge": (1, 2), "slurm": None}
+    assert facts["pkg_install_available"] is True
+    assert isinstance(facts["systemd_booted"], bool)
+
+
+# --- wait_registered -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_logs(monkeypatch):
+    """No daemon logs to read (and none of the host's)."""
+    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: [])
+
+
+def test_wait_registered_stops_early_on_munge_key_mismatch(loader, monkeypatch, no_logs):
+    run = MagicMock(side_effect=command.CommandFailed(["scontrol"], ZERO_BYTES, 1))
+    monkeypatch.setattr(command, "run", run)
+    sleeps = []
+    monkeypatch.setattr(
+        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleeps.append)
+    )
+    began = time.monotonic()
+    result = slurm_node.wait_registered(timeout=600)
+    assert time.monotonic() - began < 5
+    assert result["ok"] is False
+    assert "munge key mismatch" in result["cause"]
+    assert result["evidence"][0] == ZERO_BYTES
+    assert result["state"] is None
+    assert run.call_count == 5
+    assert len(sleeps) == run.call_count - 1
+    run.assert_called_with(["scontrol", "show", "node", "-o", "n1"], timeout=15)
+
+
+def test_wait_registered_quotes_telling_log_lines(loader, monkeypatch):
+    logs = {
+        "/var/log/slurm/slurmd.log": [
+            "[t] slurmd started",
+            "[t] error: Unable to register: Zero Bytes were transmitted or received",
+            "[t] error: something else went wrong",
+        ],
+        "/var/log/munge/munged.log": ["munged: Info: started"],
+    }
+    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: logs.get(path, []))
+    monkeypatch.setattr(daemons, "spec", lambda name, conf=None: dict(daemons.DAEMONS[name]))
+    monkeypatch.setattr(
+        command, "run", MagicMock(side_effect=command.CommandFailed([], ZERO_BYTES))
+    )
+    monkeypatch.setattr(
+        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
+    )
+    result = slurm_node.wait_registered("n7", timeout=600)
+    assert result["evidence"] == [
+        ZERO_BYTES,
+        "slurmd: [t] error: Unable to register: Zero Bytes were transmitted or received",
+        "slurmd: [t] error: something else went wrong",
+    ]
+    command.run.assert_called_with(["scontrol", "show", "node", "-o", "n7"], timeout=15)
+
+
+def test_wait_registered_ok_once_the_node_is_usable(loader, monkeypatch, no_logs):
+    outputs = [
+        command.CommandFailed([], "scontrol: error: Connection refused"),
+        types.SimpleNamespace(stdout="NodeName=n1 State=DOWN* Reason=Not responding\n"),
+        types.SimpleNamespace(stdout="NodeName=n1 Arch=x86_64 State=IDLE CPUTot=1\n"),
+    ]
+    monkeypatch.setattr(command, "run", MagicMock(side_effect=outputs))
+    monkeypatch.setattr(
+        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
+    )
+    result = slurm_node.wait_registered(timeout=600)
+    assert result["ok"] is True
+    assert result["state"]["state"] == "IDLE"
+    assert command.run.call_count == 3
+
+
+def test_wait_registered_gives_up_at_the_timeout(loader, monkeypatch, no_logs):
+    clock = {"now": 0.0}
+
+    def sleep(seconds):
+        clock["now"] += seconds
+
+    monkeypatch.setattr(
+        slurm_node, "time", types.SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep)
+    )
+    # a controller that keeps refusing: transient, so no early stop
+    monkeypatch.setattr(
+        command,
+        "run",
+        MagicMock(side_effect=command.CommandFailed([], "scontrol: error: Connection refused")),
+    )
+    result = slurm_node.wait_registered(timeout=10)
+    assert result["ok"] is False
+    assert result["waited"] == pytest.approx(11, abs=1)
+    assert command.run.call_count == 12
+    assert result["cause"] == "slurmd cannot reach the controller"
+
+
+def test_wait_registered_zero_bytes_streak_resets_after_an_answer(loader, monkeypatch, no_logs):
+    failure = command.CommandFailed([], ZERO_BYTES)
+    down = types.SimpleNamespace(stdout="NodeName=n1 State=DOWN Reason=rebooting\n")
+    idle = types.SimpleNamespace(stdout="NodeName=n1 State=IDLE\n")
+    outputs = [failure] * 4 + [down] + [failure] * 4 + [idle]
+    monkeypatch.setattr(command, "run", MagicMock(side_effect=outputs))
+    monkeypatch.setattr(
+        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
+    )
+    result = slurm_node.wait_registered(timeout=600)
+    assert result["ok"] is True
+    assert command.run.call_count == len(outputs)

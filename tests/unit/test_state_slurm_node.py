@@ -1,0 +1,457 @@
+"""Loader-mocked tests for the ``slurm_node`` state module (dunders injected by hand)."""
+
+import base64
+import hashlib
+import os
+import pwd
+import stat
+import types
+from unittest.mock import MagicMock
+
+import pytest
+from salt.exceptions import CommandExecutionError
+
+from salt_ext.lib import command
+from salt_ext.states import slurm_node
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+OWNER = pwd.getpwnam(USER)
+SOURCE = "salt://slurm_files/munge.key"
+KEY = bytes(range(7, 71))  # 64 bytes, none of them secret, easy to spot in output
+
+
+def _hash(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def loader(monkeypatch, tmp_path):
+    """Inject Salt's dunders; ``cp.cache_file`` hands out a fresh copy of ``env.master_key``."""
+    env = types.SimpleNamespace(
+        opts={"test": False},
+        pillar={},
+        master_key=KEY,
+        cached=[],
+        key_path=tmp_path / "etc" / "munge" / "munge.key",
+    )
+
+    def cache_file(source, saltenv="base"):
+        path = tmp_path / f"cache-{len(env.cached)}"
+        path.write_bytes(env.master_key)
+        env.cached.append(path)
+        return str(path)
+
+    def hash_file(source, saltenv="base"):
+        return {"hash_type": "sha256", "hsum": hashlib.sha256(env.master_key).hexdigest()}
+
+    env.salt = {
+        "cp.cache_file": MagicMock(side_effect=cache_file),
+        "cp.hash_file": MagicMock(side_effect=hash_file),
+        "slurm_node.daemon_running": MagicMock(return_value=True),
+        "slurm_node.daemon_control": MagicMock(return_value=True),
+        "slurm_node.munge_roundtrip": MagicMock(
+            return_value={"ok": True, "status": "Success (0)", "error": None}
+        ),
+        "slurm_node.wait_registered": MagicMock(),
+    }
+    monkeypatch.setattr(slurm_node, "__salt__", env.salt, raising=False)
+    monkeypatch.setattr(slurm_node, "__opts__", env.opts, raising=False)
+    monkeypatch.setattr(slurm_node, "__pillar__", env.pillar, raising=False)
+    monkeypatch.setattr(slurm_node, "__grains__", {"host": "n1"}, raising=False)
+    return env
+
+
+def _place_key(path, data, mode=0o400):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    os.chown(path, OWNER.pw_uid, OWNER.pw_gid)
+
+
+def _assert_secret_not_in(ret, key=KEY):
+    text = repr(ret)
+    for form in (
+        repr(key),
+        key.hex(),
+        base64.b64encode(key).decode(),
+    ):
+        assert form not in text
+
+
+# --- munge_key -----------------------------------------------------------------------------
+
+
+def test_munge_key_absent_is_written_0400_and_reported_by_hash_only(loader):
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {"key_hash": {"old": None, "new": _hash(KEY)}}
+    assert loader.key_path.read_bytes() == KEY
+    info = loader.key_path.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o400
+    assert (info.st_uid, info.st_gid) == (OWNER.pw_uid, OWNER.pw_gid)
+    assert _hash(KEY) in ret["comment"]
+    _assert_secret_not_in(ret)
+    # nothing to compare against locally: no need to ask the master for its hash
+    loader.salt["cp.hash_file"].assert_not_called()
+    loader.salt["cp.cache_file"].assert_called_once_with(SOURCE, "base")
+
+
+def test_munge_key_passes_saltenv(loader):
+    slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER, saltenv="prod")
+    loader.salt["cp.cache_file"].assert_called_once_with(SOURCE, "prod")
+
+
+def test_munge_key_cached_copy_is_deleted_after_reading(loader):
+    slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert len(loader.cached) == 1
+    assert not loader.cached[0].exists()
+
+
+def test_munge_key_test_mode_changes_nothing(loader):
+    loader.opts["test"] = True
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is None
+    assert ret["changes"] == {"key_hash": {"old": None, "new": _hash(KEY)}}
+    assert not loader.key_path.exists()
+    assert not loader.key_path.parent.exists()
+    assert all(not path.exists() for path in loader.cached)
+    _assert_secret_not_in(ret)
+
+
+def test_munge_key_same_key_no_changes_without_downloading(loader):
+    _place_key(loader.key_path, KEY)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {}
+    assert _hash(KEY) in ret["comment"]
+    loader.salt["cp.hash_file"].assert_called_once_with(SOURCE, "base")
+    loader.salt["cp.cache_file"].assert_not_called()
+
+
+def test_munge_key_different_key_is_replaced(loader):
+    old = b"o" * 64
+    _place_key(loader.key_path, old)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {"key_hash": {"old": _hash(old), "new": _hash(KEY)}}
+    assert loader.key_path.read_bytes() == KEY
+    assert stat.S_IMODE(loader.key_path.stat().st_mode) == 0o400
+    assert all(not path.exists() for path in loader.cached)
+    _assert_secret_not_in(ret)
+    _assert_secret_not_in(ret, old)
+
+
+def test_munge_key_without_master_hash_downloads_to_compare(loader):
+    loader.salt["cp.hash_file"] = MagicMock(return_value={"hash_type": "md5", "hsum": "x"})
+    _place_key(loader.key_path, KEY)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {}
+    loader.salt["cp.cache_file"].assert_called_once()
+    assert all(not path.exists() for path in loader.cached)
+
+
+def test_munge_key_wrong_mode_is_fixed(loader):
+    _place_key(loader.key_path, KEY, mode=0o644)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is True
+    assert list(ret["changes"]) == ["mode"]
+    assert ret["changes"]["mode"] == {
+        "old": f"0644 {OWNER.pw_uid}:{OWNER.pw_gid}",
+        "new": f"0400 {OWNER.pw_uid}:{OWNER.pw_gid}",
+    }
+    assert stat.S_IMODE(loader.key_path.stat().st_mode) == 0o400
+    assert loader.key_path.read_bytes() == KEY
+    loader.salt["cp.cache_file"].assert_not_called()
+
+
+def test_munge_key_wrong_mode_test_mode_leaves_it(loader):
+    loader.opts["test"] = True
+    _place_key(loader.key_path, KEY, mode=0o644)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is None
+    assert "mode" in ret["changes"]
+    assert stat.S_IMODE(loader.key_path.stat().st_mode) == 0o644
+
+
+def test_munge_key_missing_on_master_says_how_to_create_it(loader):
+    loader.salt["cp.cache_file"] = MagicMock(return_value=False)
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is False
+    assert "salt-run slurm.create_munge_key" in ret["comment"]
+    assert SOURCE in ret["comment"]
+    assert ret["changes"] == {}
+    assert not loader.key_path.exists()
+
+
+def test_munge_key_from_pillar_base64(loader):
+    loader.pillar["slurm_munge_key"] = base64.b64encode(KEY).decode() + "\n"
+    ret = slurm_node.munge_key(str(loader.key_path), "pillar:slurm_munge_key", user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {"key_hash": {"old": None, "new": _hash(KEY)}}
+    assert loader.key_path.read_bytes() == KEY
+    assert stat.S_IMODE(loader.key_path.stat().st_mode) == 0o400
+    loader.salt["cp.cache_file"].assert_not_called()
+    loader.salt["cp.hash_file"].assert_not_called()
+    _assert_secret_not_in(ret)
+
+
+def test_munge_key_from_nested_pillar_key_matches_existing(loader):
+    loader.pillar["secrets"] = {"munge": base64.b64encode(KEY).decode()}
+    _place_key(loader.key_path, KEY)
+    ret = slurm_node.munge_key(str(loader.key_path), "pillar:secrets:munge", user=USER)
+    assert ret["result"] is True
+    assert ret["changes"] == {}
+
+
+def test_munge_key_pillar_not_base64_names_the_pillar_key(loader):
+    loader.pillar["slurm_munge_key"] = "this is not base64!"
+    ret = slurm_node.munge_key(str(loader.key_path), "pillar:slurm_munge_key", user=USER)
+    assert ret["result"] is False
+    assert "'slurm_munge_key'" in ret["comment"]
+    assert "base64" in ret["comment"]
+    assert not loader.key_path.exists()
+
+
+def test_munge_key_pillar_missing_names_the_pillar_key(loader):
+    ret = slurm_node.munge_key(str(loader.key_path), "pillar:slurm_munge_key", user=USER)
+    assert ret["result"] is False
+    assert "'slurm_munge_key'" in ret["comment"]
+    assert not loader.key_path.exists()
+
+
+def test_munge_key_shorter_than_32_bytes_is_refused(loader):
+    loader.master_key = b"k" * 31
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user=USER)
+    assert ret["result"] is False
+    assert "shorter than 32 bytes" in ret["comment"]
+    assert not loader.key_path.exists()
+    assert all(not path.exists() for path in loader.cached)
+
+
+def test_munge_key_short_pillar_key_is_refused(loader):
+    loader.pillar["slurm_munge_key"] = base64.b64encode(b"short").decode()
+    ret = slurm_node.munge_key(str(loader.key_path), "pillar:slurm_munge_key", user=USER)
+    assert ret["result"] is False
+    assert "shorter than 32 bytes" in ret["comment"]
+
+
+def test_munge_key_unknown_account(loader):
+    ret = slurm_node.munge_key(str(loader.key_path), SOURCE, user="no-such-user-xyz")
+    assert ret["result"] is False
+    assert "no-such-user-xyz" in ret["comment"]
+    loader.salt["cp.cache_file"].assert_not_called()
+
+
+# --- daemon_running ------------------------------------------------------------------------
+
+
+def test_daemon_running_already_running(loader):
+    ret = slurm_node.daemon_running("slurmd", "systemd", "/etc/slurm/slurm.conf")
+    assert ret["result"] is True
+    assert ret["changes"] == {}
+    loader.salt["slurm_node.daemon_running"].assert_called_once_with(
+        "slurmd", "systemd", "/etc/slurm/slurm.conf"
+    )
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+
+
+def test_daemon_running_test_mode(loader):
+    loader.opts["test"] = True
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    ret = slurm_node.daemon_running("munge", "openrc")
+    assert ret["result"] is None
+    assert ret["changes"] == {"started": "munge"}
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+
+
+def test_daemon_running_starts_it(loader):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    ret = slurm_node.daemon_running("slurmd", "direct", "/etc/slurm/slurm.conf")
+    assert ret["result"] is True
+    assert ret["changes"] == {"started": "slurmd"}
+    loader.salt["slurm_node.daemon_control"].assert_called_once_with(
+        "slurmd", "start", "direct", "/etc/slurm/slurm.conf"
+    )
+
+
+def test_daemon_running_start_failure(loader):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    loader.salt["slurm_node.daemon_control"].side_effect = CommandExecutionError(
+        "slurmd did not start: fatal: bad config"
+    )
+    ret = slurm_node.daemon_running("slurmd", "direct")
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert "slurmd did not start: fatal: bad config" in ret["comment"]
+
+
+def test_daemon_running_status_failure(loader):
+    loader.salt["slurm_node.daemon_running"].side_effect = CommandExecutionError(
+        "bad slurm pillar: slurm:controller: required"
+    )
+    ret = slurm_node.daemon_running("slurmd", "systemd")
+    assert ret["result"] is False
+    assert "bad slurm pillar" in ret["comment"]
+
+
+# --- mod_watch -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    run = MagicMock(return_value=types.SimpleNamespace(stdout="", stderr="", returncode=0))
+    monkeypatch.setattr(command, "run", run)
+    return run
+
+
+def test_mod_watch_running_slurmctld_reconfigures(loader, fake_run):
+    ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
+    assert ret["result"] is True
+    assert ret["changes"] == {"reconfigure": "slurmctld"}
+    fake_run.assert_called_once()
+    assert fake_run.call_args.args[0] == ["scontrol", "reconfigure"]
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+
+
+def test_mod_watch_reconfigure_failure(loader, fake_run):
+    fake_run.side_effect = command.CommandFailed(
+        ["scontrol", "reconfigure"], "scontrol reconfigure exited 1: error: oops", 1
+    )
+    ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
+    assert ret["result"] is False
+    assert "oops" in ret["comment"]
+    assert ret["changes"] == {}
+
+
+def test_mod_watch_running_slurmd_restarts(loader, fake_run):
+    ret = slurm_node.mod_watch("slurmd", sfun="daemon_running", manager="openrc", conf="/c")
+    assert ret["result"] is True
+    assert ret["changes"] == {"restart": "slurmd"}
+    loader.salt["slurm_node.daemon_control"].assert_called_once_with(
+        "slurmd", "restart", "openrc", "/c"
+    )
+    fake_run.assert_not_called()
+
+
+@pytest.mark.parametrize("name", ["munge", "slurmd", "slurmctld"])
+def test_mod_watch_not_running_starts(loader, fake_run, name):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    ret = slurm_node.mod_watch(name, sfun="daemon_running", manager="direct")
+    assert ret["result"] is True
+    assert ret["changes"] == {"start": name}
+    loader.salt["slurm_node.daemon_control"].assert_called_once_with(name, "start", "direct", None)
+    fake_run.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("name", "running", "action"),
+    [("slurmctld", True, "reconfigure"), ("slurmd", True, "restart"), ("munge", False, "start")],
+)
+def test_mod_watch_test_mode(loader, fake_run, name, running, action):
+    loader.opts["test"] = True
+    loader.salt["slurm_node.daemon_running"].return_value = running
+    ret = slurm_node.mod_watch(name, sfun="daemon_running", manager="systemd")
+    assert ret["result"] is None
+    assert ret["changes"] == {action: name}
+    fake_run.assert_not_called()
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+
+
+def test_mod_watch_restart_failure(loader, fake_run):
+    loader.salt["slurm_node.daemon_control"].side_effect = CommandExecutionError(
+        "service.restart slurmd failed (systemd)"
+    )
+    ret = slurm_node.mod_watch("slurmd", sfun="daemon_running", manager="systemd")
+    assert ret["result"] is False
+    assert "service.restart slurmd failed" in ret["comment"]
+
+
+def test_mod_watch_other_state_function_is_refused(loader, fake_run):
+    ret = slurm_node.mod_watch("x", sfun="munge_key")
+    assert ret["result"] is False
+    assert "munge_key" in ret["comment"]
+
+
+# --- node_verified -------------------------------------------------------------------------
+
+
+def test_node_verified_failure_names_cause_and_quotes_evidence(loader):
+    loader.salt["slurm_node.wait_registered"].return_value = {
+        "ok": False,
+        "state": {"state": "DOWN", "raw_state": "DOWN*", "reason": "Not responding"},
+        "waited": 12.0,
+        "evidence": [
+            "scontrol show node exited 1: Zero Bytes were transmitted or received",
+            "slurmd: error: Unable to register: Zero Bytes were transmitted or received",
+        ],
+        "cause": "munge key mismatch with the controller",
+    }
+    ret = slurm_node.node_verified("n1", timeout=30)
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    lines = ret["comment"].splitlines()
+    assert "munge key mismatch with the controller" in lines[0]
+    assert "12.0s" in lines[0]
+    assert "state=DOWN*" in lines[1]
+    assert "reason=Not responding" in lines[1]
+    assert lines[2:] == [
+        "scontrol show node exited 1: Zero Bytes were transmitted or received",
+        "slurmd: error: Unable to register: Zero Bytes were transmitted or received",
+    ]
+    loader.salt["slurm_node.wait_registered"].assert_called_once_with("n1", 30)
+
+
+def test_node_verified_failure_without_state(loader):
+    loader.salt["slurm_node.wait_registered"].return_value = {
+        "ok": False,
+        "state": None,
+        "waited": 60.2,
+        "evidence": [],
+        "cause": "node did not register with the controller in time",
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "node did not register" in ret["comment"]
+    assert "state=None" in ret["comment"]
+
+
+def test_node_verified_ok(loader):
+    loader.salt["slurm_node.wait_registered"].return_value = {
+        "ok": True,
+        "state": {"state": "IDLE"},
+        "waited": 1.5,
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is True
+    assert ret["changes"] == {}
+    assert "IDLE" in ret["comment"]
+
+
+def test_node_verified_local_munge_failure_skips_registration(loader):
+    loader.salt["slurm_node.munge_roundtrip"].return_value = {
+        "ok": False,
+        "status": None,
+        "error": "unmunge: Error: Invalid credential",
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "local munge round trip failed: unmunge: Error: Invalid credential" in ret["comment"]
+    loader.salt["slurm_node.wait_registered"].assert_not_called()
+
+
+def test_node_verified_local_munge_error(loader):
+    loader.salt["slurm_node.munge_roundtrip"].side_effect = CommandExecutionError(
+        "munge: command not found"
+    )
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "munge: command not found" in ret["comment"]
+
+
+def test_node_verified_test_mode(loader):
+    loader.opts["test"] = True
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is None
+    loader.salt["slurm_node.munge_roundtrip"].assert_not_called()
+    loader.salt["slurm_node.wait_registered"].assert_not_called()
