@@ -28,9 +28,12 @@ def _make_bare(bed, names):
         assert not _failed(rets[name]), (name, _failed(rets[name]))
         node = bed.nodes[name]
         for path in PRIVATE_DIRS:
-            backing = node.private_dir(path)
-            shutil.rmtree(backing)
-            backing.mkdir()
+            # empty the directory, keep it: it is the source of the node's bind mount
+            for child in node.private_dir(path).iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         bed.run(name, ["sh", "-c", "rm -rf /run/munge /run/slurmd.pid"], check=True)
 
 
