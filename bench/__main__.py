@@ -2,11 +2,12 @@
 
 import sys
 
-from bench import provision
+from bench import hostlist, provision
 
 
 def main():
     print(f"saltext-slurm benchmarks (python {sys.version.split()[0]})")
+    hostlist.run()
     provision.run()
     return 0
 
