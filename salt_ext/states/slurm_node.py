@@ -162,26 +162,32 @@ def daemon_running(name, manager, conf=None):
     conf
         slurm.conf path (pid and log file locations are read from it).
     """
+    return _ensure_daemon(name, manager, conf, running=True)
+
+
+def _ensure_daemon(name, manager, conf, running):
+    """Shared body of daemon_running / daemon_dead: check, honour test=True, act, report."""
     ret = _ret(name)
+    action, done = ("start", "started") if running else ("stop", "stopped")
     try:
-        running = __salt__["slurm_node.daemon_running"](name, manager, conf)
+        is_running = __salt__["slurm_node.daemon_running"](name, manager, conf)
     except (CommandExecutionError, SaltInvocationError) as err:
         ret.update(result=False, comment=str(err))
         return ret
-    if running:
-        ret["comment"] = f"{name} is running ({manager})"
+    if is_running == running:
+        ret["comment"] = f"{name} is {'running' if running else 'not running'} ({manager})"
         return ret
     if __opts__["test"]:
-        ret.update(result=None, comment=f"{name} would be started ({manager})")
-        ret["changes"]["started"] = name
+        ret.update(result=None, comment=f"{name} would be {done} ({manager})")
+        ret["changes"][done] = name
         return ret
     try:
-        __salt__["slurm_node.daemon_control"](name, "start", manager, conf)
+        __salt__["slurm_node.daemon_control"](name, action, manager, conf)
     except (CommandExecutionError, SaltInvocationError) as err:
         ret.update(result=False, comment=str(err))
         return ret
-    ret["changes"]["started"] = name
-    ret["comment"] = f"{name} started ({manager})"
+    ret["changes"][done] = name
+    ret["comment"] = f"{name} {done} ({manager})"
     return ret
 
 
@@ -220,27 +226,7 @@ def daemon_dead(name, manager, conf=None):
     manager
         Service manager, as for :func:`daemon_running`.
     """
-    ret = _ret(name)
-    try:
-        running = __salt__["slurm_node.daemon_running"](name, manager, conf)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        ret.update(result=False, comment=str(err))
-        return ret
-    if not running:
-        ret["comment"] = f"{name} is not running"
-        return ret
-    if __opts__["test"]:
-        ret.update(result=None, comment=f"{name} would be stopped")
-        ret["changes"]["stopped"] = name
-        return ret
-    try:
-        __salt__["slurm_node.daemon_control"](name, "stop", manager, conf)
-    except CommandExecutionError as err:
-        ret.update(result=False, comment=str(err))
-        return ret
-    ret["changes"]["stopped"] = name
-    ret["comment"] = f"{name} stopped"
-    return ret
+    return _ensure_daemon(name, manager, conf, running=False)
 
 
 def node_verified(name, timeout=60):
