@@ -49,3 +49,10 @@ def sha256_file(path):
     except FileNotFoundError:
         return None
     return digest.hexdigest()
+
+
+def sha256_bytes(data):
+    """Hex SHA-256 of ``data`` (bytes or str)."""
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha256(data).hexdigest()
