@@ -7,7 +7,7 @@ at render time (nothing changed) with the key that was wrong and what was expect
 
 import copy
 
-from salt_ext.lib import cluster_files, osmap
+from salt_ext.lib import cluster_files, confgen, osmap
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -26,7 +26,24 @@ DEFAULTS = {
     },
     "verify": {"enabled": True, "timeout": 60},
     "absent": {"purge_packages": False},
+    # slurm.render_conf: whose hardware (slurm_node.hardware in the Salt mine) makes NodeName lines
+    "node_target": "*",
+    "node_target_type": "glob",
+    "conf": {
+        "base": None,  # salt:// URL or master path of a slurm.conf to start from
+        "overrides": {},  # slurm.conf Key: value, applied last (null removes the key)
+        "extra_keys": [],  # keys newer Slurm versions know that 22.05's table lacks
+        "memory_reserve": "2%",  # subtracted from slurmd's RealMemory (or MiB as a number)
+        "memory_round_mb": 256,  # RealMemory rounded down to a multiple of this
+        "history": 5,  # previous rendered versions kept for slurm.rollback_conf
+    },
+    "partitions": None,  # list of {name, nodes, groups, default, options}; None: one "main"
+    "node_groups": {},  # name -> {nodes, features, weight, options}
+    "cgroup": None,  # cgroup.conf Key: value over the defaults
 }
+
+
+TARGET_TYPES = ("glob", "pcre", "list", "grain", "grain_pcre", "pillar", "nodegroup", "compound")
 
 
 class SettingsError(ValueError):
@@ -98,6 +115,15 @@ def validate(pillar_slurm):
             f"slurm:verify:enabled: expected true or false, got {cfg['verify'].get('enabled')!r}"
         )
     cfg["verify"]["timeout"] = _positive(cfg["verify"].get("timeout"), "slurm:verify:timeout")
+    if cfg["node_target_type"] not in TARGET_TYPES:
+        raise SettingsError(
+            f"slurm:node_target_type: expected one of {', '.join(TARGET_TYPES)}, "
+            f"got {cfg['node_target_type']!r}"
+        )
+    try:
+        confgen.check_settings(cfg)
+    except confgen.ConfGenError as err:
+        raise SettingsError(str(err)) from None
     return cfg
 
 

@@ -1,0 +1,298 @@
+"""slurm.conf / gres.conf / cgroup.conf rendering from pillar + mine hardware."""
+
+import pytest
+
+from salt_ext.lib import confgen, hostlist, settings, slurmconf
+
+PILLAR = {"cluster_name": "hpc", "controller": "ctl"}
+
+
+def cfg(**slurm):
+    return settings.validate({**PILLAR, **slurm})
+
+
+def hw(name, cpus=2, memory=24105, gpus=None, **extra):
+    data = {
+        "NodeName": name,
+        "CPUs": cpus,
+        "Boards": 1,
+        "SocketsPerBoard": 1,
+        "CoresPerSocket": cpus,
+        "ThreadsPerCore": 1,
+        "RealMemory": memory,
+        "gpus": gpus or {"count": 0, "type": None, "files": [], "autodetect": None},
+        "minion_id": name,
+        "source": "slurmd -C",
+    }
+    data.update(extra)
+    return data
+
+
+def mine(*nodes):
+    return {n["NodeName"]: n for n in nodes}
+
+
+def lines(text, prefix):
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_identical_nodes_share_one_hostlist_line():
+    out = confgen.render(cfg(), mine(hw("n1"), hw("n2"), hw("n3")))
+    conf = out["files"]["slurm.conf"]
+    assert lines(conf, "NodeName=") == [
+        "NodeName=n[1-3] CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
+        "RealMemory=23552"
+    ]
+    assert out["node_lines"] == 1
+    assert out["nodes"] == {"n1": "n1", "n2": "n2", "n3": "n3"}
+    parsed = slurmconf.parse(conf)
+    assert parsed.get("ClusterName") == "hpc"
+    assert parsed.get_all("SlurmctldHost") == ["ctl"]
+    assert lines(conf, "PartitionName=") == [
+        "PartitionName=main Nodes=ALL MaxTime=INFINITE State=UP Default=YES"
+    ]
+
+
+def test_rendering_is_deterministic_whatever_the_mine_order():
+    a = confgen.render(cfg(), mine(hw("n2"), hw("n10"), hw("n1")))
+    b = confgen.render(cfg(), dict(reversed(list(mine(hw("n2"), hw("n10"), hw("n1")).items()))))
+    assert a["files"] == b["files"]
+    assert lines(a["files"]["slurm.conf"], "NodeName=")[0].startswith("NodeName=n[1-2,10] ")
+
+
+def test_ten_thousand_nodes_of_four_kinds_make_four_lines():
+    kinds = [(32, 128000), (64, 256000), (128, 512000), (16, 64000)]
+    nodes = {}
+    for i in range(10000):
+        cpus, memory = kinds[i % 4]
+        name = f"c{i:05d}"
+        nodes[name] = hw(name, cpus, memory + (i % 7))  # a few MiB of jitter per node
+    out = confgen.render(cfg(), nodes)
+    node_lines = lines(out["files"]["slurm.conf"], "NodeName=")
+    assert out["node_lines"] == len(node_lines) == 4
+    expanded = [n for line in node_lines for n in hostlist.expand(line.split()[0][9:])]
+    assert sorted(expanded) == sorted(nodes)
+
+
+@pytest.mark.parametrize(
+    "reported, reserve, round_mb, expected",
+    [
+        (24105, ("percent", 2.0), 256, 23552),
+        (24105, ("mb", 1024), 1, 23081),
+        (24105, ("mb", 0), 1, 24105),
+        (257843, ("percent", 2.0), 1024, 251904),
+        (257851, ("percent", 2.0), 1024, 251904),  # same model, slightly different reading
+        (900, ("percent", 2.0), 1024, 882),  # smaller than one rounding step: not rounded
+        (100, ("mb", 500), 1, 1),  # never below 1
+    ],
+)
+def test_real_memory_reserve_and_rounding(reported, reserve, round_mb, expected):
+    assert confgen.real_memory(reported, reserve, round_mb) == expected
+    assert confgen.real_memory(reported, reserve, round_mb) <= reported
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "120%", -5, "5 %x"])
+def test_bad_memory_reserve_names_the_key(value):
+    with pytest.raises(settings.SettingsError, match="slurm:conf:memory_reserve"):
+        cfg(conf={"memory_reserve": value})
+
+
+def test_gpu_nodes_get_gres_and_a_matching_gres_conf():
+    a100 = {
+        "count": 4,
+        "type": "a100",
+        "files": [f"/dev/nvidia{i}" for i in range(4)],
+        "autodetect": None,
+    }
+    out = confgen.render(cfg(), mine(hw("g1", gpus=a100), hw("g2", gpus=a100), hw("c1")))
+    conf = out["files"]["slurm.conf"]
+    assert [line for line in lines(conf, "NodeName=") if "Gres=" in line] == [
+        "NodeName=g[1-2] CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
+        "RealMemory=23552 Gres=gpu:a100:4"
+    ]
+    assert "Gres" not in next(line for line in lines(conf, "NodeName=c1"))
+    assert slurmconf.parse(conf).get("GresTypes") == "gpu"
+    gres = out["files"]["gres.conf"]
+    assert lines(gres, "NodeName=") == ["NodeName=g[1-2] Name=gpu Type=a100 File=/dev/nvidia[0-3]"]
+
+
+def test_gpu_autodetect_and_untyped_gpus():
+    nvml = {"count": 2, "type": "h100", "files": [], "autodetect": "nvml"}
+    plain = {"count": 1, "type": None, "files": ["/dev/nvidia0"], "autodetect": None}
+    out = confgen.render(cfg(), mine(hw("a1", gpus=nvml), hw("b1", gpus=plain)))
+    assert "Gres=gpu:h100:2" in lines(out["files"]["slurm.conf"], "NodeName=a1")[0]
+    assert "Gres=gpu:1" in lines(out["files"]["slurm.conf"], "NodeName=b1")[0]
+    assert lines(out["files"]["gres.conf"], "NodeName=") == [
+        "NodeName=a1 AutoDetect=nvml Name=gpu Type=h100 Count=2",
+        "NodeName=b1 Name=gpu File=/dev/nvidia0",
+    ]
+
+
+def test_no_gpu_no_gres_conf_and_no_cgroup_conf_without_cgroup_plugins():
+    out = confgen.render(
+        cfg(
+            conf={"overrides": {"ProctrackType": "proctrack/linuxproc", "TaskPlugin": "task/none"}}
+        ),
+        mine(hw("n1")),
+    )
+    assert out["files"]["gres.conf"] is None
+    assert out["files"]["cgroup.conf"] is None
+
+
+def test_cgroup_conf_defaults_and_pillar_keys():
+    out = confgen.render(
+        cfg(cgroup={"ConstrainSwapSpace": True, "constraincores": None}), mine(hw("n1"))
+    )
+    assert out["files"]["cgroup.conf"].endswith("ConstrainRAMSpace=yes\nConstrainSwapSpace=yes\n")
+    assert "ConstrainCores" not in out["files"]["cgroup.conf"]
+    with pytest.raises(confgen.ConfGenError, match="unknown cgroup.conf key 'ConstrainCPUs'"):
+        confgen.render(cfg(cgroup={"ConstrainCPUs": "yes"}), mine(hw("n1")))
+
+
+def test_groups_give_features_weight_and_options_and_split_lines():
+    out = confgen.render(
+        cfg(
+            node_groups={
+                "fat": {"nodes": "n[3-4]", "features": ["bigmem"], "weight": 10},
+                "ib": {"nodes": "n*", "features": ["ib"]},
+                "old": {"nodes": ["n4"], "options": {"State": "FUTURE"}},
+            },
+        ),
+        mine(hw("n1"), hw("n2"), hw("n3"), hw("n4")),
+    )
+    node_lines = lines(out["files"]["slurm.conf"], "NodeName=")
+    assert [line.split()[0] for line in node_lines] == [
+        "NodeName=n[1-2]",
+        "NodeName=n3",
+        "NodeName=n4",
+    ]
+    assert node_lines[0].endswith("Features=ib")
+    assert node_lines[1].endswith("Features=bigmem,ib Weight=10")
+    assert node_lines[2].endswith("Features=bigmem,ib Weight=10 State=FUTURE")
+
+
+def test_conflicting_group_weights_name_both_groups():
+    with pytest.raises(confgen.ConfGenError, match="node n1: slurm:node_groups a and b"):
+        confgen.render(
+            cfg(node_groups={"a": {"nodes": "n1", "weight": 1}, "b": {"nodes": "n*", "weight": 2}}),
+            mine(hw("n1")),
+        )
+
+
+def test_partitions_from_pillar_with_groups_hostlists_and_options():
+    out = confgen.render(
+        cfg(
+            node_groups={"gpu": {"nodes": "g*"}},
+            partitions=[
+                {"name": "cpu", "nodes": "c[1-2]", "default": True},
+                {"name": "gpu", "groups": ["gpu"], "options": {"MaxTime": 60}},
+                {"name": "all", "nodes": "ALL", "options": {"Hidden": True}},
+            ],
+        ),
+        mine(hw("c1"), hw("c2"), hw("g1")),
+    )
+    assert lines(out["files"]["slurm.conf"], "PartitionName=") == [
+        "PartitionName=cpu Nodes=c[1-2] MaxTime=INFINITE State=UP Default=YES",
+        "PartitionName=gpu Nodes=g1 MaxTime=60 State=UP",
+        "PartitionName=all Nodes=ALL MaxTime=INFINITE State=UP Hidden=YES",
+    ]
+    assert out["partitions"] == ["cpu", "gpu", "all"]
+
+
+def test_partition_matching_no_node_is_an_error():
+    with pytest.raises(
+        confgen.ConfGenError, match="slurm:partitions:0: partition 'x' matches no node"
+    ):
+        confgen.render(cfg(partitions=[{"name": "x", "nodes": "zz[1-2]"}]), mine(hw("n1")))
+
+
+def test_base_file_keys_pass_through_and_overrides_win():
+    base = (
+        "# site base\n"
+        "SchedulerType=sched/builtin\n"
+        "SlurmctldTimeout=120   # keep\n"
+        "PrologFlags=Contain\n"
+        "PartitionName=long Nodes=ALL MaxTime=7-0\n"
+    )
+    out = confgen.render(
+        cfg(conf={"overrides": {"SlurmctldTimeout": 300, "PrologFlags": None}}),
+        mine(hw("n1")),
+        base,
+    )
+    conf = out["files"]["slurm.conf"]
+    assert "# site base\nSchedulerType=sched/builtin\n" in conf  # untouched, not our default
+    parsed = slurmconf.parse(conf)
+    assert parsed.get("SlurmctldTimeout") == "300"
+    assert parsed.get("PrologFlags") is None
+    assert "PartitionName=long Nodes=ALL MaxTime=7-0" in conf  # base partition kept
+    assert out["partitions"] == ["long"]
+
+
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ("SchedulerType=a\nschedulertype=b\n", "line 2: duplicate key"),
+        ("SchedulerType=a\nthis is garbage\n", "line 2"),
+        ("SchedulerTyp=a\n", "unknown slurm.conf key 'SchedulerTyp'"),
+        ("ClusterName=other\n", "ClusterName=other but slurm:cluster_name is 'hpc'"),
+        ("SlurmctldHost=head1\n", "SlurmctldHost=head1 but slurm:controller is 'ctl'"),
+        ("NodeName=n[1-2] CPUs=4\n", r"NodeName=n\[1-2\] also defines n1"),
+    ],
+)
+def test_bad_base_files_fail_naming_line_or_key(base, message):
+    with pytest.raises((confgen.ConfGenError, slurmconf.ConfError), match=message):
+        confgen.render(cfg(), mine(hw("n1")), base, "salt://site/base.conf")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"SchedulerTyp": "x"}, "unknown slurm.conf key 'SchedulerTyp'"),
+        ({"SchedulerType": "a", "schedulertype": "b"}, "same slurm.conf key"),
+        ({"NodeName": "n1"}, "NodeName lines come from the mine"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(confgen.ConfGenError, match=message):
+        confgen.render(cfg(conf={"overrides": overrides}), mine(hw("n1")))
+
+
+def test_extra_keys_let_newer_slurm_keys_through():
+    out = confgen.render(
+        cfg(conf={"overrides": {"BrandNewKey": "1"}, "extra_keys": ["BrandNewKey"]}),
+        mine(hw("n1")),
+    )
+    assert "BrandNewKey=1" in out["files"]["slurm.conf"]
+
+
+def test_empty_mine_is_an_error_telling_what_to_do():
+    with pytest.raises(confgen.ConfGenError, match="apply slurm.node on the compute nodes first"):
+        confgen.render(cfg(), {})
+
+
+def test_two_minions_with_one_hostname_are_refused():
+    a, b = hw("n1"), hw("n1")
+    with pytest.raises(confgen.ConfGenError, match="both report NodeName n1"):
+        confgen.render(cfg(), {"m1": a, "m2": b})
+
+
+@pytest.mark.parametrize(
+    "slurm, key",
+    [
+        ({"node_target": ""}, "slurm:node_target"),
+        ({"node_target_type": "regex"}, "slurm:node_target_type"),
+        ({"conf": {"base": "relative/path"}}, "slurm:conf:base"),
+        ({"conf": {"overrides": ["a"]}}, "slurm:conf:overrides"),
+        ({"conf": {"history": 0}}, "slurm:conf:history"),
+        ({"partitions": {"name": "x"}}, "slurm:partitions"),
+        ({"partitions": [{"name": "x", "groups": ["nope"]}]}, "slurm:partitions:0:groups"),
+        ({"partitions": [{"name": "x"}, {"name": "x"}]}, "slurm:partitions:1"),
+        ({"partitions": [{"name": "x", "maxtime": 5}]}, "slurm:partitions:0: unknown setting"),
+        ({"node_groups": {"g": {"nodes": "n[1-"}}}, "slurm:node_groups:g:nodes"),
+        ({"node_groups": {"g": {"nodes": "n1", "weight": "heavy"}}}, "slurm:node_groups:g:weight"),
+        ({"cgroup": ["x"]}, "slurm:cgroup"),
+    ],
+)
+def test_bad_render_pillar_fails_validation_naming_the_key(slurm, key):
+    with pytest.raises(settings.SettingsError, match=key):
+        cfg(**slurm)
