@@ -17,6 +17,11 @@ slurm-extension-just-installed:
 {%- set s = salt['slurm_node.settings']('node') %}
 {{ base(s) }}
 
+slurm-hardware-in-mine:
+  slurm_node.hardware_in_mine:
+    - require:
+      - pkg: slurm-packages
+
 slurm-dir-/var/spool/slurmd:
   file.directory:
     - name: /var/spool/slurmd

@@ -6,17 +6,21 @@ them directly to look at or restart one machine.
 """
 
 import grp
+import logging
 import os
 import pwd
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import command, daemons, fsutil, scontrol
+from salt_ext.lib import cluster_files, command, confgen, daemons, fsutil, scontrol
+from salt_ext.lib import hardware as hardware_lib
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib import settings as settings_lib
 
 __virtualname__ = "slurm_node"
+
+log = logging.getLogger(__name__)
 
 DAEMONS_BY_ROLE = {"node": ("munge", "slurmd"), "controller": ("munge", "slurmctld")}
 
@@ -207,6 +211,169 @@ def status():
         "munge": _version(["munged", "-V"]),
     }
     return result
+
+
+def hardware():
+    """
+    This node's hardware as slurmd will register it, for ``slurm.render_conf``.
+
+    From ``slurmd -C`` (CPUs, Boards, SocketsPerBoard, CoresPerSocket, ThreadsPerCore,
+    RealMemory); before slurmd is installed, CPUs and RealMemory from grains. GPUs from
+    ``nvidia-smi -L`` or the ``/dev/nvidiaN`` files, with ``autodetect: nvml`` when this
+    node's Slurm has the NVML plugin. ``slurm.node`` sends this to the Salt mine.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.hardware
+    """
+    result = None
+    if __salt__["cmd.which"]("slurmd"):
+        try:
+            proc = command.run(["slurmd", "-C"], timeout=30)
+            result = hardware_lib.parse_slurmd_c(proc.stdout)
+            result["source"] = "slurmd -C"
+        except (command.CommandFailed, hardware_lib.HardwareError) as err:
+            log.warning("slurmd -C failed, using grains: %s", err)
+    if result is None:
+        try:
+            result = hardware_lib.from_grains(__grains__)
+        except hardware_lib.HardwareError as err:
+            raise CommandExecutionError(str(err)) from err
+        result["source"] = "grains"
+    smi = None
+    if __salt__["cmd.which"]("nvidia-smi"):
+        try:
+            smi = command.run(["nvidia-smi", "-L"], timeout=30).stdout
+        except command.CommandFailed as err:
+            log.warning("nvidia-smi -L failed, counting /dev/nvidia*: %s", err)
+    result["gpus"] = hardware_lib.gpus(
+        smi,
+        hardware_lib.nvidia_device_files(),
+        hardware_lib.autodetect_plugin(hardware_lib.PLUGIN_DIRS),
+    )
+    result["minion_id"] = __grains__["id"]
+    return result
+
+
+CONF_FILES = ("slurm.conf", "gres.conf", "cgroup.conf")
+
+
+def conf_files():
+    """
+    This machine's Slurm config files (slurm.conf, gres.conf, cgroup.conf) as text, None
+    for an absent file. ``slurm.apply_conf`` compares them with the new version to decide
+    between ``scontrol reconfigure`` and restarts.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.conf_files
+    """
+    conf_dir = _plan("node")["conf_dir"]
+    result = {}
+    for name in CONF_FILES:
+        try:
+            with open(os.path.join(conf_dir, name), encoding="utf-8") as handle:
+                result[name] = handle.read()
+        except FileNotFoundError:
+            result[name] = None
+    return result
+
+
+def sync_conf():
+    """
+    Fetch the cluster's slurm.conf (and gres.conf / cgroup.conf when the master serves
+    them) from ``salt://slurm_files/`` and write each atomically, mode 0644. No daemon is
+    touched: ``slurm.apply_conf`` decides whether to reconfigure or restart. A gres.conf or
+    cgroup.conf the master no longer serves is removed if saltext-slurm wrote it.
+
+    Returns ``{"changed": [names], "hashes": {name: "sha256:..." or None}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.sync_conf
+    """
+    conf_dir = _plan("node")["conf_dir"]
+    changed, hashes = [], {}
+    for name in CONF_FILES:
+        path = os.path.join(conf_dir, name)
+        url = f"{cluster_files.FILES_PREFIX}/{name}"
+        # asks the file server directly; cp.list_master may lag behind a new file
+        if not __salt__["cp.hash_file"](cluster_files.salt_url(name)):
+            if name == "slurm.conf":
+                raise CommandExecutionError(
+                    f"the master serves no salt://{url}; run `salt-run slurm.render_conf` first"
+                )
+            if _managed_by_us(path):
+                os.unlink(path)
+                changed.append(name)
+            hashes[name] = None
+            continue
+        text = __salt__["cp.get_file_str"](cluster_files.salt_url(name))
+        if text is False or text is None:
+            raise CommandExecutionError(f"could not fetch salt://{url} from the master")
+        new_hash = fsutil.sha256_bytes(text.encode())
+        if fsutil.sha256_file(path) != new_hash:
+            os.makedirs(conf_dir, mode=0o755, exist_ok=True)
+            fsutil.atomic_write(path, text, mode=0o644, uid=0, gid=0)
+            changed.append(name)
+        hashes[name] = f"sha256:{new_hash}"
+    return {"changed": changed, "hashes": hashes}
+
+
+def _managed_by_us(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(len(confgen.HEADER)) == confgen.HEADER
+    except OSError:
+        return False
+
+
+def reconfigure():
+    """
+    ``scontrol reconfigure``: slurmctld and every slurmd re-read slurm.conf, no restart.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.reconfigure
+    """
+    try:
+        command.run(["scontrol", "reconfigure"], timeout=60)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return True
+
+
+def controller_up(timeout=60):
+    """
+    Wait until ``scontrol ping`` reports the primary slurmctld UP.
+
+    Returns ``{"ok": bool, "output": last scontrol ping output, "waited": seconds}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.controller_up timeout=30
+    """
+    started = time.monotonic()
+    output = ""
+    while True:
+        proc = command.run(["scontrol", "ping"], timeout=15, check=False)
+        output = (proc.stdout + proc.stderr).strip()
+        waited = round(time.monotonic() - started, 1)
+        if "is UP" in output:
+            return {"ok": True, "output": output, "waited": waited}
+        if waited > timeout:
+            return {"ok": False, "output": output, "waited": waited}
+        time.sleep(1)
 
 
 def munge_roundtrip():

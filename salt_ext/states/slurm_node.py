@@ -11,12 +11,11 @@ import binascii
 import os
 import pwd
 import stat
-import time
 
 import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import command, fsutil
+from salt_ext.lib import fsutil
 from salt_ext.lib import munge as munge_lib
 
 __virtualname__ = "slurm_node"
@@ -206,10 +205,10 @@ def mod_watch(name, sfun=None, manager=None, conf=None, **kwargs):
         return ret
     try:
         if reconfigure:
-            command.run(["scontrol", "reconfigure"], timeout=60)
+            __salt__["slurm_node.reconfigure"]()
         else:
             __salt__["slurm_node.daemon_control"](name, action, manager, conf)
-    except (command.CommandFailed, CommandExecutionError) as err:
+    except CommandExecutionError as err:
         ret.update(result=False, comment=str(err))
         return ret
     ret["changes"][action] = name
@@ -227,6 +226,45 @@ def daemon_dead(name, manager, conf=None):
         Service manager, as for :func:`daemon_running`.
     """
     return _ensure_daemon(name, manager, conf, running=False)
+
+
+def hardware_in_mine(name="slurm_node.hardware"):
+    """
+    Make sure the Salt mine holds this node's current ``slurm_node.hardware``, which
+    ``slurm.render_conf`` turns into NodeName lines. Sends it only when it differs from
+    what the mine has (no change on a re-run); the changes name what differs.
+
+    .. code-block:: yaml
+
+        slurm-hardware-in-mine:
+          slurm_node.hardware_in_mine
+    """
+    ret = _ret(name)
+    try:
+        current = __salt__["slurm_node.hardware"]()
+        stored = (__salt__["mine.get"](__grains__["id"], "slurm_node.hardware") or {}).get(
+            __grains__["id"]
+        )
+    except CommandExecutionError as err:
+        ret.update(result=False, comment=f"could not read hardware: {err}")
+        return ret
+    if stored == current:
+        ret["comment"] = "the mine holds this node's current hardware"
+        return ret
+    summary = {k: v for k, v in current.items() if k not in ("minion_id", "source")}
+    if stored:
+        summary = {
+            k: {"old": stored.get(k), "new": v} for k, v in summary.items() if stored.get(k) != v
+        }
+    ret["changes"] = {"hardware": summary}
+    if __opts__["test"]:
+        ret.update(result=None, comment="hardware would be sent to the mine")
+        return ret
+    if not __salt__["mine.send"]("slurm_node.hardware"):
+        ret.update(result=False, changes={}, comment="mine.send slurm_node.hardware failed")
+        return ret
+    ret["comment"] = f"hardware sent to the mine (from {current.get('source')})"
+    return ret
 
 
 def node_verified(name, timeout=60):
@@ -288,14 +326,9 @@ def controller_verified(name, timeout=60):
     if not local["ok"]:
         ret.update(result=False, comment=f"local munge round trip failed: {local['error']}")
         return ret
-    deadline = time.monotonic() + timeout
-    output = ""
-    while time.monotonic() < deadline:
-        proc = command.run(["scontrol", "ping"], timeout=15, check=False)
-        output = (proc.stdout + proc.stderr).strip()
-        if "is UP" in output:
-            ret["comment"] = f"munge round trip ok; {output}"
-            return ret
-        time.sleep(1)
-    ret.update(result=False, comment=f"slurmctld does not answer: {output}")
+    ping = __salt__["slurm_node.controller_up"](timeout)
+    if ping["ok"]:
+        ret["comment"] = f"munge round trip ok; {ping['output']}"
+        return ret
+    ret.update(result=False, comment=f"slurmctld does not answer: {ping['output']}")
     return ret

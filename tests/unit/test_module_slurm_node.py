@@ -391,3 +391,112 @@ def test_wait_registered_zero_bytes_streak_resets_after_an_answer(loader, monkey
     result = slurm_node.wait_registered(timeout=600)
     assert result["ok"] is True
     assert command.run.call_count == len(outputs)
+
+
+# --- hardware / conf_files / sync_conf ------------------------------------------------------
+
+
+def _completed(stdout):
+    return types.SimpleNamespace(stdout=stdout, stderr="", returncode=0)
+
+
+def test_hardware_from_slurmd_c_with_gpus(loader, monkeypatch):
+    outputs = {
+        "slurmd": "NodeName=n1 CPUs=8 Boards=1 SocketsPerBoard=1 CoresPerSocket=4 "
+        "ThreadsPerCore=2 RealMemory=32000\nUpTime=1-00:00:00\n",
+        "nvidia-smi": "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-1)\n",
+    }
+    monkeypatch.setattr(command, "run", lambda argv, **kw: _completed(outputs[argv[0]]))
+    monkeypatch.setattr(slurm_node.hardware_lib, "nvidia_device_files", lambda: ["/dev/nvidia0"])
+    loader.grains["id"] = "n1"
+    result = slurm_node.hardware()
+    assert result["source"] == "slurmd -C"
+    assert (result["CPUs"], result["ThreadsPerCore"], result["RealMemory"]) == (8, 2, 32000)
+    assert result["gpus"]["count"] == 1 and result["gpus"]["type"] == "a100"
+    assert result["minion_id"] == "n1"
+
+
+def test_hardware_falls_back_to_grains_without_slurmd(loader, monkeypatch):
+    loader.salt["cmd.which"] = MagicMock(return_value=None)
+    loader.grains.update(id="n1", num_cpus=4, mem_total=7900)
+    monkeypatch.setattr(slurm_node.hardware_lib, "nvidia_device_files", lambda: [])
+    result = slurm_node.hardware()
+    assert result == {
+        "NodeName": "n1",
+        "CPUs": 4,
+        "RealMemory": 7900,
+        "source": "grains",
+        "gpus": {"count": 0, "type": None, "files": [], "autodetect": None},
+        "minion_id": "n1",
+    }
+
+
+def test_hardware_falls_back_to_grains_when_slurmd_c_fails(loader, monkeypatch):
+    def run(argv, **kw):
+        raise command.CommandFailed(argv, "slurmd -C exited 1: fatal", 1)
+
+    monkeypatch.setattr(command, "run", run)
+    monkeypatch.setattr(slurm_node.hardware_lib, "nvidia_device_files", lambda: [])
+    loader.salt["cmd.which"] = MagicMock(
+        side_effect=lambda n: "/usr/sbin/slurmd" if n == "slurmd" else None
+    )
+    loader.grains.update(id="n1", num_cpus=4, mem_total=7900)
+    assert slurm_node.hardware()["source"] == "grains"
+
+
+@pytest.fixture
+def conf_dir(loader, monkeypatch, tmp_path):
+    real_plan = slurm_node._plan
+
+    def plan(role="node"):
+        result = real_plan(role)
+        result["conf_dir"] = str(tmp_path)
+        return result
+
+    monkeypatch.setattr(slurm_node, "_plan", plan)
+    monkeypatch.setattr(slurm_node.fsutil, "atomic_write", _write_without_chown)
+    return tmp_path
+
+
+def _write_without_chown(path, data, mode=0o644, uid=None, gid=None):
+    with open(path, "w") as handle:
+        handle.write(data)
+
+
+def _serve(loader, files):
+    loader.salt["cp.hash_file"] = MagicMock(
+        side_effect=lambda url: {"hsum": "x"} if url.rsplit("/", 1)[1] in files else False
+    )
+    loader.salt["cp.get_file_str"] = MagicMock(side_effect=lambda url: files[url.rsplit("/", 1)[1]])
+
+
+def test_sync_conf_writes_changed_files_only(loader, conf_dir):
+    (conf_dir / "slurm.conf").write_text("ClusterName=old\n")
+    _serve(loader, {"slurm.conf": "ClusterName=new\n"})
+    result = slurm_node.sync_conf()
+    assert result["changed"] == ["slurm.conf"]
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=new\n"
+    assert result["hashes"]["gres.conf"] is None
+    assert slurm_node.sync_conf()["changed"] == []
+    assert slurm_node.conf_files() == {
+        "slurm.conf": "ClusterName=new\n",
+        "gres.conf": None,
+        "cgroup.conf": None,
+    }
+
+
+def test_sync_conf_removes_our_stale_gres_conf_but_not_the_admins(loader, conf_dir):
+    from salt_ext.lib import confgen  # noqa: PLC0415
+
+    _serve(loader, {"slurm.conf": "ClusterName=x\n"})
+    (conf_dir / "gres.conf").write_text(confgen.HEADER + "NodeName=g1 Name=gpu Count=1\n")
+    (conf_dir / "cgroup.conf").write_text("# the admin's own\nConstrainCores=yes\n")
+    result = slurm_node.sync_conf()
+    assert "gres.conf" in result["changed"] and not (conf_dir / "gres.conf").exists()
+    assert (conf_dir / "cgroup.conf").exists()
+
+
+def test_sync_conf_without_slurm_conf_on_the_master_says_what_to_run(loader, conf_dir):
+    _serve(loader, {})
+    with pytest.raises(CommandExecutionError, match="slurm.render_conf"):
+        slurm_node.sync_conf()

@@ -53,6 +53,13 @@ def loader(monkeypatch, tmp_path):
             return_value={"ok": True, "status": "Success (0)", "error": None}
         ),
         "slurm_node.wait_registered": MagicMock(),
+        "slurm_node.reconfigure": MagicMock(return_value=True),
+        "slurm_node.controller_up": MagicMock(
+            return_value={"ok": True, "output": "Slurmctld(primary) at ctl is UP", "waited": 0}
+        ),
+        "slurm_node.hardware": MagicMock(),
+        "mine.get": MagicMock(return_value={}),
+        "mine.send": MagicMock(return_value=True),
     }
     monkeypatch.setattr(slurm_node, "__salt__", env.salt, raising=False)
     monkeypatch.setattr(slurm_node, "__opts__", env.opts, raising=False)
@@ -309,14 +316,13 @@ def test_mod_watch_running_slurmctld_reconfigures(loader, fake_run):
     ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
     assert ret["result"] is True
     assert ret["changes"] == {"reconfigure": "slurmctld"}
-    fake_run.assert_called_once()
-    assert fake_run.call_args.args[0] == ["scontrol", "reconfigure"]
+    loader.salt["slurm_node.reconfigure"].assert_called_once_with()
     loader.salt["slurm_node.daemon_control"].assert_not_called()
 
 
 def test_mod_watch_reconfigure_failure(loader, fake_run):
-    fake_run.side_effect = command.CommandFailed(
-        ["scontrol", "reconfigure"], "scontrol reconfigure exited 1: error: oops", 1
+    loader.salt["slurm_node.reconfigure"].side_effect = CommandExecutionError(
+        "scontrol reconfigure exited 1: error: oops"
     )
     ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
     assert ret["result"] is False
@@ -455,3 +461,58 @@ def test_node_verified_test_mode(loader):
     assert ret["result"] is None
     loader.salt["slurm_node.munge_roundtrip"].assert_not_called()
     loader.salt["slurm_node.wait_registered"].assert_not_called()
+
+
+HW = {
+    "NodeName": "n1",
+    "CPUs": 2,
+    "RealMemory": 24105,
+    "gpus": {"count": 0},
+    "minion_id": "n1",
+    "source": "slurmd -C",
+}
+
+
+def test_hardware_in_mine_unchanged_sends_nothing(loader):
+    loader.salt["slurm_node.hardware"].return_value = dict(HW)
+    loader.salt["mine.get"].return_value = {"n1": dict(HW)}
+    slurm_node.__grains__["id"] = "n1"
+    ret = slurm_node.hardware_in_mine()
+    assert ret["result"] is True and ret["changes"] == {}
+    loader.salt["mine.send"].assert_not_called()
+
+
+def test_hardware_in_mine_sends_what_changed(loader):
+    loader.salt["slurm_node.hardware"].return_value = {**HW, "CPUs": 4}
+    loader.salt["mine.get"].return_value = {"n1": dict(HW)}
+    slurm_node.__grains__["id"] = "n1"
+    ret = slurm_node.hardware_in_mine()
+    assert ret["result"] is True
+    assert ret["changes"] == {"hardware": {"CPUs": {"old": 2, "new": 4}}}
+    loader.salt["mine.send"].assert_called_once_with("slurm_node.hardware")
+
+
+def test_hardware_in_mine_test_mode_and_send_failure(loader):
+    loader.salt["slurm_node.hardware"].return_value = dict(HW)
+    slurm_node.__grains__["id"] = "n1"
+    loader.opts["test"] = True
+    ret = slurm_node.hardware_in_mine()
+    assert ret["result"] is None and ret["changes"]["hardware"]["CPUs"] == 2
+    loader.salt["mine.send"].assert_not_called()
+    loader.opts["test"] = False
+    loader.salt["mine.send"].return_value = False
+    ret = slurm_node.hardware_in_mine()
+    assert ret["result"] is False and ret["changes"] == {}
+
+
+def test_controller_verified_reports_ping(loader):
+    ret = slurm_node.controller_verified("ctl")
+    assert ret["result"] is True and "is UP" in ret["comment"]
+    loader.salt["slurm_node.controller_up"].return_value = {
+        "ok": False,
+        "output": "Slurmctld(primary) at ctl is DOWN",
+        "waited": 5,
+    }
+    ret = slurm_node.controller_verified("ctl", timeout=5)
+    assert ret["result"] is False and "is DOWN" in ret["comment"]
+    loader.salt["slurm_node.controller_up"].assert_called_with(5)

@@ -1,0 +1,202 @@
+"""Rollout ordering and failure handling against a fake cluster (no Salt, no daemons)."""
+
+import pytest
+
+from salt_ext.lib import fsutil, rollout
+
+OLD = """\
+ClusterName=hpc
+SlurmctldHost=ctl
+NodeName=n[1-3] CPUs=2 RealMemory=1000
+PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+PARTITION_CHANGE = OLD.replace("MaxTime=INFINITE", "MaxTime=60")
+NODE_CHANGE = OLD.replace("CPUs=2", "CPUs=4")
+NODES = {"n1": "n1", "n2": "n2", "n3": "n3"}
+
+
+class FakeCluster:
+    """Answers like the minions would; records (fun, targets, arg) in order."""
+
+    def __init__(self, controller_files, down=(), not_registering=(), unreachable=()):
+        self.controller_files = controller_files
+        self.files = {}
+        self.down = set(down)
+        self.not_registering = set(not_registering)
+        self.unreachable = set(unreachable)
+        self.calls = []
+
+    def call(self, targets, fun, arg=(), timeout=120):
+        self.calls.append((fun, tuple(targets), tuple(arg)))
+        out = {}
+        for target in targets:
+            if target in self.unreachable:
+                out[target] = {"ok": False, "ret": None, "error": "no return (minion down?)"}
+                continue
+            out[target] = {"ok": True, "ret": self._answer(target, fun, arg), "error": None}
+        return out
+
+    def _answer(self, target, fun, arg):
+        if fun == "slurm_node.conf_files":
+            return self.controller_files
+        if fun == "slurm_node.sync_conf":
+            changed = self.files.get(target) != self.new_text
+            self.files[target] = self.new_text
+            return {"changed": ["slurm.conf"] if changed else [], "hashes": {}}
+        if fun == "slurm_node.status":
+            text = self.files.get(target, self.controller_files["slurm.conf"])
+            return {"slurm_conf_hash": "sha256:" + fsutil.sha256_bytes(text)}
+        if fun == "slurm_node.wait_registered":
+            if target in self.not_registering:
+                return {
+                    "ok": False,
+                    "cause": "munge key mismatch",
+                    "evidence": ["slurmd: Zero Bytes"],
+                }
+            return {"ok": True}
+        if fun == "slurm_node.controller_up":
+            return {"ok": True, "output": "Slurmctld(primary) at ctl is UP"}
+        return True
+
+
+def run(cluster, new_text, test=False, batch_size=2, nodes=None):
+    cluster.new_text = new_text
+    for minion in ["ctl", *NODES]:
+        cluster.files.setdefault(minion, cluster.controller_files["slurm.conf"])
+    files = {"slurm.conf": new_text, "gres.conf": None, "cgroup.conf": None}
+    return rollout.Rollout(cluster, "ctl", nodes or NODES, files, batch_size=batch_size).run(test)
+
+
+def funs(cluster):
+    return [(fun, targets, arg) for fun, targets, arg in cluster.calls if fun != "test.ping"]
+
+
+def controller_files(text):
+    return {"slurm.conf": text, "gres.conf": None, "cgroup.conf": None}
+
+
+def test_partition_change_is_reconfigure_and_restarts_nothing():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(cluster, PARTITION_CHANGE)
+    assert report["result"] is True, report
+    assert report["class"] == "reconfigure"
+    assert "MaxTime=60" in report["diff"]
+    assert ("slurm_node.reconfigure", ("ctl",), ()) in funs(cluster)
+    assert not [c for c in cluster.calls if c[0] == "slurm_node.daemon_control"]
+
+
+def test_node_change_stops_slurmd_then_restarts_slurmctld_then_starts_in_batches():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(cluster, NODE_CHANGE, batch_size=2)
+    assert report["result"] is True, report
+    assert report["class"] == "restart_all"
+    control = [(t, a) for f, t, a in cluster.calls if f == "slurm_node.daemon_control"]
+    assert control == [
+        (("n1", "n2", "n3"), ("slurmd", "stop")),
+        (("ctl",), ("slurmctld", "restart")),
+        (("n1", "n2"), ("slurmd", "start")),
+        (("n3",), ("slurmd", "start")),
+    ]
+    # files reach every machine before the first daemon is touched
+    order = [f for f, _, _ in cluster.calls]
+    assert order.index("slurm_node.sync_conf") < order.index("slurm_node.daemon_control")
+    assert all(text == NODE_CHANGE for text in cluster.files.values())
+
+
+def test_test_mode_reports_class_and_diff_and_changes_nothing():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(cluster, NODE_CHANGE, test=True)
+    assert report["result"] is None
+    assert report["class"] == "restart_all"
+    assert {f for f, _, _ in cluster.calls} == {"test.ping", "slurm_node.conf_files"}
+
+
+def test_unreachable_node_stops_before_any_change():
+    cluster = FakeCluster(controller_files(OLD), unreachable={"n2"})
+    report = run(cluster, NODE_CHANGE)
+    assert report["result"] is False
+    assert report["failed"] == {"n2": "no return (minion down?)"}
+    assert "nothing changed" in report["comment"]
+    assert {f for f, _, _ in cluster.calls} == {"test.ping"}
+
+
+def test_a_batch_that_does_not_register_stops_the_rollout_and_names_node_and_cause():
+    cluster = FakeCluster(controller_files(OLD), not_registering={"n1"})
+    report = run(cluster, NODE_CHANGE, batch_size=2)
+    assert report["result"] is False
+    assert list(report["failed"]) == ["n1"]
+    assert "munge key mismatch" in report["failed"]["n1"]
+    assert "slurm.rollback_conf" in report["comment"]
+    started = [
+        t for f, t, a in cluster.calls if f == "slurm_node.daemon_control" and a[1] == "start"
+    ]
+    assert started == [("n1", "n2")]  # n3's batch never started
+
+
+def test_identical_conf_everywhere_is_class_none_and_does_nothing():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(cluster, OLD)
+    assert report["result"] is True
+    assert report["class"] == "none"
+    assert not [
+        c for c in cluster.calls if c[0] in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+    ]
+
+
+def test_drift_on_a_node_only_is_fixed_by_reconfigure():
+    cluster = FakeCluster(controller_files(OLD))
+    cluster.files["n2"] = "ClusterName=stale\n"
+    report = run(cluster, OLD)
+    assert report["result"] is True
+    assert report["class"] == "reconfigure"
+    assert any("n2" in reason for reason in report["reasons"])
+
+
+def test_conf_nodes_expands_hostlists_and_skips_default():
+    text = "NodeName=DEFAULT CPUs=2\nNodeName=n[1-2] RealMemory=5\nNodeName=g01\n"
+    assert rollout.conf_nodes("ClusterName=x\nSlurmctldHost=ctl\n" + text) == ["n1", "n2", "g01"]
+
+
+@pytest.mark.parametrize(
+    "size, expected", [(2, [[1, 2], [3]]), (10, [[1, 2, 3]]), (0, [[1], [2], [3]])]
+)
+def test_batches(size, expected):
+    assert rollout.batches([1, 2, 3], size) == expected
+
+
+def test_slurmctld_only_change_restarts_slurmctld_then_reconfigures():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(
+        cluster, OLD.replace("SlurmctldHost=ctl\n", "SlurmctldHost=ctl\nMaxJobCount=50000\n")
+    )
+    assert report["result"] is True and report["class"] == "restart_slurmctld", report
+    acts = [
+        (f, a)
+        for f, _, a in funs(cluster)
+        if f in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+    ]
+    assert acts == [
+        ("slurm_node.daemon_control", ("slurmctld", "restart")),
+        ("slurm_node.reconfigure", ()),
+    ]
+
+
+def test_slurmd_only_change_reconfigures_then_restarts_slurmd_in_batches():
+    cluster = FakeCluster(controller_files(OLD))
+    report = run(
+        cluster,
+        OLD.replace(
+            "SlurmctldHost=ctl\n", "SlurmctldHost=ctl\nSlurmdParameters=config_overrides\n"
+        ),
+    )
+    assert report["result"] is True and report["class"] == "restart_slurmd", report
+    acts = [
+        (f, t, a)
+        for f, t, a in funs(cluster)
+        if f in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+    ]
+    assert acts == [
+        ("slurm_node.reconfigure", ("ctl",), ()),
+        ("slurm_node.daemon_control", ("n1", "n2"), ("slurmd", "restart")),
+        ("slurm_node.daemon_control", ("n3",), ("slurmd", "restart")),
+    ]
