@@ -2,12 +2,13 @@
 
 import sys
 
-from bench import hostlist, provision
+from bench import hostlist, provision, render_conf
 
 
 def main():
     print(f"saltext-slurm benchmarks (python {sys.version.split()[0]})")
     hostlist.run()
+    render_conf.run()
     provision.run()
     return 0
 

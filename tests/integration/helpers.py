@@ -1,5 +1,6 @@
 """Helpers for reading real state runs and Slurm output in integration tests."""
 
+import json
 import time
 
 
@@ -36,3 +37,17 @@ def wait_for(predicate, timeout=60, interval=1.0):
 def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
     """``state.apply SLS`` on ``target``; returns ``{minion: return}``."""
     return cluster.salt(target, "state.apply", [sls], timeout=timeout, tgt_type=tgt_type, **kwargs)
+
+
+def salt_run(cluster, fun, timeout=600, **kwargs):
+    """``salt-run --out=json FUN key=value...`` on the bed's master.
+
+    Returns ``(return value, CompletedProcess)``; progress lines printed before the JSON
+    document are skipped.
+    """
+    args = [f"{key}={value}" for key, value in kwargs.items()]
+    proc = cluster.cli(["salt-run", "--out=json", fun, *args], timeout=timeout)
+    lines = proc.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
+    assert start is not None, (fun, proc.returncode, proc.stdout, proc.stderr)
+    return json.loads("\n".join(lines[start:])), proc

@@ -17,10 +17,11 @@ def _failures(ret):
 
 def _provision(bed):
     print(
-        "\nprovisioning: salt-run slurm.create_munge_key; salt ctl state.apply "
+        "\nprovisioning: salt-run slurm.create_munge_key; salt 'n*' mine.send "
+        "slurm_node.hardware; salt-run slurm.render_conf; salt ctl state.apply "
         "slurm.controller; salt 'n*' state.apply slurm.node"
     )
-    results = bed.provision()
+    results = bed.provision(render=True)
     ok = True
     for name in bed.nodes:
         ret = results.get(name)
@@ -30,6 +31,9 @@ def _provision(bed):
         for failure in failures:
             print(f"      {failure}")
         ok = ok and not failures
+    conf = bed.cluster_files_dir() / "slurm.conf"
+    node_lines = [line for line in conf.read_text().splitlines() if line.startswith("NodeName=")]
+    print(f"\nrendered {conf}:\n  " + "\n  ".join(node_lines))
     for argv in (["sinfo"], ["srun", "-N3", "hostname"]):
         proc = bed.run("ctl", argv, timeout=60)
         print(f"\nctl$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}", end="")

@@ -45,6 +45,26 @@ PRIVATE_DIRS = (
     "/var/spool/slurmctld",
 )
 
+# slurm.conf keys this machine needs (DESIGN.md, test bed): no cgroup plugins
+BED_CONF_OVERRIDES = {
+    "ProctrackType": "proctrack/linuxproc",
+    "TaskPlugin": "task/none",
+    "JobAcctGatherType": "jobacct_gather/none",
+    "SlurmdTimeout": 30,
+}
+
+
+def render_pillar(controller="ctl", **slurm):
+    """``slurm:`` pillar for ``slurm.render_conf`` on a bed (overrides from above)."""
+    return {
+        "cluster_name": "testbed",
+        "controller": controller,
+        "conf": {"overrides": dict(BED_CONF_OVERRIDES)},
+        "partitions": [{"name": "debug", "nodes": "ALL", "default": True}],
+        **slurm,
+    }
+
+
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -651,15 +671,27 @@ class SandboxCluster:
         )
         return "\n".join(lines) + "\n" + extra
 
-    def provision(self, controller="ctl", pillar=None):
+    def provision(self, controller="ctl", pillar=None, render=False):
         """Bare sandboxes -> Slurm cluster the way an admin would do it with this extension:
         pillar, slurm.conf and a munge key on the master, then ``state.apply
         slurm.controller`` on the controller and ``slurm.node`` on the other nodes.
-        Returns ``{minion: state return}``."""
+
+        ``render=True``: slurm.conf comes from ``salt-run slurm.render_conf`` over the nodes'
+        hardware (sent to the mine with ``mine.send slurm_node.hardware``); otherwise from
+        :meth:`basic_slurm_conf`. Returns ``{minion: state return}``."""
         compute = [n for n in self.nodes if n != controller]
-        self.write_pillar(pillar or {"cluster_name": "testbed", "controller": controller})
-        self.write_slurm_conf(self.basic_slurm_conf(controller=controller))
         self.cli(["salt-run", "slurm.create_munge_key"], check=True)
+        if render:
+            self.write_pillar(pillar or render_pillar(controller))
+            sent = self.salt(compute, "mine.send", ["slurm_node.hardware"], tgt_type="list")
+            if sorted(m for m, ok in sent.items() if ok is True) != sorted(compute):
+                raise BedError(f"mine.send slurm_node.hardware: {sent}")
+            proc = self.cli(["salt-run", "slurm.render_conf"])
+            if proc.returncode != 0:
+                raise BedError(f"slurm.render_conf failed:\n{proc.stdout}{proc.stderr}")
+        else:
+            self.write_pillar(pillar or {"cluster_name": "testbed", "controller": controller})
+            self.write_slurm_conf(self.basic_slurm_conf(controller=controller))
         results = self.salt(controller, "state.apply", ["slurm.controller"], timeout=300)
         results.update(
             self.salt(compute, "state.apply", ["slurm.node"], tgt_type="list", timeout=300)

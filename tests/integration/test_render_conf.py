@@ -1,0 +1,214 @@
+"""slurm.conf from the nodes' real hardware, and change rollout, on the test bed.
+
+Starts from the provisioned cluster (hand-written conf), switches it to the rendered conf,
+then makes the changes an admin makes: a partition change while a job runs (reconfigure),
+a node definition change (ordered restart), a broken base file (nothing written), rollback.
+"""
+
+import pytest
+
+from tests.integration.conftest import COMPUTE, PILLAR
+from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
+from tests.testbed.bed import render_pillar
+
+RENDER_PILLAR = render_pillar(**PILLAR, node_target="n*")
+BED_CONF = RENDER_PILLAR["conf"]
+ALL = ["ctl", *COMPUTE]
+
+
+def master_file(cluster, name="slurm.conf"):
+    path = cluster.cluster_files_dir() / name
+    return path.read_text() if path.exists() else None
+
+
+def conf_hashes(cluster):
+    status = cluster.salt(ALL, "slurm_node.status", tgt_type="list")
+    return {m: s["slurm_conf_hash"] for m, s in status.items()}
+
+
+def pids(cluster):
+    pid_of = {}
+    for name in ALL:
+        daemon = "slurmctld" if name == "ctl" else "slurmd"
+        proc = cluster.run(name, ["cat", f"/run/{daemon}.pid"])
+        pid_of[name] = proc.stdout.strip()
+    return pid_of
+
+
+def all_idle(cluster):
+    return wait_for(
+        lambda: set(sinfo_nodes(cluster).values()) == {"idle"} and sinfo_nodes(cluster), 90
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(cluster, provisioned):
+    """The bed switched from the hand-written conf to the rendered one."""
+    cluster.write_pillar(RENDER_PILLAR)
+    preview, proc = salt_run(cluster, "slurm.render_conf", test=True)
+    assert proc.returncode == 0, proc.stderr
+    result, proc = salt_run(cluster, "slurm.render_conf")
+    assert result["written"] is True, result
+    applied, proc = salt_run(cluster, "slurm.apply_conf")
+    assert applied["result"] is True, applied
+    return {"preview": preview, "result": result, "applied": applied}
+
+
+def test_render_uses_mine_hardware_and_nodes_come_up_idle(cluster, rendered):
+    hardware = cluster.salt("n1", "slurm_node.hardware")["n1"]
+    assert hardware["source"] == "slurmd -C"
+    conf = master_file(cluster)
+    node_lines = [line for line in conf.splitlines() if line.startswith("NodeName=")]
+    assert len(node_lines) == 1, node_lines  # identical sandboxes: one hostlist line
+    assert node_lines[0].startswith(f"NodeName=n[1-3] CPUs={hardware['CPUs']} ")
+    memory = int(node_lines[0].split("RealMemory=")[1].split()[0])
+    assert 0 < memory < hardware["RealMemory"]  # the reserve keeps nodes out of "Low RealMemory"
+    assert rendered["result"]["node_lines"] == 1
+    assert sinfo_nodes(cluster) == {n: "idle" for n in COMPUTE}
+    hashes = conf_hashes(cluster)
+    assert len(set(hashes.values())) == 1 and None not in hashes.values(), hashes
+    proc = cluster.run("ctl", ["srun", "-N3", "hostname"], timeout=60)
+    assert proc.returncode == 0 and sorted(proc.stdout.split()) == COMPUTE, proc.stderr
+
+
+def test_preview_wrote_nothing_and_showed_the_change(cluster, rendered):
+    preview = rendered["preview"]
+    assert preview["written"] is False
+    assert preview["class"] == "restart_all"  # hand-written node lines -> rendered ones
+    assert "+NodeName=n[1-3]" in preview["diff"]
+    assert rendered["applied"]["class"] == "restart_all"
+
+
+def test_render_again_is_a_no_op(cluster, rendered):
+    before = master_file(cluster)
+    result, proc = salt_run(cluster, "slurm.render_conf")
+    assert proc.returncode == 0
+    assert result["written"] is False and result["class"] == "none" and result["diff"] == ""
+    assert master_file(cluster) == before
+
+
+def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
+    before = pids(cluster)
+    job = cluster.run(
+        "ctl",
+        [
+            "sbatch",
+            "--parsable",
+            "-w",
+            "n1",
+            "-o",
+            "/dev/null",
+            "--chdir=/tmp",
+            "--wrap",
+            "sleep 15",
+        ],
+    )
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    assert wait_for(
+        lambda: (
+            "JobState=RUNNING" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+        ),
+        30,
+    )
+    cluster.write_pillar(
+        {
+            **RENDER_PILLAR,
+            "partitions": [
+                {"name": "debug", "nodes": "ALL", "default": True, "options": {"MaxTime": 60}}
+            ],
+        }
+    )
+    result, _ = salt_run(cluster, "slurm.render_conf")
+    assert result["class"] == "reconfigure", result
+    applied, proc = salt_run(cluster, "slurm.apply_conf")
+    assert applied["result"] is True and applied["class"] == "reconfigure", applied
+    assert pids(cluster) == before  # no daemon restarted
+    partition = cluster.run("ctl", ["scontrol", "show", "partition", "debug"]).stdout
+    assert "MaxTime=01:00:00" in partition
+    finished = wait_for(
+        lambda: (
+            "JobState=COMPLETED" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+        ),
+        60,
+    )
+    assert finished, cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    assert "ExitCode=0:0" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+
+
+def test_node_definition_change_restarts_in_order_and_converges(cluster, rendered):
+    before = pids(cluster)
+    cluster.write_pillar(
+        {**RENDER_PILLAR, "node_groups": {"bed": {"nodes": "n*", "features": ["sandbox"]}}}
+    )
+    result, _ = salt_run(cluster, "slurm.render_conf")
+    assert result["class"] == "restart_all", result
+    assert any("NodeName" in reason for reason in result["reasons"]), result["reasons"]
+    applied, proc = salt_run(cluster, "slurm.apply_conf", batch_size=2)
+    assert applied["result"] is True, applied
+    assert proc.returncode == 0
+    steps = applied["steps"]
+    stop = next(i for i, s in enumerate(steps) if s.startswith("stopping slurmd"))
+    ctld = next(i for i, s in enumerate(steps) if s.startswith("restarting slurmctld"))
+    starts = [i for i, s in enumerate(steps) if s.startswith("slurmd start")]
+    assert stop < ctld < starts[0] and len(starts) == 2, steps  # 3 nodes in batches of 2
+    after = pids(cluster)
+    assert all(after[n] != before[n] for n in ALL), (before, after)
+    assert all_idle(cluster) == {n: "idle" for n in COMPUTE}
+    features = cluster.run("ctl", ["sinfo", "-h", "-N", "-o", "%N %f"]).stdout
+    assert all(line.endswith("sandbox") for line in features.split("\n") if line), features
+    hashes = conf_hashes(cluster)
+    assert len(set(hashes.values())) == 1, hashes
+
+
+@pytest.mark.parametrize(
+    "base, message",
+    [
+        ("SchedulerType=sched/backfill\nSCHEDULERTYPE=sched/builtin\n", "line 2: duplicate key"),
+        ("SchedulerType=sched/backfill\nthis line is garbage\n", "line 2"),
+    ],
+)
+def test_broken_base_file_is_refused_and_nothing_changes(cluster, rendered, base, message):
+    (cluster.file_root / "site").mkdir(exist_ok=True)
+    (cluster.file_root / "site" / "base.conf").write_text(base)
+    before_files = {n: master_file(cluster, n) for n in ("slurm.conf", "gres.conf", "cgroup.conf")}
+    before_hashes, before_pids = conf_hashes(cluster), pids(cluster)
+    history = salt_run(cluster, "slurm.conf_history")[0]
+    cluster.write_pillar({**RENDER_PILLAR, "conf": {**BED_CONF, "base": "salt://site/base.conf"}})
+    try:
+        result, proc = salt_run(cluster, "slurm.render_conf")
+    finally:
+        cluster.write_pillar(RENDER_PILLAR)
+    assert proc.returncode != 0
+    assert "nothing written" in str(result) and message in str(result), result
+    assert "salt://site/base.conf" in str(result)
+    assert {n: master_file(cluster, n) for n in before_files} == before_files
+    assert salt_run(cluster, "slurm.conf_history")[0] == history
+    assert conf_hashes(cluster) == before_hashes and pids(cluster) == before_pids
+
+
+def test_rollback_restores_the_previous_version_on_every_node(cluster, rendered):
+    cluster.write_pillar(RENDER_PILLAR)
+    salt_run(cluster, "slurm.render_conf")
+    applied, _ = salt_run(cluster, "slurm.apply_conf")
+    assert applied["result"] is True, applied
+    good = master_file(cluster)
+    cluster.write_pillar(
+        {
+            **RENDER_PILLAR,
+            "conf": {**BED_CONF, "overrides": {**BED_CONF["overrides"], "SlurmdTimeout": 45}},
+        }
+    )
+    result, _ = salt_run(cluster, "slurm.render_conf")
+    assert result["written"] is True and result["class"] == "reconfigure", result
+    assert salt_run(cluster, "slurm.apply_conf")[0]["result"] is True
+    assert master_file(cluster) != good
+    history = salt_run(cluster, "slurm.conf_history")[0]
+    assert 1 <= len(history) <= 5
+    rolled, proc = salt_run(cluster, "slurm.rollback_conf")
+    assert rolled["result"] is True, rolled
+    assert master_file(cluster) == good
+    hashes = conf_hashes(cluster)
+    assert len(set(hashes.values())) == 1, hashes
+    assert "SlurmdTimeout=30" in cluster.run("n2", ["cat", "/etc/slurm/slurm.conf"]).stdout
+    cluster.write_pillar(RENDER_PILLAR)
