@@ -16,6 +16,11 @@ BED_CONF = RENDER_PILLAR["conf"]
 ALL = ["ctl", *COMPUTE]
 
 
+def set_pillar(cluster, slurm):
+    """Runners and state runs compile pillar themselves; no minion refresh needed."""
+    cluster.write_pillar(slurm, refresh=False)
+
+
 def master_file(cluster, name="slurm.conf"):
     path = cluster.cluster_files_dir() / name
     return path.read_text() if path.exists() else None
@@ -44,7 +49,7 @@ def all_idle(cluster):
 @pytest.fixture(scope="module")
 def rendered(cluster, provisioned):
     """The bed switched from the hand-written conf to the rendered one."""
-    cluster.write_pillar(RENDER_PILLAR)
+    set_pillar(cluster, RENDER_PILLAR)
     preview, proc = salt_run(cluster, "slurm.render_conf", test=True)
     assert proc.returncode == 0, proc.stderr
     result, proc = salt_run(cluster, "slurm.render_conf")
@@ -111,13 +116,14 @@ def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
         ),
         30,
     )
-    cluster.write_pillar(
+    set_pillar(
+        cluster,
         {
             **RENDER_PILLAR,
             "partitions": [
                 {"name": "debug", "nodes": "ALL", "default": True, "options": {"MaxTime": 60}}
             ],
-        }
+        },
     )
     result, _ = salt_run(cluster, "slurm.render_conf")
     assert result["class"] == "reconfigure", result
@@ -138,8 +144,8 @@ def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
 
 def test_node_definition_change_restarts_in_order_and_converges(cluster, rendered):
     before = pids(cluster)
-    cluster.write_pillar(
-        {**RENDER_PILLAR, "node_groups": {"bed": {"nodes": "n*", "features": ["sandbox"]}}}
+    set_pillar(
+        cluster, {**RENDER_PILLAR, "node_groups": {"bed": {"nodes": "n*", "features": ["sandbox"]}}}
     )
     result, _ = salt_run(cluster, "slurm.render_conf")
     assert result["class"] == "restart_all", result
@@ -161,43 +167,46 @@ def test_node_definition_change_restarts_in_order_and_converges(cluster, rendere
     assert len(set(hashes.values())) == 1, hashes
 
 
-@pytest.mark.parametrize(
-    "base, message",
-    [
-        ("SchedulerType=sched/backfill\nSCHEDULERTYPE=sched/builtin\n", "line 2: duplicate key"),
-        ("SchedulerType=sched/backfill\nthis line is garbage\n", "line 2"),
-    ],
-)
-def test_broken_base_file_is_refused_and_nothing_changes(cluster, rendered, base, message):
+BROKEN_BASES = [
+    ("SchedulerType=sched/backfill\nSCHEDULERTYPE=sched/builtin\n", "line 2: duplicate key"),
+    ("SchedulerType=sched/backfill\nthis line is garbage\n", "line 2"),
+    ("SchedulerTyp=sched/backfill\n", "did you mean 'SchedulerType'"),
+]
+
+
+def test_broken_base_file_is_refused_and_nothing_changes(cluster, rendered):
     (cluster.file_root / "site").mkdir(exist_ok=True)
-    (cluster.file_root / "site" / "base.conf").write_text(base)
     before_files = {n: master_file(cluster, n) for n in ("slurm.conf", "gres.conf", "cgroup.conf")}
     before_hashes, before_pids = conf_hashes(cluster), pids(cluster)
     history = salt_run(cluster, "slurm.conf_history")[0]
-    cluster.write_pillar({**RENDER_PILLAR, "conf": {**BED_CONF, "base": "salt://site/base.conf"}})
+    set_pillar(cluster, {**RENDER_PILLAR, "conf": {**BED_CONF, "base": "salt://site/base.conf"}})
     try:
-        result, proc = salt_run(cluster, "slurm.render_conf")
+        for base, message in BROKEN_BASES:
+            (cluster.file_root / "site" / "base.conf").write_text(base)
+            result, proc = salt_run(cluster, "slurm.render_conf")
+            assert proc.returncode != 0, (base, result)
+            assert result["result"] is False, (base, result)
+            assert "nothing written" in result["error"] and message in result["error"], result
+            assert "salt://site/base.conf" in result["error"]
     finally:
-        cluster.write_pillar(RENDER_PILLAR)
-    assert proc.returncode != 0
-    assert "nothing written" in str(result) and message in str(result), result
-    assert "salt://site/base.conf" in str(result)
+        set_pillar(cluster, RENDER_PILLAR)
     assert {n: master_file(cluster, n) for n in before_files} == before_files
     assert salt_run(cluster, "slurm.conf_history")[0] == history
     assert conf_hashes(cluster) == before_hashes and pids(cluster) == before_pids
 
 
 def test_rollback_restores_the_previous_version_on_every_node(cluster, rendered):
-    cluster.write_pillar(RENDER_PILLAR)
+    set_pillar(cluster, RENDER_PILLAR)
     salt_run(cluster, "slurm.render_conf")
     applied, _ = salt_run(cluster, "slurm.apply_conf")
     assert applied["result"] is True, applied
     good = master_file(cluster)
-    cluster.write_pillar(
+    set_pillar(
+        cluster,
         {
             **RENDER_PILLAR,
             "conf": {**BED_CONF, "overrides": {**BED_CONF["overrides"], "SlurmdTimeout": 45}},
-        }
+        },
     )
     result, _ = salt_run(cluster, "slurm.render_conf")
     assert result["written"] is True and result["class"] == "reconfigure", result
@@ -211,4 +220,31 @@ def test_rollback_restores_the_previous_version_on_every_node(cluster, rendered)
     hashes = conf_hashes(cluster)
     assert len(set(hashes.values())) == 1, hashes
     assert "SlurmdTimeout=30" in cluster.run("n2", ["cat", "/etc/slurm/slurm.conf"]).stdout
-    cluster.write_pillar(RENDER_PILLAR)
+    set_pillar(cluster, RENDER_PILLAR)
+
+
+def test_rollout_stops_at_a_node_that_cannot_register_and_names_it(cluster, rendered):
+    set_pillar(cluster, RENDER_PILLAR)
+    salt_run(cluster, "slurm.render_conf")
+    assert salt_run(cluster, "slurm.apply_conf")[0]["result"] is True
+    # a real fault: n3's munged gets another key, so its slurmd is refused by slurmctld
+    cluster.run("n3", ["sh", "-c", "head -c 64 /dev/urandom > /etc/munge/munge.key"], check=True)
+    cluster.salt("n3", "slurm_node.restart", ["munge"])
+    try:
+        set_pillar(cluster, {**RENDER_PILLAR, "node_groups": {"bed": {"nodes": "n*", "weight": 5}}})
+        assert salt_run(cluster, "slurm.render_conf")[0]["class"] == "restart_all"
+        report, proc = salt_run(cluster, "slurm.apply_conf", batch_size=2, timeout=40)
+        assert proc.returncode != 0
+        assert report["result"] is False
+        assert list(report["failed"]) == ["n3"], report
+        assert "munge key mismatch" in report["failed"]["n3"], report["failed"]
+        assert "slurm.rollback_conf" in report["comment"]
+        assert sinfo_nodes(cluster)["n1"] == "idle"  # the batch before n3 came back
+    finally:
+        set_pillar(cluster, RENDER_PILLAR)
+        healed = cluster.salt("n3", "state.apply", ["slurm.node"], timeout=300)
+    assert not [r for r in healed["n3"].values() if r["result"] is False], healed
+    rolled, proc = salt_run(cluster, "slurm.rollback_conf")
+    assert rolled["result"] is True, rolled
+    assert "Weight=5" not in master_file(cluster)
+    assert all_idle(cluster) == {n: "idle" for n in COMPUTE}

@@ -604,10 +604,12 @@ class SandboxCluster:
                 time.sleep(0.5)
 
     # ------------------------------------------------------------------ cluster files
-    def write_pillar(self, slurm, per_minion=None):
+    def write_pillar(self, slurm, per_minion=None, refresh=True):
         """Serve ``{"slurm": slurm}`` to every minion; ``per_minion`` adds pillar data for
         single minions (merged over the common part), e.g. ``{"n3": {"slurm": {...}}}``.
-        Every minion's in-memory pillar is refreshed before this returns."""
+        Every minion's in-memory pillar is refreshed before this returns, unless
+        ``refresh=False`` (enough when only runners, which compile pillar themselves, and
+        state runs, which do too, read the change)."""
         for old in self.pillar_root.glob("*.sls"):
             old.unlink()
         files = {"slurm.sls": {"slurm": slurm}}
@@ -619,7 +621,8 @@ class SandboxCluster:
         for name, data in files.items():
             (self.pillar_root / name).write_text(json.dumps(data, indent=2))
         # execution modules read the minion's in-memory pillar: refresh it now
-        self.salt("*", "saltutil.refresh_pillar", wait=True, timeout=60)
+        if refresh:
+            self.salt("*", "saltutil.refresh_pillar", wait=True, timeout=60)
 
     def cluster_files_dir(self):
         path = self.file_root / "slurm_files"
