@@ -12,12 +12,22 @@ import time
 
 import salt.client
 import salt.fileserver
+import salt.key
 import salt.pillar
 import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
-from salt_ext.lib import cluster_files, confgen, fsutil, rollout, settings, slurmconf, wheel
+from salt_ext.lib import (
+    cluster_files,
+    clusterops,
+    confgen,
+    fsutil,
+    rollout,
+    settings,
+    slurmconf,
+    wheel,
+)
 from salt_ext.lib import munge as munge_lib
 
 log = logging.getLogger(__name__)
@@ -140,6 +150,11 @@ def _pillar_of(minion):
     return salt.pillar.Pillar(__opts__, grains or {}, minion_id, "base").compile_pillar()
 
 
+def _accepted_minions():
+    with salt.key.get_key(__opts__) as keys:
+        return sorted(keys.list_keys().get("minions", []))
+
+
 def _mine_hardware(target="*", tgt_type="glob"):
     return __salt__["mine.get"](target, "slurm_node.hardware", tgt_type) or {}
 
@@ -150,7 +165,12 @@ def _cluster_settings(pillar_minion=None):
     The pillar is compiled for ``pillar_minion`` if given; otherwise for a minion that has
     hardware in the mine, and then again for the controller it names (its view wins).
     """
-    candidates = [pillar_minion] if pillar_minion else sorted(_mine_hardware())
+    if pillar_minion:
+        candidates = [pillar_minion]
+    else:
+        # minions with hardware in the mine run slurm.node; before any did, any accepted
+        # minion that has the slurm pillar will do (the controller's view is taken below)
+        candidates = sorted(_mine_hardware()) or _accepted_minions()[:20]
     pillar = None
     for minion in candidates:
         pillar = _pillar_of(minion)
@@ -480,3 +500,400 @@ def rollback_conf(version=None, apply=True, batch_size=10, timeout=120, pillar_m
     report = apply_conf(batch_size=batch_size, timeout=timeout, pillar_minion=pillar_minion)
     report["restored"] = version
     return report
+
+
+# ---------------------------------------------------------------------- day 2
+def _human():
+    """True for an admin at ``salt-run`` without ``--out``: they get a text table."""
+    return __opts__.get("__cli") == "salt-run" and not __opts__.get("output")
+
+
+def _cluster(cfg):
+    """(controller minion, {NodeName: minion}) from the master's slurm.conf, or from the
+    mine before any conf exists."""
+    conf = _current_files(_files_dir())["slurm.conf"]
+    if conf is not None:
+        try:
+            return cfg["controller"], _node_minions(cfg, conf)
+        except slurmconf.ConfError as err:
+            raise SaltRunnerError(f"the master's slurm.conf does not parse: {err}") from err
+    hardware = _mine_hardware(cfg["node_target"], cfg["node_target_type"])
+    nodes = {
+        data["NodeName"]: minion for minion, data in hardware.items() if isinstance(data, dict)
+    }
+    return cfg["controller"], {n: nodes[n] for n in sorted(nodes, key=confgen.natural_key)}
+
+
+def _returns(minions, targets, fun, arg=(), timeout=60):
+    """``{minion: return or None}``: None for a minion that did not answer or failed."""
+    answers = minions.call(targets, fun, arg, timeout)
+    return {t: (a["ret"] if a["ok"] else None) for t, a in answers.items()}
+
+
+@_errors_as_result
+def status(pillar_minion=None):
+    """
+    One row per node: minion reachable, munged, slurmd, Slurm state and reason, slurm.conf
+    and munge key hash equal to the controller's, Slurm version. A text table at the
+    terminal; data with ``--out=json`` (or through salt-api).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.status
+        salt-run slurm.status --out=json
+    """
+    cfg = _cluster_settings(pillar_minion)
+    controller, node_minions = _cluster(cfg)
+    minions = _Minions(__opts__)
+    statuses = _returns(minions, [controller, *node_minions.values()], "slurm_node.status")
+    states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller]
+    rows = clusterops.status_rows(statuses.get(controller), node_minions, statuses, states)
+    healthy = all(clusterops.row_ok(r) for r in rows)
+    ctl = statuses.get(controller)
+    title = (
+        f"controller {controller}: "
+        + (
+            "no answer"
+            if ctl is None
+            else f"slurmctld {'up' if ctl['daemons'].get('slurmctld') else 'DOWN'}"
+        )
+        + (f", conf {ctl['slurm_conf_hash'][:19]}…" if ctl and ctl.get("slurm_conf_hash") else "")
+    )
+    if _human():
+        return clusterops.format_table(rows, title)
+    return {"result": healthy, "controller": {"minion": controller, "status": ctl}, "nodes": rows}
+
+
+@_errors_as_result
+def verify(pillar_minion=None, timeout=60):
+    """
+    Prove the cluster works, node by node: a munge credential made on the node decodes on
+    the controller and one made on the controller decodes on the node; munge key and
+    slurm.conf hashes and the munge/slurm UIDs equal the controller's; a real job step
+    runs on the node (``srun -w NODE hostname``). Exits non-zero on any failure, naming
+    the node, the check and the evidence.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.verify
+    """
+    result = _verify(pillar_minion, timeout)
+    if _human():
+        text = clusterops.format_verify(result["nodes"], result["comment"])
+        return text if result["result"] else {"result": False, "report": text}
+    return result
+
+
+def _verify(pillar_minion, timeout):
+    cfg = _cluster_settings(pillar_minion)
+    controller, node_minions = _cluster(cfg)
+    minions = _Minions(__opts__)
+    targets = list(dict.fromkeys(node_minions.values()))
+    _progress(f"verifying {len(node_minions)} nodes against {controller}")
+    statuses = _returns(minions, [controller, *targets], "slurm_node.status")
+    ctl = statuses.get(controller)
+    if ctl is None:
+        raise SaltRunnerError(f"the controller {controller} did not answer slurm_node.status")
+    by_minion = {m: n for n, m in node_minions.items()}
+    encoded = _returns(minions, targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
+    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
+    decoded = (
+        _returns(minions, [controller], "munge.decode_all", [credentials], timeout)[controller]
+        or {}
+    )
+    ctl_credential = _returns(minions, [controller], "munge.encode", [clusterops.VERIFY_PAYLOAD])[
+        controller
+    ]
+    reverse = (
+        _returns(minions, targets, "munge.decode", [ctl_credential], timeout)
+        if ctl_credential
+        else {}
+    )
+    steps = (
+        _returns(
+            minions,
+            [controller],
+            "slurm_node.job_steps",
+            [list(node_minions), timeout],
+            timeout + 30,
+        )[controller]
+        or {}
+    )
+    nodes, failed = {}, {}
+    for node, minion in node_minions.items():
+        checks = clusterops.verify_node(
+            node,
+            minion,
+            statuses.get(minion),
+            ctl,
+            encoded.get(minion),
+            decoded.get(node),
+            reverse.get(minion),
+            steps.get(node),
+        )
+        nodes[node] = checks
+        bad = {name: c["evidence"] for name, c in checks.items() if not c["ok"]}
+        if bad:
+            failed[node] = bad
+    result = {
+        "result": not failed,
+        "comment": (
+            f"{len(nodes)} nodes verified"
+            if not failed
+            else f"{len(failed)} of {len(nodes)} nodes failed: {', '.join(failed)}"
+        ),
+        "failed": failed,
+        "nodes": nodes,
+    }
+    _progress(result["comment"])
+    return result
+
+
+def _set_node_state(nodes, state, reason, pillar_minion):
+    cfg = _cluster_settings(pillar_minion)
+    controller = cfg["controller"]
+    answer = _Minions(__opts__).call(
+        [controller], "slurm_node.update_nodes", [nodes, state, reason], 60
+    )[controller]
+    if not answer["ok"]:
+        raise SaltRunnerError(f"{controller}: {answer['error']}")
+    states = (
+        _returns(_Minions(__opts__), [controller], "slurm_node.cluster_nodes")[controller] or {}
+    )
+    return {
+        "result": True,
+        "nodes": {
+            n: {
+                "state": states.get(n, {}).get("raw_state"),
+                "reason": states.get(n, {}).get("reason"),
+            }
+            for n in answer["ret"]
+        },
+    }
+
+
+@_errors_as_result
+def drain(nodes, reason, pillar_minion=None):
+    """
+    Drain nodes: running jobs finish, no new ones start. ``reason`` is required (Slurm
+    shows it in ``sinfo -R``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.drain 'n[1-2]' reason='BIOS update'
+    """
+    return _set_node_state(nodes, "DRAIN", reason, pillar_minion)
+
+
+@_errors_as_result
+def resume(nodes, reason=None, pillar_minion=None):
+    """
+    Return drained (or down) nodes to service.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.resume 'n[1-2]'
+    """
+    return _set_node_state(nodes, "RESUME", reason, pillar_minion)
+
+
+def _state_failures(ret):
+    """Failed state comments of one state.apply return (a render error counts as one)."""
+    if not isinstance(ret, dict):
+        return [" ".join(map(str, ret)) if isinstance(ret, list) else str(ret)]
+    return [
+        f"{chunk.get('__id__', sid)}: {chunk.get('comment')}"
+        for sid, chunk in ret.items()
+        if isinstance(chunk, dict) and chunk.get("result") is False
+    ]
+
+
+def _apply_states(targets, sls, timeout, sls_id=None):
+    """``state.apply``/``state.sls_id`` on ``targets``; ``{minion: (ok, changed, failures)}``."""
+    with salt.client.LocalClient(mopts=__opts__) as client:
+        if sls_id:
+            returns = client.cmd(
+                targets, "state.sls_id", [sls_id, sls], tgt_type="list", timeout=timeout
+            )
+        else:
+            returns = client.cmd(targets, "state.apply", [sls], tgt_type="list", timeout=timeout)
+    result = {}
+    for target in targets:
+        ret = returns.get(target)
+        if ret is None:
+            result[target] = (False, 0, ["no return (minion down?)"])
+            continue
+        failures = _state_failures(ret)
+        changed = (
+            sum(1 for c in ret.values() if isinstance(c, dict) and c.get("changes"))
+            if isinstance(ret, dict)
+            else 0
+        )
+        result[target] = (not failures, changed, failures)
+    return result
+
+
+def _node_targets(cfg, controller):
+    with salt.client.LocalClient(mopts=__opts__) as client:
+        answered = client.cmd(
+            cfg["node_target"], "test.ping", tgt_type=cfg["node_target_type"], timeout=30
+        )
+    return sorted(
+        (m for m, ok in answered.items() if ok is True and m != controller), key=confgen.natural_key
+    )
+
+
+@_errors_as_result
+def deploy(batch_size=10, timeout=300, pillar_minion=None):
+    """
+    Bring the whole cluster to the pillar's description, from bare machines or from a
+    running cluster, and prove it works:
+
+    1. the munge key on the master (created if missing, never printed);
+    2. nodes (``slurm:node_target``): accounts, packages, hardware into the mine;
+    3. ``slurm.render_conf``;
+    4. a running cluster gets the new files in Slurm's order (``slurm.apply_conf``);
+    5. the controller: ``state.apply slurm.controller`` (a failure stops the deploy);
+    6. nodes: ``state.apply slurm.node`` in batches (a failed node is reported, the others go on);
+    7. ``slurm.verify``.
+
+    Progress is printed per step and node and sent as ``salt/slurm/progress`` events.
+    Running it again changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.deploy batch_size=20
+    """
+    started = time.monotonic()
+    cfg = _cluster_settings(pillar_minion)
+    controller = cfg["controller"]
+    minions = _Minions(__opts__)
+    summary = {"result": False, "controller": {}, "nodes": {}, "steps": []}
+
+    def step(message):
+        summary["steps"].append(message)
+        _progress(message)
+
+    key = create_munge_key()
+    step(
+        f"munge key {'created' if key.get('created') else 'present'} "
+        f"({key.get('key_hash', '')[:19]}…)"
+    )
+    targets = _node_targets(cfg, controller)
+    if not targets:
+        raise SaltRunnerError(
+            f"no minion answers for slurm:node_target {cfg['node_target']!r} "
+            f"({cfg['node_target_type']}); nothing to deploy"
+        )
+    nodes = {m: {"prepare": None, "state": None, "changed": 0, "failures": []} for m in targets}
+    summary["nodes"] = nodes
+    for batch in rollout.batches(targets, batch_size):
+        for minion, (ok, changed, failures) in _apply_states(
+            batch, "slurm.node", timeout, sls_id="slurm-hardware-in-mine"
+        ).items():
+            nodes[minion].update(prepare=ok, changed=changed, failures=failures)
+            step(
+                f"{minion}: prepared (packages, accounts, hardware in mine)"
+                if ok
+                else f"{minion}: prepare FAILED: {'; '.join(failures)[:300]}"
+            )
+    rendered = render_conf(pillar_minion=pillar_minion)
+    if rendered.get("result") is False:
+        raise SaltRunnerError(f"render_conf: {rendered['error']}")
+    step(
+        f"slurm.conf rendered: {rendered['nodes']} nodes, {rendered['node_lines']} "
+        f"NodeName lines, change {rendered['class']}"
+    )
+    ctl_status = _returns(minions, [controller], "slurm_node.status")[controller]
+    running = bool(ctl_status and ctl_status["daemons"].get("slurmctld"))
+    if running and rendered["class"] != "none":
+        live = {}
+        statuses = _returns(minions, targets, "slurm_node.status")
+        by_minion = {
+            m: n for n, m in _node_minions(cfg, _current_files(_files_dir())["slurm.conf"]).items()
+        }
+        for minion, status_ in statuses.items():
+            if status_ and status_["daemons"].get("slurmd") and minion in by_minion:
+                live[by_minion[minion]] = minion
+        step(f"rolling the change out to the running cluster ({len(live)} nodes)")
+        report = rollout.Rollout(
+            minions,
+            controller,
+            live,
+            _current_files(_files_dir()),
+            batch_size=batch_size,
+            timeout=min(timeout, 120),
+            progress=_progress,
+            extra_keys=cfg["conf"]["extra_keys"],
+        ).run()
+        summary["rollout"] = report
+        if report["result"] is False:
+            summary["comment"] = f"rollout failed: {report['comment']}"
+            return summary
+    ok, changed, failures = _apply_states([controller], "slurm.controller", timeout)[controller]
+    summary["controller"] = {
+        "minion": controller,
+        "ok": ok,
+        "changed": changed,
+        "failures": failures,
+    }
+    if not ok:
+        step(f"controller {controller} FAILED: {'; '.join(failures)[:500]}")
+        summary["comment"] = f"controller {controller} failed; nodes were not touched after step 3"
+        return summary
+    step(f"controller {controller}: ok ({changed} changed)")
+    for batch in rollout.batches([m for m in targets if nodes[m]["prepare"]], batch_size):
+        for minion, (ok, changed, failures) in _apply_states(batch, "slurm.node", timeout).items():
+            nodes[minion].update(
+                state=ok, changed=nodes[minion]["changed"] + changed, failures=failures
+            )
+            step(
+                f"{minion}: ok ({changed} changed)"
+                if ok
+                else f"{minion}: FAILED: {'; '.join(failures)[:300]}"
+            )
+    checked = _verify(pillar_minion, 60)
+    summary["verify"] = {
+        "result": checked.get("result"),
+        "failed": checked.get("failed", checked.get("error")),
+    }
+    bad = sorted(m for m, n in nodes.items() if not (n["prepare"] and n["state"]))
+    summary["result"] = bool(checked.get("result")) and not bad
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["comment"] = (
+        f"{len(targets)} nodes deployed and verified in {summary['seconds']} s"
+        if summary["result"]
+        else f"failed nodes: {', '.join(bad) or 'none'}; "
+        f"verify: {checked.get('comment') or checked.get('error')}"
+    )
+    step(summary["comment"])
+    if _human():
+        return _deploy_table(summary)
+    return summary
+
+
+def _deploy_table(summary):
+    lines = [f"{'MINION':<12} {'PREPARE':<8} {'STATE':<6} {'CHANGED':<8} FAILURES"]
+    verify_failed = summary.get("verify", {}).get("failed") or {}
+    for minion, node in summary["nodes"].items():
+        mark = {True: "ok", False: "FAILED", None: "-"}
+        failures = "; ".join(node["failures"])[:120]
+        lines.append(
+            f"{minion:<12} {mark[node['prepare']]:<8} {mark[node['state']]:<6} "
+            f"{node['changed']:<8} {failures}"
+        )
+    if isinstance(verify_failed, dict):
+        for node, checks in verify_failed.items():
+            lines.append(f"verify {node}: " + "; ".join(f"{k}: {v}" for k, v in checks.items()))
+    lines.append(summary["comment"])
+    return "\n".join(lines)

@@ -32,7 +32,20 @@ def node_state(stdout):
     lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
         return {"state": None, "flags": [], "reason": None, "usable": False, "responding": False}
-    record = parse_one_line(lines[0])
+    return _state(parse_one_line(lines[0]))
+
+
+def node_states(stdout):
+    """``{NodeName: state}`` for every node in ``scontrol show node -o`` output."""
+    states = {}
+    for line in stdout.splitlines():
+        if line.strip():
+            state = _state(parse_one_line(line))
+            states[state["name"]] = state
+    return states
+
+
+def _state(record):
     raw = record.get("State", "")
     parts = raw.split("+")
     base = parts[0].rstrip("*~#!%$@^-")

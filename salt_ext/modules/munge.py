@@ -62,6 +62,28 @@ def decode(credential, socket=None):
         raise CommandExecutionError(str(err)) from err
 
 
+def decode_all(credentials, socket=None):
+    """
+    Decode several credentials at once: ``{label: credential}`` -> ``{label: decode result}``.
+    ``slurm.verify`` sends every node's credential to the controller in one call.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl munge.decode_all '{"n1": "MUNGE:...", "n2": "MUNGE:..."}'
+    """
+    if not isinstance(credentials, dict):
+        raise CommandExecutionError("credentials must be a mapping of label -> credential")
+    result = {}
+    for label, credential in credentials.items():
+        try:
+            result[label] = decode(credential, socket=socket)
+        except CommandExecutionError as err:
+            result[label] = {"ok": False, "error": str(err)}
+    return result
+
+
 def key_hash(path=munge_lib.DEFAULT_KEY_PATH):
     """
     Return ``sha256:<hex>`` of this machine's munge key (never the key itself).

@@ -5,6 +5,7 @@ The ``slurm.node`` / ``slurm.controller`` states are built on these functions; a
 them directly to look at or restart one machine.
 """
 
+import concurrent.futures
 import grp
 import logging
 import os
@@ -13,7 +14,7 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import cluster_files, command, confgen, daemons, fsutil, scontrol
+from salt_ext.lib import cluster_files, command, confgen, daemons, fsutil, hostlist, scontrol
 from salt_ext.lib import hardware as hardware_lib
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib import settings as settings_lib
@@ -206,6 +207,8 @@ def status():
         result["munge_key_hash"] = None
     conf_hash = fsutil.sha256_file(conf)
     result["slurm_conf_hash"] = f"sha256:{conf_hash}" if conf_hash else None
+    result["accounts"] = {name: _account(name) for name in ("munge", "slurm")}
+    result["host"] = __grains__.get("host")
     result["versions"] = {
         "slurm": _version(["slurmd", "-V"]) or _version(["sinfo", "-V"]),
         "munge": _version(["munged", "-V"]),
@@ -374,6 +377,99 @@ def controller_up(timeout=60):
         if waited > timeout:
             return {"ok": False, "output": output, "waited": waited}
         time.sleep(1)
+
+
+def cluster_nodes():
+    """
+    Every node the controller knows, with its state: ``{NodeName: {"state", "flags",
+    "reason", "responding", "usable"}}`` (``scontrol show node -o``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.cluster_nodes
+    """
+    try:
+        proc = command.run(["scontrol", "show", "node", "-o"], timeout=30)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return scontrol.node_states(proc.stdout)
+
+
+NODE_STATES = ("DRAIN", "RESUME", "UNDRAIN")
+
+
+def update_nodes(nodes, state, reason=None):
+    """
+    ``scontrol update NodeName=NODES State=STATE [Reason=REASON]`` on the controller.
+
+    nodes
+        A hostlist (``n[1-4]``) or a list of node names.
+    state
+        ``DRAIN`` (needs a reason), ``RESUME`` or ``UNDRAIN``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.update_nodes 'n[1-2]' DRAIN reason='disk replacement'
+    """
+    state = str(state).upper()
+    if state not in NODE_STATES:
+        raise SaltInvocationError(f"state must be one of {', '.join(NODE_STATES)}, got {state!r}")
+    names = nodes if isinstance(nodes, list) else hostlist.expand(str(nodes))
+    if not names or not all(isinstance(n, str) and n and n.strip() == n for n in names):
+        raise SaltInvocationError(f"nodes: expected node names or a hostlist, got {nodes!r}")
+    if state == "DRAIN" and not (reason and str(reason).strip()):
+        raise SaltInvocationError("reason: Slurm needs a reason to drain a node")
+    argv = ["scontrol", "update", f"NodeName={hostlist.compress(names)}", f"State={state}"]
+    if reason:
+        if "\n" in str(reason):
+            raise SaltInvocationError("reason: one line only")
+        argv.append(f"Reason={reason}")
+    try:
+        command.run(argv, timeout=30)
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return {name: state for name in names}
+
+
+def job_steps(nodes, timeout=60):
+    """
+    Run one real job step on each node (``srun -w NODE -N1 hostname``), all at once, and
+    report ``{node: {"ok": bool, "output": ...}}``; ok means the step ran and printed the
+    node's own hostname.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.job_steps '[n1, n2]'
+    """
+    if isinstance(nodes, str):
+        nodes = [n for n in nodes.split(",") if n]
+
+    def step(node):
+        argv = [
+            "srun",
+            "-w",
+            node,
+            "-N1",
+            "-n1",
+            f"--time={max(1, int(timeout) // 60 + 1)}",
+            "--quit-on-interrupt",
+            "hostname",
+        ]
+        try:
+            proc = command.run(argv, timeout=timeout, check=False)
+        except command.CommandFailed as err:
+            return node, {"ok": False, "output": str(err)}
+        output = (proc.stdout.strip() or proc.stderr.strip())[-500:]
+        return node, {"ok": proc.returncode == 0 and proc.stdout.strip() == node, "output": output}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
+        return dict(pool.map(step, nodes))
 
 
 def munge_roundtrip():
