@@ -22,7 +22,9 @@ from salt_ext.lib import (
     cluster_files,
     clusterops,
     confgen,
+    diagnosis,
     fsutil,
+    hostlist,
     rollout,
     settings,
     slurmconf,
@@ -613,16 +615,31 @@ def _verify(pillar_minion, timeout):
         if ctl_credential
         else {}
     )
-    steps = (
-        _returns(
-            minions,
-            [controller],
-            "slurm_node.job_steps",
-            [list(node_minions), timeout],
-            timeout + 30,
-        )[controller]
-        or {}
-    )
+    # a job step only where everything else passed: a step on a broken node would hang
+    ready = []
+    for node, minion in node_minions.items():
+        checks = clusterops.verify_node(
+            node,
+            minion,
+            statuses.get(minion),
+            ctl,
+            encoded.get(minion),
+            decoded.get(node),
+            reverse.get(minion),
+            {"ok": True},
+        )
+        if all(c["ok"] for c in checks.values()):
+            ready.append(node)
+    steps = {}
+    if ready:
+        steps = (
+            _returns(minions, [controller], "slurm_node.job_steps", [ready, timeout], timeout + 30)[
+                controller
+            ]
+            or {}
+        )
+    for node in node_minions:
+        steps.setdefault(node, {"ok": False, "output": "not run: the checks above failed"})
     nodes, failed = {}, {}
     for node, minion in node_minions.items():
         checks = clusterops.verify_node(
@@ -661,9 +678,16 @@ def _set_node_state(nodes, state, reason, pillar_minion):
     )[controller]
     if not answer["ok"]:
         raise SaltRunnerError(f"{controller}: {answer['error']}")
-    states = (
-        _returns(_Minions(__opts__), [controller], "slurm_node.cluster_nodes")[controller] or {}
-    )
+    # after RESUME slurmctld flags the node NOT_RESPONDING until its next ping (~1 s)
+    deadline = time.monotonic() + (15 if state == "RESUME" else 0)
+    while True:
+        states = (
+            _returns(_Minions(__opts__), [controller], "slurm_node.cluster_nodes")[controller] or {}
+        )
+        settled = all(states.get(n, {}).get("responding", True) for n in answer["ret"])
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     return {
         "result": True,
         "nodes": {
@@ -897,3 +921,79 @@ def _deploy_table(summary):
             lines.append(f"verify {node}: " + "; ".join(f"{k}: {v}" for k, v in checks.items()))
     lines.append(summary["comment"])
     return "\n".join(lines)
+
+
+@_errors_as_result
+def diagnose(nodes=None, pillar_minion=None, timeout=30):
+    """
+    Name the cause, with evidence lines and the fix, for every node that is down*,
+    drained, unknown or not responding, or whose machine shows a fault (daemon stopped,
+    key or slurm.conf different from the controller's, unreachable minion, hardware in
+    the mine but no NodeName line). Causes recognised: minion unreachable, munged not
+    running, munge key mismatch, slurmd not running, hostname differs from NodeName, node
+    missing from slurm.conf, slurm.conf differs from the controller's, slurmd cannot reach
+    the controller, clock skew, hardware below slurm.conf (Low RealMemory).
+
+    nodes
+        Only these nodes (hostlist), healthy or not.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.diagnose
+        salt-run slurm.diagnose nodes='n[3-4]' --out=json
+    """
+    cfg = _cluster_settings(pillar_minion)
+    controller, node_minions = _cluster(cfg)
+    conf_nodes = set(node_minions)
+    hardware = _mine_hardware(cfg["node_target"], cfg["node_target_type"])
+    for minion, data in hardware.items():
+        if isinstance(data, dict) and data.get("NodeName") not in conf_nodes:
+            node_minions[data["NodeName"]] = minion  # provisioned, but not in slurm.conf
+    if nodes:
+        wanted = set(hostlist.expand(str(nodes)))
+        unknown = wanted - set(node_minions)
+        if unknown:
+            raise SaltRunnerError(
+                f"nodes: {', '.join(sorted(unknown))} neither in slurm.conf nor in the mine"
+            )
+        node_minions = {n: m for n, m in node_minions.items() if n in wanted}
+    minions = _Minions(__opts__)
+    targets = list(dict.fromkeys([controller, *node_minions.values()]))
+    _progress(f"probing {len(targets)} machines")
+    probes = _returns(minions, targets, "slurm_node.probe", [], timeout)
+    ctl = probes.get(controller)
+    if ctl is None:
+        raise SaltRunnerError(
+            f"the controller's minion {controller} does not answer; start there: is salt-minion "
+            "running, and slurmctld (salt-run slurm.status)?"
+        )
+    states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller] or {}
+    reachable = [m for m in node_minions.values() if probes.get(m) is not None]
+    encoded = _returns(minions, reachable, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
+    by_minion = {m: n for n, m in node_minions.items()}
+    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
+    decoded = {}
+    if credentials:
+        decoded = (
+            _returns(minions, [controller], "munge.decode_all", [credentials], timeout)[controller]
+            or {}
+        )
+    report = {}
+    for node, minion in node_minions.items():
+        causes = diagnosis.node_causes(
+            node, minion, probes.get(minion), ctl, states.get(node), conf_nodes, decoded.get(node)
+        )
+        if causes or diagnosis.needs_look(states.get(node)) or nodes:
+            report[node] = {
+                "minion": minion,
+                "state": (states.get(node) or {}).get("raw_state"),
+                "causes": causes,
+            }
+    faulty = [n for n, entry in report.items() if entry["causes"]]
+    _progress(f"{len(faulty)} of {len(node_minions)} nodes with a fault")
+    if _human():
+        text = diagnosis.format_report(report)
+        return text if not faulty else {"result": False, "report": text}
+    return {"result": not faulty, "nodes": report}

@@ -41,6 +41,9 @@ slurm-slurmd:
       - file: slurm-dir-/var/log/slurm
     - watch:
       - file: slurm-conf-*
+      # munged restarted (new key, or it was down): a restarted slurmd registers at once,
+      # where the old one waits for slurmctld to ping it back into service
+      - slurm_node: slurm-munged
 
 {%- if s.verify.enabled %}
 

@@ -78,6 +78,8 @@ TELLING = (
     "rewound credential",
     "expired credential",
     "zero bytes were transmitted or received",
+    "unable to determine this slurmd's nodename",
+    "different slurm.conf",
 )
 
 

@@ -10,11 +10,21 @@ import grp
 import logging
 import os
 import pwd
+import socket
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import cluster_files, command, confgen, daemons, fsutil, hostlist, scontrol
+from salt_ext.lib import (
+    cluster_files,
+    command,
+    confgen,
+    daemons,
+    fsutil,
+    hostlist,
+    rollout,
+    scontrol,
+)
 from salt_ext.lib import hardware as hardware_lib
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib import settings as settings_lib
@@ -379,6 +389,65 @@ def controller_up(timeout=60):
         time.sleep(1)
 
 
+def probe(lines=200):
+    """
+    Evidence for ``slurm.diagnose`` from this node's side: :func:`status` plus the clock,
+    whether this hostname is a NodeName in the local slurm.conf, ``scontrol ping`` from
+    here (can slurmd's host reach slurmctld?), a local munge round trip, and the telling
+    lines of the slurmd and munged logs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt n1 slurm_node.probe
+    """
+    result = status()
+    plan = _plan("node")
+    conf = plan["slurm_conf"]
+    result["time"] = time.time()
+    result["hostname"] = socket.gethostname().split(".")[0]
+    try:
+        names = _conf_node_names(conf)
+    except (OSError, ValueError):
+        names = None
+    result["in_local_conf"] = None if names is None else result["hostname"] in names
+    try:
+        roundtrip = munge_roundtrip()
+    except CommandExecutionError as err:
+        roundtrip = {"ok": False, "error": str(err)}
+    result["munge_roundtrip"] = roundtrip
+    ping = (
+        command.run(["scontrol", "ping"], timeout=20, check=False)
+        if result["slurm_conf_hash"]
+        else None
+    )
+    result["controller_ping"] = (
+        None
+        if ping is None
+        else {"ok": "is UP" in ping.stdout, "output": (ping.stdout + ping.stderr).strip()[-300:]}
+    )
+    logs = {}
+    for label, path in (
+        ("slurmd", daemons.spec("slurmd", conf)["log"]),
+        ("munged", daemons.DAEMONS["munge"]["log"]),
+        ("slurmctld", daemons.spec("slurmctld", conf)["log"]),
+    ):
+        tail = daemons.log_tail(path, lines)
+        if not tail:
+            continue
+        logs[label] = [line for line in tail if scontrol.is_telling(line)][-8:]
+        logs[label + "_last"] = tail[-3:]
+    result["logs"] = logs
+    return result
+
+
+def _conf_node_names(conf_path):
+    """NodeNames a slurm.conf file defines (hostlists expanded)."""
+    with open(conf_path, encoding="utf-8") as handle:
+        return set(rollout.conf_nodes(handle.read()))
+
+
 def cluster_nodes():
     """
     Every node the controller knows, with its state: ``{NodeName: {"state", "flags",
@@ -451,12 +520,15 @@ def job_steps(nodes, timeout=60):
         nodes = [n for n in nodes.split(",") if n]
 
     def step(node):
+        # --immediate: srun gives up (and releases its pending allocation) by itself when
+        # the node cannot be allocated in time, instead of being killed with a live job
         argv = [
             "srun",
             "-w",
             node,
             "-N1",
             "-n1",
+            f"--immediate={max(1, int(timeout) - 10)}",
             f"--time={max(1, int(timeout) // 60 + 1)}",
             "--quit-on-interrupt",
             "hostname",

@@ -39,14 +39,14 @@ def apply(cluster, target, sls, timeout=300, tgt_type="glob", **kwargs):
     return cluster.salt(target, "state.apply", [sls], timeout=timeout, tgt_type=tgt_type, **kwargs)
 
 
-def salt_run(cluster, fun, timeout=600, **kwargs):
+def salt_run(cluster, fun, cli_timeout=600, **kwargs):
     """``salt-run --out=json FUN key=value...`` on the bed's master.
 
     Returns ``(return value, CompletedProcess)``; progress lines printed before the JSON
     document are skipped.
     """
     args = [f"{key}={value}" for key, value in kwargs.items()]
-    proc = cluster.cli(["salt-run", "--out=json", fun, *args], timeout=timeout)
+    proc = cluster.cli(["salt-run", "--out=json", fun, *args], timeout=cli_timeout)
     lines = proc.stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
     assert start is not None, (fun, proc.returncode, proc.stdout, proc.stderr)

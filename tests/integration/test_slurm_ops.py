@@ -1,0 +1,225 @@
+"""Day-2 runners on the test bed: deploy from bare, status, verify, drain/resume, and
+diagnose recognising real faults (each produced for real, then healed)."""
+
+import shutil
+
+import pytest
+
+from tests.integration.conftest import COMPUTE, PILLAR
+from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
+from tests.testbed.bed import render_pillar
+
+OPS_PILLAR = render_pillar(**PILLAR, node_target="n*")
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def deploy(cluster, **kwargs):
+    result, proc = salt_run(cluster, "slurm.deploy", **kwargs)
+    return result, proc
+
+
+def causes(report, node):
+    return [c["cause"] for c in report["nodes"].get(node, {}).get("causes", [])]
+
+
+def diagnose(cluster, **kwargs):
+    report, proc = salt_run(cluster, "slurm.diagnose", **kwargs)
+    assert "nodes" in report, report
+    return report, proc
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster, provisioned):
+    """The bed made bare again (slurm.absent, no key/conf on the master, empty mine), then
+    ``slurm.deploy`` twice."""
+    cluster.write_pillar(OPS_PILLAR)
+    absent = cluster.salt("*", "state.apply", ["slurm.absent"], timeout=300)
+    assert all(isinstance(r, dict) for r in absent.values()), absent
+    cluster.salt("*", "mine.flush")
+    for path in cluster.cluster_files_dir().iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    first, proc = deploy(cluster)
+    second, proc2 = deploy(cluster)
+    return {"first": (first, proc), "second": (second, proc2)}
+
+
+def heal(cluster):
+    result, proc = deploy(cluster)
+    assert result["result"] is True, (result.get("comment"), result.get("verify"))
+    report, _ = diagnose(cluster)
+    assert report["result"] is True, report
+
+
+def test_deploy_from_bare_verifies_and_again_changes_nothing(cluster, deployed):
+    first, proc = deployed["first"]
+    assert proc.returncode == 0 and first["result"] is True, (first, proc.stderr[-3000:])
+    assert first["verify"]["result"] is True
+    assert all(n["changed"] > 0 for n in first["nodes"].values()), first["nodes"]
+    assert any("munge key created" in s for s in first["steps"])
+    second, proc = deployed["second"]
+    assert second["result"] is True
+    assert second["controller"]["changed"] == 0
+    assert {m: n["changed"] for m, n in second["nodes"].items()} == dict.fromkeys(COMPUTE, 0)
+    assert any("change none" in s for s in second["steps"]), second["steps"]
+    assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
+
+
+def test_progress_goes_to_stderr_and_the_event_bus(cluster, deployed):
+    _, proc = deployed["second"]
+    assert "[slurm " in proc.stderr and "n2: ok (0 changed)" in proc.stderr
+    assert "[slurm " not in proc.stdout
+
+
+def test_status_table_and_json(cluster, deployed):
+    table = cluster.cli(["salt-run", "slurm.status"])
+    assert table.returncode == 0
+    assert "NODE" in table.stdout and "3/3 nodes healthy" in table.stdout, table.stdout
+    data, _ = salt_run(cluster, "slurm.status")
+    assert data["result"] is True
+    rows = {row["node"]: row for row in data["nodes"]}
+    assert sorted(rows) == COMPUTE
+    for row in rows.values():
+        assert row["state"] == "IDLE" and row["conf"] is True and row["key"] is True
+        assert row["munged"] is True and row["slurmd"] is True and row["version"] == "22.05.8"
+
+
+def test_verify_passes_with_a_job_step_on_every_node(cluster, deployed):
+    result, proc = salt_run(cluster, "slurm.verify")
+    assert proc.returncode == 0 and result["result"] is True, result
+    for node in COMPUTE:
+        checks = result["nodes"][node]
+        assert all(c["ok"] for c in checks.values()), checks
+        assert checks["job step"]["evidence"].endswith(f": {node}")
+
+
+def test_drain_and_resume(cluster, deployed):
+    drained, _ = salt_run(cluster, "slurm.drain", nodes="n2", reason="disk swap")
+    assert drained["result"] is True
+    assert "DRAIN" in drained["nodes"]["n2"]["state"]
+    assert sinfo_nodes(cluster)["n2"] in ("drain", "drng")
+    reasons = cluster.run("ctl", ["sinfo", "-h", "-R", "-o", "%n %E"]).stdout
+    assert "n2 disk swap" in reasons
+    no_reason, proc = salt_run(cluster, "slurm.drain", nodes="n3", reason="")
+    assert proc.returncode != 0 and "reason" in no_reason["error"]
+    resumed, _ = salt_run(cluster, "slurm.resume", nodes="n2")
+    assert resumed["result"] is True and resumed["nodes"]["n2"]["state"] == "IDLE"
+
+
+def test_three_faults_named_then_healed_by_deploy(cluster, deployed):
+    cluster.salt("n1", "slurm_node.daemon_control", ["munge", "stop"])
+    cluster.run("n2", ["sh", "-c", "head -c 64 /dev/urandom > /etc/munge/munge.key"], check=True)
+    cluster.salt("n2", "slurm_node.restart", ["munge"])
+    cluster.run("n3", ["sh", "-c", "echo 'SlurmdTimeout=31' >> /etc/slurm/slurm.conf"], check=True)
+    report, proc = diagnose(cluster)
+    assert proc.returncode != 0 and report["result"] is False
+    assert causes(report, "n1")[0] == "munged not running", report["nodes"]["n1"]
+    assert causes(report, "n2")[0] == "munge key mismatch", report["nodes"]["n2"]
+    assert causes(report, "n3") == ["slurm.conf differs from the controller's"], report["nodes"][
+        "n3"
+    ]
+    key_evidence = " ".join(report["nodes"]["n2"]["causes"][0]["evidence"])
+    assert "munge.key on n2: sha256:" in key_evidence
+    verify, proc = salt_run(cluster, "slurm.verify")
+    assert proc.returncode != 0 and sorted(verify["failed"]) == COMPUTE
+    assert "munge key hash" in verify["failed"]["n2"]
+    heal(cluster)
+
+
+def test_slurmd_stopped(cluster, deployed):
+    cluster.salt("n1", "slurm_node.daemon_control", ["slurmd", "stop"])
+    report, _ = diagnose(cluster)
+    assert causes(report, "n1") == ["slurmd not running"], report["nodes"]
+    heal(cluster)
+
+
+def test_minion_unreachable(cluster, deployed):
+    cluster.stop_minion("n3")
+    try:
+        report, _ = diagnose(cluster, timeout=10)
+        assert causes(report, "n3") == ["minion unreachable"], report["nodes"]
+    finally:
+        cluster.start_minion("n3")
+        cluster.wait_for_minions(["n3"])
+    heal(cluster)
+
+
+def test_slurmd_cannot_reach_the_controller(cluster, deployed):
+    ctl_ip = cluster.nodes["ctl"].ip
+    cluster.run("n2", ["ip", "route", "add", "blackhole", f"{ctl_ip}/32"], check=True)
+    try:
+        report, _ = diagnose(cluster)
+        assert causes(report, "n2") == ["slurmd cannot reach the controller"], report["nodes"]
+    finally:
+        cluster.run("n2", ["ip", "route", "del", "blackhole", f"{ctl_ip}/32"])
+    heal(cluster)
+
+
+def test_clock_skew(cluster, deployed):
+    # munged on n1 runs ten minutes behind (libfaketime): its credentials are expired on ctl
+    cluster.salt("n1", "slurm_node.daemon_control", ["munge", "stop"])
+    started = cluster.run(
+        "n1",
+        [
+            "runuser",
+            "-u",
+            "munge",
+            "--",
+            "env",
+            f"LD_PRELOAD={FAKETIME}",
+            "FAKETIME=-600",
+            "munged",
+        ],
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        report, _ = diagnose(cluster)
+        assert "clock skew" in causes(report, "n1"), report["nodes"]
+        skew = next(c for c in report["nodes"]["n1"]["causes"] if c["cause"] == "clock skew")
+        assert "credential" in " ".join(skew["evidence"]).lower()
+    finally:
+        cluster.salt("n1", "slurm_node.restart", ["munge"])
+    heal(cluster)
+
+
+def test_hostname_differs_from_nodename(cluster, deployed):
+    cluster.run("n3", ["hostname", "n3x"], check=True)
+    try:
+        cluster.salt("n3", "slurm_node.restart", ["slurmd"])
+        report, _ = diagnose(cluster)
+        assert "hostname differs from NodeName" in causes(report, "n3"), report["nodes"]
+    finally:
+        cluster.run("n3", ["hostname", "n3"], check=True)
+    heal(cluster)
+
+
+def test_node_missing_from_conf(cluster, deployed):
+    cluster.salt("n3", "mine.delete", ["slurm_node.hardware"])
+    rendered, _ = salt_run(cluster, "slurm.render_conf")
+    assert rendered["nodes"] == 2, rendered
+    assert salt_run(cluster, "slurm.apply_conf")[0]["result"] is True
+    cluster.salt("n3", "mine.send", ["slurm_node.hardware"])  # as slurm.node would
+    report, _ = diagnose(cluster)
+    assert "node missing from slurm.conf" in causes(report, "n3"), report["nodes"]
+    heal(cluster)
+    assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
+
+
+def test_hardware_below_conf(cluster, deployed):
+    path = cluster.cluster_files_dir() / "slurm.conf"
+    text = path.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("NodeName=n[1-3]"))
+    rest = line.split(" ", 1)[1]
+    memory = rest.split("RealMemory=")[1].split()[0]
+    too_big = rest.replace(f"RealMemory={memory}", "RealMemory=999999")
+    path.write_text(text.replace(line, f"NodeName=n[1-2] {rest}\nNodeName=n3 {too_big}"))
+    applied, proc = salt_run(cluster, "slurm.apply_conf", timeout=30)
+    assert applied["result"] is False and "n3" in applied["failed"], applied
+    report, _ = diagnose(cluster)
+    assert "hardware below slurm.conf" in causes(report, "n3"), report["nodes"]
+    low = next(
+        c for c in report["nodes"]["n3"]["causes"] if c["cause"] == "hardware below slurm.conf"
+    )
+    assert "Low RealMemory" in " ".join(low["evidence"])
+    result, _ = deploy(cluster)  # re-renders from the mine and rolls out
+    salt_run(cluster, "slurm.resume", nodes="n3")
+    assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 60)
