@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import hostlist, provision, render_conf
+from bench import hostlist, ops, provision, render_conf
 
 
 def main():
@@ -10,6 +10,7 @@ def main():
     hostlist.run()
     render_conf.run()
     provision.run()
+    ops.run()
     return 0
 
 

@@ -223,3 +223,57 @@ def test_hardware_below_conf(cluster, deployed):
     result, _ = deploy(cluster)  # re-renders from the mine and rolls out
     salt_run(cluster, "slurm.resume", nodes="n3")
     assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 60)
+
+
+# ---------------------------------------------------------------------- slurm.cmd
+def cmd(cluster, *args, **kwargs):
+    return cluster.salt("ctl", "slurm.cmd", list(args), **kwargs)["ctl"]
+
+
+def test_slurm_cmd_runs_whitelisted_commands_and_parses_json(cluster, deployed):
+    sinfo = cmd(cluster, "sinfo", "-N", "-h", "-o", "%N %t")
+    assert sinfo["retcode"] == 0 and sinfo["stdout"].split() == [
+        "n1",
+        "idle",
+        "n2",
+        "idle",
+        "n3",
+        "idle",
+    ]
+    squeue = cmd(cluster, "squeue", "--json")
+    assert isinstance(squeue["data"], dict) and "jobs" in squeue["data"], squeue
+    node = cmd(cluster, "scontrol", "show", "node", "n2")
+    assert "NodeName=n2" in node["stdout"]
+
+
+def test_slurm_cmd_runs_jobs_as_the_user_and_refuses_root(cluster, deployed):
+    step = cmd(cluster, "srun", "-N1", "-w", "n3", "id", "-un", runas="sxuser")
+    assert step["retcode"] == 0 and step["stdout"].strip() == "sxuser", step
+    refused = cmd(cluster, "srun", "-N1", "-w", "n3", "id")
+    assert isinstance(refused, str) and "root" in refused and "allow_root" in refused, refused
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sinfo;id"],
+        ["bash", "-c", "id"],
+        ["scontrol", "shutdown"],
+        ["scontrol", "rec"],
+        ["sinfo", "-o", "$(id)"],
+        ["sbatch", "--uid=0", "--wrap", "id"],
+        ["sbatch", "--ui=0", "--wrap", "id"],
+        ["scontrol", "update", "NodeName=n1", "State=DOWN", "Reason=x"],
+        ["scontrol", "show", "hostlist", "/etc/munge/munge.key"],
+    ],
+    ids=" ".join,
+)
+def test_slurm_cmd_rejects_hostile_input_through_real_salt(cluster, deployed, args):
+    refused = cmd(cluster, *args, runas="sxuser")
+    # SaltInvocationError comes back as Salt's "ERROR executing ..." with our message
+    assert isinstance(refused, str) and refused.startswith("ERROR executing 'slurm.cmd': "), refused
+    assert any(w in refused for w in ("not allowed", "refused", "metacharacter", "unknown")), (
+        refused
+    )
+    assert cluster.run("ctl", ["scontrol", "ping"]).stdout.strip().endswith("is UP")
+    assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")

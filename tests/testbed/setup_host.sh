@@ -63,3 +63,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# An ordinary user for job tests (slurm.cmd refuses srun/sbatch as root). Like every user of
+# a real cluster it exists on all nodes: the sandboxes share this /etc/passwd.
+if ! getent passwd sxuser >/dev/null; then
+    useradd --uid 1110 --user-group --create-home --shell /bin/bash sxuser
+fi

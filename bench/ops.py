@@ -1,0 +1,61 @@
+"""Day-2 runners: ``slurm.deploy`` of 4 nodes from bare, and ``slurm.status`` /
+``slurm.verify`` wall time with 1 and with 4 nodes (target: 4 nodes <= 2x one node).
+
+Each figure is the wall time of the real ``salt-run`` command (process start included, as
+an admin sees it), median of the runs, measured in the same test bed in one run.
+"""
+
+import shutil
+import statistics
+import time
+
+from bench.provision import NODES, _make_bare
+from tests.testbed import SandboxCluster
+from tests.testbed.bed import render_pillar
+
+ROUNDS = 3
+
+
+def _timed(bed, *argv):
+    started = time.monotonic()
+    proc = bed.cli(["salt-run", "--out=json", *argv])
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"salt-run {' '.join(argv)} failed:\n{proc.stdout}{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def _median_of(bed, *argv):
+    return statistics.median(_timed(bed, *argv) for _ in range(ROUNDS))
+
+
+def run():
+    bed = SandboxCluster(name="sxbn", nodes=("ctl", *NODES), subnet="10.74.0")
+    try:
+        bed.up()
+        print(
+            f"\n[ops] test bed: master + {len(bed.nodes)} minions up in {bed.startup_seconds:.1f}s"
+        )
+        bed.write_pillar(render_pillar(node_target="b*"))
+        _make_bare(bed, ["ctl", *NODES])
+        bed.salt("*", "mine.flush")
+        for path in bed.cluster_files_dir().iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        deploy = _timed(bed, "slurm.deploy")
+        again = _timed(bed, "slurm.deploy")
+        four = {fun: _median_of(bed, fun) for fun in ("slurm.status", "slurm.verify")}
+        bed.write_pillar(render_pillar(node_target="b1"))
+        _timed(bed, "slurm.deploy")  # the cluster shrinks to one node (ordered restart)
+        one = {fun: _median_of(bed, fun) for fun in ("slurm.status", "slurm.verify")}
+        print(f"  deploy, 4 nodes from bare:   {deploy:6.2f} s; again (no change): {again:6.2f} s")
+        for fun in ("slurm.status", "slurm.verify"):
+            print(
+                f"  {fun:<13} 1 node: median {one[fun]:5.2f} s   4 nodes: median "
+                f"{four[fun]:5.2f} s   ratio {four[fun] / one[fun]:.2f}x (target <= 2x)"
+            )
+    finally:
+        bed.down(keep_files=False)
+
+
+if __name__ == "__main__":
+    run()
