@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 
+import salt.cache
 import salt.client
 import salt.fileserver
 import salt.key
@@ -776,7 +777,7 @@ def _node_targets(cfg, controller):
 
 
 @_errors_as_result
-def deploy(batch_size=10, timeout=300, pillar_minion=None):
+def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
     """
     Bring the whole cluster to the pillar's description, from bare machines or from a
     running cluster, and prove it works:
@@ -791,6 +792,10 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None):
 
     Progress is printed per step and node and sent as ``salt/slurm/progress`` events.
     Running it again changes nothing.
+
+    only
+        Minion ids: prepare and apply ``slurm.node`` on these nodes only (the rest of the
+        cluster still gets the new slurm.conf in order); used by ``slurm.add_node``.
 
     CLI Example:
 
@@ -814,6 +819,14 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None):
         f"({key.get('key_hash', '')[:19]}…)"
     )
     targets = _node_targets(cfg, controller)
+    if only:
+        missing = sorted(set(only) - set(targets))
+        if missing:
+            raise SaltRunnerError(
+                f"{', '.join(missing)}: no answer, or not matched by slurm:node_target "
+                f"{cfg['node_target']!r}"
+            )
+        targets = [t for t in targets if t in only]
     if not targets:
         raise SaltRunnerError(
             f"no minion answers for slurm:node_target {cfg['node_target']!r} "
@@ -841,11 +854,12 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None):
     ctl_status = _returns(minions, [controller], "slurm_node.status")[controller]
     running = bool(ctl_status and ctl_status["daemons"].get("slurmctld"))
     if running and rendered["class"] != "none":
+        # every node of the new conf that already runs slurmd (not only this run's targets)
         live = {}
-        statuses = _returns(minions, targets, "slurm_node.status")
         by_minion = {
             m: n for n, m in _node_minions(cfg, _current_files(_files_dir())["slurm.conf"]).items()
         }
+        statuses = _returns(minions, list(by_minion), "slurm_node.status")
         for minion, status_ in statuses.items():
             if status_ and status_["daemons"].get("slurmd") and minion in by_minion:
                 live[by_minion[minion]] = minion
@@ -997,3 +1011,94 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
         text = diagnosis.format_report(report)
         return text if not faulty else {"result": False, "report": text}
     return {"result": not faulty, "nodes": report}
+
+
+@_errors_as_result
+def add_node(minion, batch_size=10, timeout=300, pillar_minion=None):
+    """
+    Add a machine (matched by ``slurm:node_target``) to the cluster: packages, key and
+    hardware on it, slurm.conf re-rendered, the running cluster restarted in Slurm's order
+    for the new node definition, then ``slurm.node`` on it and a cluster-wide verify.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.add_node n5
+    """
+    result = deploy(
+        batch_size=batch_size, timeout=timeout, pillar_minion=pillar_minion, only=[minion]
+    )
+    return result
+
+
+REMOVE_REASON = "being removed (slurm.remove_node)"
+
+
+def _forget_hardware(minion):
+    """Drop ``slurm_node.hardware`` from ``minion``'s mine data on the master (works when
+    the machine itself is gone)."""
+    cache = salt.cache.factory(__opts__)
+    # the master keeps mine data in bank "mine", one key per minion (masterapi._mine_delete)
+    data = cache.fetch("mine", minion) or {}
+    if isinstance(data, dict) and "slurm_node.hardware" in data:
+        data.pop("slurm_node.hardware")
+        cache.store("mine", minion, data)
+
+
+@_errors_as_result
+def remove_node(node, timeout=600, reason=REMOVE_REASON, pillar_minion=None):
+    """
+    Take a node out of the cluster without killing jobs: drain it, wait for its running
+    jobs to finish (up to ``timeout`` seconds; on timeout nothing else changes and the node
+    stays drained), drop it from the mine and slurm.conf, roll the new conf out in Slurm's
+    order, then ``slurm.absent`` on the machine (skipped if it does not answer).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.remove_node n4 timeout=3600
+    """
+    cfg = _cluster_settings(pillar_minion)
+    controller, node_minions = _cluster(cfg)
+    if node not in node_minions:
+        raise SaltRunnerError(f"{node} is not a NodeName in the master's slurm.conf")
+    minion = node_minions[node]
+    drained = _set_node_state(node, "DRAIN", reason, pillar_minion)
+    _progress(f"{node} drained ({drained['nodes'][node]['state']}); waiting for its jobs")
+    minions = _Minions(__opts__)
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        jobs = _returns(minions, [controller], "slurm_node.node_jobs", [node])[controller]
+        if jobs == []:
+            break
+        if time.monotonic() > deadline:
+            return {
+                "result": False,
+                "comment": f"{node} still runs jobs {', '.join(jobs or ['?'])} after {timeout} s; "
+                "it stays drained. Run again with a longer timeout, or scancel them.",
+            }
+        time.sleep(2)
+    _progress(f"{node} has no running jobs; removing it from slurm.conf")
+    _forget_hardware(minion)
+    rendered = render_conf(pillar_minion=pillar_minion)
+    if rendered.get("result") is False:
+        raise SaltRunnerError(f"render_conf: {rendered['error']}")
+    applied = apply_conf(timeout=120, pillar_minion=pillar_minion)
+    if applied.get("result") is not True:
+        return {
+            "result": False,
+            "comment": f"apply_conf failed: {applied.get('comment')}",
+            "apply_conf": applied,
+        }
+    absent = _apply_states([minion], "slurm.absent", 300)[minion]
+    _progress(f"{node} removed" + ("" if absent[0] else f" (slurm.absent: {absent[2]})"))
+    return {
+        "result": True,
+        "comment": (
+            f"{node} removed from slurm.conf ({rendered['class']}); leave minion {minion} out "
+            "of slurm:node_target, or slurm.deploy will add it back"
+        ),
+        "absent": {"ok": absent[0], "failures": absent[2]},
+    }

@@ -466,6 +466,26 @@ def cluster_nodes():
     return scontrol.node_states(proc.stdout)
 
 
+def node_jobs(node):
+    """
+    Ids of the jobs running (or completing) on ``node``, as the controller sees them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.node_jobs n3
+    """
+    try:
+        proc = command.run(
+            ["squeue", "-h", "-w", node, "-t", "RUNNING,COMPLETING,SUSPENDED", "-o", "%i"],
+            timeout=30,
+        )
+    except command.CommandFailed as err:
+        raise CommandExecutionError(str(err)) from err
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
 NODE_STATES = ("DRAIN", "RESUME", "UNDRAIN")
 
 

@@ -277,3 +277,35 @@ def test_slurm_cmd_rejects_hostile_input_through_real_salt(cluster, deployed, ar
     )
     assert cluster.run("ctl", ["scontrol", "ping"]).stdout.strip().endswith("is UP")
     assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
+
+
+def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
+    job = cluster.run(
+        "ctl",
+        [
+            "sbatch",
+            "--parsable",
+            "-w",
+            "n3",
+            "-o",
+            "/dev/null",
+            "--chdir=/tmp",
+            "--wrap",
+            "sleep 20",
+        ],
+    )
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip()
+    removed, proc = salt_run(cluster, "slurm.remove_node", node="n3")
+    assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-2000:])
+    shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
+    assert sinfo_nodes(cluster) == {"n1": "idle", "n2": "idle"}
+    conf = (cluster.cluster_files_dir() / "slurm.conf").read_text()
+    assert [ln.split()[0] for ln in conf.splitlines() if ln.startswith("NodeName=")] == [
+        "NodeName=n[1-2]"
+    ]
+    assert cluster.salt("n3", "slurm_node.status")["n3"]["daemons"].get("slurmd") is False
+    added, proc = salt_run(cluster, "slurm.add_node", minion="n3")
+    assert added["result"] is True, (added.get("comment"), added.get("verify"))
+    assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
