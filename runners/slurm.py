@@ -217,17 +217,6 @@ def _read_base(base):
         raise SaltRunnerError(f"slurm:conf:base: cannot read {path}: {err}") from err
 
 
-def _current_files(directory):
-    current = {}
-    for name in rollout.CONF_FILES:
-        try:
-            with open(os.path.join(directory, name), encoding="utf-8") as handle:
-                current[name] = handle.read()
-        except FileNotFoundError:
-            current[name] = None
-    return current
-
-
 def _save_history(directory, current, keep, note):
     """Copy the current files into ``.history/<stamp>/``; keep the newest ``keep``."""
     if not any(current.values()):
@@ -325,7 +314,7 @@ def render_conf(test=False, dry_run=False, pillar_minion=None):
     except (confgen.ConfGenError, slurmconf.ConfError) as err:
         raise SaltRunnerError(f"nothing written: {err}") from err
     directory = _files_dir()
-    current = _current_files(directory)
+    current = cluster_files.read_conf_files(directory)
     verdict, diff = _compare(current, rendered["files"], extra_keys)
     result = {
         "written": False,
@@ -420,7 +409,7 @@ def apply_conf(batch_size=10, timeout=120, test=False, pillar_minion=None):
         salt-run slurm.apply_conf batch_size=50 test=True
     """
     cfg = _cluster_settings(pillar_minion)
-    new_files = _current_files(_files_dir())
+    new_files = cluster_files.read_conf_files(_files_dir())
     if new_files["slurm.conf"] is None:
         raise SaltRunnerError("the master has no slurm.conf; run `salt-run slurm.render_conf`")
     try:
@@ -454,7 +443,7 @@ def conf_history():
     directory = _files_dir()
     result = []
     for version in _history_versions(directory):
-        files = _current_files(os.path.join(directory, HISTORY_DIR, version))
+        files = cluster_files.read_conf_files(os.path.join(directory, HISTORY_DIR, version))
         result.append(
             {
                 "version": version,
@@ -492,8 +481,8 @@ def rollback_conf(version=None, apply=True, batch_size=10, timeout=120, pillar_m
     version = str(version) if version else versions[0]
     if version not in versions:
         raise SaltRunnerError(f"no version {version}; kept: {', '.join(versions)}")
-    restored = _current_files(os.path.join(directory, HISTORY_DIR, version))
-    current = _current_files(directory)
+    restored = cluster_files.read_conf_files(os.path.join(directory, HISTORY_DIR, version))
+    current = cluster_files.read_conf_files(directory)
     cfg = _cluster_settings(pillar_minion)
     _save_history(directory, current, cfg["conf"]["history"], f"rollback to {version}")
     _write_files(directory, restored, current)
@@ -514,7 +503,7 @@ def _human():
 def _cluster(cfg):
     """(controller minion, {NodeName: minion}) from the master's slurm.conf, or from the
     mine before any conf exists."""
-    conf = _current_files(_files_dir())["slurm.conf"]
+    conf = cluster_files.read_conf_files(_files_dir())["slurm.conf"]
     if conf is not None:
         try:
             return cfg["controller"], _node_minions(cfg, conf)
@@ -525,6 +514,18 @@ def _cluster(cfg):
         data["NodeName"]: minion for minion, data in hardware.items() if isinstance(data, dict)
     }
     return cfg["controller"], {n: nodes[n] for n in sorted(nodes, key=confgen.natural_key)}
+
+
+def _munge_to_controller(minions, controller, node_minions, targets, timeout):
+    """Each target encodes a credential; the controller decodes them all in one call.
+    Returns ``({minion: credential or None}, {NodeName: decode result})``."""
+    by_minion = {m: n for n, m in node_minions.items()}
+    encoded = _returns(minions, targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
+    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
+    if not credentials:
+        return encoded, {}
+    decoded = _returns(minions, [controller], "munge.decode_all", [credentials], timeout)
+    return encoded, decoded[controller] or {}
 
 
 def _returns(minions, targets, fun, arg=(), timeout=60):
@@ -601,13 +602,7 @@ def _verify(pillar_minion, timeout):
     ctl = statuses.get(controller)
     if ctl is None:
         raise SaltRunnerError(f"the controller {controller} did not answer slurm_node.status")
-    by_minion = {m: n for n, m in node_minions.items()}
-    encoded = _returns(minions, targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
-    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
-    decoded = (
-        _returns(minions, [controller], "munge.decode_all", [credentials], timeout)[controller]
-        or {}
-    )
+    encoded, decoded = _munge_to_controller(minions, controller, node_minions, targets, timeout)
     ctl_credential = _returns(minions, [controller], "munge.encode", [clusterops.VERIFY_PAYLOAD])[
         controller
     ]
@@ -617,9 +612,8 @@ def _verify(pillar_minion, timeout):
         else {}
     )
     # a job step only where everything else passed: a step on a broken node would hang
-    ready = []
-    for node, minion in node_minions.items():
-        checks = clusterops.verify_node(
+    nodes = {
+        node: clusterops.verify_node(
             node,
             minion,
             statuses.get(minion),
@@ -627,10 +621,15 @@ def _verify(pillar_minion, timeout):
             encoded.get(minion),
             decoded.get(node),
             reverse.get(minion),
-            {"ok": True},
+            None,
         )
-        if all(c["ok"] for c in checks.values()):
-            ready.append(node)
+        for node, minion in node_minions.items()
+    }
+    ready = [
+        node
+        for node, checks in nodes.items()
+        if all(c["ok"] for name, c in checks.items() if name != "job step")
+    ]
     steps = {}
     if ready:
         steps = (
@@ -639,21 +638,11 @@ def _verify(pillar_minion, timeout):
             ]
             or {}
         )
-    for node in node_minions:
-        steps.setdefault(node, {"ok": False, "output": "not run: the checks above failed"})
-    nodes, failed = {}, {}
-    for node, minion in node_minions.items():
-        checks = clusterops.verify_node(
-            node,
-            minion,
-            statuses.get(minion),
-            ctl,
-            encoded.get(minion),
-            decoded.get(node),
-            reverse.get(minion),
-            steps.get(node),
-        )
-        nodes[node] = checks
+    failed = {}
+    for node, checks in nodes.items():
+        if "job step" in checks:  # an unreachable node has only its "reachable" check
+            step = steps.get(node) or {"ok": False, "output": "not run: the checks above failed"}
+            checks["job step"] = clusterops.step_check(node, step)
         bad = {name: c["evidence"] for name, c in checks.items() if not c["ok"]}
         if bad:
             failed[node] = bad
@@ -857,7 +846,10 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
         # every node of the new conf that already runs slurmd (not only this run's targets)
         live = {}
         by_minion = {
-            m: n for n, m in _node_minions(cfg, _current_files(_files_dir())["slurm.conf"]).items()
+            m: n
+            for n, m in _node_minions(
+                cfg, cluster_files.read_conf_files(_files_dir())["slurm.conf"]
+            ).items()
         }
         statuses = _returns(minions, list(by_minion), "slurm_node.status")
         for minion, status_ in statuses.items():
@@ -868,7 +860,7 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
             minions,
             controller,
             live,
-            _current_files(_files_dir()),
+            cluster_files.read_conf_files(_files_dir()),
             batch_size=batch_size,
             timeout=min(timeout, 120),
             progress=_progress,
@@ -985,15 +977,7 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
         )
     states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller] or {}
     reachable = [m for m in node_minions.values() if probes.get(m) is not None]
-    encoded = _returns(minions, reachable, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
-    by_minion = {m: n for n, m in node_minions.items()}
-    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
-    decoded = {}
-    if credentials:
-        decoded = (
-            _returns(minions, [controller], "munge.decode_all", [credentials], timeout)[controller]
-            or {}
-        )
+    _, decoded = _munge_to_controller(minions, controller, node_minions, reachable, timeout)
     report = {}
     for node, minion in node_minions.items():
         causes = diagnosis.node_causes(

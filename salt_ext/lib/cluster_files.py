@@ -9,6 +9,8 @@ import os
 FILES_PREFIX = "slurm_files"
 MUNGE_KEY = "munge.key"
 SLURM_CONF = "slurm.conf"
+# the rendered config files, on the master's file server and in each node's conf dir
+CONF_FILES = ("slurm.conf", "gres.conf", "cgroup.conf")
 
 
 class FilesDirError(ValueError):
@@ -34,3 +36,15 @@ def files_dir(opts):
 def salt_url(name):
     """``salt://`` URL under which nodes read cluster file ``name``."""
     return f"salt://{FILES_PREFIX}/{name}"
+
+
+def read_conf_files(directory):
+    """``{name: text or None}`` for each of :data:`CONF_FILES` in ``directory``."""
+    files = {}
+    for name in CONF_FILES:
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                files[name] = handle.read()
+        except FileNotFoundError:
+            files[name] = None
+    return files

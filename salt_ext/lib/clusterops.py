@@ -145,11 +145,16 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
             "ok": mine is not None and list(mine) == list(theirs or []),
             "evidence": f"{node} {_ids(mine)} vs controller {_ids(theirs)}",
         }
-    checks["job step"] = {
+    checks["job step"] = step_check(node, step)
+    return checks
+
+
+def step_check(node, step):
+    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``."""
+    return {
         "ok": bool(step and step.get("ok")),
         "evidence": f"srun -w {node} hostname: {(step or {}).get('output', 'not run')}",
     }
-    return checks
 
 
 def _ids(pair):

@@ -277,6 +277,8 @@ JSON_OPT = _o("--json")
 _WHY_UID = "runs as another user; use runas= (Slurm checks who that user may act for)"
 _WHY_CLUSTERS = "talks to other clusters through slurmdbd; the gateway stays on this cluster"
 _WHY_ITERATE = "never returns; it would hold a minion worker until the timeout"
+_DENY_CLUSTERS = {"--clusters": _WHY_CLUSTERS, "-M": _WHY_CLUSTERS}
+_DENY_ITERATE = {"--iterate": _WHY_ITERATE, "-i": _WHY_ITERATE}
 
 # Resource requests shared by srun and sbatch: Slurm enforces them against the user's limits.
 _JOB_RESOURCES = (
@@ -354,12 +356,7 @@ COMMANDS = {
             VERBOSE,
             JSON_OPT,
         ),
-        denied={
-            "--iterate": _WHY_ITERATE,
-            "-i": _WHY_ITERATE,
-            "--clusters": _WHY_CLUSTERS,
-            "-M": _WHY_CLUSTERS,
-        },
+        denied={**_DENY_ITERATE, **_DENY_CLUSTERS},
         json=True,
     ),
     "squeue": CommandSpec(
@@ -389,12 +386,7 @@ COMMANDS = {
             VERBOSE,
             JSON_OPT,
         ),
-        denied={
-            "--iterate": _WHY_ITERATE,
-            "-i": _WHY_ITERATE,
-            "--clusters": _WHY_CLUSTERS,
-            "-M": _WHY_CLUSTERS,
-        },
+        denied={**_DENY_ITERATE, **_DENY_CLUSTERS},
         json=True,
     ),
     "sacct": CommandSpec(
@@ -429,8 +421,7 @@ COMMANDS = {
             "-B": "prints other users' batch scripts",
             "--file": "reads an arbitrary file as job accounting data",
             "-f": "reads an arbitrary file as job accounting data",
-            "--clusters": _WHY_CLUSTERS,
-            "-M": _WHY_CLUSTERS,
+            **_DENY_CLUSTERS,
         },
         json=True,
     ),
@@ -469,8 +460,7 @@ COMMANDS = {
             "--interactive": "asks for confirmation on stdin; it would hang until the timeout",
             "-i": "asks for confirmation on stdin; it would hang until the timeout",
             "--sibling": "removes sibling jobs of a federation",
-            "--clusters": _WHY_CLUSTERS,
-            "-M": _WHY_CLUSTERS,
+            **_DENY_CLUSTERS,
         },
     ),
     "scontrol": CommandSpec(

@@ -20,9 +20,9 @@ The cluster is reached through ``minions.call(targets, fun, arg, timeout)`` retu
 not ok), so this module has no Salt imports and is unit-tested with a fake.
 """
 
-from salt_ext.lib import fsutil, hostlist, slurmconf
+from salt_ext.lib import cluster_files, fsutil, hostlist, slurmconf
 
-CONF_FILES = ("slurm.conf", "gres.conf", "cgroup.conf")
+CONF_FILES = cluster_files.CONF_FILES
 
 
 class RolloutError(RuntimeError):

@@ -270,9 +270,6 @@ def hardware():
     return result
 
 
-CONF_FILES = ("slurm.conf", "gres.conf", "cgroup.conf")
-
-
 def conf_files():
     """
     This machine's Slurm config files (slurm.conf, gres.conf, cgroup.conf) as text, None
@@ -285,15 +282,7 @@ def conf_files():
 
         salt ctl slurm_node.conf_files
     """
-    conf_dir = _plan("node")["conf_dir"]
-    result = {}
-    for name in CONF_FILES:
-        try:
-            with open(os.path.join(conf_dir, name), encoding="utf-8") as handle:
-                result[name] = handle.read()
-        except FileNotFoundError:
-            result[name] = None
-    return result
+    return cluster_files.read_conf_files(_plan("node")["conf_dir"])
 
 
 def sync_conf():
@@ -313,7 +302,7 @@ def sync_conf():
     """
     conf_dir = _plan("node")["conf_dir"]
     changed, hashes = [], {}
-    for name in CONF_FILES:
+    for name in cluster_files.CONF_FILES:
         path = os.path.join(conf_dir, name)
         url = f"{cluster_files.FILES_PREFIX}/{name}"
         # asks the file server directly; cp.list_master may lag behind a new file
