@@ -467,7 +467,16 @@ def node_jobs(node):
     """
     try:
         proc = command.run(
-            ["squeue", "-h", "-w", node, "-t", "RUNNING,COMPLETING,SUSPENDED", "-o", "%i"],
+            [
+                "squeue",
+                "-h",
+                "-w",
+                node,
+                "-t",
+                "RUNNING,CONFIGURING,COMPLETING,SUSPENDED",
+                "-o",
+                "%i",
+            ],
             timeout=30,
         )
     except command.CommandFailed as err:

@@ -296,6 +296,12 @@ def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
     )
     assert job.returncode == 0, job.stderr
     job_id = job.stdout.strip()
+
+    def running():
+        shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+        return "JobState=RUNNING" in shown
+
+    assert wait_for(running, 30), cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
     removed, proc = salt_run(cluster, "slurm.remove_node", node="n3")
     assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-2000:])
     shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
