@@ -14,6 +14,10 @@ from tests.testbed import SandboxCluster
 salt_logging.shutdown_temp_handler()
 
 TESTBED_NODES = ("ctl", "n1", "n2", "n3")
+# Two checkouts can run their suites side by side with different values of these
+# (every namespace, interface and directory of a bed carries its name).
+TESTBED_NAME = os.environ.get("SXT_BED_NAME", "sxt")
+TESTBED_SUBNET = os.environ.get("SXT_BED_SUBNET", "10.77.0")
 
 
 def _testbed_unavailable():
@@ -41,7 +45,7 @@ def cluster(request):
     reason = _testbed_unavailable()
     if reason:
         pytest.fail(f"test bed unavailable: {reason}")
-    bed = SandboxCluster(name="sxt", nodes=TESTBED_NODES, subnet="10.77.0")
+    bed = SandboxCluster(name=TESTBED_NAME, nodes=TESTBED_NODES, subnet=TESTBED_SUBNET)
     try:
         bed.up()
         _print_now(

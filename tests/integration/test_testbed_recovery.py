@@ -12,7 +12,11 @@ from tests.testbed.bed import REPO, _alive, _ip
 
 pytestmark = pytest.mark.testbed
 
-BED = {"name": "sxk", "nodes": ("k1",), "subnet": "10.76.0"}
+BED = {
+    "name": os.environ.get("SXT_KILL_BED_NAME", "sxk"),
+    "nodes": ("k1",),
+    "subnet": os.environ.get("SXT_KILL_BED_SUBNET", "10.76.0"),
+}
 
 
 def _start_and_get_killed():
