@@ -26,6 +26,7 @@ from salt_ext.lib import (
     diagnosis,
     fsutil,
     hostlist,
+    keyrotation,
     rollout,
     settings,
     slurmconf,
@@ -1086,3 +1087,95 @@ def remove_node(node, timeout=600, reason=REMOVE_REASON, pillar_minion=None):
         ),
         "absent": {"ok": absent[0], "failures": absent[2]},
     }
+
+
+class _MasterKeys:
+    """The master's side of a rotation: ``munge.key`` and, until verified, the previous
+    key beside it (``munge.key.previous``, 0400). Hashes only leave this class."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, cluster_files.MUNGE_KEY)
+        self.previous = self.path + ".previous"
+
+    def current_hash(self):
+        try:
+            return munge_lib.key_hash(self.path)
+        except FileNotFoundError as err:
+            raise SaltRunnerError(
+                f"the master has no munge key ({self.path}); `salt-run slurm.deploy` creates one"
+            ) from err
+
+    def begin(self):
+        with open(self.path, "rb") as handle:
+            fsutil.atomic_write(self.previous, handle.read(), mode=0o400)
+        fsutil.atomic_write(self.path, munge_lib.new_key(), mode=0o400)
+        __salt__["fileserver.update"]()
+        return munge_lib.key_hash(self.path)
+
+    def restore(self):
+        os.replace(self.previous, self.path)
+        fsutil.fsync_dir(os.path.dirname(self.path))
+        __salt__["fileserver.update"]()
+        return munge_lib.key_hash(self.path)
+
+    def commit(self):
+        os.unlink(self.previous)
+
+
+@_errors_as_result
+def rotate_munge_key(batch_size=10, timeout=120, test=False, pillar_minion=None):
+    """
+    Replace the cluster's munge key with a new random one while running jobs keep running.
+
+    Every machine must answer and hold the master's current key first (else nothing
+    changes). The new key is made on the master (never printed), staged on every machine,
+    then swapped in and munged restarted on all machines in one parallel call; slurmd and
+    slurmctld keep running, and so do jobs. Every node must register again, then
+    ``slurm.verify`` must pass; only then is the old key (kept meanwhile as
+    ``munge.key.previous`` on the master) deleted. Any failure after the new key was made
+    puts the old key back the same way and exits non-zero, naming the nodes and evidence.
+    Output carries ``sha256:`` fingerprints only.
+
+    Needs ``slurm:munge_key:source: salt`` (with ``pillar``, change the pillar and apply
+    ``slurm.node`` instead).
+
+    batch_size
+        Nodes waited for (and restarted if needed) at a time after the swap.
+    timeout
+        Seconds a node may take to register again.
+    test
+        Only check that the cluster is ready for a rotation; change nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.rotate_munge_key
+        salt-run slurm.rotate_munge_key test=True
+    """
+    cfg = _cluster_settings(pillar_minion)
+    if cfg["munge_key"]["source"] != "salt":
+        raise SaltRunnerError(
+            "slurm:munge_key:source is 'pillar': this runner only rotates the key it serves "
+            f"itself; put a new base64 key under the pillar key "
+            f"'{cfg['munge_key']['pillar_key']}' and apply slurm.node and slurm.controller"
+        )
+    controller, node_minions = _cluster(cfg)
+    keys = _MasterKeys(_files_dir())
+    if os.path.exists(keys.previous):
+        raise SaltRunnerError(
+            f"{keys.previous} exists: an earlier rotation did not finish. Check the cluster "
+            "with `salt-run slurm.verify`; if it passes on the current key, delete that file "
+            "and rotate again"
+        )
+    report = keyrotation.KeyRotation(
+        _Minions(__opts__),
+        controller,
+        node_minions,
+        keys,
+        verify=lambda: _verify(pillar_minion, 60),
+        batch_size=batch_size,
+        timeout=timeout,
+        progress=_progress,
+    ).run(test=bool(test))
+    return report

@@ -3,6 +3,8 @@
 The key itself is never returned or logged: callers get its SHA-256 only.
 """
 
+import base64
+import binascii
 import hashlib
 import os
 
@@ -11,6 +13,60 @@ from salt_ext.lib import command, fsutil
 DEFAULT_KEY_PATH = "/etc/munge/munge.key"
 # munged refuses keys shorter than 32 bytes; `mungekey` makes 1024-bit keys by default.
 KEY_BYTES = 128
+MIN_KEY_BYTES = 32
+KEY_MODE = 0o400
+# a rotation puts the next key beside the live one first (same directory, so the swap is
+# one atomic rename) and swaps only once every machine holds it
+STAGED_PREFIX = ".staged."
+
+
+class KeySourceError(ValueError):
+    """The cluster's key cannot be had from its source; the message says what to do."""
+
+
+def fetch_key(source, cache_file, pillar_value):
+    """Key bytes from ``salt://…`` or ``pillar:<key>``.
+
+    ``cache_file(url)`` downloads a ``salt://`` file and returns the local path (falsy when
+    the master has none); the copy is deleted here, so the minion cache keeps no second copy
+    of the cluster's root credential. ``pillar_value(key)`` returns the plain pillar value.
+    """
+    if source.startswith("pillar:"):
+        pillar_key = source.split(":", 1)[1]
+        value = pillar_value(pillar_key)
+        if not value:
+            raise KeySourceError(
+                f"pillar key '{pillar_key}' holds no munge key for this minion "
+                "(slurm:munge_key:source is 'pillar'); deliver it base64-encoded, e.g. "
+                "through the file_tree ext_pillar"
+            )
+        try:
+            key = base64.b64decode(str(value).strip(), validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise KeySourceError(
+                f"pillar key '{pillar_key}': munge key is not valid base64"
+            ) from err
+    else:
+        cached = cache_file(source)
+        if not cached:
+            raise KeySourceError(
+                f"{source} not found on the master's file server; create it with "
+                "`salt-run slurm.create_munge_key` (or put your cluster's key there, mode 0400)"
+            )
+        try:
+            with open(cached, "rb") as handle:
+                key = handle.read()
+        finally:
+            os.unlink(cached)
+    if len(key) < MIN_KEY_BYTES:
+        raise KeySourceError(f"{source}: munge key shorter than {MIN_KEY_BYTES} bytes")
+    return key
+
+
+def staged_path(key_path=DEFAULT_KEY_PATH):
+    """Where a rotation stages the next key for ``key_path``."""
+    directory, name = os.path.split(key_path)
+    return os.path.join(directory, STAGED_PREFIX + name)
 
 
 def key_hash(path=DEFAULT_KEY_PATH):

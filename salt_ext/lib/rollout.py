@@ -49,50 +49,36 @@ def batches(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class Rollout:
-    """One rollout: ``run()`` returns the report dict (``result`` True/False/None)."""
+class ClusterSteps:
+    """Steps against the cluster through ``minions.call``, shared by :class:`Rollout` and
+    ``keyrotation.KeyRotation``: progress lines, calls whose failures stop the run with the
+    nodes named, and waiting for nodes to register."""
 
     def __init__(
-        self,
-        minions,
-        controller,
-        node_minions,
-        new_files,
-        batch_size=10,
-        timeout=120,
-        progress=None,
-        extra_keys=(),
+        self, minions, controller, node_minions, batch_size=10, timeout=120, progress=None
     ):
-        self.extra_keys = tuple(extra_keys)
         self.minions = minions
         self.controller = controller
         self.node_minions = dict(node_minions)  # NodeName -> minion id
-        self.new_files = new_files
         self.batch_size = batch_size
         self.timeout = timeout
         self.progress = progress or (lambda message: None)
-        self.report = {
-            "result": False,
-            "class": None,
-            "reasons": [],
-            "diff": "",
-            "steps": [],
-            "failed": {},
-            "comment": "",
-        }
+        self.report = {"result": False, "steps": [], "failed": {}, "comment": ""}
 
-    # ------------------------------------------------------------------ helpers
     def _step(self, message):
         self.report["steps"].append(message)
         self.progress(message)
 
     def _call(self, step, targets, fun, arg=(), timeout=None, must=True):
+        """``{minion: return}``; with ``must``, any failure raises :class:`RolloutError`.
+        Without it, failed minions map to ``None`` and ``self.last_failed`` names why."""
         returns = self.minions.call(targets, fun, arg, timeout or self.timeout)
         failed = {t: returns.get(t, {}).get("error") or "no return" for t in targets}
         failed = {t: reason for t, reason in failed.items() if not returns.get(t, {}).get("ok")}
+        self.last_failed = {self._label(t): reason for t, reason in failed.items()}
         if failed and must:
-            raise RolloutError(step, {self._label(t): reason for t, reason in failed.items()})
-        return {t: r.get("ret") for t, r in returns.items()}
+            raise RolloutError(step, self.last_failed)
+        return {t: (r.get("ret") if r.get("ok") else None) for t, r in returns.items()}
 
     def _label(self, minion):
         for node, owner in self.node_minions.items():
@@ -106,6 +92,45 @@ class Rollout:
             if minion not in seen:
                 seen.append(minion)
         return seen
+
+    def _node_targets(self):
+        return list(dict.fromkeys(self.node_minions.values()))
+
+    def _wait_registered(self, minions, step):
+        returns = self._call(
+            step,
+            minions,
+            "slurm_node.wait_registered",
+            [None, self.timeout],
+            timeout=self.timeout + 30,
+        )
+        failed = {}
+        for minion, ret in returns.items():
+            if not ret.get("ok"):
+                evidence = "; ".join(ret.get("evidence", [])[:4])
+                failed[self._label(minion)] = f"{ret.get('cause') or 'not registered'} ({evidence})"
+        if failed:
+            raise RolloutError(step, failed)
+
+
+class Rollout(ClusterSteps):
+    """One rollout: ``run()`` returns the report dict (``result`` True/False/None)."""
+
+    def __init__(
+        self,
+        minions,
+        controller,
+        node_minions,
+        new_files,
+        batch_size=10,
+        timeout=120,
+        progress=None,
+        extra_keys=(),
+    ):
+        super().__init__(minions, controller, node_minions, batch_size, timeout, progress)
+        self.extra_keys = tuple(extra_keys)
+        self.new_files = new_files
+        self.report.update({"class": None, "reasons": [], "diff": ""})
 
     # ------------------------------------------------------------------ steps
     def classify(self):
@@ -201,31 +226,15 @@ class Rollout:
         self._start_in_batches("restart")
 
     def _do_restart_all(self):
-        minions = list(dict.fromkeys(self.node_minions.values()))
+        minions = self._node_targets()
         if minions:
             self._step(f"stopping slurmd on {hostlist.compress(list(self.node_minions))}")
             self._call("stop slurmd", minions, "slurm_node.daemon_control", ["slurmd", "stop"])
         self._restart_controller()
         self._start_in_batches("start")
 
-    def _wait_registered(self, minions, step):
-        returns = self._call(
-            step,
-            minions,
-            "slurm_node.wait_registered",
-            [None, self.timeout],
-            timeout=self.timeout + 30,
-        )
-        failed = {}
-        for minion, ret in returns.items():
-            if not ret.get("ok"):
-                evidence = "; ".join(ret.get("evidence", [])[:4])
-                failed[self._label(minion)] = f"{ret.get('cause') or 'not registered'} ({evidence})"
-        if failed:
-            raise RolloutError(step, failed)
-
     def _converge(self):
-        minions = list(dict.fromkeys(self.node_minions.values()))
+        minions = self._node_targets()
         want = {name: _hash(text) for name, text in self.new_files.items()}
         statuses = self._call("read conf hashes", [self.controller, *minions], "slurm_node.status")
         stale = {

@@ -522,11 +522,14 @@ def update_nodes(nodes, state, reason=None):
     return {name: state for name in names}
 
 
+VERIFY_STEP_MEM = "32M"
+
+
 def job_steps(nodes, timeout=60):
     """
-    Run one real job step on each node (``srun -w NODE -N1 hostname``), all at once, and
-    report ``{node: {"ok": bool, "output": ...}}``; ok means the step ran and printed the
-    node's own hostname.
+    Run one real job step on each node (``srun -w NODE -N1 hostname``, 32 MB, so it fits
+    beside running jobs), all at once, and report ``{node: {"ok": bool, "output": ...}}``;
+    ok means the step ran and printed the node's own hostname.
 
     CLI Example:
 
@@ -548,6 +551,9 @@ def job_steps(nodes, timeout=60):
             "-n1",
             f"--immediate={max(1, int(timeout) - 10)}",
             f"--time={max(1, int(timeout) // 60 + 1)}",
+            # without a memory request the step asks for the node's whole memory (no
+            # DefMemPerCPU) and, with CR_Core_Memory, waits until the node has no job at all
+            f"--mem={VERIFY_STEP_MEM}",
             "--quit-on-interrupt",
             "hostname",
         ]
@@ -577,6 +583,116 @@ def munge_roundtrip():
     except command.CommandFailed as err:
         raise CommandExecutionError(str(err)) from err
     return {"ok": decoded["ok"], "status": decoded.get("status"), "error": decoded.get("error")}
+
+
+def _key_target(expected_hash):
+    plan = _plan("node")
+    if plan["munge_key_source"].startswith("pillar:"):
+        raise CommandExecutionError(
+            "slurm:munge_key:source is 'pillar': the key comes from pillar, which a rotation "
+            "cannot change; put the new key in the pillar and apply slurm.node"
+        )
+    if not (isinstance(expected_hash, str) and expected_hash.startswith("sha256:")):
+        raise SaltInvocationError(f"expected_hash: want 'sha256:<hex>', got {expected_hash!r}")
+    owner = _account("munge")
+    if owner is None:
+        raise CommandExecutionError("account 'munge' does not exist; apply slurm.node first")
+    return plan, owner
+
+
+def stage_munge_key(expected_hash):
+    """
+    Download the cluster's (new) munge key from the master and put it beside the live key,
+    0400 munge:munge, without touching the live key or munged. ``slurm.rotate_munge_key``
+    stages on every machine before it swaps anywhere. Refuses a key whose hash is not
+    ``expected_hash``. Returns hashes only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.stage_munge_key sha256:0f3a...
+    """
+    plan, (uid, gid) = _key_target(expected_hash)
+    try:
+        key = munge_lib.fetch_key(plan["munge_key_source"], __salt__["cp.cache_file"], None)
+    except munge_lib.KeySourceError as err:
+        raise CommandExecutionError(str(err)) from err
+    got = munge_lib.key_hash_bytes(key)
+    if got != expected_hash:
+        raise CommandExecutionError(
+            f"the master served munge key {got}, expected {expected_hash} (changed meanwhile?)"
+        )
+    staged = munge_lib.staged_path(plan["munge_key_path"])
+    try:
+        fsutil.atomic_write(staged, key, mode=munge_lib.KEY_MODE, uid=uid, gid=gid)
+    except OSError as err:
+        raise CommandExecutionError(f"could not stage the munge key at {staged}: {err}") from err
+    return {"staged": got}
+
+
+def activate_munge_key(expected_hash):
+    """
+    Swap the staged munge key in (one atomic rename) and restart munged, then prove it with
+    a local munge round trip. Does nothing when the live key already has ``expected_hash``
+    (munged is restarted only if it does not run). Returns hashes only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.activate_munge_key sha256:0f3a...
+    """
+    plan, _ = _key_target(expected_hash)
+    path = plan["munge_key_path"]
+    staged = munge_lib.staged_path(path)
+    try:
+        live = munge_lib.key_hash(path)
+    except FileNotFoundError:
+        live = None
+    swapped = False
+    if live != expected_hash:
+        try:
+            ready = munge_lib.key_hash(staged)
+        except FileNotFoundError:
+            ready = None
+        if ready != expected_hash:
+            raise CommandExecutionError(
+                f"no staged munge key {expected_hash} here (staged: {ready}); "
+                "run slurm_node.stage_munge_key first"
+            )
+        os.replace(staged, path)
+        fsutil.fsync_dir(os.path.dirname(path))
+        swapped = True
+    elif os.path.exists(staged):
+        os.unlink(staged)
+    manager = plan["service_manager"]
+    if swapped or not daemon_running("munge", manager, plan["slurm_conf"]):
+        daemon_control("munge", "restart" if swapped else "start", manager, plan["slurm_conf"])
+    roundtrip = munge_roundtrip()
+    if not roundtrip["ok"]:
+        raise CommandExecutionError(
+            f"munged with key {expected_hash}: local round trip failed: {roundtrip['error']}"
+        )
+    return {"key_hash": expected_hash, "swapped": swapped, "previous": live}
+
+
+def discard_staged_munge_key():
+    """
+    Remove a staged munge key (an aborted rotation). The live key is not touched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' slurm_node.discard_staged_munge_key
+    """
+    staged = munge_lib.staged_path(_plan("node")["munge_key_path"])
+    try:
+        os.unlink(staged)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def node_state(name=None):

@@ -6,8 +6,6 @@ and proof that the node or controller really works.
 Used by the SLS tree ``slurm.node`` / ``slurm.controller`` / ``slurm.absent``.
 """
 
-import base64
-import binascii
 import os
 import pwd
 import stat
@@ -20,7 +18,7 @@ from salt_ext.lib import munge as munge_lib
 
 __virtualname__ = "slurm_node"
 
-KEY_MODE = 0o400
+KEY_MODE = munge_lib.KEY_MODE
 
 
 def __virtual__():
@@ -33,34 +31,15 @@ def _ret(name):
 
 def _fetch_key(source, saltenv):
     """Key bytes from ``salt://…`` or ``pillar:<key>``; CommandExecutionError if absent."""
-    if source.startswith("pillar:"):
-        pillar_key = source.split(":", 1)[1]
-        # __pillar__ holds plain values; pillar.get would return Salt 3008's redacted form
-        value = salt.utils.data.traverse_dict_and_list(__pillar__, pillar_key, None)
-        if not value:
-            raise CommandExecutionError(
-                f"pillar key '{pillar_key}' holds no munge key for this minion "
-                "(slurm:munge_key:source is 'pillar'); deliver it base64-encoded, e.g. "
-                "through the file_tree ext_pillar"
-            )
-        try:
-            return base64.b64decode(str(value).strip(), validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise CommandExecutionError(
-                f"pillar key '{pillar_key}': munge key is not valid base64"
-            ) from err
-    cached = __salt__["cp.cache_file"](source, saltenv)
-    if not cached:
-        raise CommandExecutionError(
-            f"{source} not found on the master's file server; create it with "
-            "`salt-run slurm.create_munge_key` (or put your cluster's key there, mode 0400)"
-        )
     try:
-        with open(cached, "rb") as handle:
-            return handle.read()
-    finally:
-        # keep no second copy of the cluster's root credential in the minion cache
-        os.unlink(cached)
+        return munge_lib.fetch_key(
+            source,
+            lambda url: __salt__["cp.cache_file"](url, saltenv),
+            # __pillar__ holds plain values; pillar.get would return Salt 3008's redacted form
+            lambda key: salt.utils.data.traverse_dict_and_list(__pillar__, key, None),
+        )
+    except munge_lib.KeySourceError as err:
+        raise CommandExecutionError(str(err)) from err
 
 
 def _master_key_hash(source, saltenv):
@@ -110,9 +89,6 @@ def munge_key(name, source, user="munge", saltenv="base"):
             key = _fetch_key(source, saltenv)
         except CommandExecutionError as err:
             ret.update(result=False, comment=str(err))
-            return ret
-        if len(key) < 32:
-            ret.update(result=False, comment=f"{source}: munge key shorter than 32 bytes")
             return ret
         wanted_hash = munge_lib.key_hash_bytes(key)
     if local_hash != wanted_hash:

@@ -1,10 +1,13 @@
 """Day-2 runners on the test bed: deploy from bare, status, verify, drain/resume, and
 diagnose recognising real faults (each produced for real, then healed)."""
 
+import base64
+import os
 import shutil
 
 import pytest
 
+from salt_ext.lib import fsutil
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
 from tests.testbed.bed import render_pillar
@@ -315,3 +318,97 @@ def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
     added, proc = salt_run(cluster, "slurm.add_node", minion="n3")
     assert added["result"] is True, (added.get("comment"), added.get("verify"))
     assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
+
+
+# ---------------------------------------------------------------------- munge key rotation
+def key_hashes(cluster):
+    hashes = cluster.salt("*", "munge.key_hash")
+    assert sorted(hashes) == ["ctl", *COMPUTE], hashes
+    return hashes
+
+
+def master_key(cluster):
+    return cluster.cluster_files_dir() / "munge.key"
+
+
+def test_rotate_munge_key_refuses_a_cluster_that_disagrees(cluster, deployed):
+    key_file = cluster.nodes["n3"].private_dir("/etc/munge") / "munge.key"
+    saved = key_file.read_bytes()
+    before = master_key(cluster).read_bytes()
+    try:
+        # a different key file on n3 (munged still runs on the old one): not a state to rotate from
+        key_file.write_bytes(os.urandom(64))
+        result, proc = salt_run(cluster, "slurm.rotate_munge_key")
+    finally:
+        key_file.write_bytes(saved)
+    assert proc.returncode != 0 and result["result"] is False
+    assert list(result["failed"]) == ["n3"], result
+    assert "differs from the master's" in result["failed"]["n3"]
+    assert "nothing was changed" in result["comment"]
+    assert master_key(cluster).read_bytes() == before
+    assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
+
+
+def test_rotate_munge_key_failed_stage_leaves_every_machine_on_the_old_key(cluster, deployed):
+    before = key_hashes(cluster)
+    assert len(set(before.values())) == 1
+    blocker = cluster.nodes["n2"].private_dir("/etc/munge") / ".staged.munge.key"
+    blocker.mkdir()  # the staged key cannot be written on n2
+    try:
+        result, proc = salt_run(cluster, "slurm.rotate_munge_key")
+    finally:
+        blocker.rmdir()
+    assert proc.returncode != 0 and result["result"] is False, result
+    assert list(result["failed"]) == ["n2"], result
+    assert "no machine swapped keys" in result["comment"]
+    assert key_hashes(cluster) == before
+    assert f"sha256:{fsutil.sha256_file(master_key(cluster))}" == before["ctl"]
+    assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
+    staged = [cluster.nodes[n].private_dir("/etc/munge") / ".staged.munge.key" for n in COMPUTE]
+    assert not any(path.exists() for path in staged)
+
+
+def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
+    before = key_hashes(cluster)
+    old_key = master_key(cluster).read_bytes()
+    job = cluster.run(
+        "ctl",
+        [
+            "sbatch",
+            "--parsable",
+            "-N3",
+            "--mem=100M",
+            "-o",
+            "/dev/null",
+            "--chdir=/tmp",
+            "--wrap",
+            "srun sleep 30",
+        ],
+    )
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip()
+
+    def show():
+        return cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+
+    assert wait_for(lambda: "JobState=RUNNING" in show(), 30), show()
+    slurmd_pids = {n: cluster.run(n, ["cat", "/run/slurmd.pid"]).stdout for n in COMPUTE}
+    result, proc = salt_run(cluster, "slurm.rotate_munge_key")
+    assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-3000:])
+    assert "JobState=RUNNING" in show(), (show(), proc.stderr[-3000:])
+    after = key_hashes(cluster)
+    new_hash = f"sha256:{fsutil.sha256_file(master_key(cluster))}"
+    assert new_hash != before["ctl"] and set(after.values()) == {new_hash}
+    assert result["old_hash"] == before["ctl"] and result["new_hash"] == new_hash
+    assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
+    # slurmd kept running through the swap (only munged restarted)
+    assert {n: cluster.run(n, ["cat", "/run/slurmd.pid"]).stdout for n in COMPUTE} == slurmd_pids
+    assert wait_for(lambda: "JobState=COMPLETED" in show(), 60), show()
+    assert "ExitCode=0:0" in show()
+    verified, proc = salt_run(cluster, "slurm.verify")
+    assert proc.returncode == 0 and verified["result"] is True, verified
+    # the key itself appears nowhere: not in the output, not in the master log
+    new_key = master_key(cluster).read_bytes()
+    printed = proc.stdout + proc.stderr + cluster.master_log.read_text(errors="replace")
+    for key in (old_key, new_key):
+        assert key.hex() not in printed and base64.b64encode(key).decode() not in printed

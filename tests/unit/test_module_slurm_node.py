@@ -1,5 +1,8 @@
 """Loader-mocked tests for the ``slurm_node`` execution module (dunders injected by hand)."""
 
+import hashlib
+import os
+import stat
 import time
 import types
 from unittest.mock import MagicMock, call
@@ -500,3 +503,107 @@ def test_sync_conf_without_slurm_conf_on_the_master_says_what_to_run(loader, con
     _serve(loader, {})
     with pytest.raises(CommandExecutionError, match="slurm.render_conf"):
         slurm_node.sync_conf()
+
+
+# --- munge key rotation: stage, activate, discard -----------------------------------------
+
+
+@pytest.fixture
+def key_dir(loader, monkeypatch, tmp_path):
+    """A plan whose munge key lives in ``tmp_path``; the master serves ``served`` bytes."""
+    key_path = tmp_path / "munge.key"
+    key_path.write_bytes(b"o" * 64)
+    plan = {
+        "munge_key_path": str(key_path),
+        "munge_key_source": "salt://slurm_files/munge.key",
+        "service_manager": "systemd",
+        "slurm_conf": str(tmp_path / "slurm.conf"),
+        "services": {"munge": "munge"},
+    }
+    monkeypatch.setattr(slurm_node, "_plan", lambda role="node": plan)
+    monkeypatch.setattr(slurm_node, "_account", lambda name: (os.getuid(), os.getgid()))
+    monkeypatch.setattr(
+        slurm_node, "munge_roundtrip", lambda: {"ok": True, "status": "Success", "error": None}
+    )
+    served = {"key": b"n" * 64}
+
+    def cache_file(url):
+        copy = tmp_path / "cache-copy"
+        copy.write_bytes(served["key"])
+        return str(copy)
+
+    loader.salt["cp.cache_file"] = MagicMock(side_effect=cache_file)
+    return types.SimpleNamespace(path=key_path, plan=plan, served=served, dir=tmp_path)
+
+
+def _hash(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_stage_munge_key_puts_the_new_key_beside_the_live_one(key_dir):
+    ret = slurm_node.stage_munge_key(_hash(b"n" * 64))
+    staged = key_dir.dir / ".staged.munge.key"
+    assert ret == {"staged": _hash(b"n" * 64)}
+    assert staged.read_bytes() == b"n" * 64
+    assert stat.S_IMODE(staged.stat().st_mode) == 0o400
+    assert key_dir.path.read_bytes() == b"o" * 64  # live key untouched
+    assert not (key_dir.dir / "cache-copy").exists()  # no second copy in the minion cache
+
+
+def test_stage_munge_key_refuses_a_key_with_another_hash(key_dir):
+    with pytest.raises(CommandExecutionError, match="expected sha256:"):
+        slurm_node.stage_munge_key(_hash(b"x" * 64))
+    assert not (key_dir.dir / ".staged.munge.key").exists()
+
+
+@pytest.mark.parametrize("bad", ["", "md5:abc", None, 42])
+def test_stage_munge_key_names_a_bad_expected_hash(key_dir, bad):
+    with pytest.raises(SaltInvocationError, match="expected_hash"):
+        slurm_node.stage_munge_key(bad)
+
+
+def test_stage_munge_key_refuses_a_pillar_key_source(key_dir):
+    key_dir.plan["munge_key_source"] = "pillar:slurm_munge_key"
+    with pytest.raises(CommandExecutionError, match="slurm:munge_key:source is 'pillar'"):
+        slurm_node.stage_munge_key(_hash(b"n" * 64))
+
+
+def test_activate_munge_key_swaps_and_restarts_munged(key_dir, loader):
+    new = _hash(b"n" * 64)
+    slurm_node.stage_munge_key(new)
+    ret = slurm_node.activate_munge_key(new)
+    assert ret == {"key_hash": new, "swapped": True, "previous": _hash(b"o" * 64)}
+    assert key_dir.path.read_bytes() == b"n" * 64
+    assert stat.S_IMODE(key_dir.path.stat().st_mode) == 0o400
+    assert not (key_dir.dir / ".staged.munge.key").exists()
+    loader.salt["service.restart"].assert_called_once_with("munge")
+
+
+def test_activate_munge_key_without_a_staged_key_changes_nothing(key_dir, loader):
+    with pytest.raises(CommandExecutionError, match="no staged munge key"):
+        slurm_node.activate_munge_key(_hash(b"n" * 64))
+    assert key_dir.path.read_bytes() == b"o" * 64
+    loader.salt["service.restart"].assert_not_called()
+
+
+def test_activate_munge_key_already_live_does_not_restart(key_dir, loader):
+    ret = slurm_node.activate_munge_key(_hash(b"o" * 64))
+    assert ret["swapped"] is False
+    loader.salt["service.restart"].assert_not_called()
+
+
+def test_activate_munge_key_fails_when_the_round_trip_fails(key_dir, monkeypatch):
+    new = _hash(b"n" * 64)
+    slurm_node.stage_munge_key(new)
+    monkeypatch.setattr(
+        slurm_node, "munge_roundtrip", lambda: {"ok": False, "error": "Invalid credential"}
+    )
+    with pytest.raises(CommandExecutionError, match="Invalid credential"):
+        slurm_node.activate_munge_key(new)
+
+
+def test_discard_staged_munge_key(key_dir):
+    slurm_node.stage_munge_key(_hash(b"n" * 64))
+    assert slurm_node.discard_staged_munge_key() is True
+    assert slurm_node.discard_staged_munge_key() is False
+    assert key_dir.path.read_bytes() == b"o" * 64
