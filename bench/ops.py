@@ -1,5 +1,6 @@
 """Day-2 runners: ``slurm.deploy`` of 4 nodes from bare, and ``slurm.status`` /
-``slurm.verify`` wall time with 1 and with 4 nodes (target: 4 nodes <= 2x one node).
+``slurm.verify`` / ``slurm.rotate_munge_key`` wall time with 1 and with 4 nodes (target:
+4 nodes <= 2x one node).
 
 Each figure is the wall time of the real ``salt-run`` command (process start included, as
 an admin sees it), median of the runs, measured in the same test bed in one run.
@@ -14,6 +15,7 @@ from tests.testbed import SandboxCluster
 from tests.testbed.bed import render_pillar
 
 ROUNDS = 3
+FUNS = ("slurm.status", "slurm.verify", "slurm.rotate_munge_key")
 
 
 def _timed(bed, *argv):
@@ -43,14 +45,14 @@ def run():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         deploy = _timed(bed, "slurm.deploy")
         again = _timed(bed, "slurm.deploy")
-        four = {fun: _median_of(bed, fun) for fun in ("slurm.status", "slurm.verify")}
+        four = {fun: _median_of(bed, fun) for fun in FUNS}
         bed.write_pillar(render_pillar(node_target="b1"))
         _timed(bed, "slurm.deploy")  # the cluster shrinks to one node (ordered restart)
-        one = {fun: _median_of(bed, fun) for fun in ("slurm.status", "slurm.verify")}
+        one = {fun: _median_of(bed, fun) for fun in FUNS}
         print(f"  deploy, 4 nodes from bare:   {deploy:6.2f} s; again (no change): {again:6.2f} s")
-        for fun in ("slurm.status", "slurm.verify"):
+        for fun in FUNS:
             print(
-                f"  {fun:<13} 1 node: median {one[fun]:5.2f} s   4 nodes: median "
+                f"  {fun:<22} 1 node: median {one[fun]:5.2f} s   4 nodes: median "
                 f"{four[fun]:5.2f} s   ratio {four[fun] / one[fun]:.2f}x (target <= 2x)"
             )
     finally:

@@ -4,6 +4,7 @@ diagnose recognising real faults (each produced for real, then healed)."""
 import base64
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -366,6 +367,26 @@ def test_rotate_munge_key_failed_stage_leaves_every_machine_on_the_old_key(clust
     assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
     staged = [cluster.nodes[n].private_dir("/etc/munge") / ".staged.munge.key" for n in COMPUTE]
     assert not any(path.exists() for path in staged)
+
+
+def test_rotate_munge_key_failed_swap_rolls_back_everywhere(cluster, deployed):
+    before = key_hashes(cluster)
+    live = cluster.nodes["n3"].private_dir("/etc/munge") / "munge.key"
+    # n3 stages the new key but cannot swap it in: the others have already swapped
+    subprocess.run(["chattr", "+i", str(live)], check=True)
+    try:
+        result, proc = salt_run(cluster, "slurm.rotate_munge_key")
+    finally:
+        subprocess.run(["chattr", "-i", str(live)], check=True)
+    assert proc.returncode != 0 and result["result"] is False, result
+    assert list(result["failed"]) == ["n3"], result
+    assert result["rolled_back"]["result"] is True, result["rolled_back"]
+    assert "rolled back to" in result["comment"]
+    assert key_hashes(cluster) == before
+    assert f"sha256:{fsutil.sha256_file(master_key(cluster))}" == before["ctl"]
+    assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
+    verified, proc = salt_run(cluster, "slurm.verify")
+    assert proc.returncode == 0 and verified["result"] is True, verified
 
 
 def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
