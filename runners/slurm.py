@@ -612,6 +612,7 @@ def _verify(pillar_minion, timeout):
         if ctl_credential
         else {}
     )
+    states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller] or {}
     # a job step only where everything else passed: a step on a broken node would hang
     nodes = {
         node: clusterops.verify_node(
@@ -630,6 +631,7 @@ def _verify(pillar_minion, timeout):
         node
         for node, checks in nodes.items()
         if all(c["ok"] for name, c in checks.items() if name != "job step")
+        and not clusterops.drained(states.get(node))
     ]
     steps = {}
     if ready:
@@ -643,7 +645,7 @@ def _verify(pillar_minion, timeout):
     for node, checks in nodes.items():
         if "job step" in checks:  # an unreachable node has only its "reachable" check
             step = steps.get(node) or {"ok": False, "output": "not run: the checks above failed"}
-            checks["job step"] = clusterops.step_check(node, step)
+            checks["job step"] = clusterops.step_check(node, step, states.get(node))
         bad = {name: c["evidence"] for name, c in checks.items() if not c["ok"]}
         if bad:
             failed[node] = bad

@@ -95,6 +95,11 @@ def format_table(rows, title=None):
 VERIFY_PAYLOAD = "saltext-slurm verify"
 
 
+def drained(state):
+    """True for a node the admin drained that is otherwise up at the controller."""
+    return bool(state and state.get("drained") and state.get("registered"))
+
+
 def verify_node(node, minion, status, controller_status, encode, decoded, reverse, step):
     """Checks for one node; each is ``{"ok": bool, "evidence": str}``.
 
@@ -149,8 +154,15 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
     return checks
 
 
-def step_check(node, step):
-    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``."""
+def step_check(node, step, state=None):
+    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``; a node
+    the admin drained (``state`` from ``slurm_node.cluster_nodes``) gets none: no job can
+    start there, and that is the admin's choice, not a fault."""
+    if drained(state):
+        return {
+            "ok": True,
+            "evidence": f"skipped: {node} is drained ({state.get('reason')}); no job starts there",
+        }
     return {
         "ok": bool(step and step.get("ok")),
         "evidence": f"srun -w {node} hostname: {(step or {}).get('output', 'not run')}",

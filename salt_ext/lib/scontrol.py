@@ -5,6 +5,10 @@ import shlex
 # base states in which a node takes no jobs
 _BAD_BASE = {"DOWN", "UNKNOWN", "FUTURE", "DRAIN", "FAIL"}
 _BAD_FLAGS = {"NOT_RESPONDING", "DRAIN", "FAIL", "POWERED_DOWN", "INVALID_REG"}
+# a drain is the admin's decision and survives restarts; a drained node that answers and
+# registered valid hardware is up (slurmctld marks a bad registration INVALID_REG)
+_UNREGISTERED_BASE = _BAD_BASE - {"DRAIN"}
+_UNREGISTERED_FLAGS = _BAD_FLAGS - {"DRAIN"}
 
 
 def parse_one_line(text):
@@ -31,7 +35,15 @@ def node_state(stdout):
     """State of the first node in ``scontrol show node -o`` output."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
-        return {"state": None, "flags": [], "reason": None, "usable": False, "responding": False}
+        return {
+            "state": None,
+            "flags": [],
+            "reason": None,
+            "usable": False,
+            "responding": False,
+            "registered": False,
+            "drained": False,
+        }
     return _state(parse_one_line(lines[0]))
 
 
@@ -52,6 +64,9 @@ def _state(record):
     flags = parts[1:]
     responding = not raw.split("+")[0].endswith("*") and "NOT_RESPONDING" not in flags
     usable = base not in _BAD_BASE and not (set(flags) & _BAD_FLAGS) and responding
+    registered = (
+        base not in _UNREGISTERED_BASE and not (set(flags) & _UNREGISTERED_FLAGS) and responding
+    )
     return {
         "name": record.get("NodeName"),
         "state": base,
@@ -60,6 +75,8 @@ def _state(record):
         "reason": record.get("Reason"),
         "responding": responding,
         "usable": usable,
+        "registered": registered,
+        "drained": base == "DRAIN" or "DRAIN" in flags,
     }
 
 

@@ -731,7 +731,9 @@ def _evidence(plan, daemon):
 
 def wait_registered(name=None, timeout=60):
     """
-    Wait until the controller lists this node and it is neither down nor unresponsive.
+    Wait until the controller lists this node and it is neither down nor unresponsive. A
+    node the admin drained counts as registered (it answers; the drain is theirs to lift);
+    one drained for registering bad hardware (``INVALID_REG``, e.g. Low RealMemory) does not.
 
     Returns ``{"ok": bool, "state": ..., "waited": seconds, "evidence": [log lines],
     "cause": short reason}``. A key mismatch with the controller shows up as
@@ -751,7 +753,7 @@ def wait_registered(name=None, timeout=60):
         try:
             proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
             last, error, rejected = scontrol.node_state(proc.stdout), None, 0
-            if last["usable"]:
+            if last["registered"]:
                 return {"ok": True, "state": last, "waited": round(time.monotonic() - started, 1)}
         except command.CommandFailed as err:
             error = str(err)

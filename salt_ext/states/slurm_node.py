@@ -270,9 +270,15 @@ def node_verified(name, timeout=60):
         return ret
     outcome = __salt__["slurm_node.wait_registered"](name, timeout)
     if outcome["ok"]:
+        state = outcome["state"]
         ret["comment"] = (
-            f"munge round trip ok; {name} is {outcome['state']['state']} at the controller "
+            f"munge round trip ok; {name} is {state['raw_state']} at the controller "
             f"(after {outcome['waited']}s)"
+            + (
+                f"; it stays drained ({state.get('reason')}): `salt-run slurm.resume {name}`"
+                if state.get("drained")
+                else ""
+            )
         )
         return ret
     state = outcome.get("state") or {}

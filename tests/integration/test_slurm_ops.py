@@ -414,9 +414,14 @@ def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
 
     assert wait_for(lambda: "JobState=RUNNING" in show(), 30), show()
     slurmd_pids = {n: cluster.run(n, ["cat", "/run/slurmd.pid"]).stdout for n in COMPUTE}
+    # a node drained for maintenance neither blocks nor fails the rotation, and stays drained
+    salt_run(cluster, "slurm.drain", nodes="n1", reason="maintenance")
     result, proc = salt_run(cluster, "slurm.rotate_munge_key")
     assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-3000:])
     assert "JobState=RUNNING" in show(), (show(), proc.stderr[-3000:])
+    assert "n1 maintenance" in cluster.run("ctl", ["sinfo", "-h", "-R", "-o", "%n %E"]).stdout
+    resumed, _ = salt_run(cluster, "slurm.resume", nodes="n1")
+    assert resumed["result"] is True
     after = key_hashes(cluster)
     new_hash = f"sha256:{fsutil.sha256_file(master_key(cluster))}"
     assert new_hash != before["ctl"] and set(after.values()) == {new_hash}

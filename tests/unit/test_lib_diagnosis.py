@@ -181,3 +181,13 @@ def test_verify_node_names_each_failed_check_with_evidence():
     assert clusterops.verify_node("n1", "n1", None, STATUS, None, None, None, None) == {
         "reachable": {"ok": False, "evidence": "minion n1 did not answer"}
     }
+
+
+def test_job_step_is_skipped_on_a_node_the_admin_drained():
+    admin = {"drained": True, "registered": True, "reason": "BIOS update"}
+    check = clusterops.step_check("n2", None, admin)
+    assert check["ok"] is True and "skipped: n2 is drained (BIOS update)" in check["evidence"]
+    # drained for bad hardware (INVALID_REG): not the admin's choice, the step must run
+    invalid = {"drained": True, "registered": False, "reason": "Low RealMemory"}
+    assert clusterops.step_check("n2", None, invalid)["ok"] is False
+    assert clusterops.step_check("n2", {"ok": True, "output": "n2"})["ok"] is True

@@ -78,6 +78,21 @@ def test_node_state_drained_idle_is_responding_but_not_usable():
     assert state["responding"] is True
     assert state["usable"] is False
     assert state["reason"] == reason
+    # the admin's drain: registered and answering, so rollouts do not wait for it
+    assert state["registered"] is True and state["drained"] is True
+
+
+def test_node_state_invalid_registration_is_not_registered():
+    state = scontrol.node_state(_line("IDLE+DRAIN+INVALID_REG", "Low RealMemory"))
+    assert state["drained"] is True
+    assert state["registered"] is False
+
+
+@pytest.mark.parametrize(
+    "raw", ["DOWN*+NOT_RESPONDING", "IDLE*", "DOWN*+DRAIN", "UNKNOWN", "FUTURE"]
+)
+def test_node_state_not_registered(raw):
+    assert scontrol.node_state(_line(raw))["registered"] is False
 
 
 def test_node_state_mixed_is_usable():

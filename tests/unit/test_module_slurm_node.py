@@ -360,6 +360,30 @@ def test_wait_registered_ok_once_the_node_is_usable(loader, monkeypatch, no_logs
     assert command.run.call_count == 3
 
 
+def test_wait_registered_accepts_an_admin_drain_but_not_an_invalid_registration(
+    loader, monkeypatch, no_logs
+):
+    drained = "NodeName=n1 State=IDLE+DRAIN Reason=maintenance [root@t]\n"
+    monkeypatch.setattr(
+        command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=drained))
+    )
+    result = slurm_node.wait_registered(timeout=600)
+    assert result["ok"] is True and result["state"]["drained"] is True
+    invalid = "NodeName=n1 State=IDLE+DRAIN+INVALID_REG Reason=Low RealMemory\n"
+    monkeypatch.setattr(
+        command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=invalid))
+    )
+    monkeypatch.setattr(slurm_node, "_evidence", lambda plan, daemon: [])
+    clock = iter(range(0, 10000, 5))
+    monkeypatch.setattr(
+        slurm_node,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None),
+    )
+    result = slurm_node.wait_registered(timeout=10)
+    assert result["ok"] is False and result["state"]["registered"] is False
+
+
 def test_wait_registered_gives_up_at_the_timeout(loader, monkeypatch, no_logs):
     clock = {"now": 0.0}
 

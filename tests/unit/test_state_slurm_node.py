@@ -425,13 +425,24 @@ def test_node_verified_failure_without_state(loader):
 def test_node_verified_ok(loader):
     loader.salt["slurm_node.wait_registered"].return_value = {
         "ok": True,
-        "state": {"state": "IDLE"},
+        "state": {"state": "IDLE", "raw_state": "IDLE", "drained": False},
         "waited": 1.5,
     }
     ret = slurm_node.node_verified("n1")
     assert ret["result"] is True
     assert ret["changes"] == {}
-    assert "IDLE" in ret["comment"]
+    assert "IDLE" in ret["comment"] and "drained" not in ret["comment"]
+
+
+def test_node_verified_drained_node_passes_and_says_how_to_resume(loader):
+    loader.salt["slurm_node.wait_registered"].return_value = {
+        "ok": True,
+        "state": {"state": "IDLE", "raw_state": "IDLE+DRAIN", "drained": True, "reason": "bios"},
+        "waited": 0.2,
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is True
+    assert "stays drained (bios)" in ret["comment"] and "slurm.resume n1" in ret["comment"]
 
 
 def test_node_verified_local_munge_failure_skips_registration(loader):
