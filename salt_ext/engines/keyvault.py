@@ -25,6 +25,7 @@ import http.server
 import json
 import logging
 import os
+import queue
 import ssl
 import threading
 import time
@@ -47,15 +48,25 @@ def __virtual__():
 
 
 class EventBus:
-    """One connection to the master event bus, shared by the handler threads."""
+    """Events go out from one sender thread: a request never waits for the bus (a fire
+    costs ~0.7 ms of IPC), and the connection is shared by every handler thread."""
 
-    def __init__(self, opts):
+    def __init__(self, opts, backlog=10000):
         self.opts = opts
-        self.lock = threading.Lock()
+        self.queue = queue.Queue(maxsize=backlog)
         self.bus = None
+        self.thread = threading.Thread(target=self._send_loop, name="keyvault-events", daemon=True)
+        self.thread.start()
 
     def fire(self, tag, data):
-        with self.lock:
+        try:
+            self.queue.put_nowait((tag, data))
+        except queue.Full:
+            log.warning("keyvault: event backlog full, %s dropped (the log line stays)", tag)
+
+    def _send_loop(self):
+        while True:
+            tag, data = self.queue.get()
             try:
                 if self.bus is None:
                     self.bus = salt.utils.event.get_master_event(
@@ -122,6 +133,11 @@ class Vault:
         }
 
     def _rejected(self, reason, detail, token_id, minion_id, peer):
+        if reason == "consumed":
+            detail = (
+                f"{detail}; if this is the real {minion_id}, the token may have been "
+                f"intercepted: salt-key -d {minion_id} and investigate"
+            )
         log.warning(
             "keyvault: redeem rejected: reason %s, token %s, minion %s, peer %s: %s",
             reason,
@@ -130,14 +146,6 @@ class Vault:
             peer,
             detail,
         )
-        if reason == "consumed":
-            log.warning(
-                "keyvault: token %s was already used; if this is the real %s, the token may "
-                "have been intercepted: salt-key -d %s and investigate",
-                token_id,
-                minion_id,
-                minion_id,
-            )
         self.events.fire(
             "salt/keyvault/redeem/rejected",
             {
