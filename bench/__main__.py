@@ -4,7 +4,6 @@ import sys
 
 from bench import hostlist, keyvault, ops, provision, render_conf
 
-
 BENCHMARKS = {
     "hostlist": hostlist.run,
     "render_conf": render_conf.run,
