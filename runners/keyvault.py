@@ -74,8 +74,18 @@ def _int_arg(name, value):
         raise SaltRunnerError(f"{name}: expected a number of seconds, got {value!r}") from None
 
 
+def _open_tty():
+    try:
+        return os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
+    except OSError as err:
+        raise SaltRunnerError(
+            f"to_tty: salt-run has no controlling terminal ({err.strerror}); run it in a "
+            "terminal, or without to_tty=True"
+        ) from None
+
+
 @_errors_as_result
-def issue(minion_id, ttl=kv.DEFAULT_TTL):
+def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
     """
     Issue a one-time token that lets machine ``minion_id`` join this master.
 
@@ -87,19 +97,25 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL):
     Note: Salt itself records every runner return in the job cache and on the master event
     bus (``salt/run/<jid>/ret``); the token is single-use, bound to ``minion_id`` and short
     lived, and a redeem by anyone else is detected (the real node is refused, reason
-    ``consumed``).
+    ``consumed``). With ``to_tty=True`` the token and the command are written straight to
+    the terminal of ``salt-run`` and left out of the return, so neither the job cache nor
+    the return event ever holds them.
 
     minion_id
         The id the new machine's salt-minion will use.
     ttl
         Seconds the token stays valid (default 300, at most ``keyvault:max_ttl``, 3600 by
         default).
+    to_tty
+        Print the token and the bootstrap command on ``salt-run``'s terminal (``/dev/tty``)
+        instead of returning them (fails when there is no terminal, e.g. through salt-api).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run keyvault.issue minion_id=node17 ttl=600
+        salt-run keyvault.issue minion_id=node17 to_tty=True
     """
     cfg = _cfg()
     ttl = _int_arg("ttl", ttl)
@@ -117,6 +133,7 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL):
     master_finger = salt.utils.crypt.pem_finger(
         where["master_pub"], sum_type=__opts__.get("hash_type", "sha256")
     )
+    tty = _open_tty() if to_tty is True or str(to_tty).lower() == "true" else None
     url = kv.endpoint_url(cfg)
     cert, _ = kv.tls_files(__opts__, cfg)
     tls_finger = kv.cert_finger_file(cert)
@@ -131,7 +148,7 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL):
         "salt/keyvault/issue",
         {"token_id": record["token_id"], "minion_id": minion_id, "expires": record["expires"]},
     )
-    return {
+    bundle = {
         "token_id": record["token_id"],
         "token": token,
         "minion_id": minion_id,
@@ -142,6 +159,16 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL):
         "tls_finger": tls_finger,
         "command": kv.bootstrap_command(url, token, minion_id, master_finger, tls_finger),
     }
+    if tty is None:
+        return bundle
+    try:
+        os.write(tty, f"token: {token}\ncommand: {bundle['command']}\n".encode())
+    finally:
+        os.close(tty)
+    hidden = "<token: printed on the terminal>"
+    bundle["token"] = hidden
+    bundle["command"] = kv.bootstrap_command(url, hidden, minion_id, master_finger, tls_finger)
+    return bundle
 
 
 @_errors_as_result

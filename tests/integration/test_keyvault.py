@@ -10,6 +10,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import pty
 import re
 import socket
 import ssl
@@ -66,6 +67,23 @@ class EventLog:
             finally:
                 bus.destroy()
 
+    def resubscribe(self, timeout=30):
+        """After a master restart: subscribe again and prove it with a probe event."""
+        self.ready.clear()
+        self.reconnect.set()
+        assert self.ready.wait(timeout)
+        tag = f"test/keyvault/probe/{time.monotonic_ns()}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=False
+            ) as bus:
+                bus.fire_event({}, tag)
+            time.sleep(0.5)
+            if any(e["tag"] == tag for e in self.snapshot()):
+                return
+        raise AssertionError("event listener did not come back after the master restart")
+
     def snapshot(self):
         with self.lock:
             return list(self.events)
@@ -100,13 +118,17 @@ class Vault:
         self.keys = [kv.generate_minion_keypair(2048) for _ in range(3)]
 
     def issue(self, minion_id, ttl=300):
-        bundle = self.runner.cmd("keyvault.issue", kwarg={"minion_id": minion_id, "ttl": ttl})
+        bundle = self.run("keyvault.issue", minion_id=minion_id, ttl=ttl)
         assert "token" in bundle, bundle
         token_id, secret = kv.parse_token(bundle["token"])
         SECRETS.extend(
             [bundle["token"], bundle["token"].split(".")[1], kv.mac_key(secret, token_id).hex()]
         )
         return bundle
+
+    def run(self, fun, **kwargs):
+        """A runner function in this process (print_event off: returns hold tokens)."""
+        return self.runner.cmd(fun, kwarg=kwargs, print_event=False)
 
     def context(self):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -260,6 +282,40 @@ def test_pending_minion_with_same_key_is_moved_to_accepted(kvbed, vault):
     assert not (vault.pki / "minions_pre" / "k2").exists()
     # the waiting minion's next authentication is accepted, no restart and no salt-key
     kvbed.wait_for_minions(["k2"], timeout=60)
+
+
+def test_issue_to_tty_keeps_the_token_out_of_the_return(kvbed, vault):
+    argv = [kvbed.bin("salt-run"), "-c", str(kvbed.master_conf_dir), "--out=json"]
+    argv += ["keyvault.issue", "minion_id=h-tty", "to_tty=True"]
+    env = {**os.environ, "PATH": f"{kvbed.venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    pid, fd = pty.fork()
+    if pid == 0:  # child: salt-run with the pty as its controlling terminal
+        os.execve(argv[0], argv, env)  # noqa: S606 - argument list, no shell
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    assert os.waitpid(pid, 0)[1] == 0
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    token = re.search(r"^token: (\S+)$", text, re.M).group(1)
+    token_id, secret = kv.parse_token(token)
+    SECRETS.extend([token, token.split(".")[1], kv.mac_key(secret, token_id).hex()])
+    bundle = json.JSONDecoder().raw_decode(text[text.index("{") :])[0]  # stderr noise follows
+    assert bundle["token_id"] == token_id and token not in json.dumps(bundle)
+    assert "printed on the terminal" in bundle["token"]
+    # the return event Salt publishes for this job carries no token either
+    time.sleep(1)
+    run_rets = [e for e in vault.events.snapshot() if re.fullmatch(r"salt/run/\d+/ret", e["tag"])]
+    tty_rets = [e for e in run_rets if token_id in json.dumps(e["data"], default=str)]
+    assert tty_rets and all(token.split(".")[1] not in json.dumps(e, default=str) for e in tty_rets)
+    # and the token printed on the terminal is real
+    assert vault.post(kv.build_request(token, "h-tty", vault.keys[0][1]))[0] == 200
 
 
 # ---------------------------------------------------------------------- hostile requests
@@ -459,7 +515,7 @@ def test_wrong_tls_pin_refuses_and_changes_nothing(kvbed, vault):
     assert bundle["token"].split(".")[1] not in run.stdout + run.stderr
     assert (vault.accepted_keys(), (node_pki / "minion_master.pub").read_text()) == before
     # the token was never sent: it is still issued
-    listed = {t["token_id"]: t for t in vault.runner.cmd("keyvault.list")["tokens"]}
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
     assert listed[bundle["token_id"]]["state"] == "issued"
 
 
@@ -494,7 +550,7 @@ def test_five_bad_macs_then_right_one(vault):
         _refused(vault, bad)
     event = _refused(vault, vault.request(bundle), bundle["token_id"], "revoked")
     assert event["minion_id"] == "h-fivebad"
-    listed = {t["token_id"]: t for t in vault.runner.cmd("keyvault.list")["tokens"]}
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
     assert listed[bundle["token_id"]]["state"] == "revoked"
     assert listed[bundle["token_id"]]["failures"] == 5
 
@@ -519,8 +575,8 @@ def test_64_concurrent_redeems_exactly_one_wins(vault):
 def test_restart_master_between_issue_and_redeem(kvbed, vault):
     bundle = vault.issue("h-restart")
     kvbed.restart_master()
-    vault.events.reconnect.set()
     vault.wait_healthy()
+    vault.events.resubscribe()
     assert vault.post(vault.request(bundle))[0] == 200
     assert (vault.pki / "minions" / "h-restart").exists()
 
@@ -537,7 +593,7 @@ def test_corrupt_store_fails_closed(kvbed, vault):
         rf"reason store_error, token {bundle['token_id']}.*{re.escape(str(record))}", log
     )
     assert "Traceback" not in log.split(bundle["token_id"], 1)[1]
-    listed = {t["token_id"]: t for t in vault.runner.cmd("keyvault.list")["tokens"]}
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
     assert listed[bundle["token_id"]]["state"] == "corrupt"
 
 
@@ -549,7 +605,8 @@ def test_minions_still_answer(kvbed):
 
 # ---------------------------------------------------------------------- no secret leaks
 def test_no_secret_in_logs_events_or_list(kvbed, vault):
-    assert len(SECRETS) > 40
+    issued = len(SECRETS)  # a bare name: a failing assert never prints the secrets
+    assert issued > 40
     listing = kvbed.cli(["salt-run", "--out=json", "keyvault.list"])
     assert listing.returncode == 0
     run_ret = re.compile(r"\Asalt/run/\d+/ret\Z")
@@ -572,5 +629,5 @@ def test_no_secret_in_logs_events_or_list(kvbed, vault):
         ),
     }
     for name, text in haystacks.items():
-        leaked = [s[:6] + "…" for s in SECRETS if s in text]
-        assert not leaked, f"secret material in {name}: {leaked}"
+        leaked = [index for index, secret in enumerate(SECRETS) if secret in text]
+        assert not leaked, f"secret material in {name}: SECRETS indexes {leaked}"
