@@ -74,7 +74,9 @@ U, ``tests/integration/test_keyvault.py`` = I):
     characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
     serves POST /v1/redeem and GET /v1/health, and times slow clients out. Plain HTTP to the
     port fails the TLS handshake. I: ``test_malformed_requests_are_rejected[*]``,
-    ``test_plain_http_fails``.
+    ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
+    ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
+    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
     reason and peer only — never the secret, ``K``, the token string or a MAC.
     I: ``test_no_secret_in_logs_events_or_list``.
@@ -85,7 +87,18 @@ event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token s
 on the master, salt-api users subscribed to ``/events``). Mitigations: single use, bound to
 one minion id, short TTL, and interception is *detected*: if someone else redeems first, the
 real node's redeem is refused and a ``salt/keyvault/redeem/rejected`` event with reason
-``consumed`` fires; the admin should then ``salt-key -d`` the id and investigate.
+``consumed`` fires; the admin should then ``salt-key -d`` the id and investigate. An admin
+at a terminal avoids the exposure with ``salt-run keyvault.issue ... to_tty=True``: the
+runner runs inside the ``salt-run`` process, writes the token and the command to its
+controlling terminal (``/dev/tty``) and returns the bundle without them, so neither the job
+cache nor the return event holds the token
+(I: ``test_issue_to_tty_keeps_the_token_out_of_the_return``). Through salt-api there is no
+terminal, so the plain return is the only channel.
+
+Also accepted: an unknown token id is refused slightly faster than a known one with a bad
+MAC (no decryption), which tells a prober that a 6-character id exists and nothing more;
+ids are public anyway and every attempt on a known id counts towards revocation. The pki
+writes are serialised with other redeems, not with a ``salt-key`` run at the same instant.
 """
 
 import base64
