@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import queue
 import ssl
+import threading
 import time
 
 import salt.utils.event
@@ -40,6 +41,9 @@ __virtualname__ = "keyvault"
 
 MAX_BODY = 64 * 1024
 SOCKET_TIMEOUT = 10
+# one thread per connection: cap them so a flood of idle connections cannot exhaust the
+# master (every connection also ends after one request)
+MAX_CONNECTIONS = 256
 REJECTED = {"error": "rejected"}
 
 
@@ -177,7 +181,29 @@ class Server(http.server.ThreadingHTTPServer):
     def __init__(self, address, context, vault):
         self.context = context
         self.vault = vault
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            log.warning(
+                "keyvault: %d connections open, dropping one from %s",
+                MAX_CONNECTIONS,
+                client_address[0],
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def get_request(self):
         sock, addr = super().get_request()
@@ -203,15 +229,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         log.debug("keyvault: %s %s", self.client_address[0], format % args)
 
-    def _send(self, status, body, close=False):
+    def _send(self, status, body):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
+        # one request per connection: nothing to gain from keep-alive for one-shot
+        # bootstraps, and a connection's thread is bounded by one request
+        self.send_header("Connection", "close")
+        self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -229,32 +256,31 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(
                 status,
                 {"error": "method not allowed" if status == 405 else "not found"},
-                close=True,
             )
             return
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            self._send(415, {"error": "Content-Type must be application/json"}, close=True)
+            self._send(415, {"error": "Content-Type must be application/json"})
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self._send(411, {"error": "Content-Length required"}, close=True)
+            self._send(411, {"error": "Content-Length required"})
             return
         if length < 0 or length > MAX_BODY:
-            self._send(413, {"error": f"body larger than {MAX_BODY} bytes"}, close=True)
+            self._send(413, {"error": f"body larger than {MAX_BODY} bytes"})
             return
         raw = self.rfile.read(length)
         try:
             request = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            self._send(400, {"error": "body is not JSON"}, close=True)
+            self._send(400, {"error": "body is not JSON"})
             return
         status, body = self.server.vault.redeem(request, self.client_address[0])
-        self._send(status, body, close=status != 200)
+        self._send(status, body)
 
     def _not_allowed(self):
-        self._send(405, {"error": "method not allowed"}, close=True)
+        self._send(405, {"error": "method not allowed"})
 
     do_PUT = do_DELETE = do_PATCH = do_HEAD = _not_allowed  # noqa: N815
 
