@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "keyvault"
 
 MAX_BODY = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024
 SOCKET_TIMEOUT = 10
 # one thread per connection: cap them so a flood of idle connections cannot exhaust the
 # master (every connection also ends after one request)
@@ -268,6 +269,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(411, {"error": "Content-Length required"})
             return
         if length < 0 or length > MAX_BODY:
+            # read and drop a body up to DRAIN_LIMIT, so the client sees the 413 and not
+            # a reset from closing on unread data; larger bodies are simply cut off
+            remaining = length if length <= DRAIN_LIMIT else 0
+            while remaining > 0:
+                chunk = self.rfile.read(min(65536, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
             self._send(413, {"error": f"body larger than {MAX_BODY} bytes"})
             return
         raw = self.rfile.read(length)
