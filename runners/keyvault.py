@@ -159,6 +159,16 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
         "tls_finger": tls_finger,
         "command": kv.bootstrap_command(url, token, minion_id, master_finger, tls_finger),
     }
+    known = [
+        state
+        for state, sub in kv.KEY_DIRS.items()
+        if os.path.lexists(os.path.join(where["pki_dir"], sub, minion_id))
+    ]
+    if known:
+        bundle["warning"] = (
+            f"a key for {minion_id} is already {known[0]} on this master: the redeem succeeds "
+            "only with that same key (pending/accepted), never while rejected or denied"
+        )
     if tty is None:
         return bundle
     try:

@@ -144,7 +144,11 @@ def bootstrap(args, out=sys.stdout):
             args.token, request, response, args.master_finger, args.hash_type
         )
     except kv.KeyVaultError as err:
-        raise BootstrapError(f"{err}; nothing written{kept}") from None
+        raise BootstrapError(
+            f"{err}; nothing written on this machine{kept}. The endpoint answered as if it "
+            "had accepted the key: tell the admin (salt-key -d the id on the real master, "
+            "and check what answered at --url)"
+        ) from None
     fsutil.atomic_write(os.path.join(args.pki_dir, "minion_master.pub"), master_pub, mode=0o644)
     os.makedirs(args.config_dir, mode=0o755, exist_ok=True)
     drop_in = os.path.join(args.config_dir, DROP_IN)
