@@ -2,15 +2,27 @@
 
 import sys
 
-from bench import hostlist, ops, provision, render_conf
+from bench import hostlist, keyvault, ops, provision, render_conf
+
+BENCHMARKS = {
+    "hostlist": hostlist.run,
+    "render_conf": render_conf.run,
+    "provision": provision.run,
+    "ops": ops.run,
+    "keyvault": keyvault.run,
+}
 
 
-def main():
+def main(argv=None):
+    """``python -m bench`` runs every benchmark; ``python -m bench keyvault ops`` only those."""
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+        return 2
     print(f"saltext-slurm benchmarks (python {sys.version.split()[0]})")
-    hostlist.run()
-    render_conf.run()
-    provision.run()
-    ops.run()
+    for name in names:
+        BENCHMARKS[name]()
     return 0
 
 

@@ -62,7 +62,9 @@ def cluster(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "cluster" in getattr(item, "fixturenames", ()):
-        bed = item.funcargs.get("cluster")
-        if bed is not None:
-            report.sections.append(("test bed daemon logs (last lines)", bed.tail_logs()))
+    if report.failed:
+        # "cluster" is the shared bed; "kvbed" the KeyVault module's own bed
+        for name in ("cluster", "kvbed"):
+            bed = item.funcargs.get(name) if name in getattr(item, "fixturenames", ()) else None
+            if bed is not None:
+                report.sections.append(("test bed daemon logs (last lines)", bed.tail_logs()))

@@ -176,6 +176,7 @@ class SandboxCluster:
         venv=None,
         auto_accept=True,
         master_ports=(4505, 4506),
+        extra_master_config=None,
     ):
         if len(name) > 6:
             raise ValueError("bed name must be at most 6 characters (interface name limit)")
@@ -187,6 +188,8 @@ class SandboxCluster:
         self.venv = Path(venv or sys.prefix)
         self.auto_accept = auto_accept
         self.publish_port, self.ret_port = master_ports
+        # merged over the generated master config (e.g. engines, keyvault settings)
+        self.extra_master_config = dict(extra_master_config or {})
         self.nodes = {}
         for index, node in enumerate(nodes, start=10):
             self.nodes[node] = Node(
@@ -230,8 +233,11 @@ class SandboxCluster:
         return str(self.venv / "bin" / name)
 
     # ------------------------------------------------------------------ lifecycle
-    def up(self, timeout=120):
-        """Tear down any leftovers of a previous run, then start master and nodes."""
+    def up(self, timeout=120, start_minions=True):
+        """Tear down any leftovers of a previous run, then start master and nodes.
+
+        ``start_minions=False`` brings up the master and the node sandboxes only (e.g. for
+        key-bootstrap tests that start each minion themselves)."""
         started = time.monotonic()
         self.down(keep_files=False)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -242,10 +248,12 @@ class SandboxCluster:
             self._start_holder(node)
         for node in self.nodes.values():
             self._wait_holder(node)
-            self.start_minion(node.name)
+            if start_minions:
+                self.start_minion(node.name)
         self._save_state()
         self._wait_master()
-        self.wait_for_minions(list(self.nodes), timeout=timeout)
+        if start_minions:
+            self.wait_for_minions(list(self.nodes), timeout=timeout)
         self.startup_seconds = time.monotonic() - started
         return self
 
@@ -312,6 +320,7 @@ class SandboxCluster:
             "pillar_roots": {"base": [str(self.pillar_root)]},
             "keep_jobs_seconds": 3600,
             "enable_ssh_minions": False,
+            **self.extra_master_config,
         }
         with open(self.master_conf_dir / "master", "w") as handle:
             json.dump(config, handle, indent=2)  # JSON is YAML
@@ -350,6 +359,18 @@ class SandboxCluster:
             if time.monotonic() > deadline:
                 raise BedError(f"salt-master not ready after {timeout}s:\n{self.tail_logs([])}")
             time.sleep(0.2)
+
+    def restart_master(self, timeout=60):
+        """Stop the salt-master (by its process group) and start it again."""
+        master_pgid = self._load_state().get("master_pgid")
+        if master_pgid:
+            _terminate(_pids_in_group(master_pgid, str(self.master_conf_dir)), grace=15)
+        if self.master_proc is not None:
+            _reap(self.master_proc.pid)
+            self.master_proc = None
+        self._local = None
+        self._start_master()
+        self._wait_master(timeout)
 
     def master_opts(self):
         import salt.config  # noqa: PLC0415 - salt is heavy; only when talking to the master

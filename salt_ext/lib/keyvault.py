@@ -1,0 +1,920 @@
+"""
+KeyVault: one-time, minion-bound bootstrap tokens that let a new machine join the Salt master
+with trust in both directions (pure Python; the runner, the engine and the node CLI use it).
+
+THREAT MODEL
+============
+
+Assets
+    The master's key acceptance (``<pki_dir>/minions/<id>``: whoever gets a key in there is a
+    minion and receives pillar, possibly secrets), the identity of the master as seen by a
+    new node (a node that trusts a fake master runs whatever it is told, as root), and the
+    token secrets themselves.
+
+Actors
+    The admin (runs ``salt-run keyvault.issue`` on the master, carries the token string to the
+    node out of band); the new node (runs ``salt-keyvault-bootstrap``); anyone on the network
+    between them (reads, replays, alters, races requests); a local user on the master who can
+    read files but is not root; whoever can read the master's event bus and job cache.
+
+Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
+U, ``tests/integration/test_keyvault.py`` = I):
+
+1. Forged redeem (no secret). The request is authenticated with
+   ``HMAC-SHA256(K, canonical request)``, ``K = HMAC-SHA256(secret, "…mac v1|" + token id)``;
+   32-byte random secrets; compared with :func:`hmac.compare_digest`. Every MAC alteration
+   (first/middle/last hex char, truncated, empty, uppercase) is refused.
+   U: ``test_request_mac_*``; I: ``test_mac_tampering_is_rejected[*]``,
+   ``test_unknown_token_id_is_rejected``.
+2. Ambiguous encodings (two different requests with one MAC). The canonical form is a fixed
+   domain-separation prefix plus each field, in a fixed order, as 4-byte big-endian length +
+   UTF-8 bytes; no JSON canonicalisation. U: ``test_canonical_encoding_is_unambiguous``.
+3. Replay of a captured good request / second redeem. A token is consumed by its first
+   success; every nonce that passed the MAC check is kept in the token record and refused a
+   second time; the timestamp must be within ``request_window`` (default 10 s) of the
+   master's clock. U: ``test_redeem_*replay*``, ``test_stale_timestamp*``;
+   I: ``test_replay_of_good_request_is_rejected``, ``test_second_redeem_is_rejected``,
+   ``test_timestamp_outside_window_is_rejected[*]``, ``test_reused_nonce_is_rejected``.
+4. Using a token for another machine. The token is bound to one minion id at issue time and
+   the MAC covers the id; the key is written for exactly that id. U:
+   ``test_redeem_wrong_minion``; I: ``test_wrong_minion_id_is_rejected``.
+5. Hijacking an existing minion id (a key already accepted, pending, rejected or denied).
+   Redeem refuses when a *different* key is accepted or pending, and whenever the id is
+   rejected or denied (the admin's decision wins); the same key pending is moved to
+   accepted. U: ``test_accept_minion_key_*``; I: ``test_key_conflict_is_rejected[*]``.
+6. Guessing secrets online. After ``MAX_FAILURES`` (5) authenticated-or-not failures the
+   token is revoked. Unauthenticated callers get one generic 403 whatever went wrong; the
+   precise reason goes to the log and the ``salt/keyvault/redeem/rejected`` event.
+   U: ``test_five_failures_revoke_the_token``; I: ``test_five_bad_macs_then_right_one``.
+7. Double spend under concurrency (many engine threads, the runner in another process). All
+   read-modify-write of the store and the pki writes happen under one ``fcntl.flock``; the
+   token is marked consumed before the key is written (a crash in between burns the token,
+   never lets it be used twice). U: ``test_concurrent_redeems_one_winner``;
+   I: ``test_64_concurrent_redeems_exactly_one_wins``; bench/keyvault.py counts double spends.
+8. Theft of the token store. The store never holds the secret, nor ``K`` in the clear: ``K``
+   is AES-GCM encrypted (AAD = token id) under a wrap key derived with HKDF-SHA256 from the
+   master's private key file ``<pki_dir>/master.pem``. A leaked store alone redeems nothing;
+   whoever holds master.pem already *is* the master. Records and directories are 0600/0700
+   from the first byte (atomic writes). U: ``test_store_holds_no_secret``,
+   ``test_store_files_are_private``, ``test_wrapped_key_needs_the_master_key``.
+9. Corrupt or tampered store. An unreadable or malformed record, or one whose wrapped key
+   does not decrypt, fails closed: the redeem is refused, the log names the file and the
+   fault, the client gets the generic 403, nothing is accepted. U: ``test_corrupt_record_*``;
+   I: ``test_corrupt_store_fails_closed``.
+10. A fake master / man in the middle towards the node. The node pins the endpoint's TLS
+    certificate (SHA-256 of the DER certificate, checked before the request body is sent),
+    verifies a response MAC ``HMAC(K, "response" ‖ request nonce ‖ master public key)`` (only
+    the holder of ``K`` can produce it), and checks the master public key against the
+    ``master_finger`` from the bundle, which it also writes into the minion config so
+    salt-minion itself refuses another master. U: ``test_client_*``; I:
+    ``test_wrong_tls_pin_refuses_and_changes_nothing``,
+    ``test_forged_master_key_refuses_and_changes_nothing``.
+11. Weak or garbage minion keys / oversized or malformed requests. Public keys must be one
+    RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules and refuse control
+    characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
+    serves POST /v1/redeem and GET /v1/health, and times slow clients out. Plain HTTP to the
+    port fails the TLS handshake. I: ``test_malformed_requests_are_rejected[*]``,
+    ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
+    ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
+    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``.
+12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
+    reason and peer only — never the secret, ``K``, the token string or a MAC.
+    I: ``test_no_secret_in_logs_events_or_list``.
+
+Residual risk (documented in README): Salt publishes every runner's return on the master
+event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token string that
+``keyvault.issue`` returns is readable by whoever can read the master bus or job cache (root
+on the master, salt-api users subscribed to ``/events``). Mitigations: single use, bound to
+one minion id, short TTL, and interception is *detected*: if someone else redeems first, the
+real node's redeem is refused and a ``salt/keyvault/redeem/rejected`` event with reason
+``consumed`` fires; the admin should then ``salt-key -d`` the id and investigate. An admin
+at a terminal avoids the exposure with ``salt-run keyvault.issue ... to_tty=True``: the
+runner runs inside the ``salt-run`` process, writes the token and the command to its
+controlling terminal (``/dev/tty``) and returns the bundle without them, so neither the job
+cache nor the return event holds the token
+(I: ``test_issue_to_tty_keeps_the_token_out_of_the_return``). Through salt-api there is no
+terminal, so the plain return is the only channel.
+
+Also accepted: an unknown token id is refused slightly faster than a known one with a bad
+MAC (no decryption), which tells a prober that a 6-character id exists and nothing more;
+ids are public anyway and every attempt on a known id counts towards revocation. The pki
+writes are serialised with other redeems, not with a ``salt-key`` run at the same instant.
+"""
+
+import base64
+import contextlib
+import datetime
+import errno
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import string
+import struct
+import time
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import NameOID
+
+from salt_ext.lib import fsutil
+
+log = logging.getLogger(__name__)
+
+TOKEN_ID_ALPHABET = string.ascii_lowercase + string.digits
+TOKEN_ID_LENGTH = 6
+SECRET_BYTES = 32
+NONCE_BYTES = 32
+MIN_RSA_BITS = 2048
+MAX_FAILURES = 5
+DEFAULT_TTL = 300
+DEFAULT_MAX_TTL = 3600
+DEFAULT_WINDOW = 10
+DEFAULT_PORT = 4510
+MAX_PUBLIC_KEY_CHARS = 16384
+
+MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
+REQUEST_PREFIX = b"saltext-slurm keyvault request v1"
+RESPONSE_PREFIX = b"saltext-slurm keyvault response v1"
+WRAP_INFO = b"saltext-slurm keyvault store wrap v1"
+REQUEST_FIELDS = ("token_id", "minion_id", "nonce", "timestamp", "public_key")
+
+_TOKEN_ID_RE = re.compile(r"\A[a-z0-9]{6}\Z")
+_NONCE_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+_HEX_FINGER_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+
+STATES = ("issued", "consumed", "revoked", "expired")
+
+
+class KeyVaultError(Exception):
+    """Bad input or configuration; the message names the argument or key."""
+
+
+class StoreError(KeyVaultError):
+    """The token store (or one record) is unreadable or corrupt: callers fail closed."""
+
+
+class Rejected(KeyVaultError):
+    """A redeem is refused. ``reason`` is a short code for logs/events, ``detail`` says more;
+    neither ever reaches an unauthenticated client."""
+
+    def __init__(self, reason, detail="", token_id=None, minion_id=None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.token_id = token_id
+        self.minion_id = minion_id
+
+
+# ---------------------------------------------------------------------- tokens and ids
+def new_token_id():
+    return "".join(secrets.choice(TOKEN_ID_ALPHABET) for _ in range(TOKEN_ID_LENGTH))
+
+
+def new_secret():
+    """32 random bytes, base64url without padding (43 characters)."""
+    return _b64(secrets.token_bytes(SECRET_BYTES))
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def format_token(token_id, secret):
+    return f"{token_id}.{secret}"
+
+
+def valid_token_id(token_id):
+    return isinstance(token_id, str) and bool(_TOKEN_ID_RE.match(token_id))
+
+
+def parse_token(token):
+    """``"<id>.<secret>"`` → ``(token_id, secret bytes)``; KeyVaultError names what is wrong
+    (never echoing the secret)."""
+    if not isinstance(token, str) or token.count(".") != 1:
+        raise KeyVaultError("token: expected '<id>.<secret>' (as printed by keyvault.issue)")
+    token_id, secret = token.split(".")
+    if not valid_token_id(token_id):
+        raise KeyVaultError("token: the id part must be 6 characters [a-z0-9]")
+    try:
+        raw = _unb64(secret)
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != SECRET_BYTES or not re.fullmatch(r"[A-Za-z0-9_-]{43}", secret):
+        raise KeyVaultError("token: the secret part is not 32 bytes of base64url")
+    return token_id, raw
+
+
+def valid_minion_id(minion_id):
+    """Salt's ``valid_id`` rules (no path separators or NUL, not ``.``/``..``, stays inside
+    the pki dir) plus no whitespace or control characters (ids end up in log lines)."""
+    if not isinstance(minion_id, str) or not 0 < len(minion_id) <= 255:
+        return False
+    if minion_id in (".", "..") or any(c in minion_id for c in ("/", "\\", "\0")):
+        return False
+    return all(c.isprintable() and not c.isspace() for c in minion_id)
+
+
+def check_minion_id(minion_id, name="minion_id"):
+    if not valid_minion_id(minion_id):
+        raise KeyVaultError(
+            f"{name}: {minion_id!r} is not a valid minion id (no '/', '\\', NUL, whitespace, "
+            "control characters, '.' or '..'; 1-255 characters)"
+        )
+    return minion_id
+
+
+# ---------------------------------------------------------------------- MACs
+def mac_key(secret, token_id):
+    """K = HMAC-SHA256(secret, prefix + token id): what both ends MAC with."""
+    if isinstance(secret, str):
+        secret = _unb64(secret)
+    return hmac.new(secret, MAC_KEY_INFO + token_id.encode(), hashlib.sha256).digest()
+
+
+def _lp(value):
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+def canonical_request(fields):
+    """Domain prefix + every field of :data:`REQUEST_FIELDS` in order, length-prefixed."""
+    return _lp(REQUEST_PREFIX) + b"".join(_lp(fields[name]) for name in REQUEST_FIELDS)
+
+
+def request_mac(key, fields):
+    return hmac.new(key, canonical_request(fields), hashlib.sha256).hexdigest()
+
+
+def response_mac(key, nonce, master_pub):
+    message = _lp(RESPONSE_PREFIX) + _lp(nonce) + _lp(master_pub)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def mac_equal(expected_hex, given):
+    """Constant-time comparison; anything that is not a str compares unequal."""
+    if not isinstance(given, str):
+        return False
+    try:
+        given_bytes = given.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected_hex.encode("ascii"), given_bytes)
+
+
+def new_nonce():
+    return secrets.token_hex(NONCE_BYTES)
+
+
+def build_request(token, minion_id, public_key, now=None, nonce=None):
+    """The JSON body the node sends: every field plus its MAC."""
+    token_id, secret = parse_token(token)
+    fields = {
+        "token_id": token_id,
+        "minion_id": minion_id,
+        "nonce": nonce or new_nonce(),
+        "timestamp": int(time.time() if now is None else now),
+        "public_key": public_key,
+    }
+    fields["mac"] = request_mac(mac_key(secret, token_id), fields)
+    return fields
+
+
+def check_response(token, request, response, master_finger, hash_type="sha256"):
+    """Node side: the response must carry a MAC only the master can make and a master key
+    with the fingerprint from the bundle. Returns the master public key PEM."""
+    token_id, secret = parse_token(token)
+    if not isinstance(response, dict):
+        raise KeyVaultError("response: not a JSON object")
+    master_pub = response.get("master_pub")
+    if not isinstance(master_pub, str) or "PUBLIC KEY" not in master_pub:
+        raise KeyVaultError("response: no master public key")
+    expected = response_mac(mac_key(secret, token_id), request["nonce"], master_pub)
+    if not mac_equal(expected, response.get("response_mac")):
+        raise KeyVaultError(
+            "response MAC does not verify: this endpoint does not hold the token's key "
+            "(not the master that issued it)"
+        )
+    got = pem_finger(master_pub, hash_type)
+    if not hmac.compare_digest(got, normalise_finger(master_finger)):
+        raise KeyVaultError(
+            f"master public key fingerprint {got} does not match --master-finger "
+            f"{normalise_finger(master_finger)}"
+        )
+    return master_pub
+
+
+# ---------------------------------------------------------------------- fingerprints
+def _colon(hexdigest):
+    return ":".join(hexdigest[i : i + 2] for i in range(0, len(hexdigest), 2))
+
+
+def normalise_finger(finger):
+    """``AA:bb…`` or ``aabb…`` → lower-case colon form, as Salt prints ``master_finger``."""
+    if not isinstance(finger, str):
+        return ""
+    bare = finger.strip().lower().replace(":", "")
+    return _colon(bare)
+
+
+def pem_finger(pem, hash_type="sha256"):
+    """Exactly ``salt.utils.crypt.pem_finger(path, sum_type=hash_type)`` of a file holding
+    ``pem``: the hash of the base64 lines (non-blank lines minus the first and last)."""
+    if isinstance(pem, str):
+        pem = pem.encode()
+    lines = [line for line in pem.splitlines(keepends=True) if line.strip()]
+    body = b"".join(lines[1:-1]).replace(b"\r\n", b"\n")
+    return _colon(hashlib.new(hash_type, body).hexdigest())
+
+
+def cert_finger(cert):
+    """SHA-256 of a certificate's DER encoding (PEM or DER input), colon form."""
+    if isinstance(cert, str):
+        cert = cert.encode()
+    if cert.lstrip().startswith(b"-----BEGIN"):
+        cert = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
+    return _colon(hashlib.sha256(cert).hexdigest())
+
+
+def finger_matches(expected, der_cert):
+    """Constant-time check of a peer certificate (DER) against a pinned fingerprint."""
+    want = normalise_finger(expected).replace(":", "")
+    if not _HEX_FINGER_RE.match(want):
+        return False
+    return hmac.compare_digest(hashlib.sha256(der_cert).hexdigest(), want)
+
+
+# ---------------------------------------------------------------------- keys
+def load_rsa_public_key(pem):
+    """Parse one RSA public key PEM (SubjectPublicKeyInfo or PKCS#1) of ≥ 2048 bits."""
+    if not isinstance(pem, str) or not pem.strip() or len(pem) > MAX_PUBLIC_KEY_CHARS:
+        raise KeyVaultError("public_key: not a PEM string")
+    if pem.count("-----BEGIN") != 1:
+        raise KeyVaultError("public_key: expected exactly one PEM block")
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as err:
+        raise KeyVaultError(f"public_key: does not parse ({type(err).__name__})") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise KeyVaultError("public_key: not an RSA key (Salt minion keys are RSA)")
+    if key.key_size < MIN_RSA_BITS:
+        raise KeyVaultError(f"public_key: {key.key_size} bits, at least {MIN_RSA_BITS} needed")
+    return key
+
+
+def _spki(key):
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def same_key(pem_a, pem_b):
+    try:
+        a = serialization.load_pem_public_key(pem_a.encode())
+        b = serialization.load_pem_public_key(pem_b.encode())
+    except (ValueError, TypeError):
+        return False
+    return _spki(a) == _spki(b)
+
+
+def generate_minion_keypair(bits=2048):
+    """``(private PEM, public PEM)`` in the formats ``salt.crypt.gen_keys`` writes."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    priv = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return priv.decode(), pub.decode()
+
+
+KEY_DIRS = {
+    "accepted": "minions",
+    "pending": "minions_pre",
+    "rejected": "minions_rejected",
+    "denied": "minions_denied",
+}
+
+
+def check_minion_key(pki_dir, minion_id, public_key):
+    """What accepting ``public_key`` for ``minion_id`` would do: ``"write"``, ``"move"`` (the
+    same key is pending), ``"present"`` (already accepted); Rejected on a conflict."""
+    check_minion_id(minion_id)
+    state = {}
+    for name, sub in KEY_DIRS.items():
+        path = os.path.join(pki_dir, sub, minion_id)
+        if os.path.lexists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    state[name] = handle.read()
+            except (OSError, UnicodeDecodeError):
+                state[name] = ""
+    for name in ("rejected", "denied"):
+        if name in state:
+            raise Rejected("key_conflict", f"a key for {minion_id} is {name} on the master")
+    if "accepted" in state:
+        if same_key(state["accepted"], public_key):
+            return "present"
+        raise Rejected("key_conflict", f"a different key is already accepted for {minion_id}")
+    if "pending" in state:
+        if same_key(state["pending"], public_key):
+            return "move"
+        raise Rejected("key_conflict", f"a different key is pending for {minion_id}")
+    return "write"
+
+
+def accept_minion_key(pki_dir, minion_id, public_key, action):
+    """Write the key into ``<pki_dir>/minions/<id>`` (Salt's localfs_key layout)."""
+    directory = os.path.join(pki_dir, "minions")
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    if action != "present":
+        text = public_key if public_key.endswith("\n") else public_key + "\n"
+        fsutil.atomic_write(os.path.join(directory, minion_id), text, mode=0o644)
+    if action == "move":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(pki_dir, "minions_pre", minion_id))
+
+
+# ---------------------------------------------------------------------- TLS
+def _lock(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _unlock(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def ensure_tls_cert(directory, hostnames=(), ips=()):
+    """Self-signed ECDSA P-256 certificate + key in ``directory`` (``cert.pem``,
+    ``key.pem`` 0600), generated once under a lock; returns ``(cert_path, key_path)``."""
+    import ipaddress  # noqa: PLC0415
+
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    fd = _lock(os.path.join(directory, ".lock"))
+    try:
+        if os.path.exists(cert_path) and os.path.exists(key_path):
+            return cert_path, key_path
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "saltext-slurm keyvault")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        alt = [x509.DNSName(h) for h in ("localhost", *hostnames) if h]
+        for ip in ips:
+            with contextlib.suppress(ValueError):
+                alt.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        fsutil.atomic_write(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            mode=0o600,
+        )
+        fsutil.atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        log.info(
+            "keyvault: generated TLS certificate %s (%s)", cert_path, cert_finger_file(cert_path)
+        )
+        return cert_path, key_path
+    finally:
+        _unlock(fd)
+
+
+def cert_finger_file(path):
+    with open(path, "rb") as handle:
+        return cert_finger(handle.read())
+
+
+# ---------------------------------------------------------------------- the store
+def wrap_key_from_master_pem(path):
+    """AES-256 key for the store, derived from the master's private key file."""
+    try:
+        with open(path, "rb") as handle:
+            material = handle.read()
+    except OSError as err:
+        raise StoreError(f"cannot read the master key {path}: {err.strerror}") from None
+    if not material.strip():
+        raise StoreError(f"master key {path} is empty")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=WRAP_INFO).derive(material)
+
+
+def iso(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+class TokenStore:
+    """One JSON file per token in ``directory`` (0700), every read-modify-write under an
+    exclusive ``flock`` of ``directory/.lock``, every write atomic with mode 0600."""
+
+    def __init__(self, directory, wrap_key, max_failures=MAX_FAILURES):
+        self.directory = directory
+        self.wrap_key = wrap_key
+        self.max_failures = max_failures
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(directory, 0o700)
+
+    # -- locking and records
+    @contextlib.contextmanager
+    def locked(self):
+        fd = _lock(os.path.join(self.directory, ".lock"))
+        try:
+            yield
+        finally:
+            _unlock(fd)
+
+    def path(self, token_id):
+        return os.path.join(self.directory, f"{token_id}.json")
+
+    def _read(self, token_id):
+        """The record, None when absent; StoreError (naming file and fault) when corrupt."""
+        path = self.path(token_id)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError(f"token record {path} unreadable: {err.strerror}") from None
+        try:
+            record = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StoreError(f"token record {path} is not valid JSON ({err})") from None
+        problem = _record_problem(record, token_id)
+        if problem:
+            raise StoreError(f"token record {path} is corrupt: {problem}")
+        return record
+
+    def _write(self, record):
+        data = json.dumps(record, sort_keys=True).encode()
+        fsutil.atomic_write(self.path(record["token_id"]), data, mode=0o600)
+
+    def _wrap(self, token_id, key):
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self.wrap_key).encrypt(nonce, key, token_id.encode())
+        return {"nonce": nonce.hex(), "sealed": sealed.hex()}
+
+    def _unwrap(self, record):
+        try:
+            wrapped = record["wrapped_key"]
+            return AESGCM(self.wrap_key).decrypt(
+                bytes.fromhex(wrapped["nonce"]),
+                bytes.fromhex(wrapped["sealed"]),
+                record["token_id"].encode(),
+            )
+        except (InvalidTag, ValueError, KeyError, TypeError):
+            raise StoreError(
+                f"token record {self.path(record['token_id'])}: the wrapped key does not "
+                "decrypt (tampered record, or master.pem changed since issue)"
+            ) from None
+
+    # -- admin operations
+    def issue(self, minion_id, ttl, now=None):
+        """New token for ``minion_id``; returns ``(record, token string)``. The string is the
+        only place the secret ever exists."""
+        check_minion_id(minion_id)
+        now = int(time.time() if now is None else now)
+        secret = new_secret()
+        with self.locked():
+            for _ in range(20):
+                token_id = new_token_id()
+                if not os.path.exists(self.path(token_id)):
+                    break
+            else:
+                raise StoreError("could not find a free token id (store full?)")
+            record = {
+                "version": 1,
+                "token_id": token_id,
+                "minion_id": minion_id,
+                "created": now,
+                "expires": now + int(ttl),
+                "state": "issued",
+                "failures": 0,
+                "nonces": [],
+                "wrapped_key": self._wrap(token_id, mac_key(secret, token_id)),
+            }
+            self._write(record)
+        return record, format_token(token_id, secret)
+
+    def revoke(self, token_id, reason="revoked by admin"):
+        if not valid_token_id(token_id):
+            raise KeyVaultError(f"token_id: {token_id!r} is not a token id (6 chars [a-z0-9])")
+        with self.locked():
+            record = self._read(token_id)
+            if record is None:
+                raise KeyVaultError(f"token_id: no token {token_id}")
+            previous = record["state"]
+            if previous == "issued":
+                record["state"] = "revoked"
+                record["revoked_at"] = int(time.time())
+                record["revoke_reason"] = reason
+                self._write(record)
+            return public_view(record), previous
+
+    def list(self, now=None):
+        """Every token as :func:`public_view`; a corrupt record is listed as such."""
+        now = int(time.time() if now is None else now)
+        out = []
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            token_id = name[: -len(".json")]
+            try:
+                record = self._read(token_id)
+            except StoreError as err:
+                out.append({"token_id": token_id, "state": "corrupt", "error": str(err)})
+                continue
+            if record is not None:
+                out.append(public_view(record, now))
+        return out
+
+    def purge(self, now=None):
+        """Remove expired, consumed and revoked tokens; returns the removed ids."""
+        now = int(time.time() if now is None else now)
+        removed = []
+        with self.locked():
+            for entry in self.list(now):
+                if entry["state"] in ("expired", "consumed", "revoked"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path(entry["token_id"]))
+                    removed.append(entry["token_id"])
+        return removed
+
+    # -- redeem
+    def redeem(self, request, pki_dir, window=DEFAULT_WINDOW, now=None, master_pub=None):
+        """Check ``request`` and, on success, consume the token and accept the key, all under
+        the store lock. Returns ``{"minion_id", "token_id", "action", "response_mac"}``;
+        raises :class:`Rejected` (reason code) otherwise."""
+        now = time.time() if now is None else now
+        fields = _request_fields(request)
+        token_id = fields["token_id"]
+        with self.locked():
+            try:
+                record = self._read(token_id)
+                if record is None:
+                    raise Rejected("unknown_token", token_id=token_id)
+                key = self._unwrap(record)
+            except StoreError as err:
+                raise Rejected("store_error", str(err), token_id=token_id) from None
+            bound = record["minion_id"]
+            expected = request_mac(key, fields)
+            if not mac_equal(expected, request.get("mac")):
+                self._fail(record, "bad_mac", "request MAC does not verify")
+            # authenticated from here on
+            if record["state"] == "consumed":
+                raise Rejected("consumed", "token already used", token_id, bound)
+            if record["state"] == "revoked":
+                raise Rejected("revoked", record.get("revoke_reason", ""), token_id, bound)
+            if now > record["expires"]:
+                raise Rejected("expired", f"expired at {iso(record['expires'])}", token_id, bound)
+            # an issued token keeps every authenticated nonce; at most max_failures + 1 of
+            # them, since every authenticated refusal below counts as a failure
+            if fields["nonce"] in record["nonces"]:
+                self._fail(record, "replayed_nonce", "nonce already used with this token")
+            record["nonces"].append(fields["nonce"])
+            if fields["minion_id"] != bound:
+                self._fail(record, "wrong_minion", f"token is bound to {bound}")
+            if abs(now - fields["timestamp"]) > window:
+                self._fail(
+                    record,
+                    "stale_timestamp",
+                    f"timestamp {fields['timestamp']} is {now - fields['timestamp']:+.0f}s "
+                    f"from the master's clock (window {window}s)",
+                )
+            try:
+                load_rsa_public_key(fields["public_key"])
+            except KeyVaultError as err:
+                self._fail(record, "bad_public_key", str(err))
+            try:
+                action = check_minion_key(pki_dir, bound, fields["public_key"])
+            except Rejected as err:
+                self._fail(record, err.reason, err.detail)
+            # consume first: a crash before the key is written burns the token, never
+            # leaves it usable twice
+            record["state"] = "consumed"
+            record["consumed_at"] = int(now)
+            self._write(record)
+            accept_minion_key(pki_dir, bound, fields["public_key"], action)
+        result = {"minion_id": bound, "token_id": token_id, "action": action}
+        if master_pub is not None:
+            result["response_mac"] = response_mac(key, fields["nonce"], master_pub)
+        return result
+
+    def _fail(self, record, reason, detail):
+        record["failures"] = int(record.get("failures", 0)) + 1
+        if record["state"] == "issued" and record["failures"] >= self.max_failures:
+            record["state"] = "revoked"
+            record["revoked_at"] = int(time.time())
+            record["revoke_reason"] = f"{record['failures']} failed attempts"
+            detail = f"{detail}; token revoked after {record['failures']} failed attempts"
+        self._write(record)
+        raise Rejected(reason, detail, token_id=record["token_id"], minion_id=record["minion_id"])
+
+
+def _record_problem(record, token_id):
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("version") != 1:
+        return f"unknown version {record.get('version')!r}"
+    if record.get("token_id") != token_id:
+        return f"token_id {record.get('token_id')!r} does not match the file name"
+    if not valid_minion_id(record.get("minion_id")):
+        return "bad minion_id"
+    for name in ("created", "expires", "failures"):
+        if not isinstance(record.get(name), int) or isinstance(record.get(name), bool):
+            return f"{name} is not an integer"
+    if record.get("state") not in ("issued", "consumed", "revoked"):
+        return f"unknown state {record.get('state')!r}"
+    if not isinstance(record.get("nonces"), list):
+        return "nonces is not a list"
+    wrapped = record.get("wrapped_key")
+    if not isinstance(wrapped, dict) or not {"nonce", "sealed"} <= set(wrapped):
+        return "wrapped_key missing"
+    return None
+
+
+def _request_fields(request):
+    """Shape check before any store access; Rejected("malformed") names the field."""
+    if not isinstance(request, dict):
+        raise Rejected("malformed", "body is not a JSON object")
+    for name in (*REQUEST_FIELDS, "mac"):
+        if name not in request:
+            raise Rejected("malformed", f"missing field {name}")
+    token_id = request["token_id"]
+    if not valid_token_id(token_id):
+        raise Rejected("malformed", "token_id is not 6 characters [a-z0-9]")
+    if not valid_minion_id(request["minion_id"]):
+        raise Rejected("malformed", "minion_id is not a valid minion id", token_id=token_id)
+    nonce = request["nonce"]
+    if not isinstance(nonce, str) or not _NONCE_RE.match(nonce):
+        raise Rejected("malformed", "nonce is not 64 lower-case hex chars", token_id=token_id)
+    stamp = request["timestamp"]
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        raise Rejected("malformed", "timestamp is not an integer", token_id=token_id)
+    pub = request["public_key"]
+    if not isinstance(pub, str) or len(pub) > MAX_PUBLIC_KEY_CHARS:
+        raise Rejected("malformed", "public_key is not a PEM string", token_id=token_id)
+    if not isinstance(request["mac"], str):
+        raise Rejected("malformed", "mac is not a string", token_id=token_id)
+    return {name: request[name] for name in REQUEST_FIELDS}
+
+
+def public_view(record, now=None):
+    """What ``keyvault.list`` shows: never the wrapped key or nonces."""
+    now = int(time.time() if now is None else now)
+    state = record["state"]
+    if state == "issued" and now > record["expires"]:
+        state = "expired"
+    view = {
+        "token_id": record["token_id"],
+        "minion_id": record["minion_id"],
+        "state": state,
+        "created": iso(record["created"]),
+        "expires": iso(record["expires"]),
+        "expires_epoch": record["expires"],
+        "failures": record["failures"],
+    }
+    for name in ("consumed_at", "revoked_at"):
+        if name in record:
+            view[name] = iso(record[name])
+    if "revoke_reason" in record:
+        view["revoke_reason"] = record["revoke_reason"]
+    return view
+
+
+# ---------------------------------------------------------------------- configuration
+def settings(opts):
+    """The master's ``keyvault:`` settings with defaults; KeyVaultError names a bad key."""
+    raw = opts.get("keyvault") or {}
+    if not isinstance(raw, dict):
+        raise KeyVaultError("keyvault: must be a mapping in the master config")
+    cfg = {
+        "max_ttl": raw.get("max_ttl", DEFAULT_MAX_TTL),
+        "request_window": raw.get("request_window", DEFAULT_WINDOW),
+        "max_failures": raw.get("max_failures", MAX_FAILURES),
+        "tls_cert": raw.get("tls_cert"),
+        "tls_key": raw.get("tls_key"),
+        "url": raw.get("url"),
+    }
+    for name in ("max_ttl", "request_window", "max_failures"):
+        value = cfg[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise KeyVaultError(f"keyvault:{name}: must be a positive integer, got {value!r}")
+    if bool(cfg["tls_cert"]) != bool(cfg["tls_key"]):
+        raise KeyVaultError("keyvault:tls_cert and keyvault:tls_key must be set together")
+    engine = engine_config(opts)
+    cfg["address"] = engine.get("address") or opts.get("interface") or "0.0.0.0"  # noqa: S104
+    cfg["port"] = engine.get("port", DEFAULT_PORT)
+    if not isinstance(cfg["port"], int) or not 0 < cfg["port"] < 65536:
+        raise KeyVaultError(f"engines:keyvault:port: not a TCP port: {cfg['port']!r}")
+    return cfg
+
+
+def engine_config(opts):
+    engines = opts.get("engines") or []
+    if isinstance(engines, dict):
+        engines = [{k: v} for k, v in engines.items()]
+    for entry in engines:
+        if entry == "keyvault":
+            return {}
+        if isinstance(entry, dict) and "keyvault" in entry:
+            return entry["keyvault"] or {}
+    return {}
+
+
+def paths(opts):
+    """Where everything lives for a master with ``opts``."""
+    pki_dir = opts["pki_dir"]
+    return {
+        "pki_dir": pki_dir,
+        "master_pem": os.path.join(pki_dir, "master.pem"),
+        "master_pub": os.path.join(pki_dir, "master.pub"),
+        "tls_dir": os.path.join(pki_dir, "keyvault"),
+        "store": os.path.join(opts["cachedir"], "keyvault", "tokens"),
+    }
+
+
+def tls_files(opts, cfg=None):
+    """Configured ``(cert, key)`` or the generated pair (made now if missing)."""
+    cfg = cfg or settings(opts)
+    if cfg["tls_cert"]:
+        for name in ("tls_cert", "tls_key"):
+            if not os.path.isfile(cfg[name]):
+                raise KeyVaultError(f"keyvault:{name}: {cfg[name]} does not exist")
+        return cfg["tls_cert"], cfg["tls_key"]
+    address = cfg["address"]
+    ips = [address] if address not in ("0.0.0.0", "::", "") else []  # noqa: S104
+    return ensure_tls_cert(paths(opts)["tls_dir"], ips=ips)
+
+
+def open_store(opts, cfg=None):
+    cfg = cfg or settings(opts)
+    where = paths(opts)
+    directory = where["store"]
+    try:
+        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    except OSError as err:
+        if err.errno != errno.EEXIST:
+            raise StoreError(f"cannot create {directory}: {err.strerror}") from None
+    return TokenStore(directory, wrap_key_from_master_pem(where["master_pem"]), cfg["max_failures"])
+
+
+def endpoint_url(cfg):
+    if cfg.get("url"):
+        if not str(cfg["url"]).startswith("https://"):
+            raise KeyVaultError(f"keyvault:url: must start with https://, got {cfg['url']!r}")
+        return str(cfg["url"])
+    address = cfg["address"]
+    if address in ("0.0.0.0", "::", ""):  # noqa: S104
+        raise KeyVaultError(
+            "the keyvault engine listens on all addresses: set keyvault:url in the master "
+            "config to the https://host:port/v1/redeem nodes should use"
+        )
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{cfg['port']}/v1/redeem"
+
+
+def bootstrap_command(url, token, minion_id, master_finger, tls_finger):
+    return shlex.join(
+        [
+            "salt-keyvault-bootstrap",
+            *("--url", url, "--token", token, "--minion-id", minion_id),
+            *("--master-finger", master_finger, "--tls-finger", tls_finger),
+        ]
+    )

@@ -1,0 +1,634 @@
+"""KeyVault against a real salt-master (engine loaded through the entry point), real minions
+in node sandboxes and real HTTPS: the bootstrap works, and every hostile request is refused
+with nothing accepted.
+
+Runs on its own small bed (``sxkvi`` on 10.82.0 unless SXT_KV_BED_NAME/SUBNET say otherwise)
+with auto-accept off, so a minion can only get in through a token.
+"""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import pty
+import re
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import salt.config
+import salt.runner
+import salt.utils.event
+
+from salt_ext.lib import keyvault as kv
+from tests.testbed import SandboxCluster
+
+pytestmark = pytest.mark.testbed
+
+BED_NAME = os.environ.get("SXT_KV_BED_NAME", "sxkvi")
+BED_SUBNET = os.environ.get("SXT_KV_BED_SUBNET", "10.82.0")
+PORT = 4510
+NODES = ("k1", "k2")
+
+# every token string and MAC key this module sees; none may show up in logs/events/list
+SECRETS = []
+
+
+class EventLog:
+    """Every event on the master bus while the module runs (re-subscribes after a restart)."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.events = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.reconnect = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(20)
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.reconnect.clear()
+            bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True)
+            try:
+                bus.subscribe("")
+                self.ready.set()
+                while not self.stop.is_set() and not self.reconnect.is_set():
+                    event = bus.get_event(wait=0.5, full=True, auto_reconnect=True)
+                    if event:
+                        with self.lock:
+                            self.events.append(event)
+            except Exception:  # noqa: BLE001 - the master restarted; subscribe again
+                time.sleep(0.5)
+            finally:
+                bus.destroy()
+
+    def resubscribe(self, timeout=30):
+        """After a master restart: subscribe again and prove it with a probe event."""
+        self.ready.clear()
+        self.reconnect.set()
+        assert self.ready.wait(timeout)
+        tag = f"test/keyvault/probe/{time.monotonic_ns()}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=False
+            ) as bus:
+                bus.fire_event({}, tag)
+            time.sleep(0.5)
+            if any(e["tag"] == tag for e in self.snapshot()):
+                return
+        raise AssertionError("event listener did not come back after the master restart")
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)
+
+    def rejected(self, token_id=None, reason=None, timeout=10):
+        """Wait for a ``salt/keyvault/redeem/rejected`` event matching the arguments."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.snapshot():
+                if event["tag"] != "salt/keyvault/redeem/rejected":
+                    continue
+                data = event["data"]
+                if token_id is not None and data.get("token_id") != token_id:
+                    continue
+                if reason is not None and data.get("reason") != reason:
+                    continue
+                return data
+            time.sleep(0.1)
+        return None
+
+
+class Vault:
+    """The test's handle on the bed: issue tokens, talk HTTPS to the engine, look at pki."""
+
+    def __init__(self, bed):
+        self.bed = bed
+        self.opts = salt.config.master_config(str(bed.master_conf_dir / "master"))
+        self.runner = salt.runner.RunnerClient(self.opts)
+        self.pki = bed.master_dir / "pki"
+        self.host = bed.master_ip
+        self.url = f"https://{self.host}:{PORT}/v1/redeem"
+        self.keys = [kv.generate_minion_keypair(2048) for _ in range(3)]
+
+    def issue(self, minion_id, ttl=300):
+        bundle = self.run("keyvault.issue", minion_id=minion_id, ttl=ttl)
+        assert "token" in bundle, bundle
+        token_id, secret = kv.parse_token(bundle["token"])
+        SECRETS.extend(
+            [bundle["token"], bundle["token"].split(".")[1], kv.mac_key(secret, token_id).hex()]
+        )
+        return bundle
+
+    def run(self, fun, **kwargs):
+        """A runner function in this process (print_event off: returns hold tokens)."""
+        return self.runner.cmd(fun, kwarg=kwargs, print_event=False)
+
+    def context(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def post(self, body, content_type="application/json", method="POST", path="/v1/redeem"):
+        """``(status, parsed body)`` of one HTTPS request (``body`` dict or raw bytes)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        conn = http.client.HTTPSConnection(self.host, PORT, context=self.context(), timeout=15)
+        try:
+            headers = {"Content-Type": content_type} if content_type else {}
+            conn.request(method, path, data if method == "POST" else None, headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw
+
+    def request(self, bundle, minion_id=None, key=0, **override):
+        req = kv.build_request(
+            bundle["token"], minion_id or bundle["minion_id"], self.keys[key][1], **override
+        )
+        SECRETS.append(req["mac"])
+        return req
+
+    def accepted_keys(self):
+        """``{dir/id: content}`` of every key state dir: what "nothing accepted" compares."""
+        out = {}
+        for sub in kv.KEY_DIRS.values():
+            directory = self.pki / sub
+            if directory.is_dir():
+                for path in directory.iterdir():
+                    out[f"{sub}/{path.name}"] = path.read_text()
+        return out
+
+    def wait_healthy(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.post(b"", method="GET", path="/v1/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"keyvault engine not up:\n{self.bed.tail_logs([])}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def kvbed(request):
+    bed = SandboxCluster(
+        name=BED_NAME,
+        nodes=NODES,
+        subnet=BED_SUBNET,
+        auto_accept=False,
+        extra_master_config={
+            "engines": [{"keyvault": {"port": PORT}}],
+            "keyvault": {"max_ttl": 3600, "request_window": 10},
+        },
+    )
+    if os.geteuid() != 0:
+        pytest.fail("the test bed needs root")
+    try:
+        bed.up(start_minions=False)
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture(scope="module")
+def vault(kvbed):
+    handle = Vault(kvbed)
+    handle.wait_healthy()
+    handle.events = EventLog(kvbed.master_opts())
+    yield handle
+    handle.events.stop.set()
+
+
+@pytest.fixture
+def unchanged(vault):
+    """Asserts after the test that no key state dir changed."""
+    before = vault.accepted_keys()
+    yield
+    assert vault.accepted_keys() == before
+
+
+def _refused(vault, request, token_id=None, reason=None):
+    status, body = vault.post(request)
+    assert (status, body) == (403, {"error": "rejected"})
+    if reason is not None:
+        event = vault.events.rejected(token_id=token_id, reason=reason)
+        ours = [e for e in vault.events.snapshot() if e["tag"].startswith("salt/keyvault/")]
+        assert event is not None, (reason, ours[-5:])  # never salt/run/*/ret: tokens
+        return event
+    return None
+
+
+def _bootstrap_argv(kvbed, node, bundle, **override):
+    values = {
+        "url": bundle["url"],
+        "token": bundle["token"],
+        "minion-id": bundle["minion_id"],
+        "master-finger": bundle["master_finger"],
+        "tls-finger": bundle["tls_finger"],
+        "pki-dir": str(kvbed.nodes[node].dir / "salt" / "pki"),
+        "config-dir": str(kvbed.nodes[node].minion_conf_dir / "minion.d"),
+        **override,
+    }
+    argv = [kvbed.bin("salt-keyvault-bootstrap")]
+    for name, value in values.items():
+        argv += [f"--{name}", value]
+    return argv
+
+
+# ---------------------------------------------------------------------- the real bootstrap
+def test_fresh_minion_bootstraps_and_is_accepted(kvbed, vault):
+    proc = kvbed.cli(["salt-run", "--out=json", "keyvault.issue", "minion_id=k1", "ttl=120"])
+    assert proc.returncode == 0, proc.stderr
+    bundle = json.loads(proc.stdout)
+    SECRETS.extend([bundle["token"], bundle["token"].split(".")[1]])
+    assert bundle["url"] == vault.url
+    assert bundle["command"].startswith("salt-keyvault-bootstrap --url ")
+    assert not (kvbed.nodes["k1"].dir / "salt" / "pki" / "minion.pem").exists()
+    run = kvbed.run("k1", _bootstrap_argv(kvbed, "k1", bundle))
+    assert run.returncode == 0, run.stderr
+    assert "systemctl restart salt-minion" in run.stdout
+    assert bundle["token"].split(".")[1] not in run.stdout + run.stderr
+    assert (vault.pki / "minions" / "k1").exists()
+    kvbed.start_minion("k1")
+    kvbed.wait_for_minions(["k1"], timeout=60)
+    assert kvbed.salt("k1", "test.ping") == {"k1": True}
+    assert kvbed.salt("k1", "config.get", ["master_finger"]) == {"k1": bundle["master_finger"]}
+    keys = json.loads(kvbed.cli(["salt-key", "-L", "--out=json"]).stdout)
+    assert keys["minions"] == ["k1"] and keys["minions_pre"] == []
+    assert vault.events.rejected(token_id=bundle["token_id"], timeout=0.5) is None
+
+
+def test_pending_minion_with_same_key_is_moved_to_accepted(kvbed, vault):
+    kvbed.start_minion("k2")  # no token yet: its key lands in minions_pre
+    deadline = time.monotonic() + 60
+    while not (vault.pki / "minions_pre" / "k2").exists():
+        assert time.monotonic() < deadline, kvbed.tail_logs(["k2"])
+        time.sleep(0.5)
+    bundle = vault.issue("k2")
+    run = kvbed.run("k2", _bootstrap_argv(kvbed, "k2", bundle))
+    assert run.returncode == 0, run.stderr
+    assert not (vault.pki / "minions_pre" / "k2").exists()
+    # the waiting minion's next authentication is accepted, no restart and no salt-key
+    kvbed.wait_for_minions(["k2"], timeout=60)
+
+
+def test_issue_to_tty_keeps_the_token_out_of_the_return(kvbed, vault):
+    argv = [kvbed.bin("salt-run"), "-c", str(kvbed.master_conf_dir), "--out=json"]
+    argv += ["keyvault.issue", "minion_id=h-tty", "to_tty=True"]
+    env = {**os.environ, "PATH": f"{kvbed.venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    pid, fd = pty.fork()
+    if pid == 0:  # child: salt-run with the pty as its controlling terminal
+        os.execve(argv[0], argv, env)  # noqa: S606 - argument list, no shell
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    assert os.waitpid(pid, 0)[1] == 0
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    token = re.search(r"^token: (\S+)$", text, re.M).group(1)
+    token_id, secret = kv.parse_token(token)
+    SECRETS.extend([token, token.split(".")[1], kv.mac_key(secret, token_id).hex()])
+    bundle = json.JSONDecoder().raw_decode(text[text.index("{") :])[0]  # stderr noise follows
+    assert bundle["token_id"] == token_id and token not in json.dumps(bundle)
+    assert "printed on the terminal" in bundle["token"]
+    # the return event Salt publishes for this job carries no token either
+    time.sleep(1)
+    run_rets = [e for e in vault.events.snapshot() if re.fullmatch(r"salt/run/\d+/ret", e["tag"])]
+    tty_rets = [e for e in run_rets if token_id in json.dumps(e["data"], default=str)]
+    assert tty_rets and all(token.split(".")[1] not in json.dumps(e, default=str) for e in tty_rets)
+    # and the token printed on the terminal is real
+    assert vault.post(kv.build_request(token, "h-tty", vault.keys[0][1]))[0] == 200
+
+
+# ---------------------------------------------------------------------- hostile requests
+@pytest.mark.usefixtures("unchanged")
+def test_unknown_token_id_is_rejected(vault):
+    bundle = {"token": kv.format_token("zzzzzz", kv.new_secret()), "minion_id": "h-unknown"}
+    _refused(vault, vault.request(bundle), "zzzzzz", "unknown_token")
+
+
+def test_replay_of_good_request_is_rejected(vault):
+    bundle = vault.issue("h-replay")
+    good = vault.request(bundle)
+    assert vault.post(good)[0] == 200
+    with_key = vault.accepted_keys()
+    _refused(vault, good, bundle["token_id"], "consumed")
+    assert vault.accepted_keys() == with_key
+
+
+def test_second_redeem_is_rejected(vault):
+    bundle = vault.issue("h-second")
+    assert vault.post(vault.request(bundle))[0] == 200
+    before = vault.accepted_keys()
+    _refused(vault, vault.request(bundle, key=1), bundle["token_id"], "consumed")
+    assert vault.accepted_keys() == before
+    assert (vault.pki / "minions" / "h-second").read_text() == vault.keys[0][1]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_expired_token_is_rejected(vault):
+    bundle = vault.issue("h-expired", ttl=1)
+    time.sleep(2.1)
+    _refused(vault, vault.request(bundle), bundle["token_id"], "expired")
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_revoked_token_is_rejected(kvbed, vault):
+    bundle = vault.issue("h-revoked")
+    proc = kvbed.cli(
+        ["salt-run", "--out=json", "keyvault.revoke", f"token_id={bundle['token_id']}"]
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["revoked"] is True
+    _refused(vault, vault.request(bundle), bundle["token_id"], "revoked")
+    events = [e for e in vault.events.snapshot() if e["tag"] == "salt/keyvault/revoke"]
+    assert any(e["data"]["token_id"] == bundle["token_id"] for e in events)
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_wrong_minion_id_is_rejected(vault):
+    bundle = vault.issue("h-right")
+    _refused(vault, vault.request(bundle, minion_id="h-wrong"), bundle["token_id"], "wrong_minion")
+
+
+def _flip(mac, index):
+    chars = list(mac)
+    chars[index] = "0" if chars[index] != "0" else "1"
+    return "".join(chars)
+
+
+MAC_TAMPERING = {
+    "first-char": lambda mac: _flip(mac, 0),
+    "middle-char": lambda mac: _flip(mac, 32),
+    "last-char": lambda mac: _flip(mac, 63),
+    "truncated": lambda mac: mac[:-2],
+    "extended": lambda mac: mac + "00",
+    "empty": lambda mac: "",
+    "uppercase": lambda mac: mac.upper() if mac.upper() != mac else "A" + mac[1:].upper(),
+    "all-zero": lambda mac: "0" * 64,
+}
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("tamper", sorted(MAC_TAMPERING))
+def test_mac_tampering_is_rejected(vault, tamper):
+    bundle = vault.issue(f"h-mac-{tamper}")
+    req = vault.request(bundle)
+    req["mac"] = MAC_TAMPERING[tamper](req["mac"])
+    _refused(vault, req, bundle["token_id"], "bad_mac")
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "field,value",
+    [("minion_id", "h-other"), ("nonce", "1" * 64), ("timestamp", 1), ("public_key", 2)],
+)
+def test_altered_field_breaks_the_mac(vault, field, value):
+    bundle = vault.issue(f"h-field-{field}")
+    req = vault.request(bundle)
+    req[field] = vault.keys[1][1] if value == 2 else value
+    if field == "timestamp":
+        req[field] = req["timestamp"] + 1
+    _refused(vault, req, bundle["token_id"], "bad_mac")
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("skew", [-30, 30], ids=["past", "future"])
+def test_timestamp_outside_window_is_rejected(vault, skew):
+    bundle = vault.issue(f"h-ts{skew}")
+    req = vault.request(bundle, now=time.time() + skew)
+    _refused(vault, req, bundle["token_id"], "stale_timestamp")
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_reused_nonce_is_rejected(vault):
+    bundle = vault.issue("h-nonce")
+    first = vault.request(bundle, now=time.time() - 60)  # refused (stale), nonce now known
+    _refused(vault, first, bundle["token_id"], "stale_timestamp")
+    again = vault.request(bundle, nonce=first["nonce"])
+    _refused(vault, again, bundle["token_id"], "replayed_nonce")
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("where", ["minions", "minions_pre", "minions_rejected", "minions_denied"])
+def test_key_conflict_is_rejected(vault, where):
+    minion_id = f"h-conflict-{where}"
+    directory = vault.pki / where
+    directory.mkdir(exist_ok=True)
+    (directory / minion_id).write_text(vault.keys[2][1])
+    try:
+        before = vault.accepted_keys()
+        bundle = vault.issue(minion_id)
+        _refused(vault, vault.request(bundle, key=0), bundle["token_id"], "key_conflict")
+        assert vault.accepted_keys() == before
+    finally:
+        (directory / minion_id).unlink()
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_weak_public_key_is_rejected(vault):
+    bundle = vault.issue("h-weakkey")
+    req = kv.build_request(
+        bundle["token"], "h-weakkey", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    )
+    _refused(vault, req, bundle["token_id"], "bad_public_key")
+
+
+MALFORMED = {
+    "not-json": (b"{not json", "application/json", "POST", "/v1/redeem", 400),
+    "json-array": (b"[1, 2]", "application/json", "POST", "/v1/redeem", 403),
+    "missing-mac": (None, "application/json", "POST", "/v1/redeem", 403),
+    "oversized": (b"{" + b" " * (70 * 1024) + b"}", "application/json", "POST", "/v1/redeem", 413),
+    "text-plain": (b"{}", "text/plain", "POST", "/v1/redeem", 415),
+    "no-content-type": (b"{}", None, "POST", "/v1/redeem", 415),
+    "form": (b"a=b", "application/x-www-form-urlencoded", "POST", "/v1/redeem", 415),
+    "get-redeem": (b"", None, "GET", "/v1/redeem", 405),
+    "post-elsewhere": (b"{}", "application/json", "POST", "/v1/issue", 404),
+    "put-redeem": (b"{}", "application/json", "PUT", "/v1/redeem", 405),
+    "path-traversal": (b"{}", "application/json", "POST", "/v1/../redeem", 404),
+}
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_requests_are_rejected(vault, case):
+    body, ctype, method, path, status = MALFORMED[case]
+    if body is None:
+        bundle = vault.issue("h-malformed")
+        req = vault.request(bundle)
+        del req["mac"]
+        body = json.dumps(req).encode()
+    if method in ("GET", "PUT"):
+        conn = http.client.HTTPSConnection(vault.host, PORT, context=vault.context(), timeout=15)
+        conn.request(method, path, body or None, {"Content-Type": ctype} if ctype else {})
+        got = conn.getresponse().status
+        conn.close()
+    else:
+        got = vault.post(body, content_type=ctype, path=path)[0]
+    assert got == status
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_plain_http_fails(vault):
+    conn = http.client.HTTPConnection(vault.host, PORT, timeout=15)
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        conn.request("POST", "/v1/redeem", b"{}", {"Content-Type": "application/json"})
+        conn.getresponse()
+    conn.close()
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_slow_client_is_cut_off(vault):
+    raw = socket.create_connection((vault.host, PORT), timeout=30)
+    tls = vault.context().wrap_socket(raw)
+    tls.sendall(b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\n")
+    started = time.monotonic()
+    assert tls.recv(1024) == b""  # the server hangs up on a request that never finishes
+    assert time.monotonic() - started < 15
+    tls.close()
+
+
+def test_wrong_tls_pin_refuses_and_changes_nothing(kvbed, vault):
+    node_pki = kvbed.nodes["k1"].dir / "salt" / "pki"
+    before = (vault.accepted_keys(), (node_pki / "minion_master.pub").read_text())
+    bundle = vault.issue("k1")
+    run = kvbed.run("k1", _bootstrap_argv(kvbed, "k1", bundle, **{"tls-finger": "ab" * 32}))
+    assert run.returncode == 1
+    assert "pinned --tls-finger" in run.stderr
+    assert bundle["token"].split(".")[1] not in run.stdout + run.stderr
+    assert (vault.accepted_keys(), (node_pki / "minion_master.pub").read_text()) == before
+    # the token was never sent: it is still issued
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
+    assert listed[bundle["token_id"]]["state"] == "issued"
+
+
+def test_forged_master_key_refuses_and_changes_nothing(kvbed, vault):
+    node_dir = kvbed.nodes["k2"]
+    pki = node_dir.dir / "salt" / "pki"
+    before = (
+        vault.accepted_keys(),
+        (pki / "minion_master.pub").read_text(),
+        (node_dir.minion_conf_dir / "minion.d" / "keyvault.conf").read_text(),
+    )
+    bundle = vault.issue("k2")
+    forged = kv.pem_finger(vault.keys[0][1])  # the fingerprint of some other "master"
+    run = kvbed.run("k2", _bootstrap_argv(kvbed, "k2", bundle, **{"master-finger": forged}))
+    assert run.returncode == 1
+    assert "does not match --master-finger" in run.stderr
+    after = (
+        vault.accepted_keys(),
+        (pki / "minion_master.pub").read_text(),
+        (node_dir.minion_conf_dir / "minion.d" / "keyvault.conf").read_text(),
+    )
+    # the master did accept its (already accepted, same) key; the node wrote nothing
+    assert after == before
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_five_bad_macs_then_right_one(vault):
+    bundle = vault.issue("h-fivebad")
+    for _ in range(5):
+        bad = vault.request(bundle)
+        bad["mac"] = _flip(bad["mac"], 10)
+        _refused(vault, bad)
+    event = _refused(vault, vault.request(bundle), bundle["token_id"], "revoked")
+    assert event["minion_id"] == "h-fivebad"
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
+    assert listed[bundle["token_id"]]["state"] == "revoked"
+    assert listed[bundle["token_id"]]["failures"] == 5
+
+
+def test_64_concurrent_redeems_exactly_one_wins(vault):
+    bundle = vault.issue("h-race")
+    requests = [vault.request(bundle, key=i % 3) for i in range(64)]
+    barrier = threading.Barrier(64)
+
+    def fire(req):
+        barrier.wait()
+        return vault.post(req)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(fire, requests))
+    assert statuses.count(200) == 1, statuses
+    assert statuses.count(403) == 63
+    winner = requests[statuses.index(200)]
+    assert (vault.pki / "minions" / "h-race").read_text() == winner["public_key"]
+
+
+def test_restart_master_between_issue_and_redeem(kvbed, vault):
+    bundle = vault.issue("h-restart")
+    kvbed.restart_master()
+    vault.wait_healthy()
+    vault.events.resubscribe()
+    assert vault.post(vault.request(bundle))[0] == 200
+    assert (vault.pki / "minions" / "h-restart").exists()
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_corrupt_store_fails_closed(kvbed, vault):
+    bundle = vault.issue("h-corrupt")
+    record = kvbed.master_dir / "cache" / "keyvault" / "tokens" / f"{bundle['token_id']}.json"
+    record.write_text('{"version": 1, "token_id": "tr')
+    event = _refused(vault, vault.request(bundle), bundle["token_id"], "store_error")
+    assert str(record) in event["detail"]
+    log = kvbed.master_log.read_text()
+    assert re.search(
+        rf"reason store_error, token {bundle['token_id']}.*{re.escape(str(record))}", log
+    )
+    assert "Traceback" not in log.split(bundle["token_id"], 1)[1]
+    listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
+    assert listed[bundle["token_id"]]["state"] == "corrupt"
+
+
+def test_minions_still_answer(kvbed):
+    kvbed.wait_for_minions(list(NODES), timeout=60)
+    keys = json.loads(kvbed.cli(["salt-key", "-L", "--out=json"]).stdout)
+    assert {"k1", "k2"} <= set(keys["minions"]) and keys["minions_pre"] == []
+
+
+# ---------------------------------------------------------------------- no secret leaks
+def test_no_secret_in_logs_events_or_list(kvbed, vault):
+    issued = len(SECRETS)  # a bare name: a failing assert never prints the secrets
+    assert issued > 40
+    listing = kvbed.cli(["salt-run", "--out=json", "keyvault.list"])
+    assert listing.returncode == 0
+    run_ret = re.compile(r"\Asalt/run/\d+/ret\Z")
+    events = [e for e in vault.events.snapshot() if not run_ret.match(e["tag"])]
+    ours = [e for e in events if e["tag"].startswith("salt/keyvault/")]
+    assert {e["tag"] for e in ours} >= {
+        "salt/keyvault/issue",
+        "salt/keyvault/revoke",
+        "salt/keyvault/redeem/accepted",
+        "salt/keyvault/redeem/rejected",
+    }
+    haystacks = {
+        "master log": kvbed.master_log.read_text(errors="replace"),
+        "master stdout": (kvbed.master_dir / "master.stdout").read_text(errors="replace"),
+        "keyvault.list": listing.stdout + listing.stderr,
+        "events": json.dumps(events, default=str),
+        "store": "".join(
+            p.read_text()
+            for p in (kvbed.master_dir / "cache" / "keyvault" / "tokens").glob("*.json")
+        ),
+    }
+    for name, text in haystacks.items():
+        leaked = [index for index, secret in enumerate(SECRETS) if secret in text]
+        assert not leaked, f"secret material in {name}: SECRETS indexes {leaked}"

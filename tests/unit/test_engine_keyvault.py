@@ -1,0 +1,125 @@
+"""The keyvault engine's HTTPS layer on loopback, without a salt-master: statuses, a full
+redeem through the node client's pinned POST, and the connection cap."""
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from salt_ext.engines import keyvault as engine
+from salt_ext.lib import keyvault as kv
+from salt_ext.lib import keyvault_client as client
+
+
+class Events:
+    def __init__(self):
+        self.fired = []
+
+    def fire(self, tag, data):
+        self.fired.append((tag, data))
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "MAX_CONNECTIONS", 4)
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    priv, pub = kv.generate_minion_keypair()
+    (pki / "master.pem").write_text(priv)
+    (pki / "master.pub").write_text(pub)
+    opts = {
+        "pki_dir": str(pki),
+        "cachedir": str(tmp_path / "cache"),
+        "interface": "127.0.0.1",
+        "engines": [{"keyvault": {"port": 1}}],
+    }
+    cfg = kv.settings(opts)
+    cert, key = kv.tls_files(opts, cfg)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    events = Events()
+    server = engine.Server(("127.0.0.1", 0), context, engine.Vault(opts, cfg, events))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    yield {
+        "opts": opts,
+        "port": server.server_address[1],
+        "url": f"https://127.0.0.1:{server.server_address[1]}/v1/redeem",
+        "tls_finger": kv.cert_finger_file(cert),
+        "master_pub": pub,
+        "events": events,
+        "pki": pki,
+    }
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def _request(served, method, path, body=b"", ctype="application/json"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", served["port"], context=ctx, timeout=10)
+    try:
+        conn.request(method, path, body or None, {"Content-Type": ctype} if ctype else {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Connection"), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "method,path,body,ctype,status",
+    [
+        ("GET", "/v1/health", b"", None, 200),
+        ("GET", "/v1/redeem", b"", None, 405),
+        ("POST", "/v1/health", b"{}", "application/json", 405),
+        ("POST", "/nope", b"{}", "application/json", 404),
+        ("POST", "/v1/redeem", b"{}", "text/plain", 415),
+        ("POST", "/v1/redeem", b"{oops", "application/json", 400),
+        ("POST", "/v1/redeem", b"{}", "application/json; charset=utf-8", 403),
+        ("POST", "/v1/redeem", b"x" * (engine.MAX_BODY + 1), "application/json", 413),
+        ("DELETE", "/v1/redeem", b"", None, 405),
+    ],
+)
+def test_statuses_and_one_request_per_connection(served, method, path, body, ctype, status):
+    got, connection, raw = _request(served, method, path, body, ctype)
+    assert got == status and connection == "close"
+    if status == 403:
+        assert json.loads(raw) == {"error": "rejected"}
+        assert served["events"].fired[-1][0] == "salt/keyvault/redeem/rejected"
+
+
+def test_full_redeem_through_the_node_client(served):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node9", 60)
+    minion_pub = kv.generate_minion_keypair()[1]
+    request = kv.build_request(token, "node9", minion_pub)
+    status, response = client.pinned_post(served["url"], request, served["tls_finger"])
+    assert status == 200
+    master_pub = kv.check_response(token, request, response, kv.pem_finger(served["master_pub"]))
+    assert master_pub == served["master_pub"]
+    assert (served["pki"] / "minions" / "node9").read_text() == minion_pub
+    tags = [tag for tag, _ in served["events"].fired]
+    assert tags == ["salt/keyvault/redeem/accepted", "salt/key"]
+    status, _ = client.pinned_post(served["url"], request, served["tls_finger"])
+    assert status == 403
+    assert served["events"].fired[-1][1]["reason"] == "consumed"
+
+
+def test_connection_cap_drops_extra_idle_connections(served):
+    idle = [socket.create_connection(("127.0.0.1", served["port"])) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", served["port"]), timeout=5)
+        assert extra.recv(10) == b""  # closed at once, no handshake
+        extra.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert _request(served, "GET", "/v1/health", ctype=None)[0] == 200

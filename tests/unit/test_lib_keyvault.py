@@ -1,0 +1,491 @@
+"""KeyVault token crypto, store and client checks (no daemons)."""
+
+import json
+import multiprocessing
+import os
+import socket
+import ssl
+import stat
+import threading
+import time
+
+import pytest
+import salt.utils.crypt
+
+from salt_ext.lib import keyvault as kv
+from salt_ext.lib import keyvault_client as client
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture(scope="module")
+def keypair():
+    return kv.generate_minion_keypair(2048)
+
+
+@pytest.fixture(scope="module")
+def other_keypair():
+    return kv.generate_minion_keypair(2048)
+
+
+@pytest.fixture
+def master(tmp_path, keypair):
+    """A fake master: pki dir with master.pem/pub, a store, the pki subdirs."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    priv, pub = keypair
+    (pki / "master.pem").write_text(priv)
+    (pki / "master.pub").write_text(pub)
+    store = kv.TokenStore(
+        str(tmp_path / "cache" / "keyvault" / "tokens"),
+        kv.wrap_key_from_master_pem(str(pki / "master.pem")),
+    )
+    return {"pki": pki, "store": store, "master_pub": pub}
+
+
+def _issue(master, minion="node1", ttl=300, now=NOW):
+    record, token = master["store"].issue(minion, ttl, now=now)
+    return record, token
+
+
+def _redeem(master, request, now=NOW, window=10):
+    return master["store"].redeem(
+        request, str(master["pki"]), window=window, now=now, master_pub=master["master_pub"]
+    )
+
+
+# ---------------------------------------------------------------------- tokens and MACs
+def test_token_format_and_parse():
+    token_id, secret = kv.new_token_id(), kv.new_secret()
+    assert len(token_id) == 6 and set(token_id) <= set(kv.TOKEN_ID_ALPHABET)
+    assert len(secret) == 43
+    parsed_id, raw = kv.parse_token(kv.format_token(token_id, secret))
+    assert parsed_id == token_id and len(raw) == 32
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", "abcdef", "ABCDEF." + "A" * 43, "abcdef." + "A" * 42, "abc.def.ghi", None],
+)
+def test_parse_token_refuses_garbage_without_echoing_it(token):
+    with pytest.raises(kv.KeyVaultError) as err:
+        kv.parse_token(token)
+    assert "A" * 42 not in str(err.value)
+
+
+def test_canonical_encoding_is_unambiguous():
+    base = {"token_id": "abcdef", "minion_id": "n1", "nonce": "a" * 64, "timestamp": 5}
+    one = kv.canonical_request({**base, "minion_id": "n1", "public_key": "Xkey"})
+    two = kv.canonical_request({**base, "minion_id": "n1X", "public_key": "key"})
+    assert one != two
+    assert one.startswith(len(kv.REQUEST_PREFIX).to_bytes(4, "big") + kv.REQUEST_PREFIX)
+    # fixed order, length-prefixed
+    assert b"\x00\x00\x00\x02n1" in one
+
+
+def test_request_mac_is_keyed_by_the_token(keypair):
+    token = kv.format_token("abcdef", kv.new_secret())
+    req = kv.build_request(token, "n1", keypair[1], now=NOW)
+    token_id, secret = kv.parse_token(token)
+    key = kv.mac_key(secret, token_id)
+    assert kv.mac_equal(kv.request_mac(key, req), req["mac"])
+    other = kv.mac_key(kv.parse_token(kv.format_token("abcdef", kv.new_secret()))[1], "abcdef")
+    assert not kv.mac_equal(kv.request_mac(other, req), req["mac"])
+    # the id is part of K: same secret, other id, other key
+    assert kv.mac_key(secret, "abcdeg") != key
+
+
+@pytest.mark.parametrize("given", [None, 5, "", "zz", "é" * 64])
+def test_request_mac_equal_rejects_non_hex(given):
+    assert not kv.mac_equal("ab" * 32, given)
+
+
+def test_pem_finger_matches_salt(tmp_path, keypair):
+    path = tmp_path / "master.pub"
+    path.write_text(keypair[1])
+    assert kv.pem_finger(keypair[1]) == salt.utils.crypt.pem_finger(str(path))
+    assert kv.pem_finger(keypair[1], "sha512") == salt.utils.crypt.pem_finger(
+        str(path), sum_type="sha512"
+    )
+
+
+def test_normalise_finger():
+    assert kv.normalise_finger("AABB") == "aa:bb"
+    assert kv.normalise_finger(" aa:BB ") == "aa:bb"
+
+
+@pytest.mark.parametrize(
+    "minion_id,ok",
+    [
+        ("node1", True),
+        ("n-1.example.org", True),
+        ("a/b", False),
+        ("..", False),
+        (".", False),
+        ("a\\b", False),
+        ("a\0b", False),
+        ("a b", False),
+        ("a\nb", False),
+        ("", False),
+        ("x" * 256, False),
+        (None, False),
+    ],
+)
+def test_valid_minion_id(minion_id, ok):
+    assert kv.valid_minion_id(minion_id) is ok
+
+
+# ---------------------------------------------------------------------- store
+def test_store_holds_no_secret(master):
+    record, token = _issue(master)
+    token_id, secret = kv.parse_token(token)
+    raw = open(master["store"].path(token_id), "rb").read()
+    key = kv.mac_key(secret, token_id)
+    for needle in (token.encode(), token.split(".")[1].encode(), key.hex().encode(), secret):
+        assert needle not in raw
+    assert "wrapped_key" in json.loads(raw)
+
+
+def test_store_files_are_private(master):
+    _, token = _issue(master)
+    path = master["store"].path(token.split(".")[0])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(master["store"].directory).st_mode) == 0o700
+
+
+def test_wrapped_key_needs_the_master_key(master, tmp_path, other_keypair):
+    _, token = _issue(master)
+    (tmp_path / "other.pem").write_text(other_keypair[0])
+    thief = kv.TokenStore(
+        master["store"].directory, kv.wrap_key_from_master_pem(str(tmp_path / "other.pem"))
+    )
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        thief.redeem(req, str(master["pki"]), now=NOW)
+    assert err.value.reason == "store_error"
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_redeem_accepts_once_and_writes_the_key(master, other_keypair):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    result = _redeem(master, req)
+    assert result["action"] == "write"
+    assert (master["pki"] / "minions" / "node1").read_text() == other_keypair[1]
+    # the response MAC proves the master holds K
+    resp = {"master_pub": master["master_pub"], "response_mac": result["response_mac"]}
+    assert kv.check_response(token, req, resp, kv.pem_finger(master["master_pub"]))
+    # replay of the good request and a fresh second redeem: both refused
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "consumed"
+    again = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected, match="consumed"):
+        _redeem(master, again)
+    assert master["store"].list(now=NOW)[0]["state"] == "consumed"
+
+
+def test_redeem_wrong_minion(master, other_keypair):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node2", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "wrong_minion"
+    assert not (master["pki"] / "minions").exists()
+
+
+@pytest.mark.parametrize("skew", [-11, 11, -3600])
+def test_stale_timestamp_is_refused(master, other_keypair, skew):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW + skew)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "stale_timestamp"
+
+
+def test_redeem_expired(master, other_keypair):
+    _, token = _issue(master, ttl=60)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW + 61)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req, now=NOW + 61)
+    assert err.value.reason == "expired"
+    assert master["store"].list(now=NOW + 61)[0]["state"] == "expired"
+
+
+def test_redeem_reused_nonce_replay(master, other_keypair):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW + 100)  # stale: refused
+    with pytest.raises(kv.Rejected, match="stale_timestamp"):
+        _redeem(master, req)
+    fresh = kv.build_request(token, "node1", other_keypair[1], now=NOW, nonce=req["nonce"])
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, fresh)
+    assert err.value.reason == "replayed_nonce"
+
+
+def test_five_failures_revoke_the_token(master, other_keypair):
+    _, token = _issue(master)
+    for _ in range(5):
+        bad = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+        bad["mac"] = "0" * 64
+        with pytest.raises(kv.Rejected, match="bad_mac"):
+            _redeem(master, bad)
+    good = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, good)
+    assert err.value.reason == "revoked"
+    entry = master["store"].list(now=NOW)[0]
+    assert entry["state"] == "revoked" and entry["failures"] == 5
+
+
+def test_revoke_and_purge(master):
+    record, _ = _issue(master)
+    view, previous = master["store"].revoke(record["token_id"])
+    assert previous == "issued" and view["state"] == "revoked"
+    _issue(master, minion="node2", ttl=10)
+    kept, _ = _issue(master, minion="node3", ttl=10_000)
+    removed = master["store"].purge(now=NOW + 20)
+    assert len(removed) == 2 and kept["token_id"] not in removed
+    assert [t["token_id"] for t in master["store"].list(now=NOW)] == [kept["token_id"]]
+
+
+def test_weak_public_key_is_refused(master):
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    weak = (
+        rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    for pub in (weak, "not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"):
+        _, token = _issue(master)
+        with pytest.raises(kv.Rejected) as err:
+            _redeem(master, kv.build_request(token, "node1", pub, now=NOW))
+        assert err.value.reason == "bad_public_key"
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 1}', ""])
+def test_corrupt_record_fails_closed(master, other_keypair, content, caplog):
+    _, token = _issue(master)
+    path = master["store"].path(token.split(".")[0])
+    with open(path, "w") as handle:
+        handle.write(content)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    assert err.value.reason == "store_error" and path in err.value.detail
+    assert not (master["pki"] / "minions").exists()
+    listed = master["store"].list(now=NOW)
+    assert listed[0]["state"] == "corrupt" and path in listed[0]["error"]
+
+
+def test_corrupt_record_tampered_ciphertext(master, other_keypair):
+    _, token = _issue(master)
+    path = master["store"].path(token.split(".")[0])
+    record = json.loads(open(path).read())
+    sealed = bytearray(bytes.fromhex(record["wrapped_key"]["sealed"]))
+    sealed[0] ^= 1
+    record["wrapped_key"]["sealed"] = sealed.hex()
+    open(path, "w").write(json.dumps(record))
+    with pytest.raises(kv.Rejected, match="store_error"):
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.pop("mac"),
+        lambda r: r.update(token_id="ABC"),  # noqa: S106
+        lambda r: r.update(nonce="xyz"),
+        lambda r: r.update(timestamp="now"),
+        lambda r: r.update(minion_id="../x"),
+        lambda r: r.update(public_key=5),
+    ],
+)
+def test_malformed_request(master, other_keypair, mutate):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    mutate(req)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "malformed"
+
+
+# ---------------------------------------------------------------------- minion keys
+@pytest.mark.parametrize(
+    "where,same,outcome",
+    [
+        ("minions", True, "present"),
+        ("minions", False, "key_conflict"),
+        ("minions_pre", True, "move"),
+        ("minions_pre", False, "key_conflict"),
+        ("minions_rejected", True, "key_conflict"),
+        ("minions_denied", False, "key_conflict"),
+    ],
+)
+def test_accept_minion_key_states(master, keypair, other_keypair, where, same, outcome):
+    existing = other_keypair[1] if same else keypair[1]
+    (master["pki"] / where).mkdir()
+    (master["pki"] / where / "node1").write_text(existing)
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    if outcome == "key_conflict":
+        with pytest.raises(kv.Rejected) as err:
+            _redeem(master, req)
+        assert err.value.reason == "key_conflict"
+        if where != "minions":
+            assert not (master["pki"] / "minions" / "node1").exists()
+        else:
+            assert (master["pki"] / "minions" / "node1").read_text() == existing
+        return
+    assert _redeem(master, req)["action"] == outcome
+    assert kv.same_key((master["pki"] / "minions" / "node1").read_text(), other_keypair[1])
+    assert not (master["pki"] / "minions_pre" / "node1").exists()
+
+
+# ---------------------------------------------------------------------- concurrency
+def _redeem_in_process(args):
+    directory, pem, pki, request = args
+    store = kv.TokenStore(directory, kv.wrap_key_from_master_pem(pem))
+    try:
+        store.redeem(request, pki)
+    except kv.Rejected as err:
+        return err.reason
+    return "accepted"
+
+
+def test_concurrent_redeems_one_winner(master, other_keypair):
+    _, token = _issue(master, now=int(time.time()))
+    requests = [kv.build_request(token, "node1", other_keypair[1]) for _ in range(24)]
+    args = [
+        (master["store"].directory, str(master["pki"] / "master.pem"), str(master["pki"]), r)
+        for r in requests
+    ]
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        outcomes = pool.map(_redeem_in_process, args)
+    assert outcomes.count("accepted") == 1, outcomes
+    assert set(outcomes) <= {"accepted", "consumed"}
+
+
+# ---------------------------------------------------------------------- TLS and client
+def test_tls_cert_generation_and_fingerprint(tmp_path):
+    cert, key = kv.ensure_tls_cert(str(tmp_path / "tls"), ips=["127.0.0.1"])
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "tls").st_mode) == 0o700
+    finger = kv.cert_finger_file(cert)
+    assert len(finger.replace(":", "")) == 64
+    # second call keeps the same certificate
+    assert kv.ensure_tls_cert(str(tmp_path / "tls")) == (cert, key)
+    assert kv.cert_finger_file(cert) == finger
+    der = ssl.PEM_cert_to_DER_cert(open(cert).read())
+    assert kv.finger_matches(finger, der)
+    assert kv.finger_matches(finger.upper().replace(":", ""), der)
+    assert not kv.finger_matches("00" * 32, der)
+    assert not kv.finger_matches("garbage", der)
+
+
+def _tls_server(tmp_path, reply):
+    cert, key = kv.ensure_tls_cert(str(tmp_path / "srv"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    got = []
+
+    def serve():
+        conn, _ = sock.accept()
+        try:
+            tls = ctx.wrap_socket(conn, server_side=True)
+            data = tls.recv(65536)
+            got.append(data)
+            if data:
+                body = json.dumps(reply).encode()
+                tls.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+            tls.close()
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            sock.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"https://127.0.0.1:{sock.getsockname()[1]}/v1/redeem", kv.cert_finger_file(cert), got
+
+
+def test_client_refuses_wrong_pin_before_sending(tmp_path):
+    url, _finger, got = _tls_server(tmp_path, {})
+    with pytest.raises(client.BootstrapError, match="pinned"):
+        client.pinned_post(url, {"secret": "x"}, "00" * 32, timeout=5)
+    time.sleep(0.2)
+    assert got in ([], [b""])
+
+
+def test_client_refuses_forged_master(tmp_path, keypair, other_keypair, capsys):
+    # a server with the right pin but without K: the response MAC cannot verify
+    url, finger, _ = _tls_server(
+        tmp_path, {"master_pub": other_keypair[1], "response_mac": "00" * 32}
+    )
+    token = kv.format_token("abcdef", kv.new_secret())
+    pki, conf = tmp_path / "pki", tmp_path / "minion.d"
+    args = client.parser().parse_args(
+        [
+            *("--url", url, "--token", token, "--minion-id", "n1"),
+            *("--master-finger", kv.pem_finger(other_keypair[1]), "--tls-finger", finger),
+            *("--pki-dir", str(pki), "--config-dir", str(conf), "--timeout", "5"),
+        ]
+    )
+    assert client.main(vars_to_argv(args)) == 1
+    err = capsys.readouterr().err
+    assert "response MAC" in err and token.split(".")[1] not in err
+    assert not (pki / "minion_master.pub").exists() and not conf.exists()
+    assert (pki / "minion.pem").exists()  # generated by this run, kept
+
+
+def vars_to_argv(args):
+    out = []
+    for name, value in vars(args).items():
+        out += [f"--{name.replace('_', '-')}", str(value)]
+    return out
+
+
+def test_client_check_response_master_finger(keypair, other_keypair):
+    token = kv.format_token("abcdef", kv.new_secret())
+    req = kv.build_request(token, "n1", keypair[1], now=NOW)
+    token_id, secret = kv.parse_token(token)
+    key = kv.mac_key(secret, token_id)
+    resp = {
+        "master_pub": other_keypair[1],
+        "response_mac": kv.response_mac(key, req["nonce"], other_keypair[1]),
+    }
+    assert kv.check_response(token, req, resp, kv.pem_finger(other_keypair[1]))
+    with pytest.raises(kv.KeyVaultError, match="does not match --master-finger"):
+        kv.check_response(token, req, resp, kv.pem_finger(keypair[1]))
+
+
+def test_client_keypair_formats(tmp_path):
+    pub, generated = client.ensure_keypair(str(tmp_path / "pki"))
+    assert generated
+    priv_path = tmp_path / "pki" / "minion.pem"
+    assert stat.S_IMODE(priv_path.stat().st_mode) == 0o400
+    assert priv_path.read_text().startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert pub.startswith("-----BEGIN PUBLIC KEY-----")
+    again, generated = client.ensure_keypair(str(tmp_path / "pki"))
+    assert again == pub and not generated
+
+
+def test_settings_validation():
+    assert kv.settings({})["request_window"] == 10
+    with pytest.raises(kv.KeyVaultError, match="keyvault:max_ttl"):
+        kv.settings({"keyvault": {"max_ttl": 0}})
+    with pytest.raises(kv.KeyVaultError, match="tls_key"):
+        kv.settings({"keyvault": {"tls_cert": "/x"}})
+    cfg = kv.settings({"interface": "10.0.0.1", "engines": [{"keyvault": {"port": 4600}}]})
+    assert kv.endpoint_url(cfg) == "https://10.0.0.1:4600/v1/redeem"
+    with pytest.raises(kv.KeyVaultError, match="keyvault:url"):
+        kv.endpoint_url(kv.settings({"interface": "0.0.0.0"}))  # noqa: S104
