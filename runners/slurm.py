@@ -1067,7 +1067,15 @@ def remove_node(node, timeout=600, reason=REMOVE_REASON, pillar_minion=None):
                 "it stays drained. Run again with a longer timeout, or scancel them.",
             }
         time.sleep(2)
-    _progress(f"{node} has no running jobs; removing it from slurm.conf")
+    stranded = _returns(minions, [controller], "slurm_node.node_jobs", [node, True])[controller]
+    _progress(
+        f"{node} has no running jobs; removing it from slurm.conf"
+        + (
+            f" (pending jobs {', '.join(stranded)} ask for it by name and cannot start after)"
+            if stranded
+            else ""
+        )
+    )
     _forget_hardware(minion)
     rendered = render_conf(pillar_minion=pillar_minion)
     if rendered.get("result") is False:
@@ -1086,7 +1094,14 @@ def remove_node(node, timeout=600, reason=REMOVE_REASON, pillar_minion=None):
         "comment": (
             f"{node} removed from slurm.conf ({rendered['class']}); leave minion {minion} out "
             "of slurm:node_target, or slurm.deploy will add it back"
+            + (
+                f". Pending jobs {', '.join(stranded)} asked for {node} by name and cannot "
+                "start: scancel them, or `scontrol update JobId=<id> ReqNodeList=` another node"
+                if stranded
+                else ""
+            )
         ),
+        "pending_jobs": stranded or [],
         "absent": {"ok": absent[0], "failures": absent[2]},
     }
 

@@ -455,33 +455,39 @@ def cluster_nodes():
     return scontrol.node_states(proc.stdout)
 
 
-def node_jobs(node):
+def node_jobs(node, pending=False):
     """
     Ids of the jobs running (or completing) on ``node``, as the controller sees them.
+
+    pending
+        Instead, the pending jobs that ask for ``node`` by name (``--nodelist``): they can
+        never start once the node leaves slurm.conf.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt ctl slurm_node.node_jobs n3
+        salt ctl slurm_node.node_jobs n3 pending=True
     """
+    if pending:
+        argv = ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"]
+    else:
+        states = "RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
+        argv = ["squeue", "-h", "-w", node, "-t", states, "-o", "%i"]
     try:
-        proc = command.run(
-            [
-                "squeue",
-                "-h",
-                "-w",
-                node,
-                "-t",
-                "RUNNING,CONFIGURING,COMPLETING,SUSPENDED",
-                "-o",
-                "%i",
-            ],
-            timeout=30,
-        )
+        proc = command.run(argv, timeout=30)
     except command.CommandFailed as err:
         raise CommandExecutionError(str(err)) from err
-    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    if not pending:
+        return lines
+    asking = []
+    for line in lines:
+        job, _, requested = line.partition("|")
+        if requested and node in hostlist.expand(requested):
+            asking.append(job)
+    return asking
 
 
 NODE_STATES = ("DRAIN", "RESUME", "UNDRAIN")

@@ -306,8 +306,18 @@ def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
         return "JobState=RUNNING" in shown
 
     assert wait_for(running, 30), cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    # a job that asks for n3 by name and waits: it could never start after the removal
+    later = cluster.run(
+        "ctl",
+        ["sbatch", "--parsable", "-w", "n3", "--begin=now+1hour", "-o", "/dev/null", "--chdir=/tmp"]
+        + ["--wrap", "true"],
+    )
+    assert later.returncode == 0, later.stderr
     removed, proc = salt_run(cluster, "slurm.remove_node", node="n3")
+    cluster.run("ctl", ["scancel", later.stdout.strip()])
     assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-2000:])
+    assert removed["pending_jobs"] == [later.stdout.strip()], removed
+    assert "cannot start" in removed["comment"]
     shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
     assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
     assert sinfo_nodes(cluster) == {"n1": "idle", "n2": "idle"}

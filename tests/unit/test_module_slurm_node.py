@@ -631,3 +631,12 @@ def test_discard_staged_munge_key(key_dir):
     assert slurm_node.discard_staged_munge_key() is True
     assert slurm_node.discard_staged_munge_key() is False
     assert key_dir.path.read_bytes() == b"o" * 64
+
+
+def test_node_jobs_pending_lists_only_jobs_asking_for_the_node(loader, monkeypatch):
+    out = "11|n[2-4]\n12|\n13|n1,n5\n14|n3\n"
+    monkeypatch.setattr(command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=out)))
+    assert slurm_node.node_jobs("n3", pending=True) == ["11", "14"]
+    command.run.assert_called_once_with(
+        ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"], timeout=30
+    )
