@@ -229,8 +229,12 @@ class SandboxCluster:
 
     @property
     def api_dir(self):
-        """salt-api's files: its config lives in the master's ``master.d``, the rest here."""
+        """salt-api's certificate, key and users file (its config is in ``master.d``)."""
         return self.root / "salt-api"
+
+    @property
+    def api_log(self):
+        return self.master_dir / "api.log"
 
     @property
     def state_file(self):
@@ -383,6 +387,12 @@ class SandboxCluster:
         self.api_dir.mkdir(parents=True, exist_ok=True)
         cert, key = self._write_api_cert()
         users_file = self.api_dir / "users"
+        eauth = self.extra_master_config.get("external_auth", {}).get("file", {})
+        if eauth.get("^filename") != str(users_file):
+            raise BedError(
+                f"salt-api: external_auth:file:^filename must be {users_file} in the bed's "
+                f"extra_master_config (the master reads it only at start), got {eauth or None}"
+            )
         users_file.write_text(
             "".join(
                 f"{name}:{hashlib.sha256(password.encode()).hexdigest()}\n"
@@ -400,8 +410,9 @@ class SandboxCluster:
                 "ssl_key": str(key),
             },
             "netapi_enable_clients": ["local", "runner"],
-            "api_logfile": str(self.api_dir / "api.log"),
-            "api_pidfile": str(self.api_dir / "api.pid"),
+            # under root_dir: Salt prepends root_dir to any other path
+            "api_logfile": str(self.api_log),
+            "api_pidfile": str(self.master_dir / "api.pid"),
         }
         (include_dir / "salt-api.conf").write_text(json.dumps(config, indent=2))
         log = open(self.api_dir / "api.stdout", "ab")  # noqa: SIM115
@@ -836,7 +847,7 @@ class SandboxCluster:
         """Every log this bed produces: master, and per node minion, munged, slurm daemons."""
         paths = {"master": self.master_log, "master.stdout": self.master_dir / "master.stdout"}
         if self.api_dir.is_dir():
-            paths["master.salt-api"] = self.api_dir / "api.log"
+            paths["master.salt-api"] = self.api_log
             paths["master.salt-api.stdout"] = self.api_dir / "api.stdout"
         for node in self.nodes.values():
             paths[f"{node.name}/minion"] = node.minion_log
