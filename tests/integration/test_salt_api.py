@@ -199,6 +199,13 @@ def test_runner_outside_the_acl_is_denied_and_does_nothing(api, cluster):
     assert munge_key_hash(cluster) == before
 
 
+def test_wheel_client_is_disabled(api):
+    # key management is not among netapi_enable_clients, whatever an ACL would say
+    code, body = api.call("slurmops", {"client": "wheel", "fun": "key.list_all"})
+    assert code == 400, body
+    assert "Client disabled: &#x27;wheel&#x27;" in body or "Client disabled: 'wheel'" in body, body
+
+
 def test_read_only_user_cannot_drain(api, cluster):
     code, body = api.call("slurmview", STATUS)
     assert code == 200 and sorted(r["node"] for r in ret(body)["nodes"]) == COMPUTE, body
