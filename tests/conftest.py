@@ -8,6 +8,7 @@ import pytest
 import salt._logging.impl as salt_logging
 
 from tests.testbed import SandboxCluster
+from tests.testbed.bed import STATE_ROOT
 
 # Salt buffers log records in a "deferred" stderr handler until a daemon configures logging,
 # and flushes it at exit into a stream pytest has closed. Hand records to pytest's capture.
@@ -18,6 +19,37 @@ TESTBED_NODES = ("ctl", "n1", "n2", "n3")
 # (every namespace, interface and directory of a bed carries its name).
 TESTBED_NAME = os.environ.get("SXT_BED_NAME", "sxt")
 TESTBED_SUBNET = os.environ.get("SXT_BED_SUBNET", "10.77.0")
+
+# The salt-api eauth ACL (tests/integration/test_salt_api.py, README "salt-api (REST)"):
+# slurmops may run only the listed runners, and slurm.cmd on the compute nodes only as
+# sxuser; slurmview may only read status. The master reads external_auth only when it
+# starts, so the session bed carries it from the start; SandboxCluster.start_salt_api
+# writes the users file.
+SALT_API_ACL = {
+    "slurmops": [
+        {
+            "@runner": [
+                "^slurm\\.status$",
+                "^slurm\\.verify$",
+                "^slurm\\.diagnose$",
+                "^slurm\\.drain$",
+                "^slurm\\.resume$",
+            ]
+        },
+        {"n*": [{"^slurm\\.cmd$": {"kwargs": {"runas": "^sxuser$"}}}]},
+    ],
+    "slurmview": [{"@runner": ["^slurm\\.status$"]}],
+}
+SALT_API_EAUTH = {
+    "external_auth": {
+        "file": {
+            "^filename": str(STATE_ROOT / TESTBED_NAME / "salt-api" / "users"),
+            "^filetype": "text",
+            "^hashtype": "sha256",
+            **SALT_API_ACL,
+        }
+    }
+}
 
 
 def _testbed_unavailable():
@@ -45,7 +77,12 @@ def cluster(request):
     reason = _testbed_unavailable()
     if reason:
         pytest.fail(f"test bed unavailable: {reason}")
-    bed = SandboxCluster(name=TESTBED_NAME, nodes=TESTBED_NODES, subnet=TESTBED_SUBNET)
+    bed = SandboxCluster(
+        name=TESTBED_NAME,
+        nodes=TESTBED_NODES,
+        subnet=TESTBED_SUBNET,
+        extra_master_config=SALT_API_EAUTH,
+    )
     try:
         bed.up()
         _print_now(

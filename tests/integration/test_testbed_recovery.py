@@ -44,7 +44,7 @@ def test_second_run_after_a_killed_run_starts_clean():
     master_pid, minion_pid = _start_and_get_killed()
     # the killed run left its daemons, namespace and bridge behind
     assert _alive(master_pid) and _alive(minion_pid)
-    assert "sxk-k1" in _ip("netns", "list").stdout
+    assert f"{BED['name']}-k1" in _ip("netns", "list").stdout
 
     bed = SandboxCluster(**BED)
     new_pids = []
@@ -55,7 +55,7 @@ def test_second_run_after_a_killed_run_starts_clean():
         assert bed.salt("k1", "grains.get", ["host"]) == {"k1": "k1"}
     finally:
         bed.down(keep_files=False)
-    assert "sxk-" not in _ip("netns", "list").stdout
-    assert _ip("link", "show", "sxk-br", check=False).returncode != 0
+    assert f"{BED['name']}-" not in _ip("netns", "list").stdout
+    assert _ip("link", "show", f"{BED['name']}-br", check=False).returncode != 0
     assert new_pids and not any(_alive(pid) for pid in new_pids)
     assert not os.path.exists(bed.root)

@@ -188,7 +188,8 @@ class SandboxCluster:
         self.venv = Path(venv or sys.prefix)
         self.auto_accept = auto_accept
         self.publish_port, self.ret_port = master_ports
-        # merged over the generated master config (e.g. engines, keyvault settings)
+        # merged over the generated master config (e.g. engines and keyvault settings, or
+        # external_auth, which the master reads only when it starts)
         self.extra_master_config = dict(extra_master_config or {})
         self.nodes = {}
         for index, node in enumerate(nodes, start=10):
@@ -200,6 +201,7 @@ class SandboxCluster:
                 dir=self.root / "nodes" / node,
             )
         self.master_proc = None
+        self.api_proc = None
         self.startup_seconds = None
         self._local = None
 
@@ -224,6 +226,15 @@ class SandboxCluster:
     @property
     def pillar_root(self):
         return self.master_dir / "srv" / "pillar"
+
+    @property
+    def api_dir(self):
+        """salt-api's certificate, key and users file (its config is in ``master.d``)."""
+        return self.root / "salt-api"
+
+    @property
+    def api_log(self):
+        return self.master_dir / "api.log"
 
     @property
     def state_file(self):
@@ -272,6 +283,7 @@ class SandboxCluster:
         master_pgid = state.get("master_pgid")
         if master_pgid:
             _terminate(_pids_in_group(master_pgid, str(self.master_conf_dir)), grace=15)
+        self._stop_salt_api(state.get("api_pgid"))
         if self.master_proc is not None:
             _reap(self.master_proc.pid)
             self.master_proc = None
@@ -371,6 +383,130 @@ class SandboxCluster:
         self._local = None
         self._start_master()
         self._wait_master(timeout)
+
+    # ------------------------------------------------------------------ salt-api
+    def start_salt_api(self, users, port=8000, timeout=60):
+        """Start a real ``salt-api`` (rest_cherrypy) for this bed on ``https://master_ip:port``.
+
+        ``users`` is ``{name: password}`` for the ``file`` eauth: written as SHA-256 hex
+        digests to ``api_dir/users``, where the bed's ``external_auth`` (constructor
+        ``extra_master_config``: the master reads it only at start) must point with
+        ``^filename``, ``^filetype: text``, ``^hashtype: sha256``. TLS with a self-signed
+        certificate for the master's IP (``api_dir/cert.pem``, what clients pass to
+        ``--cacert``) rather than ``disable_ssl``: the bed then runs the configuration the
+        README tells admins to run, and curl really verifies the server. The config goes to
+        ``master.d/salt-api.conf`` (salt-api reads the master's config; the running master
+        needs none of it). Returns the base URL.
+        """
+        import hashlib  # noqa: PLC0415
+
+        self.stop_salt_api()
+        self.api_dir.mkdir(parents=True, exist_ok=True)
+        cert, key = self._write_api_cert()
+        users_file = self.api_dir / "users"
+        eauth = self.extra_master_config.get("external_auth", {}).get("file", {})
+        if eauth.get("^filename") != str(users_file):
+            raise BedError(
+                f"salt-api: external_auth:file:^filename must be {users_file} in the bed's "
+                f"extra_master_config (the master reads it only at start), got {eauth or None}"
+            )
+        users_file.write_text(
+            "".join(
+                f"{name}:{hashlib.sha256(password.encode()).hexdigest()}\n"
+                for name, password in users.items()
+            )
+        )
+        users_file.chmod(0o600)
+        include_dir = self.master_conf_dir / "master.d"
+        include_dir.mkdir(exist_ok=True)
+        config = {
+            "rest_cherrypy": {
+                "host": self.master_ip,
+                "port": port,
+                "ssl_crt": str(cert),
+                "ssl_key": str(key),
+            },
+            "netapi_enable_clients": ["local", "runner"],
+            # under root_dir: Salt prepends root_dir to any other path
+            "api_logfile": str(self.api_log),
+            "api_pidfile": str(self.master_dir / "api.pid"),
+        }
+        (include_dir / "salt-api.conf").write_text(json.dumps(config, indent=2))
+        log = open(self.api_dir / "api.stdout", "ab")  # noqa: SIM115
+        self.api_proc = subprocess.Popen(
+            [self.bin("salt-api"), "-c", str(self.master_conf_dir), "-l", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
+        )
+        log.close()
+        self._save_state()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.api_proc.poll() is not None:
+                raise BedError(f"salt-api exited:\n{self.tail_logs([])}")
+            with contextlib.suppress(OSError):
+                socket.create_connection((self.master_ip, port), timeout=1).close()
+                return f"https://{self.master_ip}:{port}"
+            if time.monotonic() > deadline:
+                raise BedError(f"salt-api not listening after {timeout}s:\n{self.tail_logs([])}")
+            time.sleep(0.2)
+
+    def stop_salt_api(self):
+        """Stop the salt-api this bed started (its process group, by pid)."""
+        self._stop_salt_api(self.api_proc.pid if self.api_proc else None)
+        if self.api_proc is not None:
+            _reap(self.api_proc.pid)
+            self.api_proc = None
+            if self.state_file.exists():
+                self._save_state()
+
+    def _stop_salt_api(self, pgid):
+        if pgid:
+            _terminate(_pids_in_group(pgid, str(self.master_conf_dir)), grace=15)
+
+    def _write_api_cert(self):
+        """Self-signed certificate and key for the master's IP, key 0600 from the start."""
+        import datetime  # noqa: PLC0415
+        import ipaddress  # noqa: PLC0415
+
+        from cryptography import x509  # noqa: PLC0415
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{self.name}-salt-api")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.master_ip))]),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        cert_path, key_path = self.api_dir / "cert.pem", self.api_dir / "key.pem"
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cert_path, key_path
 
     def master_opts(self):
         import salt.config  # noqa: PLC0415 - salt is heavy; only when talking to the master
@@ -533,6 +669,7 @@ class SandboxCluster:
     def _save_state(self):
         state = {
             "master_pgid": self.master_proc.pid if self.master_proc else None,
+            "api_pgid": self.api_proc.pid if self.api_proc else None,
             "nodes": {n.name: {"holder": n.holder_pid, "ip": n.ip} for n in self.nodes.values()},
             "master_ip": self.master_ip,
             "root": str(self.root),
@@ -726,6 +863,9 @@ class SandboxCluster:
     def log_paths(self):
         """Every log this bed produces: master, and per node minion, munged, slurm daemons."""
         paths = {"master": self.master_log, "master.stdout": self.master_dir / "master.stdout"}
+        if self.api_dir.is_dir():
+            paths["master.salt-api"] = self.api_log
+            paths["master.salt-api.stdout"] = self.api_dir / "api.stdout"
         for node in self.nodes.values():
             paths[f"{node.name}/minion"] = node.minion_log
             paths[f"{node.name}/minion.stdout"] = node.dir / "minion.stdout"
