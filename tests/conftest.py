@@ -39,6 +39,8 @@ SALT_API_ACL = {
         {"n*": [{"^slurm\\.cmd$": {"kwargs": {"runas": "^sxuser$"}}}]},
     ],
     "slurmview": [{"@runner": ["^slurm\\.status$"]}],
+    # issues bootstrap tokens for new machines, nothing else
+    "bootstrap": [{"@runner": ["^keyvault\\.issue$", "^keyvault\\.list$"]}],
 }
 SALT_API_EAUTH = {
     "external_auth": {

@@ -22,7 +22,7 @@ from tests.testbed.bed import REPO
 
 pytestmark = pytest.mark.testbed
 
-USERS = {"slurmops": "ops-secret-1", "slurmview": "view-secret-2"}
+USERS = {"slurmops": "ops-secret-1", "slurmview": "view-secret-2", "bootstrap": "kv-secret-3"}
 
 # The request bodies the README shows, in its order
 STATUS = {"client": "runner", "fun": "slurm.status"}
@@ -43,7 +43,11 @@ DENIED_RUNAS_ROOT = {
     "arg": ["sinfo", "-N", "-h"],
     "kwarg": {"runas": "root"},
 }
+KV_ISSUE = {"client": "runner", "fun": "keyvault.issue", "minion_id": "node42", "ttl": 600}
+KV_LIST = {"client": "runner", "fun": "keyvault.list"}
+KV_DENIED_REVOKE = {"client": "runner", "fun": "keyvault.revoke", "token_id": "abc123"}
 README_BODIES = [STATUS, DRAIN, RESUME, SINFO_AS_SXUSER, DENIED_RUNNER, DENIED_RUNAS_ROOT]
+README_KV_BODIES = [KV_ISSUE, KV_LIST, KV_DENIED_REVOKE]
 
 # The pepper command lines the README shows, in its order
 PEPPER_STATUS = ["--client", "runner", "--out", "json", "slurm.status"]
@@ -51,6 +55,9 @@ PEPPER_SINFO = ["--out", "json", "--json", json.dumps([SINFO_AS_SXUSER])]
 PEPPER_DENIED_RUNNER = ["--client", "runner", "slurm.create_munge_key", "force=True"]
 PEPPER_DENIED_STRING_RUNAS = ["n1", "slurm.cmd", "sinfo", "runas=sxuser"]
 README_PEPPER = [PEPPER_STATUS, PEPPER_SINFO, PEPPER_DENIED_RUNNER, PEPPER_DENIED_STRING_RUNAS]
+PEPPER_KV_ISSUE = ["--client", "runner", "--out", "json", "keyvault.issue", "minion_id=node43"]
+PEPPER_KV_DENIED_REVOKE = ["--client", "runner", "keyvault.revoke", "token_id=abc123"]
+README_KV_PEPPER = [PEPPER_KV_ISSUE, PEPPER_KV_DENIED_REVOKE]
 
 
 def login_argv(url, cacert, jar, user, password):
@@ -282,9 +289,70 @@ def test_pepper_denied_calls(api, cluster):
     assert "Authentication denied" in proc.stderr, (proc.stdout, proc.stderr)
 
 
-def readme_section():
+# ---------------------------------------------------------------------- keyvault.issue
+def kv_tokens(api):
+    code, body = api.call("bootstrap", KV_LIST)
+    assert code == 200, body
+    return {t["token_id"]: t for t in ret(body)["tokens"]}
+
+
+def master_finger(cluster):
+    import salt.utils.crypt  # noqa: PLC0415
+
+    return salt.utils.crypt.pem_finger(
+        str(cluster.master_dir / "pki" / "master.pub"), sum_type="sha256"
+    )
+
+
+@pytest.fixture
+def revoke_after(cluster):
+    issued = []
+    yield issued
+    for token_id in issued:
+        cluster.cli(["salt-run", "keyvault.revoke", f"token_id={token_id}"])
+
+
+def test_keyvault_issue_through_the_api_and_only_that(api, cluster, revoke_after):
+    code, body = api.call("bootstrap", KV_ISSUE)
+    assert code == 200, body
+    bundle = ret(body)
+    revoke_after.append(bundle["token_id"])
+    assert bundle["minion_id"] == "node42"
+    assert bundle["token"].startswith(bundle["token_id"] + ".")
+    assert bundle["master_finger"] == master_finger(cluster)
+    assert bundle["command"].startswith("salt-keyvault-bootstrap ")
+    assert f"--token {bundle['token']}" in bundle["command"]
+    listed = kv_tokens(api)[bundle["token_id"]]
+    assert listed["minion_id"] == "node42" and listed["state"] == "issued"
+    secret = bundle["token"].split(".", 1)[1]
+    code, body = api.call("bootstrap", KV_LIST)
+    assert secret not in json.dumps(body)
+    # revoking is not in this user's ACL, nor is issuing in the operators'
+    code, body = api.call("bootstrap", {**KV_DENIED_REVOKE, "token_id": bundle["token_id"]})
+    assert code == 401, body
+    assert kv_tokens(api)[bundle["token_id"]]["state"] == "issued"
+    code, body = api.call("slurmops", KV_ISSUE)
+    assert code == 401, body
+
+
+def test_keyvault_issue_with_pepper(api, cluster, revoke_after):
+    before = set(kv_tokens(api))
+    proc = api.pepper("bootstrap", PEPPER_KV_ISSUE)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    bundle = json.loads(proc.stdout)
+    revoke_after.append(bundle["token_id"])
+    assert bundle["minion_id"] == "node43" and bundle["token_id"] not in before
+    assert bundle["master_finger"] == master_finger(cluster)
+    proc = api.pepper(
+        "bootstrap", [*PEPPER_KV_DENIED_REVOKE[:-1], f"token_id={bundle['token_id']}"]
+    )
+    assert proc.returncode != 0 and "Authentication denied" in proc.stderr, proc.stderr
+    assert kv_tokens(api)[bundle["token_id"]]["state"] == "issued"
+
+
+def readme_section(title="## salt-api (REST)\n"):
     text = (REPO / "README.md").read_text()
-    return text.split("## salt-api (REST)\n", 1)[1].split("\n## ", 1)[0]
+    return text.split(title, 1)[1].split("\n## ", 1)[0]
 
 
 def shell_commands(section, program):
@@ -314,6 +382,11 @@ def test_readme_shows_the_tested_config_and_calls():
         *(call_argv(*placeholders, body) for body in README_BODIES),
     ]
     assert [argv[1:] for argv in shell_commands(section, "pepper")] == README_PEPPER
+    kv_section = readme_section("### KeyVault through salt-api\n")
+    assert shell_commands(kv_section, "curl") == [
+        call_argv(*placeholders, body) for body in README_KV_BODIES
+    ]
+    assert [argv[1:] for argv in shell_commands(kv_section, "pepper")] == README_KV_PEPPER
 
     # the users-file line the README builds with sha256sum is the one the bed writes
     command = re.search(r"`(printf '%s:%s\\n' slurmops .*?)`", section).group(1)
