@@ -321,7 +321,7 @@ def test_keyvault_issue_through_the_api_and_only_that(api, cluster, revoke_after
     assert bundle["token"].startswith(bundle["token_id"] + ".")
     assert bundle["master_finger"] == master_finger(cluster)
     assert bundle["command"].startswith("salt-keyvault-bootstrap ")
-    assert f"--token {bundle['token']}" in bundle["command"]
+    assert bundle["token"] in bundle["command"]
     listed = kv_tokens(api)[bundle["token_id"]]
     assert listed["minion_id"] == "node42" and listed["state"] == "issued"
     secret = bundle["token"].split(".", 1)[1]
