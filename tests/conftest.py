@@ -92,9 +92,25 @@ def cluster(request):
             f"\n[testbed] master + {len(bed.nodes)} node minions up in "
             f"{bed.startup_seconds:.1f}s (target <= 60s)",
         )
+        _SHARED_BEDS.append(bed)
         yield bed
     finally:
+        _SHARED_BEDS.clear()
         bed.down()
+
+
+_SHARED_BEDS = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_salt_client_per_module():
+    """Each test module starts with a new LocalClient for the shared bed. A module that runs
+    Salt's loaders in this process against another master (test_keyvault's RunnerClient for
+    its own bed) leaves the cached client unable to find its jobs: every call then answers
+    False ("jid does not exist"), as seen when test_provision ran after test_keyvault."""
+    for bed in _SHARED_BEDS:
+        bed._local = None  # noqa: SLF001 - the bed's own cache, reset by its owner
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -269,16 +269,39 @@ def test_slurm_cmd_runs_jobs_as_the_user_and_refuses_root(cluster, deployed):
         ["sbatch", "--ui=0", "--wrap", "id"],
         ["scontrol", "update", "NodeName=n1", "State=DOWN", "Reason=x"],
         ["scontrol", "show", "hostlist", "/etc/munge/munge.key"],
+        ["sinfo", "`id`"],
+        ["sinfo", "-o", "%N\nid"],
+        ["sinfo", "\x00"],
+        ["squeue", "-u", "root;id"],
+        ["squeue", "--format", "|id"],
+        ["sinfo", "--help;id"],
+        ["sstat", "-j", "1&&id"],
+        ["sinfo", "-o", "%N", "--", "-x"],
+        ["rm", "-rf", "/"],
+        ["sacctmgr", "add", "user", "x"],
+        ["strigger", "--set"],
+        ["scontrol", "reconfigure"],
+        ["scontrol", "takeover"],
+        ["scontrol", "delete", "PartitionName=debug"],
+        ["scontrol", "create", "Reservation=x"],
+        ["scontrol", "update", "PartitionName=debug", "State=DOWN"],
+        ["scontrol", "show", "node", "../../etc/shadow"],
+        ["srun", "--uid=0", "id"],
+        ["srun", "--gid=0", "id"],
+        ["srun", "--prolog=/tmp/x", "id"],
+        ["srun", "--export=LD_PRELOAD=/tmp/x.so", "id"],
+        ["sbatch", "--output=/etc/passwd", "--wrap", "id"],
+        ["sbatch", "--chdir=/root", "--wrap", "id"],
     ],
-    ids=" ".join,
+    ids=lambda args: " ".join(args).encode("unicode_escape").decode(),
 )
 def test_slurm_cmd_rejects_hostile_input_through_real_salt(cluster, deployed, args):
     refused = cmd(cluster, *args, runas="sxuser")
     # SaltInvocationError comes back as Salt's "ERROR executing ..." with our message
     assert isinstance(refused, str) and refused.startswith("ERROR executing 'slurm.cmd': "), refused
-    assert any(w in refused for w in ("not allowed", "refused", "metacharacter", "unknown")), (
-        refused
-    )
+    reasons = ("not allowed", "refused", "metacharacter", "unknown", "non-printable")
+    reasons += ("absolute", "not accepted")
+    assert any(w in refused for w in reasons), refused
     assert cluster.run("ctl", ["scontrol", "ping"]).stdout.strip().endswith("is UP")
     assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
 
