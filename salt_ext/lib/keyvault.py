@@ -15,7 +15,8 @@ Actors
     The admin (runs ``salt-run keyvault.issue`` on the master, carries the token string to the
     node out of band); the new node (runs ``salt-keyvault-bootstrap``); anyone on the network
     between them (reads, replays, alters, races requests); a local user on the master who can
-    read files but is not root; whoever can read the master's event bus and job cache.
+    read files but is not root; a local user on the new node who is not root (sees every
+    process's command line); whoever can read the master's event bus and job cache.
 
 Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
 U, ``tests/integration/test_keyvault.py`` = I):
@@ -80,6 +81,16 @@ U, ``tests/integration/test_keyvault.py`` = I):
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
     reason and peer only — never the secret, ``K``, the token string or a MAC.
     I: ``test_no_secret_in_logs_events_or_list``.
+13. Local users on the new node. ``/proc/<pid>/cmdline`` is world-readable: a token in
+    ``salt-keyvault-bootstrap``'s argv could be read during key generation or the request
+    and redeemed first with the reader's own key. The CLI reads the token from stdin
+    (``--token -``, a no-echo prompt on a terminal) or from ``$SALT_KEYVAULT_TOKEN``
+    (``/proc/<pid>/environ`` is readable by the owner and root only); the runner's
+    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token - …``
+    (``echo`` is a shell builtin, so the token is in no process's argv). ``--token ID.SECRET``
+    still works and warns on stderr. U: ``test_token_is_read_from_stdin_with_dash``,
+    ``test_bootstrap_command_keeps_the_token_out_of_argv``,
+    ``test_token_on_the_command_line_warns``; I: every bootstrap run uses ``--token -``.
 
 Residual risk (documented in README): Salt publishes every runner's return on the master
 event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token string that
@@ -911,10 +922,13 @@ def endpoint_url(cfg):
 
 
 def bootstrap_command(url, token, minion_id, master_finger, tls_finger):
-    return shlex.join(
+    """The ready-to-paste node command. The token goes through a pipe from ``echo`` (a shell
+    builtin, so it is in no process's argv) into ``--token -``."""
+    quoted = "'" + str(token).replace("'", "'\\''") + "'"
+    return f"echo {quoted} | " + shlex.join(
         [
             "salt-keyvault-bootstrap",
-            *("--url", url, "--token", token, "--minion-id", minion_id),
+            *("--token", "-", "--url", url, "--minion-id", minion_id),
             *("--master-finger", master_finger, "--tls-finger", tls_finger),
         ]
     )

@@ -1,11 +1,14 @@
 """KeyVault token crypto, store and client checks (no daemons)."""
 
+import io
 import json
 import multiprocessing
 import os
+import shlex
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 import time
 
@@ -489,3 +492,78 @@ def test_settings_validation():
     assert kv.endpoint_url(cfg) == "https://10.0.0.1:4600/v1/redeem"
     with pytest.raises(kv.KeyVaultError, match="keyvault:url"):
         kv.endpoint_url(kv.settings({"interface": "0.0.0.0"}))  # noqa: S104
+
+
+# ---------------------------------------------------------------------- token input (finding 1)
+def _cli_args(token):
+    argv = ["--url", "https://127.0.0.1:1/v1/redeem", "--minion-id", "n1"]
+    argv += ["--master-finger", "00" * 32, "--tls-finger", "00" * 32]
+    return client.parser().parse_args(argv + (["--token", token] if token is not None else []))
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, text, tty=False):
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_token_is_read_from_stdin_with_dash():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args("-"), io.StringIO()
+    assert client.resolve_token(args, stdin=_Stdin(token + "\n"), err=err, environ={}) == token
+    assert args.token == token and err.getvalue() == ""
+
+
+def test_token_is_prompted_without_echo_on_a_tty(monkeypatch):
+    token = kv.format_token("abcdef", kv.new_secret())
+    monkeypatch.setattr(client.getpass, "getpass", lambda prompt: token)
+    args = _cli_args("-")
+    assert client.resolve_token(args, stdin=_Stdin("", tty=True), environ={}) == token
+
+
+def test_token_from_the_environment():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args(None), io.StringIO()
+    environ = {"SALT_KEYVAULT_TOKEN": token}
+    assert client.resolve_token(args, stdin=_Stdin(""), err=err, environ=environ) == token
+    assert err.getvalue() == ""
+    with pytest.raises(client.BootstrapError, match="SALT_KEYVAULT_TOKEN"):
+        client.resolve_token(_cli_args(None), stdin=_Stdin(""), environ={})
+    with pytest.raises(client.BootstrapError, match="no token"):
+        client.resolve_token(_cli_args("-"), stdin=_Stdin(""), environ={})
+
+
+def test_token_on_the_command_line_warns():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args(token), io.StringIO()
+    assert client.resolve_token(args, stdin=_Stdin(""), err=err, environ={}) == token
+    assert "visible to every local user" in err.getvalue()
+    assert token not in err.getvalue()
+
+
+def test_bootstrap_command_keeps_the_token_out_of_argv(tmp_path):
+    """Run the runner's ready-to-paste command in a real shell against a stub CLI that
+    records its argv and stdin: the token arrives on stdin only."""
+    token = kv.format_token("abcdef", kv.new_secret())
+    command = kv.bootstrap_command(
+        "https://10.0.0.1:4510/v1/redeem", token, "node1", "aa:" * 31 + "aa", "bb:" * 31 + "bb"
+    )
+    assert token in command and command.startswith(f"echo '{token}' | salt-keyvault-bootstrap ")
+    assert "--token - " in command
+    stub = tmp_path / "bin" / "salt-keyvault-bootstrap"
+    stub.parent.mkdir()
+    stub.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/argv"\ncat > "$OUT/stdin"\n'
+        'cat /proc/$$/cmdline > "$OUT/cmdline"\n'
+    )
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin", "OUT": str(tmp_path)}
+    subprocess.run(["bash", "-c", command], env=env, check=True, timeout=10)
+    assert (tmp_path / "stdin").read_text().strip() == token
+    assert token not in (tmp_path / "argv").read_text()
+    assert token.encode() not in (tmp_path / "cmdline").read_bytes()
+    hidden = kv.bootstrap_command("https://h:1/v1/redeem", "<token: it's elsewhere>", "n", "a", "b")
+    assert shlex.split(hidden)[1] == "<token: it's elsewhere>"
