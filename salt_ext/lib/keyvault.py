@@ -73,9 +73,15 @@ U, ``tests/integration/test_keyvault.py`` = I):
 11. Weak or garbage minion keys / oversized or malformed requests. Public keys must be one
     RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules and refuse control
     characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
-    serves POST /v1/redeem and GET /v1/health, and times slow clients out. Plain HTTP to the
-    port fails the TLS handshake. I: ``test_malformed_requests_are_rejected[*]``,
+    serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
+    10 s and the whole connection (TLS handshake, headers, body, answer) within 15 s, so a
+    client trickling bytes cannot keep one of the 256 connection slots (the "dropped"
+    warning is logged at most every 10 s). Plain HTTP to the port fails the TLS handshake.
+    I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
+    E (``tests/unit/test_engine_keyvault.py``):
+    ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
+    ``test_drop_warnings_are_rate_limited``;
     ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
     ``test_malformed_request[*]``, ``test_valid_minion_id[*]``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,

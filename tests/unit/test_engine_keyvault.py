@@ -123,3 +123,54 @@ def test_connection_cap_drops_extra_idle_connections(served):
             sock.close()
     time.sleep(0.3)
     assert _request(served, "GET", "/v1/health", ctype=None)[0] == 200
+
+
+def _tls_connect(served):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", served["port"]), timeout=10)
+    return ctx.wrap_socket(raw)
+
+
+def test_trickling_client_is_cut_off_at_the_connection_deadline(served, monkeypatch):
+    """One byte every 0.3 s never trips the per-recv timeout; the per-connection deadline
+    (2 s here) still ends the connection at about the deadline."""
+    monkeypatch.setattr(engine, "CONNECTION_DEADLINE", 2, raising=False)
+    tls = _tls_connect(served)
+    started = time.monotonic()
+    header = b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\n" + b"X" * 200
+    cut_after = None
+    try:
+        for byte in header:
+            tls.sendall(bytes([byte]))
+            time.sleep(0.3)
+            if time.monotonic() - started > 8:
+                break
+    except OSError:
+        cut_after = time.monotonic() - started
+    if cut_after is None:
+        tls.settimeout(1)
+        try:
+            assert tls.recv(10) == b""
+        except (ssl.SSLError, OSError):
+            pass
+        cut_after = time.monotonic() - started
+    tls.close()
+    assert 1.5 < cut_after < 4, cut_after
+
+
+def test_drop_warnings_are_rate_limited(served, caplog):
+    idle = [socket.create_connection(("127.0.0.1", served["port"])) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        with caplog.at_level("WARNING", logger=engine.log.name):
+            for _ in range(6):
+                extra = socket.create_connection(("127.0.0.1", served["port"]), timeout=5)
+                assert extra.recv(10) == b""
+                extra.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1, [r.getMessage() for r in drops]
