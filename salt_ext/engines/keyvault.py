@@ -72,10 +72,21 @@ class EventBus:
         self.opts = opts
         ctx = multiprocessing.get_context("fork")
         self.queue = ctx.Queue(maxsize=backlog)
+        # never wait at exit for the feeder thread to flush: if the child died first, nobody
+        # reads the pipe and the flush would block the engine's exit for ever (events not
+        # yet sent are lost; their log lines stay)
+        self.queue.cancel_join_thread()
         self.process = ctx.Process(
             target=_send_events, args=(opts, self.queue, os.getpid()), daemon=True
         )
         self.process.start()
+
+    def close(self, timeout=2):
+        """Stop the child and drop what is still queued, without blocking."""
+        self.queue.close()
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
 
     def fire(self, tag, data):
         try:
@@ -413,3 +424,4 @@ def start(address=None, port=None, **_ignored):
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        server.vault.events.close()

@@ -3,6 +3,9 @@ redeem through the node client's pinned POST, and the connection cap."""
 
 import http.client
 import json
+import multiprocessing
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -174,3 +177,32 @@ def test_drop_warnings_are_rate_limited(served, caplog):
             sock.close()
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drops) == 1, [r.getMessage() for r in drops]
+
+
+def _engine_process_with_dead_event_child(sock_dir, ready):
+    """What the engine process does at exit when the event child died first: events are
+    still queued (more than a pipe holds), then the process ends normally."""
+    bus = engine.EventBus({"sock_dir": sock_dir, "transport": "zeromq"})
+    os.kill(bus.process.pid, signal.SIGKILL)
+    bus.process.join(5)
+    for index in range(64):
+        bus.fire(f"test/{index}", {"pad": "x" * 4096})
+    time.sleep(0.5)  # the feeder thread is now blocked writing into the full pipe
+    ready.set()
+
+
+def test_engine_exits_promptly_when_the_event_child_died_first(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_engine_process_with_dead_event_child, args=(str(tmp_path), ready))
+    started = time.monotonic()
+    proc.start()
+    assert ready.wait(20)
+    proc.join(10)
+    try:
+        assert proc.exitcode is not None, "the engine process hangs at exit (queue feeder)"
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
