@@ -44,8 +44,10 @@ U, ``tests/integration/test_keyvault.py`` = I):
    rejected or denied (the admin's decision wins); the same key pending is moved to
    accepted. U: ``test_accept_minion_key_*``; I: ``test_key_conflict_is_rejected[*]``.
 6. Guessing secrets online. After ``MAX_FAILURES`` (5) authenticated-or-not failures the
-   token is revoked. Unauthenticated callers get one generic 403 whatever went wrong; the
-   precise reason goes to the log and the ``salt/keyvault/redeem/rejected`` event.
+   token is revoked; a malformed request that names an issued token counts too (U:
+   ``test_malformed_requests_count_towards_revocation``). Unauthenticated callers get one
+   generic 403 whatever went wrong; the precise reason goes to the log and the
+   ``salt/keyvault/redeem/rejected`` event.
    U: ``test_five_failures_revoke_the_token``; I: ``test_five_bad_macs_then_right_one``.
 7. Double spend under concurrency (many engine threads, the runner in another process). All
    read-modify-write of the store and the pki writes happen under one ``fcntl.flock``; the
@@ -70,7 +72,12 @@ U, ``tests/integration/test_keyvault.py`` = I):
     salt-minion itself refuses another master. U: ``test_client_*``; I:
     ``test_wrong_tls_pin_refuses_and_changes_nothing``,
     ``test_forged_master_key_refuses_and_changes_nothing``.
-11. Weak or garbage minion keys / oversized or malformed requests. Public keys must be one
+11. Weak or garbage minion keys / oversized or malformed requests. Every field is checked
+    for type and range before anything else (strings where strings belong, an ASCII
+    ``public_key``, ``|timestamp| < 2**53``), so no value reaches the MAC or the clock
+    comparison that could raise there: such a request is a plain ``malformed`` rejection,
+    never an internal error (U: ``test_hostile_field_values_are_a_counted_plain_rejection``;
+    E: ``test_hostile_values_are_a_plain_rejection_not_an_error``). Public keys must be one
     RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules and refuse control
     characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
     serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
@@ -158,6 +165,7 @@ DEFAULT_MAX_TTL = 3600
 DEFAULT_WINDOW = 10
 DEFAULT_PORT = 4510
 MAX_PUBLIC_KEY_CHARS = 16384
+MAX_TIMESTAMP = 2**53  # |timestamp| below this: exact as a float, no OverflowError
 
 MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
 REQUEST_PREFIX = b"saltext-slurm keyvault request v1"
@@ -239,6 +247,10 @@ def valid_minion_id(minion_id):
     """Salt's ``valid_id`` rules (no path separators or NUL, not ``.``/``..``, stays inside
     the pki dir) plus no whitespace or control characters (ids end up in log lines)."""
     if not isinstance(minion_id, str) or not 0 < len(minion_id) <= 255:
+        return False
+    try:
+        minion_id.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
         return False
     if minion_id in (".", "..") or any(c in minion_id for c in ("/", "\\", "\0")):
         return False
@@ -699,7 +711,11 @@ class TokenStore:
         the store lock. Returns ``{"minion_id", "token_id", "action", "response_mac"}``;
         raises :class:`Rejected` (reason code) otherwise."""
         now = time.time() if now is None else now
-        fields = _request_fields(request)
+        try:
+            fields = _request_fields(request)
+        except Rejected as err:
+            self._count_malformed(err)
+            raise
         token_id = fields["token_id"]
         with self.locked():
             try:
@@ -753,6 +769,19 @@ class TokenStore:
             result["response_mac"] = response_mac(key, fields["nonce"], master_pub)
         return result
 
+    def _count_malformed(self, err):
+        """A malformed request that names a known, issued token counts as a failure of that
+        token (raises the counted Rejected); anything else is left to the caller."""
+        if not valid_token_id(err.token_id):
+            return
+        with self.locked():
+            try:
+                record = self._read(err.token_id)
+            except StoreError:
+                return
+            if record is not None and record["state"] == "issued":
+                self._fail(record, err.reason, err.detail)
+
     def _fail(self, record, reason, detail):
         record["failures"] = int(record.get("failures", 0)) + 1
         if record["state"] == "issued" and record["failures"] >= self.max_failures:
@@ -802,11 +831,11 @@ def _request_fields(request):
     if not isinstance(nonce, str) or not _NONCE_RE.match(nonce):
         raise Rejected("malformed", "nonce is not 64 lower-case hex chars", token_id=token_id)
     stamp = request["timestamp"]
-    if not isinstance(stamp, int) or isinstance(stamp, bool):
-        raise Rejected("malformed", "timestamp is not an integer", token_id=token_id)
+    if not isinstance(stamp, int) or isinstance(stamp, bool) or not abs(stamp) < MAX_TIMESTAMP:
+        raise Rejected("malformed", "timestamp is not an integer below 2**53", token_id=token_id)
     pub = request["public_key"]
-    if not isinstance(pub, str) or len(pub) > MAX_PUBLIC_KEY_CHARS:
-        raise Rejected("malformed", "public_key is not a PEM string", token_id=token_id)
+    if not isinstance(pub, str) or len(pub) > MAX_PUBLIC_KEY_CHARS or not pub.isascii():
+        raise Rejected("malformed", "public_key is not an ASCII PEM string", token_id=token_id)
     if not isinstance(request["mac"], str):
         raise Rejected("malformed", "mac is not a string", token_id=token_id)
     return {name: request[name] for name in REQUEST_FIELDS}

@@ -206,3 +206,19 @@ def test_engine_exits_promptly_when_the_event_child_died_first(tmp_path):
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+@pytest.mark.parametrize("field,raw", [("public_key", '"\\ud800"'), ("timestamp", "1" + "0" * 400)])
+def test_hostile_values_are_a_plain_rejection_not_an_error(served, caplog, field, raw):
+    store = kv.open_store(served["opts"])
+    record, token = store.issue("node7", 60)
+    request = kv.build_request(token, "node7", kv.generate_minion_keypair()[1])
+    body = json.dumps({**request, field: "@@"}).replace('"@@"', raw).encode()
+    with caplog.at_level("WARNING"):
+        status, _, reply = _request(served, "POST", "/v1/redeem", body)
+    assert status == 403 and json.loads(reply) == {"error": "rejected"}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    tag, data = served["events"].fired[-1]
+    assert tag == "salt/keyvault/redeem/rejected" and data["reason"] == "malformed"
+    assert data["token_id"] == record["token_id"]
+    assert store.list()[0]["failures"] == 1

@@ -567,3 +567,40 @@ def test_bootstrap_command_keeps_the_token_out_of_argv(tmp_path):
     assert token.encode() not in (tmp_path / "cmdline").read_bytes()
     hidden = kv.bootstrap_command("https://h:1/v1/redeem", "<token: it's elsewhere>", "n", "a", "b")
     assert shlex.split(hidden)[1] == "<token: it's elsewhere>"
+
+
+# ---------------------------------------------------------------------- hostile field values
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("public_key", "\ud800"),
+        ("public_key", "-----BEGIN PUBLIC KEY-----\n\u00e9\n-----END PUBLIC KEY-----\n"),
+        ("timestamp", 10**400),
+        ("timestamp", -(2**53)),
+        ("timestamp", 2.5),
+        ("minion_id", "node\ud800"),
+        ("nonce", ["a" * 64]),
+        ("mac", 5),
+    ],
+)
+def test_hostile_field_values_are_a_counted_plain_rejection(master, other_keypair, field, value):
+    record, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    req[field] = value
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "malformed" and err.value.token_id == record["token_id"]
+    assert master["store"].list(now=NOW)[0]["failures"] == 1
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_malformed_requests_count_towards_revocation(master, other_keypair):
+    _, token = _issue(master)
+    for _ in range(5):
+        req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+        req["timestamp"] = 10**400
+        with pytest.raises(kv.Rejected, match="malformed"):
+            _redeem(master, req)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    assert err.value.reason == "revoked"
