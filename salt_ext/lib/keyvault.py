@@ -78,8 +78,10 @@ U, ``tests/integration/test_keyvault.py`` = I):
     comparison that could raise there: such a request is a plain ``malformed`` rejection,
     never an internal error (U: ``test_hostile_field_values_are_a_counted_plain_rejection``;
     E: ``test_hostile_values_are_a_plain_rejection_not_an_error``). Public keys must be one
-    RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules and refuse control
-    characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
+    RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules, refuse control
+    characters and whitespace and are at most 200 UTF-8 bytes (a longer one could burn the
+    token: the key file's temporary name would exceed 255 bytes after the token was
+    consumed); the engine caps bodies (413), demands JSON (415/400), only
     serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
     10 s and the whole connection (TLS handshake, headers, body, answer) within 15 s, so a
     client trickling bytes cannot keep one of the 256 connection slots (the "dropped"
@@ -165,6 +167,7 @@ DEFAULT_MAX_TTL = 3600
 DEFAULT_WINDOW = 10
 DEFAULT_PORT = 4510
 MAX_PUBLIC_KEY_CHARS = 16384
+MAX_MINION_ID_BYTES = 200
 MAX_TIMESTAMP = 2**53  # |timestamp| below this: exact as a float, no OverflowError
 
 MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
@@ -245,12 +248,17 @@ def parse_token(token):
 
 def valid_minion_id(minion_id):
     """Salt's ``valid_id`` rules (no path separators or NUL, not ``.``/``..``, stays inside
-    the pki dir) plus no whitespace or control characters (ids end up in log lines)."""
-    if not isinstance(minion_id, str) or not 0 < len(minion_id) <= 255:
+    the pki dir) plus no whitespace or control characters (ids end up in log lines), and at
+    most :data:`MAX_MINION_ID_BYTES` UTF-8 bytes: the atomic write's temporary name
+    (``.<id>.XXXXXXXX``) must fit the 255-byte file name limit, or a redeem would burn the
+    token and then fail to write the key."""
+    if not isinstance(minion_id, str) or not minion_id:
         return False
     try:
-        minion_id.encode("utf-8")
+        size = len(minion_id.encode("utf-8"))
     except UnicodeEncodeError:  # lone surrogates
+        return False
+    if size > MAX_MINION_ID_BYTES:
         return False
     if minion_id in (".", "..") or any(c in minion_id for c in ("/", "\\", "\0")):
         return False
@@ -261,7 +269,7 @@ def check_minion_id(minion_id, name="minion_id"):
     if not valid_minion_id(minion_id):
         raise KeyVaultError(
             f"{name}: {minion_id!r} is not a valid minion id (no '/', '\\', NUL, whitespace, "
-            "control characters, '.' or '..'; 1-255 characters)"
+            f"control characters, '.' or '..'; 1-{MAX_MINION_ID_BYTES} bytes in UTF-8)"
         )
     return minion_id
 

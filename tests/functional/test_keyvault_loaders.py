@@ -57,6 +57,7 @@ def test_issue_returns_a_json_bundle(runners):
         ({"minion_id": "n1", "ttl": "soon"}, "ttl"),
         ({"minion_id": "../etc"}, "minion_id"),
         ({"minion_id": "a b"}, "minion_id"),
+        ({"minion_id": "n" * 250}, "minion_id"),
     ],
 )
 def test_issue_refuses_bad_arguments_naming_them(runners, kwargs, named):

@@ -131,6 +131,11 @@ def test_normalise_finger():
         ("a\nb", False),
         ("", False),
         ("x" * 256, False),
+        ("x" * 200, True),
+        ("x" * 201, False),
+        ("\u00e9" * 100, True),
+        ("\u00e9" * 101, False),
+        ("x" * 250, False),
         (None, False),
     ],
 )
@@ -604,3 +609,13 @@ def test_malformed_requests_count_towards_revocation(master, other_keypair):
     with pytest.raises(kv.Rejected) as err:
         _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
     assert err.value.reason == "revoked"
+
+
+def test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue(master, other_keypair):
+    longest = "n" * kv.MAX_MINION_ID_BYTES
+    _, token = _issue(master, minion=longest)
+    assert _redeem(master, kv.build_request(token, longest, other_keypair[1], now=NOW))
+    assert (master["pki"] / "minions" / longest).read_text() == other_keypair[1]
+    for too_long in ("n" * 201, "n" * 250):
+        with pytest.raises(kv.KeyVaultError, match="^minion_id: .*200 bytes"):
+            master["store"].issue(too_long, 60, now=NOW)
