@@ -72,7 +72,10 @@ U, ``tests/integration/test_keyvault.py`` = I):
     salt-minion itself refuses another master. U: ``test_client_*``; I:
     ``test_wrong_tls_pin_refuses_and_changes_nothing``,
     ``test_forged_master_key_refuses_and_changes_nothing``.
-11. Weak or garbage minion keys / oversized or malformed requests. Every field is checked
+11. Weak or garbage minion keys / oversized or malformed requests. The public key must be
+    exactly one PEM block (``BEGIN PUBLIC KEY``, or the PKCS#1 ``BEGIN RSA PUBLIC KEY``)
+    with nothing around it; ``minions/<id>`` gets that block only, line endings unified (U:
+    ``test_text_around_the_pem_block_is_refused``). Every field is checked
     for type and range before anything else (strings where strings belong, an ASCII
     ``public_key``, ``|timestamp| < 2**53``), so no value reaches the MAC or the clock
     comparison that could raise there: such a request is a plain ``malformed`` rejection,
@@ -395,6 +398,30 @@ def finger_matches(expected, der_cert):
 
 
 # ---------------------------------------------------------------------- keys
+PEM_MARKERS = (
+    ("-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"),  # what salt-minion writes
+    ("-----BEGIN RSA PUBLIC KEY-----", "-----END RSA PUBLIC KEY-----"),  # PKCS#1
+)
+
+
+def normalise_public_key(pem):
+    """The PEM block alone, ``\n`` line endings and one final newline: what goes into
+    ``minions/<id>``. Salt compares a minion's presented key with that file after
+    ``salt.crypt.clean_key`` (strip, unify line endings), so the text is kept as the minion
+    has it, never re-encoded. KeyVaultError when anything surrounds the block."""
+    if not isinstance(pem, str):
+        raise KeyVaultError("public_key: not a PEM string")
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or not any(
+        lines[0] == begin and lines[-1] == end for begin, end in PEM_MARKERS
+    ):
+        raise KeyVaultError(
+            "public_key: must be a PEM block from -----BEGIN PUBLIC KEY----- to -----END "
+            "PUBLIC KEY----- (or the RSA PUBLIC KEY variant) and nothing else"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def load_rsa_public_key(pem):
     """Parse one RSA public key PEM (SubjectPublicKeyInfo or PKCS#1) of ≥ 2048 bits."""
     if not isinstance(pem, str) or not pem.strip() or len(pem) > MAX_PUBLIC_KEY_CHARS:
@@ -759,11 +786,12 @@ class TokenStore:
                     f"from the master's clock (window {window}s)",
                 )
             try:
-                load_rsa_public_key(fields["public_key"])
+                public_key = normalise_public_key(fields["public_key"])
+                load_rsa_public_key(public_key)
             except KeyVaultError as err:
                 self._fail(record, "bad_public_key", str(err))
             try:
-                action = check_minion_key(pki_dir, bound, fields["public_key"])
+                action = check_minion_key(pki_dir, bound, public_key)
             except Rejected as err:
                 self._fail(record, err.reason, err.detail)
             # consume first: a crash before the key is written burns the token, never
@@ -771,7 +799,7 @@ class TokenStore:
             record["state"] = "consumed"
             record["consumed_at"] = int(now)
             self._write(record)
-            accept_minion_key(pki_dir, bound, fields["public_key"], action)
+            accept_minion_key(pki_dir, bound, public_key, action)
         result = {"minion_id": bound, "token_id": token_id, "action": action}
         if master_pub is not None:
             result["response_mac"] = response_mac(key, fields["nonce"], master_pub)

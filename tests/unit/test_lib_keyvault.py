@@ -619,3 +619,40 @@ def test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue(master, 
     for too_long in ("n" * 201, "n" * 250):
         with pytest.raises(kv.KeyVaultError, match="^minion_id: .*200 bytes"):
             master["store"].issue(too_long, 60, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda pem: "hello\n" + pem,
+        lambda pem: pem + "extra text\n",
+        lambda pem: pem.replace("-----END PUBLIC KEY-----", "-----END RSA PUBLIC KEY-----"),
+        lambda pem: "x" + pem,
+    ],
+)
+def test_text_around_the_pem_block_is_refused(master, other_keypair, wrap):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", wrap(other_keypair[1]), now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "bad_public_key"
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_stored_key_is_the_normalised_pem_block(master, other_keypair):
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    pem = other_keypair[1]
+    messy = "\n\n  " + pem.replace("\n", "\r\n") + "\r\n\n"
+    _, token = _issue(master)
+    assert _redeem(master, kv.build_request(token, "node1", messy, now=NOW))
+    assert (master["pki"] / "minions" / "node1").read_text() == pem
+    # the PKCS#1 variant is accepted too, stored as sent
+    pkcs1 = (
+        serialization.load_pem_public_key(pem.encode())
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+        .decode()
+    )
+    _, token = _issue(master, minion="node2")
+    assert _redeem(master, kv.build_request(token, "node2", pkcs1, now=NOW))
+    assert (master["pki"] / "minions" / "node2").read_text() == pkcs1
