@@ -749,7 +749,7 @@ class TokenStore:
         try:
             fields = _request_fields(request)
         except Rejected as err:
-            self._count_malformed(err)
+            self._count_malformed(err, now)
             raise
         token_id = fields["token_id"]
         with self.locked():
@@ -763,7 +763,7 @@ class TokenStore:
             bound = record["minion_id"]
             expected = request_mac(key, fields)
             if not mac_equal(expected, request.get("mac")):
-                self._fail(record, "bad_mac", "request MAC does not verify")
+                self._fail(record, "bad_mac", "request MAC does not verify", now)
             # authenticated from here on
             if record["state"] == "consumed":
                 raise Rejected("consumed", "token already used", token_id, bound)
@@ -805,7 +805,7 @@ class TokenStore:
             result["response_mac"] = response_mac(key, fields["nonce"], master_pub)
         return result
 
-    def _count_malformed(self, err):
+    def _count_malformed(self, err, now):
         """A malformed request that names a known, issued token counts as a failure of that
         token (raises the counted Rejected); anything else is left to the caller."""
         if not valid_token_id(err.token_id):
@@ -815,12 +815,21 @@ class TokenStore:
                 record = self._read(err.token_id)
             except StoreError:
                 return
-            if record is not None and record["state"] == "issued":
-                self._fail(record, err.reason, err.detail)
+            if record is not None:
+                self._fail(record, err.reason, err.detail, now)
 
-    def _fail(self, record, reason, detail):
+    def _fail(self, record, reason, detail, now=None):
+        """Count a failure against an issued, unexpired token (revoking it at
+        ``max_failures``) and raise Rejected. A consumed, revoked or expired token can never
+        succeed again: it is refused without writing the store (no write amplification
+        under the global lock)."""
+        now = time.time() if now is None else now
+        if record["state"] != "issued" or now > record["expires"]:
+            raise Rejected(
+                reason, detail, token_id=record["token_id"], minion_id=record["minion_id"]
+            )
         record["failures"] = int(record.get("failures", 0)) + 1
-        if record["state"] == "issued" and record["failures"] >= self.max_failures:
+        if record["failures"] >= self.max_failures:
             record["state"] = "revoked"
             record["revoked_at"] = int(time.time())
             record["revoke_reason"] = f"{record['failures']} failed attempts"

@@ -656,3 +656,22 @@ def test_stored_key_is_the_normalised_pem_block(master, other_keypair):
     _, token = _issue(master, minion="node2")
     assert _redeem(master, kv.build_request(token, "node2", pkcs1, now=NOW))
     assert (master["pki"] / "minions" / "node2").read_text() == pkcs1
+
+
+@pytest.mark.parametrize("state", ["consumed", "revoked", "expired"])
+def test_attempts_on_a_dead_token_do_not_rewrite_the_store(master, other_keypair, state):
+    record, token = _issue(master, ttl=60)
+    now = NOW
+    if state == "consumed":
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    elif state == "revoked":
+        master["store"].revoke(record["token_id"])
+    else:
+        now = NOW + 120
+    path = master["store"].path(record["token_id"])
+    before = (os.stat(path).st_ino, open(path, "rb").read())
+    for mutate in ({"mac": "0" * 64}, {"timestamp": 10**400}, {"public_key": "\ud800"}):
+        req = {**kv.build_request(token, "node1", other_keypair[1], now=now), **mutate}
+        with pytest.raises(kv.Rejected):
+            _redeem(master, req, now=now)
+    assert (os.stat(path).st_ino, open(path, "rb").read()) == before
