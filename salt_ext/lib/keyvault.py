@@ -370,6 +370,18 @@ def normalise_finger(finger):
     return _colon(bare)
 
 
+_COLON_FINGER_RE = re.compile(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){31}\Z")
+
+
+def valid_sha256_finger(finger):
+    """A SHA-256 fingerprint as Salt prints it (``aa:bb:…``, 32 pairs) or as 64 bare hex
+    digits, any case."""
+    if not isinstance(finger, str):
+        return False
+    text = finger.strip().lower()
+    return bool(_COLON_FINGER_RE.match(text) or _HEX_FINGER_RE.match(text))
+
+
 def pem_finger(pem, hash_type="sha256"):
     """Exactly ``salt.utils.crypt.pem_finger(path, sum_type=hash_type)`` of a file holding
     ``pem``: the hash of the base64 lines (non-blank lines minus the first and last)."""

@@ -127,9 +127,13 @@ def bootstrap(args, out=sys.stdout):
         kv.check_minion_id(args.minion_id, "--minion-id")
     except kv.KeyVaultError as err:
         raise BootstrapError(str(err).replace("token:", "--token:", 1)) from None
+    # checked before anything is generated or sent
     for name in ("master_finger", "tls_finger"):
-        if len(kv.normalise_finger(getattr(args, name)).replace(":", "")) != 64:
-            raise BootstrapError(f"--{name.replace('_', '-')}: expected a SHA-256 fingerprint")
+        if not kv.valid_sha256_finger(getattr(args, name)):
+            raise BootstrapError(
+                f"--{name.replace('_', '-')}: expected a SHA-256 fingerprint, 32 hex pairs "
+                "separated by ':' (as keyvault.issue prints it) or 64 hex digits"
+            )
     _parse_url(args.url)
     public_key, generated = ensure_keypair(args.pki_dir, args.key_size)
     if generated:

@@ -675,3 +675,26 @@ def test_attempts_on_a_dead_token_do_not_rewrite_the_store(master, other_keypair
         with pytest.raises(kv.Rejected):
             _redeem(master, req, now=now)
     assert (os.stat(path).st_ino, open(path, "rb").read()) == before
+
+
+@pytest.mark.parametrize("option", ["--master-finger", "--tls-finger"])
+@pytest.mark.parametrize(
+    "value", ["zz" * 32, "\u00e9" * 64, "ab" * 31, "ab:" * 32, "a:bc" * 16, "ab" * 32 + "x"]
+)
+def test_bad_fingerprint_is_refused_before_anything_happens(tmp_path, capsys, option, value):
+    token = kv.format_token("abcdef", kv.new_secret())
+    pki, conf = tmp_path / "pki", tmp_path / "minion.d"
+    values = {"--master-finger": "ab" * 32, "--tls-finger": "cd:" * 31 + "cd", option: value}
+    argv = ["--url", "https://127.0.0.1:9/v1/redeem", "--token", token, "--minion-id", "n1"]
+    for name, given in values.items():
+        argv += [name, given]
+    argv += ["--pki-dir", str(pki), "--config-dir", str(conf), "--timeout", "2"]
+    assert client.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{option}: expected a SHA-256 fingerprint" in err and "Traceback" not in err
+    assert not pki.exists() and not conf.exists()
+
+
+def test_fingerprint_forms():
+    assert kv.valid_sha256_finger("AB" * 32) and kv.valid_sha256_finger(" " + "ab:" * 31 + "ab")
+    assert not kv.valid_sha256_finger(None) and not kv.valid_sha256_finger("")
