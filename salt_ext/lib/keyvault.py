@@ -68,8 +68,12 @@ U, ``tests/integration/test_keyvault.py`` = I):
     certificate (SHA-256 of the DER certificate, checked before the request body is sent),
     verifies a response MAC ``HMAC(K, "response" ‖ request nonce ‖ master public key)`` (only
     the holder of ``K`` can produce it), and checks the master public key against the
-    ``master_finger`` from the bundle, which it also writes into the minion config so
-    salt-minion itself refuses another master. U: ``test_client_*``; I:
+    ``master_finger`` from the bundle (always SHA-256, whatever the master's ``hash_type``),
+    and writes ``master_finger`` into the minion config, computed from that verified key
+    with the minion's ``hash_type`` (``--hash-type``: salt-minion compares
+    ``pem_finger(minion_master.pub, sum_type=hash_type)`` with it), so salt-minion itself
+    refuses another master. E: ``test_master_finger_follows_the_minion_hash_type``;
+    U: ``test_client_*``; I:
     ``test_wrong_tls_pin_refuses_and_changes_nothing``,
     ``test_forged_master_key_refuses_and_changes_nothing``.
 11. Weak or garbage minion keys / oversized or malformed requests. The public key must be
@@ -184,6 +188,8 @@ _NONCE_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 _HEX_FINGER_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 
 STATES = ("issued", "consumed", "revoked", "expired")
+# the hash_type values salt-minion accepts for master_finger (hashlib names)
+HASH_TYPES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 
 
 class KeyVaultError(Exception):
@@ -333,9 +339,10 @@ def build_request(token, minion_id, public_key, now=None, nonce=None):
     return fields
 
 
-def check_response(token, request, response, master_finger, hash_type="sha256"):
+def check_response(token, request, response, master_finger):
     """Node side: the response must carry a MAC only the master can make and a master key
-    with the fingerprint from the bundle. Returns the master public key PEM."""
+    whose SHA-256 fingerprint (``pem_finger``) is the bundle's ``master_finger``, whatever
+    either side's ``hash_type``. Returns the master public key PEM."""
     token_id, secret = parse_token(token)
     if not isinstance(response, dict):
         raise KeyVaultError("response: not a JSON object")
@@ -348,7 +355,9 @@ def check_response(token, request, response, master_finger, hash_type="sha256"):
             "response MAC does not verify: this endpoint does not hold the token's key "
             "(not the master that issued it)"
         )
-    got = pem_finger(master_pub, hash_type)
+    if not valid_sha256_finger(master_finger):
+        raise KeyVaultError("--master-finger: not a SHA-256 fingerprint")
+    got = pem_finger(master_pub, "sha256")
     if not hmac.compare_digest(got, normalise_finger(master_finger)):
         raise KeyVaultError(
             f"master public key fingerprint {got} does not match --master-finger "

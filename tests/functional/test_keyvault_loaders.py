@@ -32,7 +32,7 @@ def test_issue_returns_a_json_bundle(runners):
     json.dumps(bundle)  # salt-api returns it as JSON
     assert bundle["url"] == "https://10.1.2.3:4599/v1/redeem"
     assert bundle["master_finger"] == salt.utils.crypt.pem_finger(
-        f"{opts['pki_dir']}/master.pub", sum_type=opts["hash_type"]
+        f"{opts['pki_dir']}/master.pub", sum_type="sha256"
     )
     assert bundle["tls_finger"] == kv.cert_finger_file(f"{opts['pki_dir']}/keyvault/cert.pem")
     assert kv.parse_token(bundle["token"])[0] == bundle["token_id"]
@@ -79,3 +79,14 @@ def test_engine_loader_finds_keyvault(runners):
     _, opts = runners
     engines = salt.loader.engines(opts, {}, {}, salt.loader.utils(opts))
     assert "keyvault.start" in engines
+
+
+@pytest.mark.parametrize("hash_type", ["sha512", "sha1", "md5"])
+def test_bundle_master_finger_is_sha256_whatever_the_hash_type(runners, hash_type):
+    run, opts = runners
+    opts["hash_type"] = hash_type
+    bundle = run["keyvault.issue"](minion_id="node1", ttl=120)
+    assert bundle["master_finger"] == salt.utils.crypt.pem_finger(
+        f"{opts['pki_dir']}/master.pub", sum_type="sha256"
+    )
+    assert kv.valid_sha256_finger(bundle["master_finger"])

@@ -12,6 +12,8 @@ import threading
 import time
 
 import pytest
+import salt.utils.crypt
+import yaml
 
 from salt_ext.engines import keyvault as engine
 from salt_ext.lib import keyvault as kv
@@ -222,3 +224,21 @@ def test_hostile_values_are_a_plain_rejection_not_an_error(served, caplog, field
     assert tag == "salt/keyvault/redeem/rejected" and data["reason"] == "malformed"
     assert data["token_id"] == record["token_id"]
     assert store.list()[0]["failures"] == 1
+
+
+@pytest.mark.parametrize("hash_type", ["sha256", "sha512", "md5"])
+def test_master_finger_follows_the_minion_hash_type(served, tmp_path, hash_type):
+    """The bundle pins the master key by SHA-256; the drop-in's master_finger is what
+    salt-minion computes with its own hash_type (salt.crypt compares
+    pem_finger(minion_master.pub, sum_type=hash_type) with it)."""
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node5", 60)
+    pki, conf = tmp_path / "node-pki", tmp_path / "minion.d"
+    argv = ["--url", served["url"], "--token", token, "--minion-id", "node5"]
+    argv += ["--master-finger", salt.utils.crypt.pem_finger(str(served["pki"] / "master.pub"))]
+    argv += ["--tls-finger", served["tls_finger"], "--hash-type", hash_type]
+    argv += ["--pki-dir", str(pki), "--config-dir", str(conf)]
+    assert client.main(argv) == 0
+    written = yaml.safe_load((conf / "keyvault.conf").read_text())
+    master_pub = str(pki / "minion_master.pub")
+    assert written["master_finger"] == salt.utils.crypt.pem_finger(master_pub, sum_type=hash_type)
