@@ -19,7 +19,7 @@ Actors
     process's command line); whoever can read the master's event bus and job cache.
 
 Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
-U, ``tests/integration/test_keyvault.py`` = I):
+U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault.py`` = I):
 
 1. Forged redeem (no secret). The request is authenticated with
    ``HMAC-SHA256(K, canonical request)``, ``K = HMAC-SHA256(secret, "…mac v1|" + token id)``;
@@ -31,9 +31,12 @@ U, ``tests/integration/test_keyvault.py`` = I):
    domain-separation prefix plus each field, in a fixed order, as 4-byte big-endian length +
    UTF-8 bytes; no JSON canonicalisation. U: ``test_canonical_encoding_is_unambiguous``.
 3. Replay of a captured good request / second redeem. A token is consumed by its first
-   success; every nonce that passed the MAC check is kept in the token record and refused a
-   second time; the timestamp must be within ``request_window`` (default 10 s) of the
-   master's clock. U: ``test_redeem_*replay*``, ``test_stale_timestamp*``;
+   success. While the token is issued and unexpired, every nonce that passed the MAC check
+   is kept in the token record and refused a second time (at most ``max_failures`` + 1 of
+   them, since each refusal after the MAC counts as a failure); once the token is consumed,
+   revoked or expired no nonce is kept, as every request for it is refused anyway. The
+   timestamp must be within ``request_window`` (default 10 s) of the master's clock.
+   U: ``test_redeem_*replay*``, ``test_stale_timestamp*``;
    I: ``test_replay_of_good_request_is_rejected``, ``test_second_redeem_is_rejected``,
    ``test_timestamp_outside_window_is_rejected[*]``, ``test_reused_nonce_is_rejected``.
 4. Using a token for another machine. The token is bound to one minion id at issue time and
@@ -45,7 +48,9 @@ U, ``tests/integration/test_keyvault.py`` = I):
    accepted. U: ``test_accept_minion_key_*``; I: ``test_key_conflict_is_rejected[*]``.
 6. Guessing secrets online. After ``MAX_FAILURES`` (5) authenticated-or-not failures the
    token is revoked; a malformed request that names an issued token counts too (U:
-   ``test_malformed_requests_count_towards_revocation``). Unauthenticated callers get one
+   ``test_malformed_requests_count_towards_revocation``); an attempt on a consumed, revoked
+   or expired token is refused without rewriting the store (U:
+   ``test_attempts_on_a_dead_token_do_not_rewrite_the_store``). Unauthenticated callers get one
    generic 403 whatever went wrong; the precise reason goes to the log and the
    ``salt/keyvault/redeem/rejected`` event.
    U: ``test_five_failures_revoke_the_token``; I: ``test_five_bad_macs_then_right_one``.
@@ -55,15 +60,22 @@ U, ``tests/integration/test_keyvault.py`` = I):
    never lets it be used twice). U: ``test_concurrent_redeems_one_winner``;
    I: ``test_64_concurrent_redeems_exactly_one_wins``; bench/keyvault.py counts double spends.
 8. Theft of the token store. The store never holds the secret, nor ``K`` in the clear: ``K``
-   is AES-GCM encrypted (AAD = token id) under a wrap key derived with HKDF-SHA256 from the
+   is AES-GCM encrypted (AAD: record version, token id, minion id, created, expires) under
+   a wrap key derived with HKDF-SHA256 from the
    master's private key file ``<pki_dir>/master.pem``. A leaked store alone redeems nothing;
    whoever holds master.pem already *is* the master. Records and directories are 0600/0700
    from the first byte (atomic writes). U: ``test_store_holds_no_secret``,
    ``test_store_files_are_private``, ``test_wrapped_key_needs_the_master_key``.
 9. Corrupt or tampered store. An unreadable or malformed record, or one whose wrapped key
    does not decrypt, fails closed: the redeem is refused, the log names the file and the
-   fault, the client gets the generic 403, nothing is accepted. U: ``test_corrupt_record_*``;
-   I: ``test_corrupt_store_fails_closed``.
+   fault, the client gets the generic 403, nothing is accepted. The immutable fields (token
+   id, minion id, created, expires, version) are the AAD of the wrapped key, so changing
+   any of them (rebinding a token to another minion, extending its life) makes the record
+   fail closed. ``state``, ``failures`` and ``nonces`` change during a token's life and are
+   not authenticated: whoever can write the store (root or the salt user on the master)
+   could reset them, but could as well write ``<pki_dir>/minions`` directly, and still
+   cannot redeem without the secret. U: ``test_corrupt_record_*``,
+   ``test_tampered_immutable_field_fails_closed[*]``; I: ``test_corrupt_store_fails_closed``.
 10. A fake master / man in the middle towards the node. The node pins the endpoint's TLS
     certificate (SHA-256 of the DER certificate, checked before the request body is sent),
     verifies a response MAC ``HMAC(K, "response" ‖ request nonce ‖ master public key)`` (only
@@ -95,11 +107,11 @@ U, ``tests/integration/test_keyvault.py`` = I):
     warning is logged at most every 10 s). Plain HTTP to the port fails the TLS handshake.
     I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
-    E (``tests/unit/test_engine_keyvault.py``):
-    ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
+    E: ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
     ``test_drop_warnings_are_rate_limited``;
     ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
-    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``.
+    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``,
+    ``test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
     reason and peer only — never the secret, ``K``, the token string or a MAC.
     I: ``test_no_secret_in_logs_events_or_list``.
@@ -181,6 +193,8 @@ MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
 REQUEST_PREFIX = b"saltext-slurm keyvault request v1"
 RESPONSE_PREFIX = b"saltext-slurm keyvault response v1"
 WRAP_INFO = b"saltext-slurm keyvault store wrap v1"
+WRAP_AAD_PREFIX = b"saltext-slurm keyvault record v2"
+RECORD_VERSION = 2
 REQUEST_FIELDS = ("token_id", "minion_id", "nonce", "timestamp", "public_key")
 
 _TOKEN_ID_RE = re.compile(r"\A[a-z0-9]{6}\Z")
@@ -623,6 +637,24 @@ def iso(epoch):
     )
 
 
+def record_aad(record):
+    """AES-GCM associated data of a record's wrapped key: every immutable field, so a
+    record whose token id, minion id, creation or expiry was changed does not unwrap.
+    ``state``, ``failures`` and ``nonces`` change during the token's life and are not
+    covered (see threat 9)."""
+    return b"".join(
+        _lp(part)
+        for part in (
+            WRAP_AAD_PREFIX,
+            str(record["version"]),
+            record["token_id"],
+            record["minion_id"],
+            str(record["created"]),
+            str(record["expires"]),
+        )
+    )
+
+
 class TokenStore:
     """One JSON file per token in ``directory`` (0700), every read-modify-write under an
     exclusive ``flock`` of ``directory/.lock``, every write atomic with mode 0600."""
@@ -670,9 +702,9 @@ class TokenStore:
         data = json.dumps(record, sort_keys=True).encode()
         fsutil.atomic_write(self.path(record["token_id"]), data, mode=0o600)
 
-    def _wrap(self, token_id, key):
+    def _wrap(self, record, key):
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self.wrap_key).encrypt(nonce, key, token_id.encode())
+        sealed = AESGCM(self.wrap_key).encrypt(nonce, key, record_aad(record))
         return {"nonce": nonce.hex(), "sealed": sealed.hex()}
 
     def _unwrap(self, record):
@@ -681,7 +713,7 @@ class TokenStore:
             return AESGCM(self.wrap_key).decrypt(
                 bytes.fromhex(wrapped["nonce"]),
                 bytes.fromhex(wrapped["sealed"]),
-                record["token_id"].encode(),
+                record_aad(record),
             )
         except (InvalidTag, ValueError, KeyError, TypeError):
             raise StoreError(
@@ -704,7 +736,7 @@ class TokenStore:
             else:
                 raise StoreError("could not find a free token id (store full?)")
             record = {
-                "version": 1,
+                "version": RECORD_VERSION,
                 "token_id": token_id,
                 "minion_id": minion_id,
                 "created": now,
@@ -712,8 +744,8 @@ class TokenStore:
                 "state": "issued",
                 "failures": 0,
                 "nonces": [],
-                "wrapped_key": self._wrap(token_id, mac_key(secret, token_id)),
             }
+            record["wrapped_key"] = self._wrap(record, mac_key(secret, token_id))
             self._write(record)
         return record, format_token(token_id, secret)
 
@@ -862,8 +894,11 @@ class TokenStore:
 def _record_problem(record, token_id):
     if not isinstance(record, dict):
         return "not a JSON object"
-    if record.get("version") != 1:
-        return f"unknown version {record.get('version')!r}"
+    if record.get("version") != RECORD_VERSION:
+        return (
+            f"unknown version {record.get('version')!r} (version {RECORD_VERSION} expected; a "
+            "token issued before an upgrade must be issued again)"
+        )
     if record.get("token_id") != token_id:
         return f"token_id {record.get('token_id')!r} does not match the file name"
     if not valid_minion_id(record.get("minion_id")):

@@ -593,7 +593,7 @@ def test_restart_master_between_issue_and_redeem(kvbed, vault):
 def test_corrupt_store_fails_closed(kvbed, vault):
     bundle = vault.issue("h-corrupt")
     record = kvbed.master_dir / "cache" / "keyvault" / "tokens" / f"{bundle['token_id']}.json"
-    record.write_text('{"version": 1, "token_id": "tr')
+    record.write_text('{"version": 2, "token_id": "tr')
     event = _refused(vault, vault.request(bundle), bundle["token_id"], "store_error")
     assert str(record) in event["detail"]
     log = kvbed.master_log.read_text()

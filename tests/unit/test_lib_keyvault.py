@@ -274,7 +274,7 @@ def test_weak_public_key_is_refused(master):
         assert err.value.reason == "bad_public_key"
 
 
-@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 1}', ""])
+@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 2}', '{"version": 1}', ""])
 def test_corrupt_record_fails_closed(master, other_keypair, content, caplog):
     _, token = _issue(master)
     path = master["store"].path(token.split(".")[0])
@@ -698,3 +698,35 @@ def test_bad_fingerprint_is_refused_before_anything_happens(tmp_path, capsys, op
 def test_fingerprint_forms():
     assert kv.valid_sha256_finger("AB" * 32) and kv.valid_sha256_finger(" " + "ab:" * 31 + "ab")
     assert not kv.valid_sha256_finger(None) and not kv.valid_sha256_finger("")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"minion_id": "node2"},
+        {"expires": NOW + 86400},
+        {"created": NOW - 1},
+    ],
+    ids=["minion_id", "expires", "created"],
+)
+def test_tampered_immutable_field_fails_closed(master, other_keypair, change):
+    _, token = _issue(master)
+    path = master["store"].path(token.split(".")[0])
+    record = json.loads(open(path).read())
+    record.update(change)
+    open(path, "w").write(json.dumps(record))
+    minion = change.get("minion_id", "node1")
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, minion, other_keypair[1], now=NOW))
+    assert err.value.reason == "store_error"
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_mutable_fields_stay_mutable(master, other_keypair):
+    """state/failures are not in the AAD (by design): a reset failure count still unwraps."""
+    record, token = _issue(master)
+    path = master["store"].path(record["token_id"])
+    stored = json.loads(open(path).read())
+    stored["failures"] = 3
+    open(path, "w").write(json.dumps(stored))
+    assert _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
