@@ -84,7 +84,8 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault
     and writes ``master_finger`` into the minion config, computed from that verified key
     with the minion's ``hash_type`` (``--hash-type``: salt-minion compares
     ``pem_finger(minion_master.pub, sum_type=hash_type)`` with it), so salt-minion itself
-    refuses another master. E: ``test_master_finger_follows_the_minion_hash_type``;
+    refuses another master. E: ``test_master_finger_follows_the_minion_hash_type``,
+    ``test_forged_endpoint_with_the_pinned_certificate_is_refused``;
     U: ``test_client_*``; I:
     ``test_wrong_tls_pin_refuses_and_changes_nothing``,
     ``test_forged_master_key_refuses_and_changes_nothing``.

@@ -2,6 +2,7 @@
 redeem through the node client's pinned POST, and the connection cap."""
 
 import http.client
+import io
 import json
 import multiprocessing
 import os
@@ -10,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+from unittest import mock
 
 import pytest
 import salt.utils.crypt
@@ -58,6 +60,7 @@ def served(tmp_path, monkeypatch):
         "master_pub": pub,
         "events": events,
         "pki": pki,
+        "server": server,
     }
     server.shutdown()
     server.server_close()
@@ -242,3 +245,34 @@ def test_master_finger_follows_the_minion_hash_type(served, tmp_path, hash_type)
     written = yaml.safe_load((conf / "keyvault.conf").read_text())
     master_pub = str(pki / "minion_master.pub")
     assert written["master_finger"] == salt.utils.crypt.pem_finger(master_pub, sum_type=hash_type)
+
+
+def test_forged_endpoint_with_the_pinned_certificate_is_refused(served, tmp_path, capsys):
+    """An endpoint the node is pinned to (right TLS certificate) that does not hold K: it
+    answers 200 with the real master public key and a response MAC it cannot make. The node
+    refuses and writes nothing but the keypair it generated."""
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node6", 60)
+    vault = served["server"].vault
+
+    def forged(request, peer):
+        return 200, {
+            "minion_id": request.get("minion_id"),
+            "master_pub": vault.master_pub,
+            "response_mac": kv.response_mac(b"\0" * 32, request["nonce"], vault.master_pub),
+        }
+
+    vault.redeem = forged
+    pki, conf = tmp_path / "node-pki", tmp_path / "minion.d"
+    argv = ["--url", served["url"], "--token", "-", "--minion-id", "node6"]
+    argv += ["--master-finger", kv.pem_finger(served["master_pub"])]
+    argv += ["--tls-finger", served["tls_finger"]]
+    argv += ["--pki-dir", str(pki), "--config-dir", str(conf)]
+    with mock.patch("sys.stdin", io.StringIO(token + "\n")):
+        assert client.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "response MAC does not verify" in err and token.split(".")[1] not in err
+    assert sorted(p.name for p in pki.iterdir()) == ["minion.pem", "minion.pub"]
+    assert not conf.exists()
+    assert not (served["pki"] / "minions").exists()
+    assert kv.public_view(json.loads(open(store.path(token[:6])).read()))["state"] == "issued"

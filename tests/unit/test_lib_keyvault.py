@@ -393,7 +393,36 @@ def test_tls_cert_generation_and_fingerprint(tmp_path):
     assert not kv.finger_matches("garbage", der)
 
 
+def _read_request(tls):
+    """Everything the peer sends: a whole HTTP request (headers + Content-Length body), or
+    all bytes until it closes. ``(data, complete)``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            chunk = b""
+        if not chunk:
+            return data, False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body, True
+
+
 def _tls_server(tmp_path, reply):
+    """One-connection TLS server with the keyvault cert; answers a complete request with
+    ``reply``. ``got`` receives every byte the client sent; ``done`` is set once the
+    connection is over (the client closed, or the answer was sent)."""
     cert, key = kv.ensure_tls_cert(str(tmp_path / "srv"))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -401,42 +430,47 @@ def _tls_server(tmp_path, reply):
     sock.bind(("127.0.0.1", 0))
     sock.listen(4)
     got = []
+    done = threading.Event()
 
     def serve():
-        conn, _ = sock.accept()
         try:
+            conn, _ = sock.accept()
+            conn.settimeout(10)
             tls = ctx.wrap_socket(conn, server_side=True)
-            data = tls.recv(65536)
+            data, complete = _read_request(tls)
             got.append(data)
-            if data:
+            if complete:
                 body = json.dumps(reply).encode()
                 tls.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                     + body
                 )
             tls.close()
-        except (ssl.SSLError, OSError):
-            pass
+        except (ssl.SSLError, OSError) as err:
+            got.append(err)
         finally:
             sock.close()
+            done.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    return f"https://127.0.0.1:{sock.getsockname()[1]}/v1/redeem", kv.cert_finger_file(cert), got
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}/v1/redeem"
+    return url, kv.cert_finger_file(cert), got, done
 
 
 def test_client_refuses_wrong_pin_before_sending(tmp_path):
-    url, _finger, got = _tls_server(tmp_path, {})
+    url, _finger, got, done = _tls_server(tmp_path, {})
     with pytest.raises(client.BootstrapError, match="pinned"):
         client.pinned_post(url, {"secret": "x"}, "00" * 32, timeout=5)
-    time.sleep(0.2)
-    assert got in ([], [b""])
+    # strict: the server read until the client closed the connection, and got nothing
+    assert done.wait(10)
+    assert got == [b""]
 
 
 def test_client_refuses_forged_master(tmp_path, keypair, other_keypair, capsys):
     # a server with the right pin but without K: the response MAC cannot verify
-    url, finger, _ = _tls_server(
+    url, finger, _, _ = _tls_server(
         tmp_path, {"master_pub": other_keypair[1], "response_mac": "00" * 32}
     )
     token = kv.format_token("abcdef", kv.new_secret())
