@@ -513,6 +513,33 @@ def test_slow_client_is_cut_off(vault):
     tls.close()
 
 
+@pytest.mark.usefixtures("unchanged")
+def test_trickling_client_is_cut_off_at_the_deadline(vault):
+    """A byte every 2 s never trips the 10 s per-recv timeout; the 15 s per-connection
+    deadline still ends the connection."""
+    raw = socket.create_connection((vault.host, PORT), timeout=30)
+    tls = vault.context().wrap_socket(raw)
+    started = time.monotonic()
+    tls.settimeout(2)
+    data = b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 40
+    cut = None
+    for byte in data:
+        try:
+            tls.sendall(bytes([byte]))
+            if tls.recv(1024) == b"":
+                cut = time.monotonic() - started
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            cut = time.monotonic() - started
+            break
+        if time.monotonic() - started > 30:
+            break
+    tls.close()
+    assert cut is not None and 13 < cut < 19, cut
+
+
 def test_wrong_tls_pin_refuses_and_changes_nothing(kvbed, vault):
     node_pki = kvbed.nodes["k1"].dir / "salt" / "pki"
     before = (vault.accepted_keys(), (node_pki / "minion_master.pub").read_text())
