@@ -15,6 +15,7 @@ from unittest import mock
 
 import pytest
 import salt.utils.crypt
+import salt.utils.process
 import yaml
 
 from salt_ext.engines import keyvault as engine
@@ -276,3 +277,78 @@ def test_forged_endpoint_with_the_pinned_certificate_is_refused(served, tmp_path
     assert not conf.exists()
     assert not (served["pki"] / "minions").exists()
     assert kv.public_view(json.loads(open(store.path(token[:6])).read()))["state"] == "issued"
+
+
+class _EngineProcess(salt.utils.process.SignalHandlingProcess):
+    """The engine as salt-master runs it: a SignalHandlingProcess (Salt's SIGTERM handler)
+    running ``start()``."""
+
+    def __init__(self, opts, child_pid, **kwargs):
+        super().__init__(**kwargs)
+        self.opts = opts
+        self.child_pid = child_pid
+
+    def run(self):
+        engine.__opts__ = self.opts
+        server = engine.make_server(self.opts)
+        self.child_pid.value = server.vault.events.process.pid
+        try:
+            server.serve_forever(poll_interval=0.5)
+        finally:
+            server.server_close()
+            server.vault.events.close()
+
+
+def _gone(pid, timeout):
+    """True once ``pid`` has exited (absent, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_engine_exits_promptly_on_sigterm(tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    priv, pub = kv.generate_minion_keypair()
+    (pki / "master.pem").write_text(priv)
+    (pki / "master.pub").write_text(pub)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    opts = {
+        "pki_dir": str(pki),
+        "cachedir": str(tmp_path / "cache"),
+        "sock_dir": str(tmp_path / "sock"),
+        "interface": "127.0.0.1",
+        "engines": [{"keyvault": {"port": port}}],
+    }
+    child_pid = multiprocessing.get_context("fork").Value("i", 0)
+    proc = _EngineProcess(opts, child_pid)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "engine did not start"
+                time.sleep(0.2)
+        assert child_pid.value > 0
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        assert proc.exitcode is not None, "the engine did not exit on SIGTERM"
+        assert time.monotonic() - started < 5
+        assert _gone(child_pid.value, 5), "the event child outlived the engine"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
