@@ -91,7 +91,8 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
 
     Returns the bundle the node needs: the token string (``<id>.<secret>``, shown this once;
     the master keeps only an encrypted derivative), its expiry, the master public key's
-    fingerprint (what salt-minion's ``master_finger`` expects), the endpoint URL and its TLS
+    SHA-256 fingerprint (whatever ``hash_type`` is; the node writes salt-minion's
+    ``master_finger`` from it in the minion's ``hash_type``), the endpoint URL and its TLS
     certificate fingerprint, and the ready-to-paste ``salt-keyvault-bootstrap`` command.
 
     Note: Salt itself records every runner return in the job cache and on the master event
@@ -130,9 +131,9 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
     where = kv.paths(__opts__)
     if not os.path.isfile(where["master_pub"]):
         raise SaltRunnerError(f"master public key {where['master_pub']} not found")
-    master_finger = salt.utils.crypt.pem_finger(
-        where["master_pub"], sum_type=__opts__.get("hash_type", "sha256")
-    )
+    # always SHA-256, whatever this master's hash_type: it is the node's pin; the node
+    # writes salt-minion's master_finger itself, in the form of the minion's hash_type
+    master_finger = salt.utils.crypt.pem_finger(where["master_pub"], sum_type="sha256")
     tty = _open_tty() if to_tty is True or str(to_tty).lower() == "true" else None
     url = kv.endpoint_url(cfg)
     cert, _ = kv.tls_files(__opts__, cfg)

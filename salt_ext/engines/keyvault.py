@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -42,6 +43,13 @@ __virtualname__ = "keyvault"
 MAX_BODY = 64 * 1024
 DRAIN_LIMIT = 1024 * 1024
 SOCKET_TIMEOUT = 10
+# a whole connection (TLS handshake, headers, body, answer) must be done within this many
+# seconds: SOCKET_TIMEOUT bounds each recv only, so a client trickling a byte at a time
+# would otherwise keep its slot for ever
+CONNECTION_DEADLINE = 15
+REAPER_TICK = 0.25
+# at most one "connections open, dropping" warning per this many seconds
+DROP_LOG_INTERVAL = 10
 # one thread per connection: cap them so a flood of idle connections cannot exhaust the
 # master (every connection also ends after one request)
 MAX_CONNECTIONS = 256
@@ -64,10 +72,21 @@ class EventBus:
         self.opts = opts
         ctx = multiprocessing.get_context("fork")
         self.queue = ctx.Queue(maxsize=backlog)
+        # never wait at exit for the feeder thread to flush: if the child died first, nobody
+        # reads the pipe and the flush would block the engine's exit for ever (events not
+        # yet sent are lost; their log lines stay)
+        self.queue.cancel_join_thread()
         self.process = ctx.Process(
             target=_send_events, args=(opts, self.queue, os.getpid()), daemon=True
         )
         self.process.start()
+
+    def close(self, timeout=2):
+        """Stop the child and drop what is still queued, without blocking."""
+        self.queue.close()
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
 
     def fire(self, tag, data):
         try:
@@ -183,15 +202,61 @@ class Server(http.server.ThreadingHTTPServer):
         self.context = context
         self.vault = vault
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.deadlines = {}  # socket -> monotonic deadline; the reaper shuts late ones down
+        self.deadlines_lock = threading.Lock()
+        self.reaper_stop = threading.Event()
+        self.dropped = 0
+        self.drop_logged = None
         super().__init__(address, Handler)
+        self.reaper = threading.Thread(target=self._reap, name="keyvault-reaper", daemon=True)
+        self.reaper.start()
+
+    def watch(self, sock):
+        with self.deadlines_lock:
+            self.deadlines[sock] = time.monotonic() + CONNECTION_DEADLINE
+
+    def unwatch(self, sock):
+        with self.deadlines_lock:
+            self.deadlines.pop(sock, None)
+
+    def _reap(self):
+        while not self.reaper_stop.wait(REAPER_TICK):
+            now = time.monotonic()
+            with self.deadlines_lock:
+                late = [sock for sock, deadline in self.deadlines.items() if deadline <= now]
+                for sock in late:
+                    del self.deadlines[sock]
+            for sock in late:
+                log.debug(
+                    "keyvault: connection over its %ss deadline, cut off", CONNECTION_DEADLINE
+                )
+                try:
+                    # the plain socket's shutdown: the handler thread's blocking read returns
+                    # at once (the TLS object stays with that thread, which closes it)
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self):
+        self.reaper_stop.set()
+        super().server_close()
+
+    def _log_drop(self, peer):
+        now = time.monotonic()
+        self.dropped += 1
+        if self.drop_logged is None or now - self.drop_logged >= DROP_LOG_INTERVAL:
+            log.warning(
+                "keyvault: %d connections open, dropped %d connection(s) (last from %s)",
+                MAX_CONNECTIONS,
+                self.dropped,
+                peer,
+            )
+            self.dropped = 0
+            self.drop_logged = now
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
-            log.warning(
-                "keyvault: %d connections open, dropping one from %s",
-                MAX_CONNECTIONS,
-                client_address[0],
-            )
+            self._log_drop(client_address[0])
             self.shutdown_request(request)
             return
         try:
@@ -201,9 +266,12 @@ class Server(http.server.ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request, client_address):
+        # the deadline covers the TLS handshake, headers, body and answer
+        self.watch(request)
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.unwatch(request)
             self.slots.release()
 
     def get_request(self):
@@ -356,3 +424,4 @@ def start(address=None, port=None, **_ignored):
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        server.vault.events.close()

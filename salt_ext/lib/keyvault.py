@@ -15,10 +15,11 @@ Actors
     The admin (runs ``salt-run keyvault.issue`` on the master, carries the token string to the
     node out of band); the new node (runs ``salt-keyvault-bootstrap``); anyone on the network
     between them (reads, replays, alters, races requests); a local user on the master who can
-    read files but is not root; whoever can read the master's event bus and job cache.
+    read files but is not root; a local user on the new node who is not root (sees every
+    process's command line); whoever can read the master's event bus and job cache.
 
 Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
-U, ``tests/integration/test_keyvault.py`` = I):
+U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault.py`` = I):
 
 1. Forged redeem (no secret). The request is authenticated with
    ``HMAC-SHA256(K, canonical request)``, ``K = HMAC-SHA256(secret, "…mac v1|" + token id)``;
@@ -30,9 +31,12 @@ U, ``tests/integration/test_keyvault.py`` = I):
    domain-separation prefix plus each field, in a fixed order, as 4-byte big-endian length +
    UTF-8 bytes; no JSON canonicalisation. U: ``test_canonical_encoding_is_unambiguous``.
 3. Replay of a captured good request / second redeem. A token is consumed by its first
-   success; every nonce that passed the MAC check is kept in the token record and refused a
-   second time; the timestamp must be within ``request_window`` (default 10 s) of the
-   master's clock. U: ``test_redeem_*replay*``, ``test_stale_timestamp*``;
+   success. While the token is issued and unexpired, every nonce that passed the MAC check
+   is kept in the token record and refused a second time (at most ``max_failures`` + 1 of
+   them, since each refusal after the MAC counts as a failure); once the token is consumed,
+   revoked or expired no nonce is kept, as every request for it is refused anyway. The
+   timestamp must be within ``request_window`` (default 10 s) of the master's clock.
+   U: ``test_redeem_*replay*``, ``test_stale_timestamp*``;
    I: ``test_replay_of_good_request_is_rejected``, ``test_second_redeem_is_rejected``,
    ``test_timestamp_outside_window_is_rejected[*]``, ``test_reused_nonce_is_rejected``.
 4. Using a token for another machine. The token is bound to one minion id at issue time and
@@ -43,8 +47,12 @@ U, ``tests/integration/test_keyvault.py`` = I):
    rejected or denied (the admin's decision wins); the same key pending is moved to
    accepted. U: ``test_accept_minion_key_*``; I: ``test_key_conflict_is_rejected[*]``.
 6. Guessing secrets online. After ``MAX_FAILURES`` (5) authenticated-or-not failures the
-   token is revoked. Unauthenticated callers get one generic 403 whatever went wrong; the
-   precise reason goes to the log and the ``salt/keyvault/redeem/rejected`` event.
+   token is revoked; a malformed request that names an issued token counts too (U:
+   ``test_malformed_requests_count_towards_revocation``); an attempt on a consumed, revoked
+   or expired token is refused without rewriting the store (U:
+   ``test_attempts_on_a_dead_token_do_not_rewrite_the_store``). Unauthenticated callers get one
+   generic 403 whatever went wrong; the precise reason goes to the log and the
+   ``salt/keyvault/redeem/rejected`` event.
    U: ``test_five_failures_revoke_the_token``; I: ``test_five_bad_macs_then_right_one``.
 7. Double spend under concurrency (many engine threads, the runner in another process). All
    read-modify-write of the store and the pki writes happen under one ``fcntl.flock``; the
@@ -52,34 +60,72 @@ U, ``tests/integration/test_keyvault.py`` = I):
    never lets it be used twice). U: ``test_concurrent_redeems_one_winner``;
    I: ``test_64_concurrent_redeems_exactly_one_wins``; bench/keyvault.py counts double spends.
 8. Theft of the token store. The store never holds the secret, nor ``K`` in the clear: ``K``
-   is AES-GCM encrypted (AAD = token id) under a wrap key derived with HKDF-SHA256 from the
+   is AES-GCM encrypted (AAD: record version, token id, minion id, created, expires) under
+   a wrap key derived with HKDF-SHA256 from the
    master's private key file ``<pki_dir>/master.pem``. A leaked store alone redeems nothing;
    whoever holds master.pem already *is* the master. Records and directories are 0600/0700
    from the first byte (atomic writes). U: ``test_store_holds_no_secret``,
    ``test_store_files_are_private``, ``test_wrapped_key_needs_the_master_key``.
 9. Corrupt or tampered store. An unreadable or malformed record, or one whose wrapped key
    does not decrypt, fails closed: the redeem is refused, the log names the file and the
-   fault, the client gets the generic 403, nothing is accepted. U: ``test_corrupt_record_*``;
-   I: ``test_corrupt_store_fails_closed``.
+   fault, the client gets the generic 403, nothing is accepted. The immutable fields (token
+   id, minion id, created, expires, version) are the AAD of the wrapped key, so changing
+   any of them (rebinding a token to another minion, extending its life) makes the record
+   fail closed. ``state``, ``failures`` and ``nonces`` change during a token's life and are
+   not authenticated: whoever can write the store (root or the salt user on the master)
+   could reset them, but could as well write ``<pki_dir>/minions`` directly, and still
+   cannot redeem without the secret. U: ``test_corrupt_record_*``,
+   ``test_tampered_immutable_field_fails_closed[*]``; I: ``test_corrupt_store_fails_closed``.
 10. A fake master / man in the middle towards the node. The node pins the endpoint's TLS
     certificate (SHA-256 of the DER certificate, checked before the request body is sent),
     verifies a response MAC ``HMAC(K, "response" ‖ request nonce ‖ master public key)`` (only
     the holder of ``K`` can produce it), and checks the master public key against the
-    ``master_finger`` from the bundle, which it also writes into the minion config so
-    salt-minion itself refuses another master. U: ``test_client_*``; I:
+    ``master_finger`` from the bundle (always SHA-256, whatever the master's ``hash_type``),
+    and writes ``master_finger`` into the minion config, computed from that verified key
+    with the minion's ``hash_type`` (``--hash-type``: salt-minion compares
+    ``pem_finger(minion_master.pub, sum_type=hash_type)`` with it), so salt-minion itself
+    refuses another master. E: ``test_master_finger_follows_the_minion_hash_type``,
+    ``test_forged_endpoint_with_the_pinned_certificate_is_refused``;
+    U: ``test_client_*``; I:
     ``test_wrong_tls_pin_refuses_and_changes_nothing``,
     ``test_forged_master_key_refuses_and_changes_nothing``.
-11. Weak or garbage minion keys / oversized or malformed requests. Public keys must be one
-    RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules and refuse control
-    characters and whitespace; the engine caps bodies (413), demands JSON (415/400), only
-    serves POST /v1/redeem and GET /v1/health, and times slow clients out. Plain HTTP to the
-    port fails the TLS handshake. I: ``test_malformed_requests_are_rejected[*]``,
+11. Weak or garbage minion keys / oversized or malformed requests. The public key must be
+    exactly one PEM block (``BEGIN PUBLIC KEY``, or the PKCS#1 ``BEGIN RSA PUBLIC KEY``)
+    with nothing around it; ``minions/<id>`` gets that block only, line endings unified (U:
+    ``test_text_around_the_pem_block_is_refused``). Every field is checked
+    for type and range before anything else (strings where strings belong, an ASCII
+    ``public_key``, ``|timestamp| < 2**53``), so no value reaches the MAC or the clock
+    comparison that could raise there: such a request is a plain ``malformed`` rejection,
+    never an internal error (U: ``test_hostile_field_values_are_a_counted_plain_rejection``;
+    E: ``test_hostile_values_are_a_plain_rejection_not_an_error``). Public keys must be one
+    RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules, refuse control
+    characters and whitespace and are at most 200 UTF-8 bytes (a longer one could burn the
+    token: the key file's temporary name would exceed 255 bytes after the token was
+    consumed); the engine caps bodies (413), demands JSON (415/400), only
+    serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
+    10 s and the whole connection (TLS handshake, headers, body, answer) within 15 s, so a
+    client trickling bytes cannot keep one of the 256 connection slots (the "dropped"
+    warning is logged at most every 10 s). Plain HTTP to the port fails the TLS handshake.
+    I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
+    E: ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
+    ``test_drop_warnings_are_rate_limited``;
     ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
-    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``.
+    ``test_malformed_request[*]``, ``test_valid_minion_id[*]``,
+    ``test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
     reason and peer only — never the secret, ``K``, the token string or a MAC.
     I: ``test_no_secret_in_logs_events_or_list``.
+13. Local users on the new node. ``/proc/<pid>/cmdline`` is world-readable: a token in
+    ``salt-keyvault-bootstrap``'s argv could be read during key generation or the request
+    and redeemed first with the reader's own key. The CLI reads the token from stdin
+    (``--token -``, a no-echo prompt on a terminal) or from ``$SALT_KEYVAULT_TOKEN``
+    (``/proc/<pid>/environ`` is readable by the owner and root only); the runner's
+    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token - …``
+    (``echo`` is a shell builtin, so the token is in no process's argv). ``--token ID.SECRET``
+    still works and warns on stderr. U: ``test_token_is_read_from_stdin_with_dash``,
+    ``test_bootstrap_command_keeps_the_token_out_of_argv``,
+    ``test_token_on_the_command_line_warns``; I: every bootstrap run uses ``--token -``.
 
 Residual risk (documented in README): Salt publishes every runner's return on the master
 event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token string that
@@ -141,11 +187,15 @@ DEFAULT_MAX_TTL = 3600
 DEFAULT_WINDOW = 10
 DEFAULT_PORT = 4510
 MAX_PUBLIC_KEY_CHARS = 16384
+MAX_MINION_ID_BYTES = 200
+MAX_TIMESTAMP = 2**53  # |timestamp| below this: exact as a float, no OverflowError
 
 MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
 REQUEST_PREFIX = b"saltext-slurm keyvault request v1"
 RESPONSE_PREFIX = b"saltext-slurm keyvault response v1"
 WRAP_INFO = b"saltext-slurm keyvault store wrap v1"
+WRAP_AAD_PREFIX = b"saltext-slurm keyvault record v2"
+RECORD_VERSION = 2
 REQUEST_FIELDS = ("token_id", "minion_id", "nonce", "timestamp", "public_key")
 
 _TOKEN_ID_RE = re.compile(r"\A[a-z0-9]{6}\Z")
@@ -153,6 +203,8 @@ _NONCE_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 _HEX_FINGER_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 
 STATES = ("issued", "consumed", "revoked", "expired")
+# the hash_type values salt-minion accepts for master_finger (hashlib names)
+HASH_TYPES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 
 
 class KeyVaultError(Exception):
@@ -220,8 +272,17 @@ def parse_token(token):
 
 def valid_minion_id(minion_id):
     """Salt's ``valid_id`` rules (no path separators or NUL, not ``.``/``..``, stays inside
-    the pki dir) plus no whitespace or control characters (ids end up in log lines)."""
-    if not isinstance(minion_id, str) or not 0 < len(minion_id) <= 255:
+    the pki dir) plus no whitespace or control characters (ids end up in log lines), and at
+    most :data:`MAX_MINION_ID_BYTES` UTF-8 bytes: the atomic write's temporary name
+    (``.<id>.XXXXXXXX``) must fit the 255-byte file name limit, or a redeem would burn the
+    token and then fail to write the key."""
+    if not isinstance(minion_id, str) or not minion_id:
+        return False
+    try:
+        size = len(minion_id.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    if size > MAX_MINION_ID_BYTES:
         return False
     if minion_id in (".", "..") or any(c in minion_id for c in ("/", "\\", "\0")):
         return False
@@ -232,7 +293,7 @@ def check_minion_id(minion_id, name="minion_id"):
     if not valid_minion_id(minion_id):
         raise KeyVaultError(
             f"{name}: {minion_id!r} is not a valid minion id (no '/', '\\', NUL, whitespace, "
-            "control characters, '.' or '..'; 1-255 characters)"
+            f"control characters, '.' or '..'; 1-{MAX_MINION_ID_BYTES} bytes in UTF-8)"
         )
     return minion_id
 
@@ -293,9 +354,10 @@ def build_request(token, minion_id, public_key, now=None, nonce=None):
     return fields
 
 
-def check_response(token, request, response, master_finger, hash_type="sha256"):
+def check_response(token, request, response, master_finger):
     """Node side: the response must carry a MAC only the master can make and a master key
-    with the fingerprint from the bundle. Returns the master public key PEM."""
+    whose SHA-256 fingerprint (``pem_finger``) is the bundle's ``master_finger``, whatever
+    either side's ``hash_type``. Returns the master public key PEM."""
     token_id, secret = parse_token(token)
     if not isinstance(response, dict):
         raise KeyVaultError("response: not a JSON object")
@@ -308,7 +370,9 @@ def check_response(token, request, response, master_finger, hash_type="sha256"):
             "response MAC does not verify: this endpoint does not hold the token's key "
             "(not the master that issued it)"
         )
-    got = pem_finger(master_pub, hash_type)
+    if not valid_sha256_finger(master_finger):
+        raise KeyVaultError("--master-finger: not a SHA-256 fingerprint")
+    got = pem_finger(master_pub, "sha256")
     if not hmac.compare_digest(got, normalise_finger(master_finger)):
         raise KeyVaultError(
             f"master public key fingerprint {got} does not match --master-finger "
@@ -328,6 +392,18 @@ def normalise_finger(finger):
         return ""
     bare = finger.strip().lower().replace(":", "")
     return _colon(bare)
+
+
+_COLON_FINGER_RE = re.compile(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){31}\Z")
+
+
+def valid_sha256_finger(finger):
+    """A SHA-256 fingerprint as Salt prints it (``aa:bb:…``, 32 pairs) or as 64 bare hex
+    digits, any case."""
+    if not isinstance(finger, str):
+        return False
+    text = finger.strip().lower()
+    return bool(_COLON_FINGER_RE.match(text) or _HEX_FINGER_RE.match(text))
 
 
 def pem_finger(pem, hash_type="sha256"):
@@ -358,6 +434,30 @@ def finger_matches(expected, der_cert):
 
 
 # ---------------------------------------------------------------------- keys
+PEM_MARKERS = (
+    ("-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"),  # what salt-minion writes
+    ("-----BEGIN RSA PUBLIC KEY-----", "-----END RSA PUBLIC KEY-----"),  # PKCS#1
+)
+
+
+def normalise_public_key(pem):
+    """The PEM block alone, ``\n`` line endings and one final newline: what goes into
+    ``minions/<id>``. Salt compares a minion's presented key with that file after
+    ``salt.crypt.clean_key`` (strip, unify line endings), so the text is kept as the minion
+    has it, never re-encoded. KeyVaultError when anything surrounds the block."""
+    if not isinstance(pem, str):
+        raise KeyVaultError("public_key: not a PEM string")
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or not any(
+        lines[0] == begin and lines[-1] == end for begin, end in PEM_MARKERS
+    ):
+        raise KeyVaultError(
+            "public_key: must be a PEM block from -----BEGIN PUBLIC KEY----- to -----END "
+            "PUBLIC KEY----- (or the RSA PUBLIC KEY variant) and nothing else"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def load_rsa_public_key(pem):
     """Parse one RSA public key PEM (SubjectPublicKeyInfo or PKCS#1) of ≥ 2048 bits."""
     if not isinstance(pem, str) or not pem.strip() or len(pem) > MAX_PUBLIC_KEY_CHARS:
@@ -538,6 +638,24 @@ def iso(epoch):
     )
 
 
+def record_aad(record):
+    """AES-GCM associated data of a record's wrapped key: every immutable field, so a
+    record whose token id, minion id, creation or expiry was changed does not unwrap.
+    ``state``, ``failures`` and ``nonces`` change during the token's life and are not
+    covered (see threat 9)."""
+    return b"".join(
+        _lp(part)
+        for part in (
+            WRAP_AAD_PREFIX,
+            str(record["version"]),
+            record["token_id"],
+            record["minion_id"],
+            str(record["created"]),
+            str(record["expires"]),
+        )
+    )
+
+
 class TokenStore:
     """One JSON file per token in ``directory`` (0700), every read-modify-write under an
     exclusive ``flock`` of ``directory/.lock``, every write atomic with mode 0600."""
@@ -585,9 +703,9 @@ class TokenStore:
         data = json.dumps(record, sort_keys=True).encode()
         fsutil.atomic_write(self.path(record["token_id"]), data, mode=0o600)
 
-    def _wrap(self, token_id, key):
+    def _wrap(self, record, key):
         nonce = secrets.token_bytes(12)
-        sealed = AESGCM(self.wrap_key).encrypt(nonce, key, token_id.encode())
+        sealed = AESGCM(self.wrap_key).encrypt(nonce, key, record_aad(record))
         return {"nonce": nonce.hex(), "sealed": sealed.hex()}
 
     def _unwrap(self, record):
@@ -596,7 +714,7 @@ class TokenStore:
             return AESGCM(self.wrap_key).decrypt(
                 bytes.fromhex(wrapped["nonce"]),
                 bytes.fromhex(wrapped["sealed"]),
-                record["token_id"].encode(),
+                record_aad(record),
             )
         except (InvalidTag, ValueError, KeyError, TypeError):
             raise StoreError(
@@ -619,7 +737,7 @@ class TokenStore:
             else:
                 raise StoreError("could not find a free token id (store full?)")
             record = {
-                "version": 1,
+                "version": RECORD_VERSION,
                 "token_id": token_id,
                 "minion_id": minion_id,
                 "created": now,
@@ -627,8 +745,8 @@ class TokenStore:
                 "state": "issued",
                 "failures": 0,
                 "nonces": [],
-                "wrapped_key": self._wrap(token_id, mac_key(secret, token_id)),
             }
+            record["wrapped_key"] = self._wrap(record, mac_key(secret, token_id))
             self._write(record)
         return record, format_token(token_id, secret)
 
@@ -682,7 +800,11 @@ class TokenStore:
         the store lock. Returns ``{"minion_id", "token_id", "action", "response_mac"}``;
         raises :class:`Rejected` (reason code) otherwise."""
         now = time.time() if now is None else now
-        fields = _request_fields(request)
+        try:
+            fields = _request_fields(request)
+        except Rejected as err:
+            self._count_malformed(err, now)
+            raise
         token_id = fields["token_id"]
         with self.locked():
             try:
@@ -695,7 +817,7 @@ class TokenStore:
             bound = record["minion_id"]
             expected = request_mac(key, fields)
             if not mac_equal(expected, request.get("mac")):
-                self._fail(record, "bad_mac", "request MAC does not verify")
+                self._fail(record, "bad_mac", "request MAC does not verify", now)
             # authenticated from here on
             if record["state"] == "consumed":
                 raise Rejected("consumed", "token already used", token_id, bound)
@@ -718,11 +840,12 @@ class TokenStore:
                     f"from the master's clock (window {window}s)",
                 )
             try:
-                load_rsa_public_key(fields["public_key"])
+                public_key = normalise_public_key(fields["public_key"])
+                load_rsa_public_key(public_key)
             except KeyVaultError as err:
                 self._fail(record, "bad_public_key", str(err))
             try:
-                action = check_minion_key(pki_dir, bound, fields["public_key"])
+                action = check_minion_key(pki_dir, bound, public_key)
             except Rejected as err:
                 self._fail(record, err.reason, err.detail)
             # consume first: a crash before the key is written burns the token, never
@@ -730,15 +853,37 @@ class TokenStore:
             record["state"] = "consumed"
             record["consumed_at"] = int(now)
             self._write(record)
-            accept_minion_key(pki_dir, bound, fields["public_key"], action)
+            accept_minion_key(pki_dir, bound, public_key, action)
         result = {"minion_id": bound, "token_id": token_id, "action": action}
         if master_pub is not None:
             result["response_mac"] = response_mac(key, fields["nonce"], master_pub)
         return result
 
-    def _fail(self, record, reason, detail):
+    def _count_malformed(self, err, now):
+        """A malformed request that names a known, issued token counts as a failure of that
+        token (raises the counted Rejected); anything else is left to the caller."""
+        if not valid_token_id(err.token_id):
+            return
+        with self.locked():
+            try:
+                record = self._read(err.token_id)
+            except StoreError:
+                return
+            if record is not None:
+                self._fail(record, err.reason, err.detail, now)
+
+    def _fail(self, record, reason, detail, now=None):
+        """Count a failure against an issued, unexpired token (revoking it at
+        ``max_failures``) and raise Rejected. A consumed, revoked or expired token can never
+        succeed again: it is refused without writing the store (no write amplification
+        under the global lock)."""
+        now = time.time() if now is None else now
+        if record["state"] != "issued" or now > record["expires"]:
+            raise Rejected(
+                reason, detail, token_id=record["token_id"], minion_id=record["minion_id"]
+            )
         record["failures"] = int(record.get("failures", 0)) + 1
-        if record["state"] == "issued" and record["failures"] >= self.max_failures:
+        if record["failures"] >= self.max_failures:
             record["state"] = "revoked"
             record["revoked_at"] = int(time.time())
             record["revoke_reason"] = f"{record['failures']} failed attempts"
@@ -750,8 +895,11 @@ class TokenStore:
 def _record_problem(record, token_id):
     if not isinstance(record, dict):
         return "not a JSON object"
-    if record.get("version") != 1:
-        return f"unknown version {record.get('version')!r}"
+    if record.get("version") != RECORD_VERSION:
+        return (
+            f"unknown version {record.get('version')!r} (version {RECORD_VERSION} expected; a "
+            "token issued before an upgrade must be issued again)"
+        )
     if record.get("token_id") != token_id:
         return f"token_id {record.get('token_id')!r} does not match the file name"
     if not valid_minion_id(record.get("minion_id")):
@@ -785,11 +933,11 @@ def _request_fields(request):
     if not isinstance(nonce, str) or not _NONCE_RE.match(nonce):
         raise Rejected("malformed", "nonce is not 64 lower-case hex chars", token_id=token_id)
     stamp = request["timestamp"]
-    if not isinstance(stamp, int) or isinstance(stamp, bool):
-        raise Rejected("malformed", "timestamp is not an integer", token_id=token_id)
+    if not isinstance(stamp, int) or isinstance(stamp, bool) or not abs(stamp) < MAX_TIMESTAMP:
+        raise Rejected("malformed", "timestamp is not an integer below 2**53", token_id=token_id)
     pub = request["public_key"]
-    if not isinstance(pub, str) or len(pub) > MAX_PUBLIC_KEY_CHARS:
-        raise Rejected("malformed", "public_key is not a PEM string", token_id=token_id)
+    if not isinstance(pub, str) or len(pub) > MAX_PUBLIC_KEY_CHARS or not pub.isascii():
+        raise Rejected("malformed", "public_key is not an ASCII PEM string", token_id=token_id)
     if not isinstance(request["mac"], str):
         raise Rejected("malformed", "mac is not a string", token_id=token_id)
     return {name: request[name] for name in REQUEST_FIELDS}
@@ -911,10 +1059,13 @@ def endpoint_url(cfg):
 
 
 def bootstrap_command(url, token, minion_id, master_finger, tls_finger):
-    return shlex.join(
+    """The ready-to-paste node command. The token goes through a pipe from ``echo`` (a shell
+    builtin, so it is in no process's argv) into ``--token -``."""
+    quoted = "'" + str(token).replace("'", "'\\''") + "'"
+    return f"echo {quoted} | " + shlex.join(
         [
             "salt-keyvault-bootstrap",
-            *("--url", url, "--token", token, "--minion-id", minion_id),
+            *("--token", "-", "--url", url, "--minion-id", minion_id),
             *("--master-finger", master_finger, "--tls-finger", tls_finger),
         ]
     )

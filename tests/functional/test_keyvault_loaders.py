@@ -32,11 +32,13 @@ def test_issue_returns_a_json_bundle(runners):
     json.dumps(bundle)  # salt-api returns it as JSON
     assert bundle["url"] == "https://10.1.2.3:4599/v1/redeem"
     assert bundle["master_finger"] == salt.utils.crypt.pem_finger(
-        f"{opts['pki_dir']}/master.pub", sum_type=opts["hash_type"]
+        f"{opts['pki_dir']}/master.pub", sum_type="sha256"
     )
     assert bundle["tls_finger"] == kv.cert_finger_file(f"{opts['pki_dir']}/keyvault/cert.pem")
     assert kv.parse_token(bundle["token"])[0] == bundle["token_id"]
-    assert f"--token {bundle['token']}" in bundle["command"]
+    # the token reaches the CLI through a pipe from echo (a builtin): never in any argv
+    assert bundle["command"].startswith(f"echo '{bundle['token']}' | salt-keyvault-bootstrap ")
+    assert "--token - " in bundle["command"]
     assert "--minion-id node1" in bundle["command"]
     listed = run["keyvault.list"]()["tokens"]
     assert [t["token_id"] for t in listed] == [bundle["token_id"]]
@@ -55,6 +57,7 @@ def test_issue_returns_a_json_bundle(runners):
         ({"minion_id": "n1", "ttl": "soon"}, "ttl"),
         ({"minion_id": "../etc"}, "minion_id"),
         ({"minion_id": "a b"}, "minion_id"),
+        ({"minion_id": "n" * 250}, "minion_id"),
     ],
 )
 def test_issue_refuses_bad_arguments_naming_them(runners, kwargs, named):
@@ -76,3 +79,14 @@ def test_engine_loader_finds_keyvault(runners):
     _, opts = runners
     engines = salt.loader.engines(opts, {}, {}, salt.loader.utils(opts))
     assert "keyvault.start" in engines
+
+
+@pytest.mark.parametrize("hash_type", ["sha512", "sha1", "md5"])
+def test_bundle_master_finger_is_sha256_whatever_the_hash_type(runners, hash_type):
+    run, opts = runners
+    opts["hash_type"] = hash_type
+    bundle = run["keyvault.issue"](minion_id="node1", ttl=120)
+    assert bundle["master_finger"] == salt.utils.crypt.pem_finger(
+        f"{opts['pki_dir']}/master.pub", sum_type="sha256"
+    )
+    assert kv.valid_sha256_finger(bundle["master_finger"])

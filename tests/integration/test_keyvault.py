@@ -231,10 +231,16 @@ def _refused(vault, request, token_id=None, reason=None):
     return None
 
 
+def _bootstrap(kvbed, node, bundle, **override):
+    """Run salt-keyvault-bootstrap on ``node`` the way the bundle's command does: the token
+    on stdin (``--token -``), never in argv."""
+    return kvbed.run(node, _bootstrap_argv(kvbed, node, bundle, **override), stdin=bundle["token"])
+
+
 def _bootstrap_argv(kvbed, node, bundle, **override):
     values = {
         "url": bundle["url"],
-        "token": bundle["token"],
+        "token": "-",
         "minion-id": bundle["minion_id"],
         "master-finger": bundle["master_finger"],
         "tls-finger": bundle["tls_finger"],
@@ -255,11 +261,12 @@ def test_fresh_minion_bootstraps_and_is_accepted(kvbed, vault):
     bundle = json.loads(proc.stdout)
     SECRETS.extend([bundle["token"], bundle["token"].split(".")[1]])
     assert bundle["url"] == vault.url
-    assert bundle["command"].startswith("salt-keyvault-bootstrap --url ")
+    assert bundle["command"].startswith(f"echo '{bundle['token']}' | salt-keyvault-bootstrap ")
     assert not (kvbed.nodes["k1"].dir / "salt" / "pki" / "minion.pem").exists()
-    run = kvbed.run("k1", _bootstrap_argv(kvbed, "k1", bundle))
+    run = _bootstrap(kvbed, "k1", bundle)
     assert run.returncode == 0, run.stderr
     assert "systemctl restart salt-minion" in run.stdout
+    assert "warning" not in run.stderr
     assert bundle["token"].split(".")[1] not in run.stdout + run.stderr
     assert (vault.pki / "minions" / "k1").exists()
     kvbed.start_minion("k1")
@@ -278,7 +285,7 @@ def test_pending_minion_with_same_key_is_moved_to_accepted(kvbed, vault):
         assert time.monotonic() < deadline, kvbed.tail_logs(["k2"])
         time.sleep(0.5)
     bundle = vault.issue("k2")
-    run = kvbed.run("k2", _bootstrap_argv(kvbed, "k2", bundle))
+    run = _bootstrap(kvbed, "k2", bundle)
     assert run.returncode == 0, run.stderr
     assert not (vault.pki / "minions_pre" / "k2").exists()
     # the waiting minion's next authentication is accepted, no restart and no salt-key
@@ -506,11 +513,38 @@ def test_slow_client_is_cut_off(vault):
     tls.close()
 
 
+@pytest.mark.usefixtures("unchanged")
+def test_trickling_client_is_cut_off_at_the_deadline(vault):
+    """A byte every 2 s never trips the 10 s per-recv timeout; the 15 s per-connection
+    deadline still ends the connection."""
+    raw = socket.create_connection((vault.host, PORT), timeout=30)
+    tls = vault.context().wrap_socket(raw)
+    started = time.monotonic()
+    tls.settimeout(2)
+    data = b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 40
+    cut = None
+    for byte in data:
+        try:
+            tls.sendall(bytes([byte]))
+            if tls.recv(1024) == b"":
+                cut = time.monotonic() - started
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            cut = time.monotonic() - started
+            break
+        if time.monotonic() - started > 30:
+            break
+    tls.close()
+    assert cut is not None and 13 < cut < 19, cut
+
+
 def test_wrong_tls_pin_refuses_and_changes_nothing(kvbed, vault):
     node_pki = kvbed.nodes["k1"].dir / "salt" / "pki"
     before = (vault.accepted_keys(), (node_pki / "minion_master.pub").read_text())
     bundle = vault.issue("k1")
-    run = kvbed.run("k1", _bootstrap_argv(kvbed, "k1", bundle, **{"tls-finger": "ab" * 32}))
+    run = _bootstrap(kvbed, "k1", bundle, **{"tls-finger": "ab" * 32})
     assert run.returncode == 1
     assert "pinned --tls-finger" in run.stderr
     assert bundle["token"].split(".")[1] not in run.stdout + run.stderr
@@ -530,7 +564,7 @@ def test_forged_master_key_refuses_and_changes_nothing(kvbed, vault):
     )
     bundle = vault.issue("k2")
     forged = kv.pem_finger(vault.keys[0][1])  # the fingerprint of some other "master"
-    run = kvbed.run("k2", _bootstrap_argv(kvbed, "k2", bundle, **{"master-finger": forged}))
+    run = _bootstrap(kvbed, "k2", bundle, **{"master-finger": forged})
     assert run.returncode == 1
     assert "does not match --master-finger" in run.stderr
     after = (
@@ -586,7 +620,7 @@ def test_restart_master_between_issue_and_redeem(kvbed, vault):
 def test_corrupt_store_fails_closed(kvbed, vault):
     bundle = vault.issue("h-corrupt")
     record = kvbed.master_dir / "cache" / "keyvault" / "tokens" / f"{bundle['token_id']}.json"
-    record.write_text('{"version": 1, "token_id": "tr')
+    record.write_text('{"version": 2, "token_id": "tr')
     event = _refused(vault, vault.request(bundle), bundle["token_id"], "store_error")
     assert str(record) in event["detail"]
     log = kvbed.master_log.read_text()

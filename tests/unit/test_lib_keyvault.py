@@ -1,11 +1,14 @@
 """KeyVault token crypto, store and client checks (no daemons)."""
 
+import io
 import json
 import multiprocessing
 import os
+import shlex
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 import time
 
@@ -128,6 +131,11 @@ def test_normalise_finger():
         ("a\nb", False),
         ("", False),
         ("x" * 256, False),
+        ("x" * 200, True),
+        ("x" * 201, False),
+        ("\u00e9" * 100, True),
+        ("\u00e9" * 101, False),
+        ("x" * 250, False),
         (None, False),
     ],
 )
@@ -266,7 +274,7 @@ def test_weak_public_key_is_refused(master):
         assert err.value.reason == "bad_public_key"
 
 
-@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 1}', ""])
+@pytest.mark.parametrize("content", ["not json", "[]", '{"version": 2}', '{"version": 1}', ""])
 def test_corrupt_record_fails_closed(master, other_keypair, content, caplog):
     _, token = _issue(master)
     path = master["store"].path(token.split(".")[0])
@@ -385,7 +393,36 @@ def test_tls_cert_generation_and_fingerprint(tmp_path):
     assert not kv.finger_matches("garbage", der)
 
 
+def _read_request(tls):
+    """Everything the peer sends: a whole HTTP request (headers + Content-Length body), or
+    all bytes until it closes. ``(data, complete)``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            chunk = b""
+        if not chunk:
+            return data, False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body, True
+
+
 def _tls_server(tmp_path, reply):
+    """One-connection TLS server with the keyvault cert; answers a complete request with
+    ``reply``. ``got`` receives every byte the client sent; ``done`` is set once the
+    connection is over (the client closed, or the answer was sent)."""
     cert, key = kv.ensure_tls_cert(str(tmp_path / "srv"))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -393,42 +430,47 @@ def _tls_server(tmp_path, reply):
     sock.bind(("127.0.0.1", 0))
     sock.listen(4)
     got = []
+    done = threading.Event()
 
     def serve():
-        conn, _ = sock.accept()
         try:
+            conn, _ = sock.accept()
+            conn.settimeout(10)
             tls = ctx.wrap_socket(conn, server_side=True)
-            data = tls.recv(65536)
+            data, complete = _read_request(tls)
             got.append(data)
-            if data:
+            if complete:
                 body = json.dumps(reply).encode()
                 tls.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                     + body
                 )
             tls.close()
-        except (ssl.SSLError, OSError):
-            pass
+        except (ssl.SSLError, OSError) as err:
+            got.append(err)
         finally:
             sock.close()
+            done.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    return f"https://127.0.0.1:{sock.getsockname()[1]}/v1/redeem", kv.cert_finger_file(cert), got
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}/v1/redeem"
+    return url, kv.cert_finger_file(cert), got, done
 
 
 def test_client_refuses_wrong_pin_before_sending(tmp_path):
-    url, _finger, got = _tls_server(tmp_path, {})
+    url, _finger, got, done = _tls_server(tmp_path, {})
     with pytest.raises(client.BootstrapError, match="pinned"):
         client.pinned_post(url, {"secret": "x"}, "00" * 32, timeout=5)
-    time.sleep(0.2)
-    assert got in ([], [b""])
+    # strict: the server read until the client closed the connection, and got nothing
+    assert done.wait(10)
+    assert got == [b""]
 
 
 def test_client_refuses_forged_master(tmp_path, keypair, other_keypair, capsys):
     # a server with the right pin but without K: the response MAC cannot verify
-    url, finger, _ = _tls_server(
+    url, finger, _, _ = _tls_server(
         tmp_path, {"master_pub": other_keypair[1], "response_mac": "00" * 32}
     )
     token = kv.format_token("abcdef", kv.new_secret())
@@ -489,3 +531,236 @@ def test_settings_validation():
     assert kv.endpoint_url(cfg) == "https://10.0.0.1:4600/v1/redeem"
     with pytest.raises(kv.KeyVaultError, match="keyvault:url"):
         kv.endpoint_url(kv.settings({"interface": "0.0.0.0"}))  # noqa: S104
+
+
+# ---------------------------------------------------------------------- token input (finding 1)
+def _cli_args(token):
+    argv = ["--url", "https://127.0.0.1:1/v1/redeem", "--minion-id", "n1"]
+    argv += ["--master-finger", "00" * 32, "--tls-finger", "00" * 32]
+    return client.parser().parse_args(argv + (["--token", token] if token is not None else []))
+
+
+class _Stdin(io.StringIO):
+    def __init__(self, text, tty=False):
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_token_is_read_from_stdin_with_dash():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args("-"), io.StringIO()
+    assert client.resolve_token(args, stdin=_Stdin(token + "\n"), err=err, environ={}) == token
+    assert args.token == token and err.getvalue() == ""
+
+
+def test_token_is_prompted_without_echo_on_a_tty(monkeypatch):
+    token = kv.format_token("abcdef", kv.new_secret())
+    monkeypatch.setattr(client.getpass, "getpass", lambda prompt: token)
+    args = _cli_args("-")
+    assert client.resolve_token(args, stdin=_Stdin("", tty=True), environ={}) == token
+
+
+def test_token_from_the_environment():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args(None), io.StringIO()
+    environ = {"SALT_KEYVAULT_TOKEN": token}
+    assert client.resolve_token(args, stdin=_Stdin(""), err=err, environ=environ) == token
+    assert err.getvalue() == ""
+    with pytest.raises(client.BootstrapError, match="SALT_KEYVAULT_TOKEN"):
+        client.resolve_token(_cli_args(None), stdin=_Stdin(""), environ={})
+    with pytest.raises(client.BootstrapError, match="no token"):
+        client.resolve_token(_cli_args("-"), stdin=_Stdin(""), environ={})
+
+
+def test_token_on_the_command_line_warns():
+    token = kv.format_token("abcdef", kv.new_secret())
+    args, err = _cli_args(token), io.StringIO()
+    assert client.resolve_token(args, stdin=_Stdin(""), err=err, environ={}) == token
+    assert "visible to every local user" in err.getvalue()
+    assert token not in err.getvalue()
+
+
+def test_bootstrap_command_keeps_the_token_out_of_argv(tmp_path):
+    """Run the runner's ready-to-paste command in a real shell against a stub CLI that
+    records its argv and stdin: the token arrives on stdin only."""
+    token = kv.format_token("abcdef", kv.new_secret())
+    command = kv.bootstrap_command(
+        "https://10.0.0.1:4510/v1/redeem", token, "node1", "aa:" * 31 + "aa", "bb:" * 31 + "bb"
+    )
+    assert token in command and command.startswith(f"echo '{token}' | salt-keyvault-bootstrap ")
+    assert "--token - " in command
+    stub = tmp_path / "bin" / "salt-keyvault-bootstrap"
+    stub.parent.mkdir()
+    stub.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$OUT/argv"\ncat > "$OUT/stdin"\n'
+        'cat /proc/$$/cmdline > "$OUT/cmdline"\n'
+    )
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin", "OUT": str(tmp_path)}
+    subprocess.run(["bash", "-c", command], env=env, check=True, timeout=10)
+    assert (tmp_path / "stdin").read_text().strip() == token
+    assert token not in (tmp_path / "argv").read_text()
+    assert token.encode() not in (tmp_path / "cmdline").read_bytes()
+    hidden = kv.bootstrap_command("https://h:1/v1/redeem", "<token: it's elsewhere>", "n", "a", "b")
+    assert shlex.split(hidden)[1] == "<token: it's elsewhere>"
+
+
+# ---------------------------------------------------------------------- hostile field values
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("public_key", "\ud800"),
+        ("public_key", "-----BEGIN PUBLIC KEY-----\n\u00e9\n-----END PUBLIC KEY-----\n"),
+        ("timestamp", 10**400),
+        ("timestamp", -(2**53)),
+        ("timestamp", 2.5),
+        ("minion_id", "node\ud800"),
+        ("nonce", ["a" * 64]),
+        ("mac", 5),
+    ],
+)
+def test_hostile_field_values_are_a_counted_plain_rejection(master, other_keypair, field, value):
+    record, token = _issue(master)
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    req[field] = value
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "malformed" and err.value.token_id == record["token_id"]
+    assert master["store"].list(now=NOW)[0]["failures"] == 1
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_malformed_requests_count_towards_revocation(master, other_keypair):
+    _, token = _issue(master)
+    for _ in range(5):
+        req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+        req["timestamp"] = 10**400
+        with pytest.raises(kv.Rejected, match="malformed"):
+            _redeem(master, req)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    assert err.value.reason == "revoked"
+
+
+def test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue(master, other_keypair):
+    longest = "n" * kv.MAX_MINION_ID_BYTES
+    _, token = _issue(master, minion=longest)
+    assert _redeem(master, kv.build_request(token, longest, other_keypair[1], now=NOW))
+    assert (master["pki"] / "minions" / longest).read_text() == other_keypair[1]
+    for too_long in ("n" * 201, "n" * 250):
+        with pytest.raises(kv.KeyVaultError, match="^minion_id: .*200 bytes"):
+            master["store"].issue(too_long, 60, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda pem: "hello\n" + pem,
+        lambda pem: pem + "extra text\n",
+        lambda pem: pem.replace("-----END PUBLIC KEY-----", "-----END RSA PUBLIC KEY-----"),
+        lambda pem: "x" + pem,
+    ],
+)
+def test_text_around_the_pem_block_is_refused(master, other_keypair, wrap):
+    _, token = _issue(master)
+    req = kv.build_request(token, "node1", wrap(other_keypair[1]), now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "bad_public_key"
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_stored_key_is_the_normalised_pem_block(master, other_keypair):
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    pem = other_keypair[1]
+    messy = "\n\n  " + pem.replace("\n", "\r\n") + "\r\n\n"
+    _, token = _issue(master)
+    assert _redeem(master, kv.build_request(token, "node1", messy, now=NOW))
+    assert (master["pki"] / "minions" / "node1").read_text() == pem
+    # the PKCS#1 variant is accepted too, stored as sent
+    pkcs1 = (
+        serialization.load_pem_public_key(pem.encode())
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1)
+        .decode()
+    )
+    _, token = _issue(master, minion="node2")
+    assert _redeem(master, kv.build_request(token, "node2", pkcs1, now=NOW))
+    assert (master["pki"] / "minions" / "node2").read_text() == pkcs1
+
+
+@pytest.mark.parametrize("state", ["consumed", "revoked", "expired"])
+def test_attempts_on_a_dead_token_do_not_rewrite_the_store(master, other_keypair, state):
+    record, token = _issue(master, ttl=60)
+    now = NOW
+    if state == "consumed":
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    elif state == "revoked":
+        master["store"].revoke(record["token_id"])
+    else:
+        now = NOW + 120
+    path = master["store"].path(record["token_id"])
+    before = (os.stat(path).st_ino, open(path, "rb").read())
+    for mutate in ({"mac": "0" * 64}, {"timestamp": 10**400}, {"public_key": "\ud800"}):
+        req = {**kv.build_request(token, "node1", other_keypair[1], now=now), **mutate}
+        with pytest.raises(kv.Rejected):
+            _redeem(master, req, now=now)
+    assert (os.stat(path).st_ino, open(path, "rb").read()) == before
+
+
+@pytest.mark.parametrize("option", ["--master-finger", "--tls-finger"])
+@pytest.mark.parametrize(
+    "value", ["zz" * 32, "\u00e9" * 64, "ab" * 31, "ab:" * 32, "a:bc" * 16, "ab" * 32 + "x"]
+)
+def test_bad_fingerprint_is_refused_before_anything_happens(tmp_path, capsys, option, value):
+    token = kv.format_token("abcdef", kv.new_secret())
+    pki, conf = tmp_path / "pki", tmp_path / "minion.d"
+    values = {"--master-finger": "ab" * 32, "--tls-finger": "cd:" * 31 + "cd", option: value}
+    argv = ["--url", "https://127.0.0.1:9/v1/redeem", "--token", token, "--minion-id", "n1"]
+    for name, given in values.items():
+        argv += [name, given]
+    argv += ["--pki-dir", str(pki), "--config-dir", str(conf), "--timeout", "2"]
+    assert client.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{option}: expected a SHA-256 fingerprint" in err and "Traceback" not in err
+    assert not pki.exists() and not conf.exists()
+
+
+def test_fingerprint_forms():
+    assert kv.valid_sha256_finger("AB" * 32) and kv.valid_sha256_finger(" " + "ab:" * 31 + "ab")
+    assert not kv.valid_sha256_finger(None) and not kv.valid_sha256_finger("")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"minion_id": "node2"},
+        {"expires": NOW + 86400},
+        {"created": NOW - 1},
+    ],
+    ids=["minion_id", "expires", "created"],
+)
+def test_tampered_immutable_field_fails_closed(master, other_keypair, change):
+    _, token = _issue(master)
+    path = master["store"].path(token.split(".")[0])
+    record = json.loads(open(path).read())
+    record.update(change)
+    open(path, "w").write(json.dumps(record))
+    minion = change.get("minion_id", "node1")
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, minion, other_keypair[1], now=NOW))
+    assert err.value.reason == "store_error"
+    assert not (master["pki"] / "minions").exists()
+
+
+def test_mutable_fields_stay_mutable(master, other_keypair):
+    """state/failures are not in the AAD (by design): a reset failure count still unwraps."""
+    record, token = _issue(master)
+    path = master["store"].path(record["token_id"])
+    stored = json.loads(open(path).read())
+    stored["failures"] = 3
+    open(path, "w").write(json.dumps(stored))
+    assert _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
