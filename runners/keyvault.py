@@ -6,15 +6,14 @@ HTTPS endpoint (``salt-keyvault-bootstrap`` on the node). The threat model is th
 ``salt_ext/lib/keyvault.py``.
 """
 
-import functools
 import logging
 import os
 
 import salt.utils.crypt
-import salt.utils.event
 from salt.exceptions import SaltRunnerError
 
 from salt_ext.lib import keyvault as kv
+from salt_ext.lib import runner_util
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +24,11 @@ def __virtual__():
     return __virtualname__
 
 
-def _errors_as_result(func):
-    """Runner entry points: a ``SaltRunnerError`` (or a KeyVault error) becomes ``{"result":
-    False, "error": message, "retcode": 1}`` instead of Salt's traceback dump."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            ret = func(*args, **kwargs)
-        except (SaltRunnerError, kv.KeyVaultError) as err:
-            log.error("keyvault.%s: %s", func.__name__, err)
-            ret = {"result": False, "error": str(err)}
-        if isinstance(ret, dict) and ret.get("result") is False:
-            ret["retcode"] = 1
-        return ret
-
-    return wrapper
+_errors_as_result = runner_util.errors_as_result("keyvault", kv.KeyVaultError)
 
 
 def _fire(tag, data):
-    try:
-        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-            bus.fire_event(data, tag)
-    except Exception as err:  # pylint: disable=broad-except
-        log.warning("keyvault: event %s not sent: %s", tag, err)
+    runner_util.fire_master_event(__opts__, tag, data)
 
 
 def _cfg():

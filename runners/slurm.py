@@ -2,7 +2,6 @@
 Cluster-wide Slurm operations, run on the master with ``salt-run slurm.<function>``.
 """
 
-import functools
 import json
 import logging
 import os
@@ -15,7 +14,6 @@ import salt.client
 import salt.fileserver
 import salt.key
 import salt.pillar
-import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
@@ -28,6 +26,7 @@ from salt_ext.lib import (
     hostlist,
     keyrotation,
     rollout,
+    runner_util,
     settings,
     slurmconf,
     wheel,
@@ -43,23 +42,7 @@ def __virtual__():
     return __virtualname__
 
 
-def _errors_as_result(func):
-    """Runner entry points: a ``SaltRunnerError`` becomes ``{"result": False, "error":
-    message}`` instead of Salt's traceback dump, and any ``result: False`` carries
-    ``retcode: 1``, which ``salt-run`` turns into its exit status."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            ret = func(*args, **kwargs)
-        except SaltRunnerError as err:
-            log.error("slurm.%s: %s", func.__name__, err)
-            ret = {"result": False, "error": str(err)}
-        if isinstance(ret, dict) and ret.get("result") is False:
-            ret["retcode"] = 1
-        return ret
-
-    return wrapper
+_errors_as_result = runner_util.errors_as_result("slurm")
 
 
 def _files_dir():
@@ -140,11 +123,10 @@ def _progress(message):
     event on the master's event bus for salt-api clients and reactors."""
     log.info("slurm: %s", message)
     print(f"[slurm {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-    try:
-        with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-            bus.fire_event({"message": message}, "salt/slurm/progress")
-    except Exception as err:  # pylint: disable=broad-except
-        log.debug("progress event not sent: %s", err)
+    # one line of many: a bus that is down is worth a debug line, not a warning per step
+    runner_util.fire_master_event(
+        __opts__, "salt/slurm/progress", {"message": message}, level=logging.DEBUG
+    )
 
 
 def _pillar_of(minion):

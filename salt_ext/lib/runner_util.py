@@ -1,0 +1,44 @@
+"""What every runner module of this extension does the same way: errors come back as a
+result with ``retcode: 1`` (``salt-run`` exits 1) instead of Salt's traceback dump, and
+events go to the master's bus without ever failing the run."""
+
+import functools
+import logging
+
+import salt.utils.event
+from salt.exceptions import SaltRunnerError
+
+log = logging.getLogger(__name__)
+
+
+def errors_as_result(module, *errors):
+    """Decorator for runner entry points of ``module`` (``slurm``, ``keyvault``): a
+    ``SaltRunnerError`` (or one of ``errors``) becomes ``{"result": False, "error":
+    message}``, and any ``result: False`` carries ``retcode: 1``."""
+    caught = (SaltRunnerError, *errors)
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            try:
+                ret = func(*args, **kwargs)
+            except caught as err:
+                log.error("%s.%s: %s", module, func.__name__, err)
+                ret = {"result": False, "error": str(err)}
+            if isinstance(ret, dict) and ret.get("result") is False:
+                ret["retcode"] = 1
+            return ret
+
+        return wrapper
+
+    return decorate
+
+
+def fire_master_event(opts, tag, data, level=logging.WARNING):
+    """Send ``data`` as ``tag`` on the master's event bus; a bus that is down is logged at
+    ``level``, not raised (the event reports the work, it is not the work)."""
+    try:
+        with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+            bus.fire_event(data, tag)
+    except Exception as err:  # pylint: disable=broad-except
+        log.log(level, "event %s not sent: %s", tag, err)
