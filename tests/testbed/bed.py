@@ -337,17 +337,24 @@ class SandboxCluster:
         with open(self.master_conf_dir / "master", "w") as handle:
             json.dump(config, handle, indent=2)  # JSON is YAML
 
+    def _spawn_master_daemon(self, program, stdout_path):
+        """Start ``program`` (salt-master, salt-api) on the master's config in a process
+        group of its own, which is how ``down()`` finds it again (by pid, never by name)."""
+        with open(stdout_path, "ab") as log:
+            proc = subprocess.Popen(
+                [self.bin(program), "-c", str(self.master_conf_dir), "-l", "warning"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
+            )
+        return proc
+
     def _start_master(self):
-        log = open(self.master_dir / "master.stdout", "ab")  # noqa: SIM115
-        self.master_proc = subprocess.Popen(
-            [self.bin("salt-master"), "-c", str(self.master_conf_dir), "-l", "warning"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
+        self.master_proc = self._spawn_master_daemon(
+            "salt-master", self.master_dir / "master.stdout"
         )
-        log.close()
         self._save_state()
 
     def _wait_master(self, timeout=60):
@@ -432,16 +439,7 @@ class SandboxCluster:
             "api_pidfile": str(self.master_dir / "api.pid"),
         }
         (include_dir / "salt-api.conf").write_text(json.dumps(config, indent=2))
-        log = open(self.api_dir / "api.stdout", "ab")  # noqa: SIM115
-        self.api_proc = subprocess.Popen(
-            [self.bin("salt-api"), "-c", str(self.master_conf_dir), "-l", "warning"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
-        )
-        log.close()
+        self.api_proc = self._spawn_master_daemon("salt-api", self.api_dir / "api.stdout")
         self._save_state()
         deadline = time.monotonic() + timeout
         while True:
@@ -468,45 +466,12 @@ class SandboxCluster:
             _terminate(_pids_in_group(pgid, str(self.master_conf_dir)), grace=15)
 
     def _write_api_cert(self):
-        """Self-signed certificate and key for the master's IP, key 0600 from the start."""
-        import datetime  # noqa: PLC0415
-        import ipaddress  # noqa: PLC0415
+        """Self-signed certificate and key (0600) for the master's IP: the same helper that
+        makes the KeyVault endpoint's certificate."""
+        from salt_ext.lib import keyvault  # noqa: PLC0415
 
-        from cryptography import x509  # noqa: PLC0415
-        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-        from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{self.name}-salt-api")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(self.master_ip))]),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        cert_path, key_path = self.api_dir / "cert.pem", self.api_dir / "key.pem"
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cert_path, key_path
+        cert, key = keyvault.ensure_tls_cert(str(self.api_dir), ips=[self.master_ip])
+        return Path(cert), Path(key)
 
     def master_opts(self):
         import salt.config  # noqa: PLC0415 - salt is heavy; only when talking to the master
