@@ -51,3 +51,21 @@ def salt_run(cluster, fun, cli_timeout=600, **kwargs):
     start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
     assert start is not None, (fun, proc.returncode, proc.stdout, proc.stderr)
     return json.loads("\n".join(lines[start:])), proc
+
+
+def job_info(cluster, job_id):
+    """``scontrol show job JOB_ID`` on the controller."""
+    return cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+
+
+def running_job(cluster, *options, wrap, timeout=30):
+    """Submit ``wrap`` as a batch job from the controller (output discarded) and wait until
+    it runs; returns its id."""
+    argv = ["sbatch", "--parsable", "-o", "/dev/null", "--chdir=/tmp", *options, "--wrap", wrap]
+    proc = cluster.run("ctl", argv)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    assert wait_for(lambda: "JobState=RUNNING" in job_info(cluster, job_id), timeout), job_info(
+        cluster, job_id
+    )
+    return job_id

@@ -8,7 +8,7 @@ a node definition change (ordered restart), a broken base file (nothing written)
 import pytest
 
 from tests.integration.conftest import COMPUTE, PILLAR
-from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
+from tests.integration.helpers import job_info, running_job, salt_run, sinfo_nodes, wait_for
 from tests.testbed.bed import render_pillar
 
 RENDER_PILLAR = render_pillar(**PILLAR, node_target="n*")
@@ -94,28 +94,7 @@ def test_render_again_is_a_no_op(cluster, rendered):
 
 def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
     before = pids(cluster)
-    job = cluster.run(
-        "ctl",
-        [
-            "sbatch",
-            "--parsable",
-            "-w",
-            "n1",
-            "-o",
-            "/dev/null",
-            "--chdir=/tmp",
-            "--wrap",
-            "sleep 15",
-        ],
-    )
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip().split(";")[0]
-    assert wait_for(
-        lambda: (
-            "JobState=RUNNING" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
-        ),
-        30,
-    )
+    job_id = running_job(cluster, "-w", "n1", wrap="sleep 15")
     set_pillar(
         cluster,
         {
@@ -133,13 +112,11 @@ def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
     partition = cluster.run("ctl", ["scontrol", "show", "partition", "debug"]).stdout
     assert "MaxTime=01:00:00" in partition
     finished = wait_for(
-        lambda: (
-            "JobState=COMPLETED" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
-        ),
+        lambda: "JobState=COMPLETED" in job_info(cluster, job_id),
         60,
     )
-    assert finished, cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
-    assert "ExitCode=0:0" in cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    assert finished, job_info(cluster, job_id)
+    assert "ExitCode=0:0" in job_info(cluster, job_id)
 
 
 def test_node_definition_change_restarts_in_order_and_converges(cluster, rendered):

@@ -10,7 +10,7 @@ import pytest
 
 from salt_ext.lib import fsutil
 from tests.integration.conftest import COMPUTE, PILLAR
-from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
+from tests.integration.helpers import job_info, running_job, salt_run, sinfo_nodes, wait_for
 from tests.testbed.bed import render_pillar
 
 OPS_PILLAR = render_pillar(**PILLAR, node_target="n*")
@@ -307,28 +307,7 @@ def test_slurm_cmd_rejects_hostile_input_through_real_salt(cluster, deployed, ar
 
 
 def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
-    job = cluster.run(
-        "ctl",
-        [
-            "sbatch",
-            "--parsable",
-            "-w",
-            "n3",
-            "-o",
-            "/dev/null",
-            "--chdir=/tmp",
-            "--wrap",
-            "sleep 20",
-        ],
-    )
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip()
-
-    def running():
-        shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
-        return "JobState=RUNNING" in shown
-
-    assert wait_for(running, 30), cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    job_id = running_job(cluster, "-w", "n3", wrap="sleep 20")
     # a job that asks for n3 by name and waits: it could never start after the removal
     later = cluster.run(
         "ctl",
@@ -341,7 +320,7 @@ def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
     assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-2000:])
     assert removed["pending_jobs"] == [later.stdout.strip()], removed
     assert "cannot start" in removed["comment"]
-    shown = cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+    shown = job_info(cluster, job_id)
     assert "JobState=COMPLETED" in shown and "ExitCode=0:0" in shown, shown
     assert sinfo_nodes(cluster) == {"n1": "idle", "n2": "idle"}
     conf = (cluster.cluster_files_dir() / "slurm.conf").read_text()
@@ -425,27 +404,11 @@ def test_rotate_munge_key_failed_swap_rolls_back_everywhere(cluster, deployed):
 def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
     before = key_hashes(cluster)
     old_key = master_key(cluster).read_bytes()
-    job = cluster.run(
-        "ctl",
-        [
-            "sbatch",
-            "--parsable",
-            "-N3",
-            "--mem=100M",
-            "-o",
-            "/dev/null",
-            "--chdir=/tmp",
-            "--wrap",
-            "srun sleep 30",
-        ],
-    )
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip()
+    job_id = running_job(cluster, "-N3", "--mem=100M", wrap="srun sleep 30")
 
     def show():
-        return cluster.run("ctl", ["scontrol", "show", "job", job_id]).stdout
+        return job_info(cluster, job_id)
 
-    assert wait_for(lambda: "JobState=RUNNING" in show(), 30), show()
     slurmd_pids = {n: cluster.run(n, ["cat", "/run/slurmd.pid"]).stdout for n in COMPUTE}
     # a node drained for maintenance neither blocks nor fails the rotation, and stays drained
     salt_run(cluster, "slurm.drain", nodes="n1", reason="maintenance")
