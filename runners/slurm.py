@@ -4,6 +4,7 @@ Cluster-wide Slurm operations, run on the master with ``salt-run slurm.<function
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from salt_ext.lib import (
     diagnosis,
     fsutil,
     hostlist,
+    journal,
     keyrotation,
     rollout,
     runner_util,
@@ -42,7 +44,70 @@ def __virtual__():
     return __virtualname__
 
 
-_errors_as_result = runner_util.errors_as_result("slurm")
+_errors_as_result = runner_util.errors_as_result("slurm", journal.LockBusy)
+
+
+def _positive_arg(name, value):
+    """A positive number argument, or one line naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not (number > 0 and math.isfinite(number)):
+        raise SaltRunnerError(f"{name}: a positive number, got {value!r}")
+    return int(number) if number == int(number) else number
+
+
+def _hostlist_arg(name, value):
+    """Expand a hostlist argument, or one line naming it and what is wrong."""
+    if value is None or str(value).strip() == "":
+        raise SaltRunnerError(f"{name}: give one or more node names (a hostlist like n[1-4])")
+    try:
+        return hostlist.expand(str(value))
+    except (ValueError, TypeError) as err:
+        raise SaltRunnerError(f"{name}: {err}") from err
+
+
+def _journal():
+    """The master's cluster lock and operation journal (``<cachedir>/slurm``)."""
+    return journal.Journal(os.path.join(__opts__["cachedir"], "slurm"))
+
+
+class _Tracker:
+    """What a rollout writes into the running operation's journal entry."""
+
+    def __init__(self, jrnl, entry):
+        self.journal = jrnl
+        self.entry = entry
+
+    def record(self, step=None, **data):
+        self.journal.record(self.entry, step, **data)
+
+    def set_applied(self, files):
+        self.journal.set_applied(files)
+
+
+def _unfinished(jrnl):
+    """What operations that died left to do: ``(class floor, reasons, stopped minions)``,
+    and a progress line for each."""
+    klass, reasons, stopped = "none", [], []
+    for entry in jrnl.interrupted():
+        steps = entry.get("steps") or [{}]
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.get("started") or 0))
+        what = (
+            f"slurm.{entry.get('operation')} started {when} (pid {entry.get('pid')}) "
+            f"{'failed' if entry.get('state') == 'failed' else 'died'} "
+            f"at step '{steps[-1].get('step', '?')}'"
+        )
+        pending = entry.get("rollout") or {}
+        if pending.get("class") in slurmconf.CLASSES:
+            klass = rollout.worse(klass, pending["class"])
+            stopped += [m for m in pending.get("stopped") or [] if m not in stopped]
+            reasons.append(f"{what}: finishing its rollout ({pending['class']})")
+        else:
+            reasons.append(f"{what}: it recorded no rollout to finish")
+        _progress(reasons[-1])
+    return klass, reasons, stopped
 
 
 def _files_dir():
@@ -315,8 +380,10 @@ def render_conf(test=False, dry_run=False, pillar_minion=None):
     if dry:
         result["comment"] = "test run: nothing written"
         return result
-    saved = _save_history(directory, current, cfg["conf"]["history"], result["files"])
-    _write_files(directory, rendered["files"], current)
+    with _journal().operation("render_conf") as entry:
+        _journal().record(entry, "write the rendered files on the master")
+        saved = _save_history(directory, current, cfg["conf"]["history"], result["files"])
+        _write_files(directory, rendered["files"], current)
     result.update(written=True, previous=saved)
     result["comment"] = (
         f"written to {directory}; roll it out with `salt-run slurm.apply_conf` "
@@ -391,6 +458,8 @@ def apply_conf(batch_size=10, timeout=120, test=False, pillar_minion=None):
         salt-run slurm.apply_conf
         salt-run slurm.apply_conf batch_size=50 test=True
     """
+    batch_size = _positive_arg("batch_size", batch_size)
+    timeout = _positive_arg("timeout", timeout)
     cfg = _cluster_settings(pillar_minion)
     new_files = cluster_files.read_conf_files(_files_dir())
     if new_files["slurm.conf"] is None:
@@ -399,6 +468,18 @@ def apply_conf(batch_size=10, timeout=120, test=False, pillar_minion=None):
         node_minions = _node_minions(cfg, new_files["slurm.conf"])
     except slurmconf.ConfError as err:
         raise SaltRunnerError(f"the master's slurm.conf does not parse: {err}") from err
+    jrnl = _journal()
+    if test:
+        return _rollout(cfg, node_minions, new_files, batch_size, timeout, jrnl, None, test=True)
+    with jrnl.operation("apply_conf") as entry:
+        return _rollout(cfg, node_minions, new_files, batch_size, timeout, jrnl, entry)
+
+
+def _rollout(cfg, node_minions, new_files, batch_size, timeout, jrnl, entry, test=False):
+    """One ``rollout.Rollout`` that first finishes what an interrupted operation left
+    (its class; slurmd on the nodes it had stopped) and records itself in the journal."""
+    floor, reasons, _ = _unfinished(jrnl)
+    applied = jrnl.applied()
     report = rollout.Rollout(
         _Minions(__opts__),
         cfg["controller"],
@@ -408,7 +489,15 @@ def apply_conf(batch_size=10, timeout=120, test=False, pillar_minion=None):
         timeout=timeout,
         progress=_progress,
         extra_keys=cfg["conf"]["extra_keys"],
+        tracker=_Tracker(jrnl, entry) if entry is not None else None,
+        floor=(floor, reasons),
+        applied_files=(applied or {}).get("files"),
     ).run(test=bool(test))
+    if report["result"] is True and reasons:
+        jrnl.resolve_interrupted(f"finished by a rollout ({report['class']})")
+        report["finished_interrupted"] = reasons
+    elif report["result"] is False and entry is not None and entry.get("rollout"):
+        jrnl.record(entry, "rollout failed", unfinished=True)
     return report
 
 
@@ -457,6 +546,11 @@ def rollback_conf(version=None, apply=True, batch_size=10, timeout=120, pillar_m
         salt-run slurm.rollback_conf
         salt-run slurm.rollback_conf version=20261125T101500.123456789
     """
+    with _journal().operation("rollback_conf"):
+        return _rollback_conf(version, apply, batch_size, timeout, pillar_minion)
+
+
+def _rollback_conf(version, apply, batch_size, timeout, pillar_minion):
     directory = _files_dir()
     versions = _history_versions(directory)
     if not versions:
@@ -549,7 +643,8 @@ def status(pillar_minion=None):
         + (f", conf {ctl['slurm_conf_hash'][:19]}…" if ctl and ctl.get("slurm_conf_hash") else "")
     )
     if _human():
-        return clusterops.format_table(rows, title)
+        text = clusterops.format_table(rows, title)
+        return text if healthy else {"result": False, "report": text}
     return {"result": healthy, "controller": {"minion": controller, "status": ctl}, "nodes": rows}
 
 
@@ -646,7 +741,14 @@ def _verify(pillar_minion, timeout):
 
 
 def _set_node_state(nodes, state, reason, pillar_minion):
+    names = _hostlist_arg("nodes", nodes)
+    if state == "DRAIN" and (reason is None or not str(reason).strip()):
+        raise SaltRunnerError("reason: required to drain (Slurm shows it in `sinfo -R`)")
     cfg = _cluster_settings(pillar_minion)
+    _, node_minions = _cluster(cfg)
+    unknown = [n for n in names if n not in node_minions]
+    if unknown:
+        raise SaltRunnerError(f"nodes: {hostlist.compress(unknown)} not in the master's slurm.conf")
     controller = cfg["controller"]
     answer = _Minions(__opts__).call(
         [controller], "slurm_node.update_nodes", [nodes, state, reason], 60
@@ -676,7 +778,7 @@ def _set_node_state(nodes, state, reason, pillar_minion):
 
 
 @_errors_as_result
-def drain(nodes, reason, pillar_minion=None):
+def drain(nodes=None, reason=None, pillar_minion=None):
     """
     Drain nodes: running jobs finish, no new ones start. ``reason`` is required (Slurm
     shows it in ``sinfo -R``).
@@ -691,7 +793,7 @@ def drain(nodes, reason, pillar_minion=None):
 
 
 @_errors_as_result
-def resume(nodes, reason=None, pillar_minion=None):
+def resume(nodes=None, reason=None, pillar_minion=None):
     """
     Return drained (or down) nodes to service.
 
@@ -777,6 +879,22 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
 
         salt-run slurm.deploy batch_size=20
     """
+    batch_size = _positive_arg("batch_size", batch_size)
+    timeout = _positive_arg("timeout", timeout)
+    if only is not None and (
+        not isinstance(only, (list, tuple)) or not all(isinstance(m, str) for m in only)
+    ):
+        raise SaltRunnerError(f"only: a list of minion ids, got {only!r}")
+    jrnl = _journal()
+    with jrnl.operation("deploy") as entry:
+        summary = _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry)
+    if _human():
+        text = _deploy_table(summary)
+        return text if summary["result"] else {"result": False, "report": text}
+    return summary
+
+
+def _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry):
     started = time.monotonic()
     cfg = _cluster_settings(pillar_minion)
     controller = cfg["controller"]
@@ -808,6 +926,13 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
         )
     nodes = {m: {"prepare": None, "state": None, "changed": 0, "failures": []} for m in targets}
     summary["nodes"] = nodes
+    if not only:
+        # a node of the cluster whose minion is silent is a failure, not a quiet omission
+        conf = cluster_files.read_conf_files(_files_dir())["slurm.conf"]
+        known = _node_minions(cfg, conf).values() if conf else []
+        for minion in sorted(set(known) - set(targets) - {controller}, key=confgen.natural_key):
+            summary.setdefault("unreachable", []).append(minion)
+            step(f"{minion}: FAILED: its minion does not answer (it is in slurm.conf)")
     for batch in rollout.batches(targets, batch_size):
         for minion, (ok, changed, failures) in _apply_states(
             batch, "slurm.node", timeout, sls_id="slurm-hardware-in-mine"
@@ -827,34 +952,33 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
     )
     ctl_status = _returns(minions, [controller], "slurm_node.status")[controller]
     running = bool(ctl_status and ctl_status["daemons"].get("slurmctld"))
-    if running and rendered["class"] != "none":
-        # every node of the new conf that already runs slurmd (not only this run's targets)
+    floor, _, stopped = _unfinished(jrnl)
+    conf_files = cluster_files.read_conf_files(_files_dir())
+    if running:
+        # every node of the new conf that already runs slurmd (not only this run's targets),
+        # and those an interrupted rollout stopped
         live = {}
-        by_minion = {
-            m: n
-            for n, m in _node_minions(
-                cfg, cluster_files.read_conf_files(_files_dir())["slurm.conf"]
-            ).items()
-        }
+        by_minion = {m: n for n, m in _node_minions(cfg, conf_files["slurm.conf"]).items()}
         statuses = _returns(minions, list(by_minion), "slurm_node.status")
         for minion, status_ in statuses.items():
-            if status_ and status_["daemons"].get("slurmd") and minion in by_minion:
+            if (
+                minion in by_minion
+                and status_
+                and (status_["daemons"].get("slurmd") or minion in stopped)
+            ):
                 live[by_minion[minion]] = minion
-        step(f"rolling the change out to the running cluster ({len(live)} nodes)")
-        report = rollout.Rollout(
-            minions,
+        stale, _ = rollout.stale_floor(
             controller,
-            live,
-            cluster_files.read_conf_files(_files_dir()),
-            batch_size=batch_size,
-            timeout=min(timeout, 120),
-            progress=_progress,
-            extra_keys=cfg["conf"]["extra_keys"],
-        ).run()
-        summary["rollout"] = report
-        if report["result"] is False:
-            summary["comment"] = f"rollout failed: {report['comment']}"
-            return summary
+            {controller: ctl_status, **statuses},
+            (jrnl.applied() or {}).get("files"),
+        )
+        if {rendered["class"], floor, stale} != {"none"}:
+            step(f"rolling the change out to the running cluster ({len(live)} nodes)")
+            report = _rollout(cfg, live, conf_files, batch_size, min(timeout, 120), jrnl, entry)
+            summary["rollout"] = report
+            if report["result"] is False:
+                summary["comment"] = f"rollout failed: {report['comment']}"
+                return summary
     ok, changed, failures = _apply_states([controller], "slurm.controller", timeout)[controller]
     summary["controller"] = {
         "minion": controller,
@@ -883,6 +1007,7 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
         "failed": checked.get("failed", checked.get("error")),
     }
     bad = sorted(m for m, n in nodes.items() if not (n["prepare"] and n["state"]))
+    bad += summary.get("unreachable", [])
     summary["result"] = bool(checked.get("result")) and not bad
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["comment"] = (
@@ -891,9 +1016,10 @@ def deploy(batch_size=10, timeout=300, pillar_minion=None, only=None):
         else f"failed nodes: {', '.join(bad) or 'none'}; "
         f"verify: {checked.get('comment') or checked.get('error')}"
     )
+    if summary["result"] and floor != "none":
+        # the node states started whatever the interrupted run had left stopped
+        jrnl.resolve_interrupted("finished by slurm.deploy")
     step(summary["comment"])
-    if _human():
-        return _deploy_table(summary)
     return summary
 
 
@@ -907,6 +1033,8 @@ def _deploy_table(summary):
             f"{minion:<12} {mark[node['prepare']]:<8} {mark[node['state']]:<6} "
             f"{node['changed']:<8} {failures}"
         )
+    for minion in summary.get("unreachable", []):
+        lines.append(f"{minion:<12} {'FAILED':<8} {'-':<6} {'-':<8} minion does not answer")
     if isinstance(verify_failed, dict):
         for node, checks in verify_failed.items():
             lines.append(f"verify {node}: " + "; ".join(f"{k}: {v}" for k, v in checks.items()))
@@ -943,7 +1071,7 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
         if isinstance(data, dict) and data.get("NodeName") not in conf_nodes:
             node_minions[data["NodeName"]] = minion  # provisioned, but not in slurm.conf
     if nodes:
-        wanted = set(hostlist.expand(str(nodes)))
+        wanted = set(_hostlist_arg("nodes", nodes))
         unknown = wanted - set(node_minions)
         if unknown:
             raise SaltRunnerError(
@@ -1029,10 +1157,16 @@ def remove_node(node, timeout=600, reason=REMOVE_REASON, pillar_minion=None):
 
         salt-run slurm.remove_node n4 timeout=3600
     """
+    timeout = _positive_arg("timeout", timeout)
+    with _journal().operation("remove_node"):
+        return _remove_node(node, timeout, reason, pillar_minion)
+
+
+def _remove_node(node, timeout, reason, pillar_minion):
     cfg = _cluster_settings(pillar_minion)
     controller, node_minions = _cluster(cfg)
     if node not in node_minions:
-        raise SaltRunnerError(f"{node} is not a NodeName in the master's slurm.conf")
+        raise SaltRunnerError(f"node: {node} is not a NodeName in the master's slurm.conf")
     minion = node_minions[node]
     drained = _set_node_state(node, "DRAIN", reason, pillar_minion)
     _progress(f"{node} drained ({drained['nodes'][node]['state']}); waiting for its jobs")
@@ -1161,6 +1295,14 @@ def rotate_munge_key(batch_size=10, timeout=120, test=False, pillar_minion=None)
         )
     controller, node_minions = _cluster(cfg)
     keys = _MasterKeys(_files_dir())
+    if test:
+        return _rotate(controller, node_minions, keys, batch_size, timeout, pillar_minion, True)
+    with _journal().operation("rotate_munge_key") as entry:
+        _journal().record(entry, "rotation started")
+        return _rotate(controller, node_minions, keys, batch_size, timeout, pillar_minion)
+
+
+def _rotate(controller, node_minions, keys, batch_size, timeout, pillar_minion, test=False):
     if os.path.exists(keys.previous):
         raise SaltRunnerError(
             f"{keys.previous} exists: an earlier rotation did not finish. Check the cluster "

@@ -63,11 +63,15 @@ def spec(name, conf_path=None):
 
 
 def _comm(pid):
+    """The process's name, or None when it is gone or a zombie (dead, not yet reaped)."""
     try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
         with open(f"/proc/{pid}/comm") as handle:
-            return handle.read().strip()
+            comm = handle.read().strip()
     except OSError:
         return None
+    return None if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"] else comm
 
 
 def pid_of(name, conf_path=None):
@@ -79,6 +83,49 @@ def pid_of(name, conf_path=None):
     except (OSError, ValueError, IndexError):
         return None
     return pid if _comm(pid) == info["comm"] else None
+
+
+def started_at(pid):
+    """Wall-clock time a process started (from ``/proc``), or None if it is gone.
+
+    ``btime`` in /proc/stat has whole seconds, so the value can be up to 1 s early:
+    callers compare with a margin (:data:`START_MARGIN`).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            # the command name (field 2) may hold spaces and parentheses: split after it
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as handle:
+            btime = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    # fields[0] is field 3 (state); starttime is field 22
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+START_MARGIN = 1.5
+
+
+def loaded_conf(name, conf_files, conf_path=None):
+    """Whether the running daemon started after its config files were last written.
+
+    Returns ``{"pid", "started", "conf_mtime", "stale"}``; ``stale`` is True when a file
+    is newer than the process (it may run an older config unless a reconfigure made it
+    re-read), None when the daemon does not run.
+    """
+    pid = pid_of(name, conf_path)
+    mtimes = []
+    for path in conf_files:
+        try:
+            mtimes.append(os.stat(path).st_mtime)
+        except OSError:
+            continue
+    conf_mtime = max(mtimes) if mtimes else None
+    started = started_at(pid) if pid else None
+    stale = None
+    if started is not None:
+        stale = bool(conf_mtime is not None and conf_mtime > started + START_MARGIN)
+    return {"pid": pid, "started": started, "conf_mtime": conf_mtime, "stale": stale}
 
 
 def log_tail(path, lines=20):
@@ -159,6 +206,12 @@ def stop(name, conf_path=None, timeout=20):
             return True
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+    # a start right after must not find the old process still holding its port/pid file
+    deadline = time.monotonic() + 5
+    while _comm(pid) == comm:
+        if time.monotonic() > deadline:
+            raise DaemonError(f"{name} (pid {pid}) did not exit after SIGKILL")
+        time.sleep(0.05)
     return True
 
 

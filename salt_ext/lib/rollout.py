@@ -15,6 +15,15 @@ action, every node must report the new conf hash and be registered, not down. Th
 failure stops the rollout; the report names the nodes, the step and the evidence, and
 ``slurm.rollback_conf`` puts the previous version back the same way.
 
+A rollout is crash-safe with a ``tracker`` (the master's journal, ``journal.Journal``
+adapter): it records the class and the files before pushing and the nodes whose slurmd it
+stops before stopping them, so the next run rolls an interrupted rollout forward
+(``floor``). "Applied" is judged from what the daemons run, not from files on disk: a
+daemon that started before its files were last written (``slurm_node.status``'s
+``loaded``), with no converged rollout of those files since, raises the class
+(:func:`stale_floor`). A rollout that fails after stopping slurmd starts it again on every
+node it stopped before reporting.
+
 The cluster is reached through ``minions.call(targets, fun, arg, timeout)`` returning
 ``{minion: {"ok": bool, "ret": ..., "error": str or None}}`` (missing minions included, as
 not ok), so this module has no Salt imports and is unit-tested with a fake.
@@ -42,6 +51,54 @@ def conf_nodes(conf_text, extra_keys=()):
         if record.name.upper() != "DEFAULT":
             names += hostlist.expand(record.name)
     return names
+
+
+def worse(one, two):
+    """The class that does both ``one`` and ``two``."""
+    return slurmconf.worse_class(one, two)
+
+
+def stale_floor(controller, statuses, applied_files, label=lambda m: m):
+    """``(class, reasons)`` that the daemons' own state asks for, whatever the files say.
+
+    ``statuses`` are ``slurm_node.status`` returns by minion; ``applied_files`` the file
+    hashes of the last converged rollout (None if unknown). A daemon that started before
+    its files were written runs them only if a converged rollout of exactly these files
+    (a reconfigure) happened since.
+    """
+    applied_conf = (applied_files or {}).get("slurm.conf")
+    klass, reasons = "none", []
+    for minion, status in statuses.items():
+        if not status:
+            continue
+        loaded = status.get("loaded") or {}
+        for daemon, info in loaded.items():
+            if not (info or {}).get("stale"):
+                continue
+            if applied_conf and status.get("slurm_conf_hash") == applied_conf:
+                continue
+            if daemon == "slurmctld" and minion == controller:
+                # what it loaded is unknown: the superset class is the safe one
+                klass = worse(klass, "restart_all")
+            elif daemon == "slurmd":
+                klass = worse(klass, "restart_slurmd")
+            else:
+                continue
+            reasons.append(
+                f"{daemon} on {label(minion)} started before its config files were last "
+                "written and no rollout of them finished since: it may run an older config"
+            )
+    return klass, reasons
+
+
+class NullTracker:
+    """Where a rollout records its progress when nobody journals it."""
+
+    def record(self, step=None, **data):
+        """Nothing to record."""
+
+    def set_applied(self, files):
+        """Nothing to record."""
 
 
 def batches(items, size):
@@ -126,10 +183,18 @@ class Rollout(ClusterSteps):
         timeout=120,
         progress=None,
         extra_keys=(),
+        tracker=None,
+        floor=None,
+        applied_files=None,
     ):
         super().__init__(minions, controller, node_minions, batch_size, timeout, progress)
         self.extra_keys = tuple(extra_keys)
         self.new_files = new_files
+        self.tracker = tracker or NullTracker()
+        # class and reasons an interrupted earlier rollout left to finish
+        self.floor = floor or ("none", [])
+        self.applied_files = applied_files
+        self.stopped = []  # minions whose slurmd this run stopped and has not started yet
         self.report.update({"class": None, "reasons": [], "diff": ""})
 
     # ------------------------------------------------------------------ steps
@@ -153,10 +218,26 @@ class Rollout(ClusterSteps):
             self._step(f"checking that {len(self._targets())} minions answer")
             self._call("reach every machine (nothing changed yet)", self._targets(), "test.ping")
             klass = self.classify()
+            before = self._call(
+                "read what the daemons loaded", self._targets(), "slurm_node.status"
+            )
+            for floor, reasons in (
+                self.floor,
+                stale_floor(self.controller, before, self.applied_files, self._label),
+            ):
+                if worse(klass, floor) != klass:
+                    self.report["reasons"] += reasons
+                    klass = worse(klass, floor)
+            self.report["class"] = klass
             self._step(f"change class: {klass}")
             if test:
                 self.report.update(result=None, comment=f"would roll out as {klass}")
                 return self.report
+            self.tracker.record(
+                f"push the files ({klass})",
+                dirty=True,
+                rollout={"class": klass, "files": self._want(), "stopped": []},
+            )
             synced = self._call("push the files", self._targets(), "slurm_node.sync_conf")
             drifted = sorted(self._label(m) for m, r in synced.items() if r and r["changed"])
             self._step(f"files pushed; changed on: {', '.join(drifted) or 'none'}")
@@ -173,7 +254,9 @@ class Rollout(ClusterSteps):
             self.report["comment"] = (
                 f"stopped at step '{err.step}'; failing: "
                 + "; ".join(f"{k}: {v}" for k, v in sorted(err.failed.items()))
-                + ". Restore the previous version with `salt-run slurm.rollback_conf`."
+                + ". "
+                + self._restart_stopped()
+                + "Restore the previous version with `salt-run slurm.rollback_conf`."
             )
             self.report["result"] = False
             return self.report
@@ -181,6 +264,44 @@ class Rollout(ClusterSteps):
         self.report["result"] = True
         self.report["comment"] = f"rolled out ({klass}); {len(self.node_minions)} nodes converged"
         return self.report
+
+    def _want(self):
+        return {name: _hash(text) for name, text in self.new_files.items()}
+
+    def _restart_stopped(self):
+        """Never leave slurmd stopped behind a failure: running jobs lose their slurmd
+        (credentials revoked, steps cannot launch) for as long as it is down."""
+        if not self.stopped:
+            return ""
+        stopped, self.stopped = self.stopped, []
+        self._step(f"failure: starting slurmd again on {len(stopped)} nodes this run stopped")
+        self._call(
+            "start slurmd again",
+            stopped,
+            "slurm_node.daemon_control",
+            ["slurmd", "start"],
+            must=False,
+        )
+        failed = self.last_failed
+        started = [self._label(m) for m in stopped if self._label(m) not in failed]
+        self.report["restarted_after_failure"] = started
+        self.report["not_restarted"] = failed
+        self.tracker.record(
+            "slurmd started again after the failure",
+            rollout={
+                **self._journal_rollout(),
+                "stopped": [m for m in stopped if self._label(m) in failed],
+            },
+        )
+        if failed:
+            return (
+                f"slurmd could NOT be started again on {', '.join(sorted(failed))} "
+                f"({'; '.join(f'{k}: {v}' for k, v in sorted(failed.items()))}); "
+            )
+        return f"slurmd was started again on the {len(started)} nodes this run had stopped. "
+
+    def _journal_rollout(self):
+        return {"class": self.report.get("class"), "files": self._want(), "stopped": []}
 
     def _do_none(self):
         self._step("nothing to do: every machine has this version")
@@ -217,8 +338,20 @@ class Rollout(ClusterSteps):
         for batch in batches(nodes, self.batch_size):
             minions = [self.node_minions[n] for n in batch]
             self._step(f"slurmd {action}: {hostlist.compress(batch)}")
+            if action == "restart":
+                # a restart is a stop too: until it answers, the node is one we stopped
+                self._mark_stopped(minions)
             self._call(f"slurmd {action}", minions, "slurm_node.daemon_control", ["slurmd", action])
+            self.stopped = [m for m in self.stopped if m not in minions]
+            self.tracker.record(rollout={**self._journal_rollout(), "stopped": self.stopped})
             self._wait_registered(minions, f"registered after slurmd {action}")
+
+    def _mark_stopped(self, minions):
+        self.stopped = list(dict.fromkeys([*self.stopped, *minions]))
+        self.tracker.record(
+            f"stopping slurmd on {len(minions)} nodes",
+            rollout={**self._journal_rollout(), "stopped": self.stopped},
+        )
 
     def _do_restart_slurmd(self):
         # slurmctld re-reads the file (no restart needed for it), then the slurmds restart
@@ -229,6 +362,7 @@ class Rollout(ClusterSteps):
         minions = self._node_targets()
         if minions:
             self._step(f"stopping slurmd on {hostlist.compress(list(self.node_minions))}")
+            self._mark_stopped(minions)
             self._call("stop slurmd", minions, "slurm_node.daemon_control", ["slurmd", "stop"])
         self._restart_controller()
         self._start_in_batches("start")
@@ -246,6 +380,7 @@ class Rollout(ClusterSteps):
             raise RolloutError("every node has the new conf", stale)
         if minions:
             self._wait_registered(minions, "every node registered, none down")
+        self.tracker.set_applied(want)
         self._step(f"converged: {len(minions)} nodes on slurm.conf {want['slurm.conf']}")
 
 

@@ -3,6 +3,7 @@ result with ``retcode: 1`` (``salt-run`` exits 1) instead of Salt's traceback du
 events go to the master's bus without ever failing the run."""
 
 import functools
+import inspect
 import logging
 
 import salt.utils.event
@@ -18,8 +19,19 @@ def errors_as_result(module, *errors):
     caught = (SaltRunnerError, *errors)
 
     def decorate(func):
+        signature = inspect.signature(func)
+
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
+            try:
+                # Salt turns a missing or unknown argument into a usage text with exit 0
+                signature.bind(*args, **kwargs)
+            except TypeError as err:
+                message = (
+                    f"{module}.{func.__name__}: {err}; see `salt-run -d {module}.{func.__name__}`"
+                )
+                log.error("%s", message)
+                return {"result": False, "error": message, "retcode": 1}
             try:
                 ret = func(*args, **kwargs)
             except caught as err:

@@ -970,7 +970,8 @@ _LABEL = {
 _UNSET = "(unset)"
 
 
-def _worse(one, two):
+def worse_class(one, two):
+    """The change class that does what both ``one`` and ``two`` need."""
     if {one, two} == {"restart_slurmd", "restart_slurmctld"}:
         return "restart_all"
     return one if CLASSES.index(one) >= CLASSES.index(two) else two
@@ -1006,7 +1007,7 @@ def _plain_change(lower, old, new):
         for name in changed:
             option_cls = _OPTION_CLASS[lower].get(name)
             if option_cls:
-                cls = _worse(cls, option_cls)
+                cls = worse_class(cls, option_cls)
                 why = f"{_LABEL[cls]}: {name} changed"
         return cls, why or _LABEL[cls]
     cls, why = _KEY_CLASS.get(lower, ("reconfigure", None))
@@ -1078,7 +1079,7 @@ def classify(old_text, new_text, extra_keys=()):
         if old[1] == new[1]:
             continue
         cls, why = _plain_change(lower, old[1], new[1])
-        total = _worse(total, cls)
+        total = worse_class(total, cls)
         reasons.append(f"{new[0] or old[0]} {_show(old[1])} -> {_show(new[1])} ({why})")
     for kind in RECORD_KINDS:
         before, after = old_records[kind], new_records[kind]
@@ -1098,10 +1099,10 @@ def classify(old_text, new_text, extra_keys=()):
         if not found and list(before) != list(after):
             found.append(f"{kind} lines reordered ({why})")
         if found:
-            total = _worse(total, cls)
+            total = worse_class(total, cls)
             reasons.extend(found)
     if old_includes != new_includes:
-        total = _worse(total, "restart_all")
+        total = worse_class(total, "restart_all")
         reasons.append(
             f"Include {_show(tuple(old_includes))} -> {_show(tuple(new_includes))} ({_INCLUDE_WHY})"
         )
@@ -1158,6 +1159,6 @@ def classify_files(changes, extra_keys=()):
                 else:
                     what = "changed"
                 result = {"class": cls, "reasons": [f"file {what} ({why})"]}
-        total = _worse(total, result["class"])
+        total = worse_class(total, result["class"])
         reasons.extend(f"{name}: {reason}" for reason in result["reasons"])
     return {"class": total, "reasons": reasons}

@@ -217,6 +217,13 @@ def status():
         result["munge_key_hash"] = None
     conf_hash = fsutil.sha256_file(conf)
     result["slurm_conf_hash"] = f"sha256:{conf_hash}" if conf_hash else None
+    # files on disk are intent, not proof: did each daemon start after its files changed?
+    conf_paths = [os.path.join(plan["conf_dir"], name) for name in cluster_files.CONF_FILES]
+    result["loaded"] = {
+        daemon: daemons.loaded_conf(daemon, conf_paths, conf)
+        for daemon in ("slurmd", "slurmctld")
+        if result["daemons"].get(daemon)
+    }
     result["accounts"] = {name: _account(name) for name in ("munge", "slurm")}
     result["host"] = __grains__.get("host")
     result["versions"] = {

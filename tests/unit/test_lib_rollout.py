@@ -108,7 +108,11 @@ def test_test_mode_reports_class_and_diff_and_changes_nothing():
     report = run(cluster, NODE_CHANGE, test=True)
     assert report["result"] is None
     assert report["class"] == "restart_all"
-    assert {f for f, _, _ in cluster.calls} == {"test.ping", "slurm_node.conf_files"}
+    assert {f for f, _, _ in cluster.calls} == {
+        "test.ping",
+        "slurm_node.conf_files",
+        "slurm_node.status",
+    }
 
 
 def test_unreachable_node_stops_before_any_change():
@@ -130,7 +134,10 @@ def test_a_batch_that_does_not_register_stops_the_rollout_and_names_node_and_cau
     started = [
         t for f, t, a in cluster.calls if f == "slurm_node.daemon_control" and a[1] == "start"
     ]
-    assert started == [("n1", "n2")]  # n3's batch never started
+    # n3's batch never started as a batch; the failure path starts what the run stopped
+    assert started == [("n1", "n2"), ("n3",)]
+    assert report["restarted_after_failure"] == ["n3"]
+    assert "started again" in report["comment"]
 
 
 def test_identical_conf_everywhere_is_class_none_and_does_nothing():
@@ -200,3 +207,131 @@ def test_slurmd_only_change_reconfigures_then_restarts_slurmd_in_batches():
         ("slurm_node.daemon_control", ("n1", "n2"), ("slurmd", "restart")),
         ("slurm_node.daemon_control", ("n3",), ("slurmd", "restart")),
     ]
+
+
+class Tracker:
+    """The journal as the rollout sees it: every record in order."""
+
+    def __init__(self):
+        self.records = []
+        self.applied = None
+
+    def record(self, step=None, **data):
+        self.records.append((step, data))
+
+    def set_applied(self, files):
+        self.applied = files
+
+
+class StaleCluster(FakeCluster):
+    """Daemons report whether they started before their files were written."""
+
+    def __init__(self, *args, stale=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stale = set(stale)
+
+    def _answer(self, target, fun, arg):
+        answer = super()._answer(target, fun, arg)
+        if fun == "slurm_node.status":
+            daemon = "slurmctld" if target == "ctl" else "slurmd"
+            answer["loaded"] = {daemon: {"stale": target in self.stale}}
+        return answer
+
+
+def test_interrupted_restart_all_is_rolled_forward_although_every_file_is_current():
+    # the run that died had pushed NODE_CHANGE everywhere: files say "none"
+    cluster = FakeCluster(controller_files(NODE_CHANGE))
+    for minion in ["ctl", *NODES]:
+        cluster.files[minion] = NODE_CHANGE
+    cluster.new_text = NODE_CHANGE
+    files = {"slurm.conf": NODE_CHANGE, "gres.conf": None, "cgroup.conf": None}
+    report = rollout.Rollout(
+        cluster, "ctl", NODES, files, floor=("restart_all", ["slurm.deploy died at step x"])
+    ).run()
+    assert report["result"] is True, report
+    assert report["class"] == "restart_all"
+    assert "slurm.deploy died at step x" in report["reasons"]
+    control = [(t, a) for f, t, a in cluster.calls if f == "slurm_node.daemon_control"]
+    assert control[0] == (("n1", "n2", "n3"), ("slurmd", "stop"))
+    assert (("ctl",), ("slurmctld", "restart")) in control
+
+
+def test_a_controller_that_started_before_its_file_was_written_is_restarted():
+    cluster = StaleCluster(controller_files(OLD), stale={"ctl"})
+    report = run(cluster, OLD)
+    assert report["result"] is True, report
+    assert report["class"] == "restart_all"
+    assert any("slurmctld on ctl started before" in r for r in report["reasons"])
+
+
+def test_stale_slurmd_alone_restarts_slurmd_only():
+    cluster = StaleCluster(controller_files(OLD), stale={"n2"})
+    report = run(cluster, OLD)
+    assert report["class"] == "restart_slurmd", report
+    assert not [a for f, _, a in cluster.calls if a[:1] == ("slurmctld",)]
+
+
+def test_a_stale_daemon_is_current_when_a_converged_rollout_of_its_file_is_recorded():
+    cluster = StaleCluster(controller_files(OLD), stale={"ctl", "n1"})
+    cluster.new_text = OLD
+    cluster.files = {minion: OLD for minion in ["ctl", *NODES]}
+    files = {"slurm.conf": OLD, "gres.conf": None, "cgroup.conf": None}
+    applied = {"slurm.conf": "sha256:" + fsutil.sha256_bytes(OLD)}
+    report = rollout.Rollout(cluster, "ctl", NODES, files, applied_files=applied).run()
+    assert report["class"] == "none", report
+
+
+def test_journal_says_class_and_stopped_nodes_before_acting_and_applied_at_the_end():
+    cluster = FakeCluster(controller_files(OLD))
+    cluster.new_text = NODE_CHANGE
+    tracker = Tracker()
+    files = {"slurm.conf": NODE_CHANGE, "gres.conf": None, "cgroup.conf": None}
+    report = rollout.Rollout(cluster, "ctl", NODES, files, tracker=tracker).run()
+    assert report["result"] is True
+    pushed = next(d for s, d in tracker.records if s and s.startswith("push the files"))
+    assert pushed["dirty"] is True and pushed["rollout"]["class"] == "restart_all"
+    stopping = next(d for s, d in tracker.records if s and s.startswith("stopping slurmd"))
+    assert stopping["rollout"]["stopped"] == ["n1", "n2", "n3"]
+    # the last record after the starts has nothing left stopped
+    assert tracker.records[-1][1]["rollout"]["stopped"] == []
+    assert tracker.applied == {
+        "slurm.conf": "sha256:" + fsutil.sha256_bytes(NODE_CHANGE),
+        "gres.conf": None,
+        "cgroup.conf": None,
+    }
+
+
+def test_a_failed_controller_restart_starts_every_stopped_slurmd_again():
+    class CtlFails(FakeCluster):
+        def call(self, targets, fun, arg=(), timeout=120):
+            if fun == "slurm_node.daemon_control" and tuple(arg) == ("slurmctld", "restart"):
+                self.calls.append((fun, tuple(targets), tuple(arg)))
+                return {t: {"ok": False, "ret": None, "error": "slurmctld died"} for t in targets}
+            return super().call(targets, fun, arg, timeout)
+
+    cluster = CtlFails(controller_files(OLD))
+    tracker = Tracker()
+    cluster.new_text = NODE_CHANGE
+    files = {"slurm.conf": NODE_CHANGE, "gres.conf": None, "cgroup.conf": None}
+    report = rollout.Rollout(cluster, "ctl", NODES, files, tracker=tracker).run()
+    assert report["result"] is False
+    control = [(t, a) for f, t, a in cluster.calls if f == "slurm_node.daemon_control"]
+    assert control[-1] == (("n1", "n2", "n3"), ("slurmd", "start"))
+    assert report["restarted_after_failure"] == ["n1", "n2", "n3"]
+    assert tracker.records[-1][1]["rollout"]["stopped"] == []
+    assert tracker.applied is None
+
+
+def test_a_slurmd_that_cannot_start_again_is_named():
+    class NoStart(FakeCluster):
+        def call(self, targets, fun, arg=(), timeout=120):
+            if fun == "slurm_node.daemon_control" and tuple(arg) == ("slurmd", "start"):
+                self.calls.append((fun, tuple(targets), tuple(arg)))
+                return {t: {"ok": t != "n2", "ret": True, "error": "disk full"} for t in targets}
+            return super().call(targets, fun, arg, timeout)
+
+    cluster = NoStart(controller_files(OLD))
+    report = run(cluster, NODE_CHANGE, batch_size=3)
+    assert report["result"] is False
+    assert report["not_restarted"] == {"n2": "disk full"}
+    assert "could NOT be started again on n2" in report["comment"]
