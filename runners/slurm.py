@@ -87,9 +87,9 @@ class _Tracker:
         self.journal.set_applied(files)
 
 
-def _unfinished(jrnl):
+def _unfinished(jrnl, say=True):
     """What operations that died left to do: ``(class floor, reasons, stopped minions)``,
-    and a progress line for each."""
+    and (with ``say``) a progress line for each."""
     klass, reasons, stopped = "none", [], []
     for entry in jrnl.interrupted():
         steps = entry.get("steps") or [{}]
@@ -106,7 +106,8 @@ def _unfinished(jrnl):
             reasons.append(f"{what}: finishing its rollout ({pending['class']})")
         else:
             reasons.append(f"{what}: it recorded no rollout to finish")
-        _progress(reasons[-1])
+        if say:
+            _progress(reasons[-1])
     return klass, reasons, stopped
 
 
@@ -952,7 +953,7 @@ def _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry):
     )
     ctl_status = _returns(minions, [controller], "slurm_node.status")[controller]
     running = bool(ctl_status and ctl_status["daemons"].get("slurmctld"))
-    floor, _, stopped = _unfinished(jrnl)
+    floor, _, stopped = _unfinished(jrnl, say=False)
     conf_files = cluster_files.read_conf_files(_files_dir())
     if running:
         # every node of the new conf that already runs slurmd (not only this run's targets),

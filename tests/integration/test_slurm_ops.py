@@ -133,6 +133,9 @@ def test_slurmd_stopped(cluster, deployed):
     cluster.salt("n1", "slurm_node.daemon_control", ["slurmd", "stop"])
     report, _ = diagnose(cluster)
     assert causes(report, "n1") == ["slurmd not running"], report["nodes"]
+    # an unhealthy cluster is a failure in the admin's text table too, not only in JSON
+    table = cluster.cli(["salt-run", "slurm.status"])
+    assert table.returncode == 1 and "n1" in table.stdout, (table.stdout, table.stderr)
     heal(cluster)
 
 
@@ -434,3 +437,124 @@ def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
     printed = proc.stdout + proc.stderr + cluster.master_log.read_text(errors="replace")
     for key in (old_key, new_key):
         assert key.hex() not in printed and base64.b64encode(key).decode() not in printed
+
+
+# ---------------------------------------------------------------------- crash-safe operations
+def salt_run_popen(cluster, *argv):
+    """``salt-run`` in its own process group, stderr (the progress lines) piped."""
+    return subprocess.Popen(
+        [cluster.bin("salt-run"), "-c", str(cluster.master_conf_dir), "--out=json", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def read_until(proc, text, limit=300):
+    """Progress lines of ``proc`` up to and including the first one containing ``text``."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if text in line or len(lines) > limit:
+            return lines
+    raise AssertionError(f"{text!r} never printed:\n{''.join(lines)}")
+
+
+def slurmd_running(cluster):
+    ret = cluster.salt(COMPUTE, "slurm_node.daemon_running", ["slurmd"], tgt_type="list")
+    return {n: ret.get(n) for n in COMPUTE}
+
+
+@pytest.mark.parametrize("journal", ["kept", "lost"])
+def test_a_rollout_killed_before_slurmctld_restarts_is_finished_by_the_next_deploy(
+    cluster, deployed, journal
+):
+    """The issue's fault: a new feature, the runner killed after the push and before
+    slurmctld restarted. Files everywhere say "applied"; slurmctld runs the old config.
+    With the journal the next deploy finishes the rollout; without it (``lost``) the daemon
+    start times against the file times still show slurmctld is stale."""
+    feature = f"cs{journal}"
+    job_id = running_job(cluster, "-w", "n1", "--mem=100M", wrap="sleep 45")
+    cluster.write_pillar(
+        render_pillar(
+            **PILLAR, node_target="n*", node_groups={"bed": {"nodes": "n*", "features": [feature]}}
+        )
+    )
+    try:
+        rendered, _ = salt_run(cluster, "slurm.render_conf")
+        assert rendered["class"] == "restart_all", rendered
+        proc = salt_run_popen(cluster, "slurm.apply_conf")
+        try:
+            read_until(proc, "stopping slurmd")
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        hashes = cluster.salt(["ctl", *COMPUTE], "slurm_node.status", tgt_type="list")
+        assert len({s["slurm_conf_hash"] for s in hashes.values()}) == 1, hashes
+        if journal == "lost":
+            (cluster.master_dir / "cache" / "slurm" / "journal.json").unlink()
+        result, proc = deploy(cluster)
+        assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-3000:])
+        assert result["rollout"]["class"] == "restart_all", result["rollout"]
+        reasons = " ".join(result["rollout"]["reasons"])
+        if journal == "kept":
+            assert "finishing its rollout (restart_all)" in proc.stderr, proc.stderr[-3000:]
+        else:
+            assert "slurmctld on ctl started before its config files" in reasons, reasons
+        assert slurmd_running(cluster) == dict.fromkeys(COMPUTE, True)
+        srun = cluster.run("ctl", ["srun", "-C", feature, "-N3", "--mem=32M", "hostname"])
+        assert srun.returncode == 0, (srun.stderr, cluster.tail_logs(["ctl", "n1"]))
+        assert sorted(srun.stdout.split()) == COMPUTE
+        # the job that ran before the interrupted rollout survives it and the repair
+        assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60), job_info(
+            cluster, job_id
+        )
+        again, proc = deploy(cluster)
+        assert again["result"] is True and "rollout" not in again, again
+    finally:
+        cluster.write_pillar(OPS_PILLAR)
+        heal(cluster)
+
+
+def test_a_second_operation_is_refused_while_one_runs_and_names_it(cluster, deployed):
+    first = salt_run_popen(cluster, "slurm.deploy")
+    try:
+        read_until(first, "munge key")
+        second, proc = salt_run(cluster, "slurm.apply_conf")
+        assert proc.returncode == 1, (second, proc.stderr)
+        assert "slurm.deploy is running" in second["error"], second
+        assert f"pid {first.pid}" in second["error"], second
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, 9)
+            first.wait()
+    # the holder is gone: the lock is free again
+    again, proc = salt_run(cluster, "slurm.apply_conf")
+    assert proc.returncode == 0 and again["result"] is True, again
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["slurm.drain", "n1"], "reason"),
+        (["slurm.drain", "n[1-2", "reason=x"], "nodes"),
+        (["slurm.drain", "n9", "reason=x"], "nodes: n9 not in"),
+        (["slurm.diagnose", "nodes=n[1-2"], "nodes"),
+        (["slurm.apply_conf", "batch_size=0"], "batch_size"),
+        (["slurm.deploy", "timeout=soon"], "timeout"),
+        (["slurm.remove_node"], "node"),
+    ],
+)
+@pytest.mark.parametrize("out", [[], ["--out=json"]])
+def test_bad_arguments_exit_1_with_one_line_naming_the_argument(
+    cluster, deployed, argv, named, out
+):
+    proc = cluster.cli(["salt-run", *out, *argv])
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert named in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len(proc.stdout.splitlines()) <= 8, proc.stdout
