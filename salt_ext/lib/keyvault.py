@@ -1128,7 +1128,9 @@ def settings(opts):
                 f"keyvault:{name}: must be a whole number from 1 to {limit}, got {value!r}"
             )
     if not isinstance(cfg["keep_older"], bool):
-        raise KeyVaultError(f"keyvault:keep_older: must be true or false, got {cfg['keep_older']!r}")
+        raise KeyVaultError(
+            f"keyvault:keep_older: must be true or false, got {cfg['keep_older']!r}"
+        )
     if bool(cfg["tls_cert"]) != bool(cfg["tls_key"]):
         raise KeyVaultError("keyvault:tls_cert and keyvault:tls_key must be set together")
     engine = engine_config(opts)
