@@ -199,7 +199,7 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=None, keep_older=None):
         os.write(tty, f"token: {token}\ncommand: {bundle['command']}\n".encode())
     finally:
         os.close(tty)
-    hidden = "<token: printed on the terminal>"
+    hidden = kv.HIDDEN_TOKEN
     bundle["token"] = hidden
     bundle["command"] = kv.bootstrap_command(url, hidden, minion_id, master_finger, tls_finger)
     return bundle

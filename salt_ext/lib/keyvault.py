@@ -197,6 +197,8 @@ MAX_WINDOW_LIMIT = 300
 MAX_FAILURES_LIMIT = 100
 # record times must be datetime-printable (iso()) for list/purge to work: 0 .. 9999-12-31
 MAX_EPOCH = 253402300799
+# what keyvault.issue returns instead of a token it printed on salt-run's terminal
+HIDDEN_TOKEN = "<token: printed on the terminal>"  # noqa: S105 - a placeholder, no secret
 CLOCK_FILE = ".clock"  # the store's high-water mark of the master clock (threat 14)
 MAX_CLOCK_SKEW = 60  # a record may be this much newer than the highest time seen
 
