@@ -19,7 +19,8 @@ Actors
     process's command line); whoever can read the master's event bus and job cache.
 
 Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
-U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault.py`` = I):
+U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/functional/test_keyvault_loaders.py``
+= F, ``tests/integration/test_keyvault.py`` = I):
 
 1. Forged redeem (no secret). The request is authenticated with
    ``HMAC-SHA256(K, canonical request)``, ``K = HMAC-SHA256(secret, "…mac v1|" + token id)``;
@@ -99,13 +100,18 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault
     never an internal error (U: ``test_hostile_field_values_are_a_counted_plain_rejection``;
     E: ``test_hostile_values_are_a_plain_rejection_not_an_error``). Public keys must be one
     RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules, refuse control
-    characters and whitespace and are at most 200 UTF-8 bytes (a longer one could burn the
-    token: the key file's temporary name would exceed 255 bytes after the token was
-    consumed); the engine caps bodies (413), demands JSON (415/400), only
-    serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
-    10 s and the whole connection (TLS handshake, headers, body, answer) within 15 s, so a
-    client trickling bytes cannot keep one of the 256 connection slots (the "dropped"
-    warning is logged at most every 10 s). Plain HTTP to the port fails the TLS handshake.
+    characters and whitespace, must be Unicode NFC (the NFD spelling of ``café`` would be a
+    second minion; refused at issue, by the CLI and at redeem, as one validator serves all
+    three; U: ``test_nfd_minion_id_is_refused_at_issue_and_redeem``) and are at most 200
+    UTF-8 bytes (a longer one could burn the token: the key file's temporary name would
+    exceed 255 bytes after the token was consumed); the printed bootstrap command attaches
+    every value with ``=`` (``--minion-id=-n1``), so no value is taken for an option (U:
+    ``test_bootstrap_command_parses_for_any_valid_id[*]``); the engine caps bodies (413),
+    demands JSON (415/400), only serves POST /v1/redeem and GET /v1/health, and times slow
+    clients out: each recv within 10 s and the whole connection (TLS handshake, headers,
+    body, answer) within 15 s, so a client trickling bytes cannot keep one of the 256
+    connection slots (the "dropped" warning is logged at most every 10 s). Plain HTTP to
+    the port fails the TLS handshake.
     I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
     E: ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
@@ -114,32 +120,72 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault
     ``test_malformed_request[*]``, ``test_valid_minion_id[*]``,
     ``test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
-    reason and peer only — never the secret, ``K``, the token string or a MAC.
-    I: ``test_no_secret_in_logs_events_or_list``.
+    reason and peer only — never the secret, ``K``, the token string or a MAC. Salt itself
+    logs every runner return (``salt/runner.py``: ``Runner return: …`` at debug;
+    ``salt/output``: ``data = …`` at trace; both in salt-run's output and in the log file
+    salt-run shares with the master), stores it in the job cache and publishes it as
+    ``salt/run/<jid>/ret``, which the master logs at trace (``salt/utils/event.py``:
+    ``get_event() received = …``). So inside ``salt-run`` (``__opts__["__cli"]``: the
+    runner runs in salt-run's own process) ``keyvault.issue`` writes the token and the
+    command to the controlling terminal (``/dev/tty``) and returns a placeholder, and
+    without a terminal issues nothing unless ``to_tty=False`` accepts the exposure.
+    I: ``test_issue_in_salt_run_at_trace_leaks_no_form_of_the_secret`` (salt-run -l trace,
+    master log at trace, job cache, events; every encoding of the secret and of ``K``),
+    ``test_control_a_returned_token_does_reach_the_trace_logs``,
+    ``test_salt_run_without_a_terminal_issues_nothing``,
+    ``test_no_secret_in_logs_events_or_list``; F:
+    ``test_in_salt_run_the_token_goes_to_the_terminal_only``,
+    ``test_in_salt_run_without_a_terminal_nothing_is_issued``.
 13. Local users on the new node. ``/proc/<pid>/cmdline`` is world-readable: a token in
     ``salt-keyvault-bootstrap``'s argv could be read during key generation or the request
     and redeemed first with the reader's own key. The CLI reads the token from stdin
     (``--token -``, a no-echo prompt on a terminal) or from ``$SALT_KEYVAULT_TOKEN``
     (``/proc/<pid>/environ`` is readable by the owner and root only); the runner's
-    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token - …``
+    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token=- …``
     (``echo`` is a shell builtin, so the token is in no process's argv). ``--token ID.SECRET``
     still works and warns on stderr. U: ``test_token_is_read_from_stdin_with_dash``,
     ``test_bootstrap_command_keeps_the_token_out_of_argv``,
     ``test_token_on_the_command_line_warns``; I: every bootstrap run uses ``--token -``.
+14. Clock step back / records from the future. Expiry is judged by ``max(now, the latest
+    master time the store has seen)``: every locked operation raises that high-water mark
+    (``<store>/.clock``, 0600, atomic), so after the master clock steps back an expired
+    token stays expired; a record created more than 60 s after the mark (never seen by
+    this store) fails closed, and so does a damaged ``.clock``; ``keyvault.issue`` refuses
+    a token that would be born expired (clock stepped back more than its ttl), naming the
+    file. The window for the node's timestamp still uses the real clock. U:
+    ``test_clock_step_back_does_not_revive_an_expired_token``,
+    ``test_record_created_in_the_future_fails_closed``,
+    ``test_issue_after_a_large_step_back_refuses_a_token_born_expired``,
+    ``test_corrupt_clock_file_fails_closed``.
+15. Forgotten live tokens. Issuing a token revokes the same minion id's older live tokens
+    (``revoked_older`` in the return, a ``salt/keyvault/revoke`` event each), so a bundle
+    handed out earlier and never used stops working; ``keep_older`` (argument or
+    ``keyvault:keep_older``) keeps them. U:
+    ``test_a_new_token_revokes_the_older_live_tokens_of_its_minion``,
+    ``test_keep_older_leaves_the_older_tokens_live``; F:
+    ``test_issue_revokes_the_older_token_of_the_id_unless_kept``; I:
+    ``test_a_new_token_revokes_the_older_one_of_its_minion``.
+16. Numbers that crash the admin tools. ``keyvault:`` settings are bounded (``max_ttl`` ≤ 7
+    days, ``request_window`` ≤ 300 s, ``max_failures`` ≤ 100; the error names the key), the
+    ttl is checked before anything is written, and a record whose times are out of range
+    (0 … year 9999) or of the wrong type, or whose counters are wrong, is ``corrupt``:
+    ``keyvault.list`` shows it with the file and the fault, ``keyvault.purge`` reports and
+    keeps it and purges the rest. U: ``test_settings_are_bounded_naming_the_key[*]``,
+    ``test_bad_ttl_is_refused_before_anything_is_written[*]``,
+    ``test_list_and_purge_report_a_damaged_record_and_go_on[*]``; F:
+    ``test_huge_max_ttl_is_a_config_error_and_nothing_is_written``,
+    ``test_purge_reports_a_damaged_record_and_purges_the_rest``.
 
-Residual risk (documented in README): Salt publishes every runner's return on the master
-event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token string that
-``keyvault.issue`` returns is readable by whoever can read the master bus or job cache (root
-on the master, salt-api users subscribed to ``/events``). Mitigations: single use, bound to
-one minion id, short TTL, and interception is *detected*: if someone else redeems first, the
-real node's redeem is refused and a ``salt/keyvault/redeem/rejected`` event with reason
-``consumed`` fires; the admin should then ``salt-key -d`` the id and investigate. An admin
-at a terminal avoids the exposure with ``salt-run keyvault.issue ... to_tty=True``: the
-runner runs inside the ``salt-run`` process, writes the token and the command to its
-controlling terminal (``/dev/tty``) and returns the bundle without them, so neither the job
-cache nor the return event holds the token
-(I: ``test_issue_to_tty_keeps_the_token_out_of_the_return``). Through salt-api there is no
-terminal, so the plain return is the only channel.
+Residual risk (documented in README): through salt-api (also ``salt-run -a <eauth>``, the
+Python ``RunnerClient``, or ``to_tty=False``) the return is the only channel, so the token
+is in the job cache, on the master event bus (``salt/run/<jid>/ret``: root on the master,
+salt-api users subscribed to ``/events``) and, at debug/trace level, in the salt-api and
+master logs. Mitigations: single use, bound to one minion id, short TTL, one live token per
+id, and interception is *detected*: if someone else redeems first, the real node's redeem
+is refused and a ``salt/keyvault/redeem/rejected`` event with reason ``consumed`` fires;
+the admin should then ``salt-key -d`` the id and investigate. I:
+``test_no_secret_in_logs_events_or_list`` checks such tokens against the master log at
+info and above.
 
 Also accepted: an unknown token id is refused slightly faster than a known one with a bad
 MAC (no decryption), which tells a prober that a 6-character id exists and nothing more;
