@@ -54,18 +54,35 @@ def _int_arg(name, value):
         raise SaltRunnerError(f"{name}: expected a number of seconds, got {value!r}") from None
 
 
-def _open_tty():
+def _bool_arg(name, value):
+    """``None`` (not given) or a boolean, from a bool or the strings salt-run passes."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise SaltRunnerError(f"{name}: expected True or False, got {value!r}")
+
+
+def _open_tty(asked):
     try:
         return os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
     except OSError as err:
+        if asked:
+            hint = "run it in a terminal, or without to_tty=True"
+        else:
+            hint = (
+                "salt-run prints the token on its terminal only, as its return would reach "
+                "salt-run's debug log, the job cache and the salt/run/<jid>/ret event: run it "
+                "in a terminal, or pass to_tty=False to accept that"
+            )
         raise SaltRunnerError(
-            f"to_tty: salt-run has no controlling terminal ({err.strerror}); run it in a "
-            "terminal, or without to_tty=True"
+            f"to_tty: salt-run has no controlling terminal ({err.strerror}); {hint}"
         ) from None
 
 
 @_errors_as_result
-def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
+def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=None, keep_older=None):
     """
     Issue a one-time token that lets machine ``minion_id`` join this master.
 
@@ -75,12 +92,18 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
     ``master_finger`` from it in the minion's ``hash_type``), the endpoint URL and its TLS
     certificate fingerprint, and the ready-to-paste ``salt-keyvault-bootstrap`` command.
 
-    Note: Salt itself records every runner return in the job cache and on the master event
-    bus (``salt/run/<jid>/ret``); the token is single-use, bound to ``minion_id`` and short
-    lived, and a redeem by anyone else is detected (the real node is refused, reason
-    ``consumed``). With ``to_tty=True`` the token and the command are written straight to
-    the terminal of ``salt-run`` and left out of the return, so neither the job cache nor
-    the return event ever holds them.
+    In ``salt-run`` the token and the command go straight to salt-run's terminal
+    (``/dev/tty``) and the return shows a placeholder instead: Salt logs every runner return
+    (``Runner return: …`` at debug, the outputter's data at trace), keeps it in the job
+    cache and publishes it as ``salt/run/<jid>/ret``, so a returned token would be in all of
+    them. Through salt-api (or the Python ``RunnerClient``) there is no terminal: the
+    return holds the token, which is then in the job cache and on the event bus (residual
+    risk in the README); it is single-use, bound to ``minion_id`` and short lived, and a
+    redeem by anyone else is detected (the real node is refused, reason ``consumed``).
+
+    Issuing a token revokes the older live tokens of the same minion id (listed in
+    ``revoked_older``), so only the last bundle works; ``keep_older=True`` (or
+    ``keyvault:keep_older: true`` in the master config) keeps them.
 
     minion_id
         The id the new machine's salt-minion will use.
@@ -89,45 +112,64 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
         default).
     to_tty
         Print the token and the bootstrap command on ``salt-run``'s terminal (``/dev/tty``)
-        instead of returning them (fails when there is no terminal, e.g. through salt-api).
+        instead of returning them. Default: on when running inside ``salt-run`` (which then
+        refuses to issue without a terminal), off elsewhere. ``to_tty=False`` in salt-run
+        returns the token, and with it puts it in salt-run's debug log and the job cache.
+    keep_older
+        Keep this minion id's older live tokens instead of revoking them (default:
+        ``keyvault:keep_older``, false).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run keyvault.issue minion_id=node17 ttl=600
-        salt-run keyvault.issue minion_id=node17 to_tty=True
+        salt-run keyvault.issue minion_id=node17 to_tty=False --out=json
     """
     cfg = _cfg()
-    ttl = _int_arg("ttl", ttl)
-    if ttl <= 0 or ttl > cfg["max_ttl"]:
-        raise SaltRunnerError(
-            f"ttl: must be between 1 and keyvault:max_ttl ({cfg['max_ttl']}) seconds, got {ttl}"
-        )
     try:
+        ttl = kv.check_ttl(_int_arg("ttl", ttl), cfg["max_ttl"], "keyvault:max_ttl")
         minion_id = kv.check_minion_id(str(minion_id) if minion_id is not None else None)
     except kv.KeyVaultError as err:
         raise SaltRunnerError(str(err)) from err
+    keep_older = _bool_arg("keep_older", keep_older)
+    keep_older = cfg["keep_older"] if keep_older is None else keep_older
+    asked = _bool_arg("to_tty", to_tty)
+    # salt-run runs the runner in its own process, the one place with a terminal to use
+    in_salt_run = __opts__.get("__cli") == "salt-run"
     where = kv.paths(__opts__)
     if not os.path.isfile(where["master_pub"]):
         raise SaltRunnerError(f"master public key {where['master_pub']} not found")
     # always SHA-256, whatever this master's hash_type: it is the node's pin; the node
     # writes salt-minion's master_finger itself, in the form of the minion's hash_type
     master_finger = salt.utils.crypt.pem_finger(where["master_pub"], sum_type="sha256")
-    tty = _open_tty() if to_tty is True or str(to_tty).lower() == "true" else None
-    url = kv.endpoint_url(cfg)
-    cert, _ = kv.tls_files(__opts__, cfg)
-    tls_finger = kv.cert_finger_file(cert)
-    record, token = _store(cfg).issue(minion_id, ttl)
+    tty = _open_tty(asked) if (in_salt_run if asked is None else asked) else None
+    try:
+        url = kv.endpoint_url(cfg)
+        cert, _ = kv.tls_files(__opts__, cfg)
+        tls_finger = kv.cert_finger_file(cert)
+        record, token = _store(cfg).issue(minion_id, ttl, keep_older=keep_older)
+    except BaseException:
+        if tty is not None:
+            os.close(tty)
+        raise
     log.info(
         "keyvault: issued token %s for minion %s, expires %s",
         record["token_id"],
         minion_id,
         kv.iso(record["expires"]),
     )
+    for older in record["superseded"]:
+        log.info("keyvault: revoked token %s (superseded by %s)", older, record["token_id"])
+        _fire("salt/keyvault/revoke", {"token_id": older, "minion_id": minion_id})
     _fire(
         "salt/keyvault/issue",
-        {"token_id": record["token_id"], "minion_id": minion_id, "expires": record["expires"]},
+        {
+            "token_id": record["token_id"],
+            "minion_id": minion_id,
+            "expires": record["expires"],
+            "revoked_older": record["superseded"],
+        },
     )
     bundle = {
         "token_id": record["token_id"],
@@ -139,6 +181,7 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
         "url": url,
         "tls_finger": tls_finger,
         "command": kv.bootstrap_command(url, token, minion_id, master_finger, tls_finger),
+        "revoked_older": record["superseded"],
     }
     known = [
         state
@@ -156,7 +199,7 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=False):
         os.write(tty, f"token: {token}\ncommand: {bundle['command']}\n".encode())
     finally:
         os.close(tty)
-    hidden = "<token: printed on the terminal>"
+    hidden = kv.HIDDEN_TOKEN
     bundle["token"] = hidden
     bundle["command"] = kv.bootstrap_command(url, hidden, minion_id, master_finger, tls_finger)
     return bundle
@@ -209,7 +252,8 @@ def purge():
     Remove expired, used and revoked tokens from the store.
 
     A purged token that someone presents later is refused as unknown instead of as
-    ``consumed``; purge after you have checked the redeem events.
+    ``consumed``; purge after you have checked the redeem events. A damaged record is kept
+    and listed under ``corrupt`` (token id and fault); the others are purged all the same.
 
     CLI Example:
 
@@ -217,9 +261,11 @@ def purge():
 
         salt-run keyvault.purge
     """
-    removed = _store(_cfg()).purge()
-    log.info("keyvault: purged %d tokens", len(removed))
-    return {"purged": removed}
+    result = _store(_cfg()).purge()
+    log.info("keyvault: purged %d tokens", len(result["purged"]))
+    for entry in result["corrupt"]:
+        log.warning("keyvault: kept damaged token record: %s", entry["error"])
+    return result
 
 
 __func_alias__ = {"list_": "list"}

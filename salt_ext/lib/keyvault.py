@@ -19,7 +19,8 @@ Actors
     process's command line); whoever can read the master's event bus and job cache.
 
 Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
-U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault.py`` = I):
+U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/functional/test_keyvault_loaders.py``
+= F, ``tests/integration/test_keyvault.py`` = I):
 
 1. Forged redeem (no secret). The request is authenticated with
    ``HMAC-SHA256(K, canonical request)``, ``K = HMAC-SHA256(secret, "…mac v1|" + token id)``;
@@ -99,13 +100,18 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault
     never an internal error (U: ``test_hostile_field_values_are_a_counted_plain_rejection``;
     E: ``test_hostile_values_are_a_plain_rejection_not_an_error``). Public keys must be one
     RSA PEM of ≥ 2048 bits; minion ids follow Salt's ``valid_id`` rules, refuse control
-    characters and whitespace and are at most 200 UTF-8 bytes (a longer one could burn the
-    token: the key file's temporary name would exceed 255 bytes after the token was
-    consumed); the engine caps bodies (413), demands JSON (415/400), only
-    serves POST /v1/redeem and GET /v1/health, and times slow clients out: each recv within
-    10 s and the whole connection (TLS handshake, headers, body, answer) within 15 s, so a
-    client trickling bytes cannot keep one of the 256 connection slots (the "dropped"
-    warning is logged at most every 10 s). Plain HTTP to the port fails the TLS handshake.
+    characters and whitespace, must be Unicode NFC (the NFD spelling of ``café`` would be a
+    second minion; refused at issue, by the CLI and at redeem, as one validator serves all
+    three; U: ``test_nfd_minion_id_is_refused_at_issue_and_redeem``) and are at most 200
+    UTF-8 bytes (a longer one could burn the token: the key file's temporary name would
+    exceed 255 bytes after the token was consumed); the printed bootstrap command attaches
+    every value with ``=`` (``--minion-id=-n1``), so no value is taken for an option (U:
+    ``test_bootstrap_command_parses_for_any_valid_id[*]``); the engine caps bodies (413),
+    demands JSON (415/400), only serves POST /v1/redeem and GET /v1/health, and times slow
+    clients out: each recv within 10 s and the whole connection (TLS handshake, headers,
+    body, answer) within 15 s, so a client trickling bytes cannot keep one of the 256
+    connection slots (the "dropped" warning is logged at most every 10 s). Plain HTTP to
+    the port fails the TLS handshake.
     I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
     E: ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
@@ -114,32 +120,72 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/integration/test_keyvault
     ``test_malformed_request[*]``, ``test_valid_minion_id[*]``,
     ``test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue``.
 12. Secrets in logs and events. Logs, events and ``keyvault.list`` carry token id, minion id,
-    reason and peer only — never the secret, ``K``, the token string or a MAC.
-    I: ``test_no_secret_in_logs_events_or_list``.
+    reason and peer only — never the secret, ``K``, the token string or a MAC. Salt itself
+    logs every runner return (``salt/runner.py``: ``Runner return: …`` at debug;
+    ``salt/output``: ``data = …`` at trace; both in salt-run's output and in the log file
+    salt-run shares with the master), stores it in the job cache and publishes it as
+    ``salt/run/<jid>/ret``, which the master logs at trace (``salt/utils/event.py``:
+    ``get_event() received = …``). So inside ``salt-run`` (``__opts__["__cli"]``: the
+    runner runs in salt-run's own process) ``keyvault.issue`` writes the token and the
+    command to the controlling terminal (``/dev/tty``) and returns a placeholder, and
+    without a terminal issues nothing unless ``to_tty=False`` accepts the exposure.
+    I: ``test_issue_in_salt_run_at_trace_leaks_no_form_of_the_secret`` (salt-run -l trace,
+    master log at trace, job cache, events; every encoding of the secret and of ``K``),
+    ``test_control_a_returned_token_does_reach_the_trace_logs``,
+    ``test_salt_run_without_a_terminal_issues_nothing``,
+    ``test_no_secret_in_logs_events_or_list``; F:
+    ``test_in_salt_run_the_token_goes_to_the_terminal_only``,
+    ``test_in_salt_run_without_a_terminal_nothing_is_issued``.
 13. Local users on the new node. ``/proc/<pid>/cmdline`` is world-readable: a token in
     ``salt-keyvault-bootstrap``'s argv could be read during key generation or the request
     and redeemed first with the reader's own key. The CLI reads the token from stdin
     (``--token -``, a no-echo prompt on a terminal) or from ``$SALT_KEYVAULT_TOKEN``
     (``/proc/<pid>/environ`` is readable by the owner and root only); the runner's
-    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token - …``
+    ready-to-paste command is ``echo 'ID.SECRET' | salt-keyvault-bootstrap --token=- …``
     (``echo`` is a shell builtin, so the token is in no process's argv). ``--token ID.SECRET``
     still works and warns on stderr. U: ``test_token_is_read_from_stdin_with_dash``,
     ``test_bootstrap_command_keeps_the_token_out_of_argv``,
     ``test_token_on_the_command_line_warns``; I: every bootstrap run uses ``--token -``.
+14. Clock step back / records from the future. Expiry is judged by ``max(now, the latest
+    master time the store has seen)``: every locked operation raises that high-water mark
+    (``<store>/.clock``, 0600, atomic), so after the master clock steps back an expired
+    token stays expired; a record created more than 60 s after the mark (never seen by
+    this store) fails closed, and so does a damaged ``.clock``; ``keyvault.issue`` refuses
+    a token that would be born expired (clock stepped back more than its ttl), naming the
+    file. The window for the node's timestamp still uses the real clock. U:
+    ``test_clock_step_back_does_not_revive_an_expired_token``,
+    ``test_record_created_in_the_future_fails_closed``,
+    ``test_issue_after_a_large_step_back_refuses_a_token_born_expired``,
+    ``test_corrupt_clock_file_fails_closed``.
+15. Forgotten live tokens. Issuing a token revokes the same minion id's older live tokens
+    (``revoked_older`` in the return, a ``salt/keyvault/revoke`` event each), so a bundle
+    handed out earlier and never used stops working; ``keep_older`` (argument or
+    ``keyvault:keep_older``) keeps them. U:
+    ``test_a_new_token_revokes_the_older_live_tokens_of_its_minion``,
+    ``test_keep_older_leaves_the_older_tokens_live``; F:
+    ``test_issue_revokes_the_older_token_of_the_id_unless_kept``; I:
+    ``test_a_new_token_revokes_the_older_one_of_its_minion``.
+16. Numbers that crash the admin tools. ``keyvault:`` settings are bounded (``max_ttl`` ≤ 7
+    days, ``request_window`` ≤ 300 s, ``max_failures`` ≤ 100; the error names the key), the
+    ttl is checked before anything is written, and a record whose times are out of range
+    (0 … year 9999) or of the wrong type, or whose counters are wrong, is ``corrupt``:
+    ``keyvault.list`` shows it with the file and the fault, ``keyvault.purge`` reports and
+    keeps it and purges the rest. U: ``test_settings_are_bounded_naming_the_key[*]``,
+    ``test_bad_ttl_is_refused_before_anything_is_written[*]``,
+    ``test_list_and_purge_report_a_damaged_record_and_go_on[*]``; F:
+    ``test_huge_max_ttl_is_a_config_error_and_nothing_is_written``,
+    ``test_purge_reports_a_damaged_record_and_purges_the_rest``.
 
-Residual risk (documented in README): Salt publishes every runner's return on the master
-event bus (``salt/run/<jid>/ret``) and keeps it in the job cache, so the token string that
-``keyvault.issue`` returns is readable by whoever can read the master bus or job cache (root
-on the master, salt-api users subscribed to ``/events``). Mitigations: single use, bound to
-one minion id, short TTL, and interception is *detected*: if someone else redeems first, the
-real node's redeem is refused and a ``salt/keyvault/redeem/rejected`` event with reason
-``consumed`` fires; the admin should then ``salt-key -d`` the id and investigate. An admin
-at a terminal avoids the exposure with ``salt-run keyvault.issue ... to_tty=True``: the
-runner runs inside the ``salt-run`` process, writes the token and the command to its
-controlling terminal (``/dev/tty``) and returns the bundle without them, so neither the job
-cache nor the return event holds the token
-(I: ``test_issue_to_tty_keeps_the_token_out_of_the_return``). Through salt-api there is no
-terminal, so the plain return is the only channel.
+Residual risk (documented in README): through salt-api (also ``salt-run -a <eauth>``, the
+Python ``RunnerClient``, or ``to_tty=False``) the return is the only channel, so the token
+is in the job cache, on the master event bus (``salt/run/<jid>/ret``: root on the master,
+salt-api users subscribed to ``/events``) and, at debug/trace level, in the salt-api and
+master logs. Mitigations: single use, bound to one minion id, short TTL, one live token per
+id, and interception is *detected*: if someone else redeems first, the real node's redeem
+is refused and a ``salt/keyvault/redeem/rejected`` event with reason ``consumed`` fires;
+the admin should then ``salt-key -d`` the id and investigate. I:
+``test_no_secret_in_logs_events_or_list`` checks such tokens against the master log at
+info and above.
 
 Also accepted: an unknown token id is refused slightly faster than a known one with a bad
 MAC (no decryption), which tells a prober that a 6-character id exists and nothing more;
@@ -163,6 +209,7 @@ import shlex
 import string
 import struct
 import time
+import unicodedata
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -189,6 +236,17 @@ DEFAULT_PORT = 4510
 MAX_PUBLIC_KEY_CHARS = 16384
 MAX_MINION_ID_BYTES = 200
 MAX_TIMESTAMP = 2**53  # |timestamp| below this: exact as a float, no OverflowError
+# upper bounds of the master's keyvault: settings: a token living longer than a week is no
+# longer a bootstrap token, and every bound keeps each record's numbers small
+MAX_TTL_LIMIT = 7 * 86400
+MAX_WINDOW_LIMIT = 300
+MAX_FAILURES_LIMIT = 100
+# record times must be datetime-printable (iso()) for list/purge to work: 0 .. 9999-12-31
+MAX_EPOCH = 253402300799
+# what keyvault.issue returns instead of a token it printed on salt-run's terminal
+HIDDEN_TOKEN = "<token: printed on the terminal>"  # noqa: S105 - a placeholder, no secret
+CLOCK_FILE = ".clock"  # the store's high-water mark of the master clock (threat 14)
+MAX_CLOCK_SKEW = 60  # a record may be this much newer than the highest time seen
 
 MAC_KEY_INFO = b"saltext-slurm keyvault mac v1|"
 REQUEST_PREFIX = b"saltext-slurm keyvault request v1"
@@ -272,7 +330,8 @@ def parse_token(token):
 
 def valid_minion_id(minion_id):
     """Salt's ``valid_id`` rules (no path separators or NUL, not ``.``/``..``, stays inside
-    the pki dir) plus no whitespace or control characters (ids end up in log lines), and at
+    the pki dir) plus no whitespace or control characters (ids end up in log lines), Unicode
+    in NFC form only (NFC and NFD spellings of one name would be two minions), and at
     most :data:`MAX_MINION_ID_BYTES` UTF-8 bytes: the atomic write's temporary name
     (``.<id>.XXXXXXXX``) must fit the 255-byte file name limit, or a redeem would burn the
     token and then fail to write the key."""
@@ -286,14 +345,29 @@ def valid_minion_id(minion_id):
         return False
     if minion_id in (".", "..") or any(c in minion_id for c in ("/", "\\", "\0")):
         return False
+    # one name, one minion: NFC "café" and NFD "café" are different file names in pki_dir
+    if not unicodedata.is_normalized("NFC", minion_id):
+        return False
     return all(c.isprintable() and not c.isspace() for c in minion_id)
+
+
+def check_ttl(ttl, limit=MAX_TTL_LIMIT, limit_name="the limit"):
+    """A token lifetime in whole seconds, 1 .. ``limit``: checked before anything is written
+    (an expiry beyond year 9999 would crash every later list and purge)."""
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= limit:
+        raise KeyVaultError(
+            f"ttl: must be a whole number of seconds between 1 and {limit_name} ({limit}), "
+            f"got {ttl!r}"
+        )
+    return ttl
 
 
 def check_minion_id(minion_id, name="minion_id"):
     if not valid_minion_id(minion_id):
         raise KeyVaultError(
             f"{name}: {minion_id!r} is not a valid minion id (no '/', '\\', NUL, whitespace, "
-            f"control characters, '.' or '..'; 1-{MAX_MINION_ID_BYTES} bytes in UTF-8)"
+            f"control characters, '.' or '..'; Unicode in NFC form; 1-{MAX_MINION_ID_BYTES} "
+            "bytes in UTF-8)"
         )
     return minion_id
 
@@ -680,8 +754,44 @@ class TokenStore:
     def path(self, token_id):
         return os.path.join(self.directory, f"{token_id}.json")
 
-    def _read(self, token_id):
-        """The record, None when absent; StoreError (naming file and fault) when corrupt."""
+    # -- the clock's high-water mark (threat 14)
+    def clock_path(self):
+        return os.path.join(self.directory, CLOCK_FILE)
+
+    def high_water(self):
+        """The latest master time this store has seen (0 before the first locked operation);
+        StoreError naming the file when it is damaged (redeems then fail closed)."""
+        path = self.clock_path()
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(64)
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            raise StoreError(f"clock file {path} unreadable: {err.strerror}") from None
+        try:
+            mark = int(raw.decode("ascii").strip(), 10)
+        except (UnicodeDecodeError, ValueError):
+            mark = -1
+        if not 0 <= mark <= MAX_EPOCH:
+            raise StoreError(
+                f"clock file {path} is corrupt (not a time); check the master clock, then "
+                "remove the file"
+            )
+        return mark
+
+    def _advance(self, now):
+        """Under the lock: raise the mark to ``now`` and return the time every expiry is
+        judged by, ``max(now, mark)``: a clock stepped back cannot make a token young again."""
+        mark = self.high_water()
+        if int(now) > mark:
+            fsutil.atomic_write(self.clock_path(), f"{int(now)}\n", mode=0o600)
+            return now
+        return max(now, mark)
+
+    def _read(self, token_id, now):
+        """The record, None when absent; StoreError (naming file and fault) when corrupt or
+        created after ``now`` (the effective time) plus :data:`MAX_CLOCK_SKEW`."""
         path = self.path(token_id)
         try:
             with open(path, "rb") as handle:
@@ -694,7 +804,7 @@ class TokenStore:
             record = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise StoreError(f"token record {path} is not valid JSON ({err})") from None
-        problem = _record_problem(record, token_id)
+        problem = _record_problem(record, token_id, now)
         if problem:
             raise StoreError(f"token record {path} is corrupt: {problem}")
         return record
@@ -723,13 +833,24 @@ class TokenStore:
             ) from None
 
     # -- admin operations
-    def issue(self, minion_id, ttl, now=None):
+    def issue(self, minion_id, ttl, now=None, keep_older=False):
         """New token for ``minion_id``; returns ``(record, token string)``. The string is the
-        only place the secret ever exists."""
+        only place the secret ever exists. Unless ``keep_older``, the minion's older live
+        tokens are revoked (one live token per id): ``record["superseded"]`` lists them."""
         check_minion_id(minion_id)
+        check_ttl(ttl)
         now = int(time.time() if now is None else now)
         secret = new_secret()
         with self.locked():
+            mark = self.high_water()
+            if now + ttl <= mark:
+                raise KeyVaultError(
+                    f"ttl: a token issued now would expire at {iso(now + ttl)}, before "
+                    f"{iso(mark)}, the latest master time this store has seen (the master "
+                    f"clock was stepped back {mark - now}s): check the clock, then wait or "
+                    f"use a longer ttl; {self.clock_path()} holds that time"
+                )
+            effective = self._advance(now)
             for _ in range(20):
                 token_id = new_token_id()
                 if not os.path.exists(self.path(token_id)):
@@ -747,34 +868,66 @@ class TokenStore:
                 "nonces": [],
             }
             record["wrapped_key"] = self._wrap(record, mac_key(secret, token_id))
+            # the new token first: a failure here leaves the older ones as they were
             self._write(record)
-        return record, format_token(token_id, secret)
+            superseded = [] if keep_older else self._supersede(record, effective)
+        return dict(record, superseded=superseded), format_token(token_id, secret)
 
-    def revoke(self, token_id, reason="revoked by admin"):
+    def _supersede(self, new, now):
+        """Under the lock: revoke the live tokens of ``new``'s minion id other than ``new``."""
+        revoked = []
+        for token_id in self._token_ids():
+            if token_id == new["token_id"]:
+                continue
+            try:
+                record = self._read(token_id, now)
+            except StoreError:
+                continue  # unreadable: it cannot be redeemed either (threat 9)
+            if (
+                record is not None
+                and record["minion_id"] == new["minion_id"]
+                and record["state"] == "issued"
+                and now <= record["expires"]
+            ):
+                record["state"] = "revoked"
+                record["revoked_at"] = int(now)
+                record["revoke_reason"] = f"superseded by {new['token_id']}"
+                self._write(record)
+                revoked.append(token_id)
+        return revoked
+
+    def _token_ids(self):
+        return [
+            name[: -len(".json")]
+            for name in sorted(os.listdir(self.directory))
+            if name.endswith(".json") and not name.startswith(".")
+        ]
+
+    def revoke(self, token_id, reason="revoked by admin", now=None):
         if not valid_token_id(token_id):
             raise KeyVaultError(f"token_id: {token_id!r} is not a token id (6 chars [a-z0-9])")
+        now = time.time() if now is None else now
         with self.locked():
-            record = self._read(token_id)
+            now = self._advance(now)
+            record = self._read(token_id, now)
             if record is None:
                 raise KeyVaultError(f"token_id: no token {token_id}")
             previous = record["state"]
             if previous == "issued":
                 record["state"] = "revoked"
-                record["revoked_at"] = int(time.time())
+                record["revoked_at"] = int(now)
                 record["revoke_reason"] = reason
                 self._write(record)
-            return public_view(record), previous
+            return public_view(record, now), previous
 
     def list(self, now=None):
-        """Every token as :func:`public_view`; a corrupt record is listed as such."""
-        now = int(time.time() if now is None else now)
+        """Every token as :func:`public_view`; a corrupt record is listed as such (``state``
+        ``corrupt``, ``error`` naming the file and the fault) and the others still are."""
+        now = max(time.time() if now is None else now, self.high_water())
         out = []
-        for name in sorted(os.listdir(self.directory)):
-            if not name.endswith(".json") or name.startswith("."):
-                continue
-            token_id = name[: -len(".json")]
+        for token_id in self._token_ids():
             try:
-                record = self._read(token_id)
+                record = self._read(token_id, now)
             except StoreError as err:
                 out.append({"token_id": token_id, "state": "corrupt", "error": str(err)})
                 continue
@@ -783,32 +936,37 @@ class TokenStore:
         return out
 
     def purge(self, now=None):
-        """Remove expired, consumed and revoked tokens; returns the removed ids."""
-        now = int(time.time() if now is None else now)
-        removed = []
+        """Remove expired, consumed and revoked tokens. Returns ``{"purged": [ids],
+        "corrupt": [{"token_id", "error"}]}``: a corrupt record is reported and kept (it is
+        evidence for the admin), the others are purged all the same."""
+        now = time.time() if now is None else now
+        removed, corrupt = [], []
         with self.locked():
-            for entry in self.list(now):
-                if entry["state"] in ("expired", "consumed", "revoked"):
+            for entry in self.list(self._advance(now)):
+                if entry["state"] == "corrupt":
+                    corrupt.append({"token_id": entry["token_id"], "error": entry["error"]})
+                elif entry["state"] in ("expired", "consumed", "revoked"):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.path(entry["token_id"]))
                     removed.append(entry["token_id"])
-        return removed
+        return {"purged": removed, "corrupt": corrupt}
 
     # -- redeem
     def redeem(self, request, pki_dir, window=DEFAULT_WINDOW, now=None, master_pub=None):
         """Check ``request`` and, on success, consume the token and accept the key, all under
         the store lock. Returns ``{"minion_id", "token_id", "action", "response_mac"}``;
         raises :class:`Rejected` (reason code) otherwise."""
-        now = time.time() if now is None else now
+        clock = time.time() if now is None else now  # the node's timestamp is judged by it
         try:
             fields = _request_fields(request)
         except Rejected as err:
-            self._count_malformed(err, now)
+            self._count_malformed(err, clock)
             raise
         token_id = fields["token_id"]
         with self.locked():
             try:
-                record = self._read(token_id)
+                now = self._advance(clock)  # expiry is judged by the high-water mark too
+                record = self._read(token_id, now)
                 if record is None:
                     raise Rejected("unknown_token", token_id=token_id)
                 key = self._unwrap(record)
@@ -828,26 +986,27 @@ class TokenStore:
             # an issued token keeps every authenticated nonce; at most max_failures + 1 of
             # them, since every authenticated refusal below counts as a failure
             if fields["nonce"] in record["nonces"]:
-                self._fail(record, "replayed_nonce", "nonce already used with this token")
+                self._fail(record, "replayed_nonce", "nonce already used with this token", now)
             record["nonces"].append(fields["nonce"])
             if fields["minion_id"] != bound:
-                self._fail(record, "wrong_minion", f"token is bound to {bound}")
-            if abs(now - fields["timestamp"]) > window:
+                self._fail(record, "wrong_minion", f"token is bound to {bound}", now)
+            if abs(clock - fields["timestamp"]) > window:
                 self._fail(
                     record,
                     "stale_timestamp",
-                    f"timestamp {fields['timestamp']} is {now - fields['timestamp']:+.0f}s "
+                    f"timestamp {fields['timestamp']} is {clock - fields['timestamp']:+.0f}s "
                     f"from the master's clock (window {window}s)",
+                    now,
                 )
             try:
                 public_key = normalise_public_key(fields["public_key"])
                 load_rsa_public_key(public_key)
             except KeyVaultError as err:
-                self._fail(record, "bad_public_key", str(err))
+                self._fail(record, "bad_public_key", str(err), now)
             try:
                 action = check_minion_key(pki_dir, bound, public_key)
             except Rejected as err:
-                self._fail(record, err.reason, err.detail)
+                self._fail(record, err.reason, err.detail, now)
             # consume first: a crash before the key is written burns the token, never
             # leaves it usable twice
             record["state"] = "consumed"
@@ -866,7 +1025,8 @@ class TokenStore:
             return
         with self.locked():
             try:
-                record = self._read(err.token_id)
+                now = self._advance(now)
+                record = self._read(err.token_id, now)
             except StoreError:
                 return
             if record is not None:
@@ -885,14 +1045,23 @@ class TokenStore:
         record["failures"] = int(record.get("failures", 0)) + 1
         if record["failures"] >= self.max_failures:
             record["state"] = "revoked"
-            record["revoked_at"] = int(time.time())
+            record["revoked_at"] = int(now)
             record["revoke_reason"] = f"{record['failures']} failed attempts"
             detail = f"{detail}; token revoked after {record['failures']} failed attempts"
         self._write(record)
         raise Rejected(reason, detail, token_id=record["token_id"], minion_id=record["minion_id"])
 
 
-def _record_problem(record, token_id):
+def _epoch_problem(record, name):
+    value = record.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{name} is not an integer"
+    if not 0 <= value <= MAX_EPOCH:
+        return f"{name} {value} is not a time between 1970 and 9999"
+    return None
+
+
+def _record_problem(record, token_id, now):
     if not isinstance(record, dict):
         return "not a JSON object"
     if record.get("version") != RECORD_VERSION:
@@ -904,9 +1073,23 @@ def _record_problem(record, token_id):
         return f"token_id {record.get('token_id')!r} does not match the file name"
     if not valid_minion_id(record.get("minion_id")):
         return "bad minion_id"
-    for name in ("created", "expires", "failures"):
-        if not isinstance(record.get(name), int) or isinstance(record.get(name), bool):
-            return f"{name} is not an integer"
+    for name in ("created", "expires", *(n for n in ("consumed_at", "revoked_at") if n in record)):
+        problem = _epoch_problem(record, name)
+        if problem:
+            return problem
+    if record["expires"] < record["created"]:
+        return "expires is before created"
+    if record["created"] > now + MAX_CLOCK_SKEW:
+        # never seen by this store's clock: not issued here, or the mark was removed
+        return (
+            f"created {iso(record['created'])} is in the future (the latest master time seen "
+            f"is {iso(int(now))})"
+        )
+    failures = record.get("failures")
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        return "failures is not a count"
+    if not isinstance(record.get("revoke_reason", ""), str):
+        return "revoke_reason is not a string"
     if record.get("state") not in ("issued", "consumed", "revoked"):
         return f"unknown state {record.get('state')!r}"
     if not isinstance(record.get("nonces"), list):
@@ -976,14 +1159,26 @@ def settings(opts):
         "max_ttl": raw.get("max_ttl", DEFAULT_MAX_TTL),
         "request_window": raw.get("request_window", DEFAULT_WINDOW),
         "max_failures": raw.get("max_failures", MAX_FAILURES),
+        "keep_older": raw.get("keep_older", False),
         "tls_cert": raw.get("tls_cert"),
         "tls_key": raw.get("tls_key"),
         "url": raw.get("url"),
     }
-    for name in ("max_ttl", "request_window", "max_failures"):
+    limits = {
+        "max_ttl": MAX_TTL_LIMIT,
+        "request_window": MAX_WINDOW_LIMIT,
+        "max_failures": MAX_FAILURES_LIMIT,
+    }
+    for name, limit in limits.items():
         value = cfg[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise KeyVaultError(f"keyvault:{name}: must be a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            raise KeyVaultError(
+                f"keyvault:{name}: must be a whole number from 1 to {limit}, got {value!r}"
+            )
+    if not isinstance(cfg["keep_older"], bool):
+        raise KeyVaultError(
+            f"keyvault:keep_older: must be true or false, got {cfg['keep_older']!r}"
+        )
     if bool(cfg["tls_cert"]) != bool(cfg["tls_key"]):
         raise KeyVaultError("keyvault:tls_cert and keyvault:tls_key must be set together")
     engine = engine_config(opts)
@@ -1060,12 +1255,16 @@ def endpoint_url(cfg):
 
 def bootstrap_command(url, token, minion_id, master_finger, tls_finger):
     """The ready-to-paste node command. The token goes through a pipe from ``echo`` (a shell
-    builtin, so it is in no process's argv) into ``--token -``."""
+    builtin, so it is in no process's argv) into ``--token=-``. Every value is attached with
+    ``=``: a minion id such as ``-n1`` would otherwise be parsed as an option."""
     quoted = "'" + str(token).replace("'", "'\\''") + "'"
+    options = {
+        "token": "-",
+        "url": url,
+        "minion-id": minion_id,
+        "master-finger": master_finger,
+        "tls-finger": tls_finger,
+    }
     return f"echo {quoted} | " + shlex.join(
-        [
-            "salt-keyvault-bootstrap",
-            *("--token", "-", "--url", url, "--minion-id", minion_id),
-            *("--master-finger", master_finger, "--tls-finger", tls_finger),
-        ]
+        ["salt-keyvault-bootstrap", *(f"--{name}={value}" for name, value in options.items())]
     )

@@ -322,7 +322,7 @@ def test_keyvault_issue_through_the_api_and_only_that(api, cluster, revoke_after
     assert bundle["master_finger"] == master_finger(cluster)
     # the token reaches the CLI on stdin (a shell builtin's argument), never in any argv
     assert bundle["command"].startswith(f"echo '{bundle['token']}' | salt-keyvault-bootstrap ")
-    assert "--token - " in bundle["command"]
+    assert "--token=- " in bundle["command"]
     listed = kv_tokens(api)[bundle["token_id"]]
     assert listed["minion_id"] == "node42" and listed["state"] == "issued"
     secret = bundle["token"].split(".", 1)[1]

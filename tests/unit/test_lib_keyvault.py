@@ -137,6 +137,10 @@ def test_normalise_finger():
         ("\u00e9" * 101, False),
         ("x" * 250, False),
         (None, False),
+        ("caf\u00e9", True),  # NFC
+        ("cafe\u0301", False),  # the same name in NFD: would be a second minion
+        ("\u212b", False),  # ANGSTROM SIGN: NFC is U+00C5
+        ("-node", True),
     ],
 )
 def test_valid_minion_id(minion_id, ok):
@@ -248,12 +252,13 @@ def test_five_failures_revoke_the_token(master, other_keypair):
 
 def test_revoke_and_purge(master):
     record, _ = _issue(master)
-    view, previous = master["store"].revoke(record["token_id"])
+    view, previous = master["store"].revoke(record["token_id"], now=NOW)
     assert previous == "issued" and view["state"] == "revoked"
     _issue(master, minion="node2", ttl=10)
     kept, _ = _issue(master, minion="node3", ttl=10_000)
     removed = master["store"].purge(now=NOW + 20)
-    assert len(removed) == 2 and kept["token_id"] not in removed
+    assert len(removed["purged"]) == 2 and kept["token_id"] not in removed["purged"]
+    assert removed["corrupt"] == []
     assert [t["token_id"] for t in master["store"].list(now=NOW)] == [kept["token_id"]]
 
 
@@ -591,7 +596,7 @@ def test_bootstrap_command_keeps_the_token_out_of_argv(tmp_path):
         "https://10.0.0.1:4510/v1/redeem", token, "node1", "aa:" * 31 + "aa", "bb:" * 31 + "bb"
     )
     assert token in command and command.startswith(f"echo '{token}' | salt-keyvault-bootstrap ")
-    assert "--token - " in command
+    assert "--token=- " in command
     stub = tmp_path / "bin" / "salt-keyvault-bootstrap"
     stub.parent.mkdir()
     stub.write_text(
@@ -764,3 +769,171 @@ def test_mutable_fields_stay_mutable(master, other_keypair):
     stored["failures"] = 3
     open(path, "w").write(json.dumps(stored))
     assert _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+
+
+# ---------------------------------------------------------------------- bounds (item 8)
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("max_ttl", 10**12),
+        ("max_ttl", kv.MAX_TTL_LIMIT + 1),
+        ("request_window", kv.MAX_WINDOW_LIMIT + 1),
+        ("max_failures", kv.MAX_FAILURES_LIMIT + 1),
+        ("max_ttl", "3600"),
+        ("keep_older", "yes"),
+    ],
+)
+def test_settings_are_bounded_naming_the_key(key, value):
+    with pytest.raises(kv.KeyVaultError, match=f"keyvault:{key}"):
+        kv.settings({"keyvault": {key: value}})
+    assert kv.settings({"keyvault": {"max_ttl": kv.MAX_TTL_LIMIT}})["max_ttl"] == kv.MAX_TTL_LIMIT
+
+
+@pytest.mark.parametrize("ttl", [10**12, kv.MAX_TTL_LIMIT + 1, 0, -5, "60", 2.5, True])
+def test_bad_ttl_is_refused_before_anything_is_written(master, ttl):
+    with pytest.raises(kv.KeyVaultError, match="ttl"):
+        master["store"].issue("node1", ttl, now=NOW)
+    assert [n for n in os.listdir(master["store"].directory) if n.endswith(".json")] == []
+
+
+def _damage(master, token_id, **fields):
+    path = master["store"].path(token_id)
+    record = json.loads(open(path).read())
+    record.update(fields)
+    with open(path, "w") as handle:
+        json.dump(record, handle)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"expires": 10**20},
+        {"expires": "soon"},
+        {"created": -(10**20)},
+        {"consumed_at": 10**20, "state": "consumed"},
+        {"consumed_at": "yesterday", "state": "consumed"},
+        {"revoked_at": -(10**20), "state": "revoked"},
+        {"revoked_at": 1.5, "state": "revoked"},
+        {"revoke_reason": ["x"], "state": "revoked"},
+        {"failures": -1},
+    ],
+)
+def test_list_and_purge_report_a_damaged_record_and_go_on(master, fields):
+    bad, _ = _issue(master, minion="node1")
+    good, _ = _issue(master, minion="node2")
+    dead, _ = _issue(master, minion="node3", ttl=10)
+    _damage(master, bad["token_id"], **fields)
+    listed = {t["token_id"]: t for t in master["store"].list(now=NOW + 20)}
+    assert listed[bad["token_id"]]["state"] == "corrupt"
+    assert bad["token_id"] in listed[bad["token_id"]]["error"]
+    assert listed[good["token_id"]]["state"] == "issued"
+    result = master["store"].purge(now=NOW + 20)
+    assert result["purged"] == [dead["token_id"]]
+    assert [c["token_id"] for c in result["corrupt"]] == [bad["token_id"]]
+    assert os.path.exists(master["store"].path(bad["token_id"]))
+
+
+# ---------------------------------------------------------------------- one live token per id
+def test_a_new_token_revokes_the_older_live_tokens_of_its_minion(master, other_keypair):
+    expired, _ = _issue(master, minion="node1", ttl=10, now=NOW - 20)
+    used, used_token = _issue(master, minion="node1")
+    _redeem(master, kv.build_request(used_token, "node1", other_keypair[1], now=NOW))
+    (master["pki"] / "minions" / "node1").unlink()
+    first, first_token = _issue(master, minion="node1")
+    assert first["superseded"] == []  # the consumed and the expired token are left alone
+    other, _ = _issue(master, minion="node2")
+    second, second_token = _issue(master, minion="node1")
+    assert second["superseded"] == [first["token_id"]]
+    states = {t["token_id"]: t for t in master["store"].list(now=NOW)}
+    assert states[first["token_id"]]["state"] == "revoked"
+    assert second["token_id"] in states[first["token_id"]]["revoke_reason"]
+    assert states[used["token_id"]]["state"] == "consumed"
+    assert states[expired["token_id"]]["state"] == "expired"
+    assert states[other["token_id"]]["state"] == "issued"
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(first_token, "node1", other_keypair[1], now=NOW))
+    assert err.value.reason == "revoked"
+    assert _redeem(master, kv.build_request(second_token, "node1", other_keypair[1], now=NOW))
+
+
+def test_keep_older_leaves_the_older_tokens_live(master):
+    first, _ = _issue(master, minion="node1")
+    second, _ = master["store"].issue("node1", 300, now=NOW, keep_older=True)
+    assert second["superseded"] == []
+    assert {t["state"] for t in master["store"].list(now=NOW)} == {"issued"}
+
+
+# ---------------------------------------------------------------------- printed command (item 11)
+@pytest.mark.parametrize("minion_id", ["-evil", "--help", "-", "node1"])
+def test_bootstrap_command_parses_for_any_valid_id(minion_id):
+    token = kv.format_token("abcdef", kv.new_secret())
+    command = kv.bootstrap_command("https://10.0.0.1:4510/v1/redeem", token, minion_id, "a", "b")
+    echo, _, cli = command.partition(" | ")
+    argv = shlex.split(cli)
+    assert argv[0] == "salt-keyvault-bootstrap"
+    args = client.parser().parse_args(argv[1:])
+    assert (args.minion_id, args.token, args.url) == (
+        minion_id,
+        "-",
+        "https://10.0.0.1:4510/v1/redeem",
+    )
+    assert (args.master_finger, args.tls_finger) == ("a", "b")
+
+
+def test_nfd_minion_id_is_refused_at_issue_and_redeem(master, other_keypair):
+    with pytest.raises(kv.KeyVaultError, match="minion_id"):
+        master["store"].issue("cafe\u0301", 300, now=NOW)
+    _, token = _issue(master, minion="caf\u00e9")
+    req = kv.build_request(token, "cafe\u0301", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "malformed"
+    assert not (master["pki"] / "minions").exists()
+
+
+# ---------------------------------------------------------------------- clock (item 12)
+def test_record_created_in_the_future_fails_closed(master, tmp_path, other_keypair):
+    elsewhere = kv.TokenStore(str(tmp_path / "elsewhere"), master["store"].wrap_key)
+    record, token = elsewhere.issue("node1", 300, now=NOW + 3600)
+    os.rename(elsewhere.path(record["token_id"]), master["store"].path(record["token_id"]))
+    req = kv.build_request(token, "node1", other_keypair[1], now=NOW)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req)
+    assert err.value.reason == "store_error" and "future" in err.value.detail
+    assert not (master["pki"] / "minions").exists()
+    listed = master["store"].list(now=NOW)
+    assert listed[0]["state"] == "corrupt" and "future" in listed[0]["error"]
+
+
+def test_clock_step_back_does_not_revive_an_expired_token(master, other_keypair):
+    record, token = _issue(master, ttl=60)
+    _issue(master, minion="node2", now=NOW + 120)  # the master saw NOW + 120 once
+    stepped_back = NOW + 30
+    req = kv.build_request(token, "node1", other_keypair[1], now=stepped_back)
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, req, now=stepped_back)
+    assert err.value.reason == "expired"
+    assert not (master["pki"] / "minions").exists()
+    listed = {t["token_id"]: t for t in master["store"].list(now=stepped_back)}
+    assert listed[record["token_id"]]["state"] == "expired"
+    clock = os.path.join(master["store"].directory, kv.CLOCK_FILE)
+    assert stat.S_IMODE(os.stat(clock).st_mode) == 0o600
+    assert int(open(clock).read()) == NOW + 120
+
+
+def test_issue_after_a_large_step_back_refuses_a_token_born_expired(master):
+    _issue(master, now=NOW + 7200)
+    with pytest.raises(kv.KeyVaultError, match="clock"):
+        master["store"].issue("node2", 300, now=NOW)
+    record, _ = master["store"].issue("node2", 300, now=NOW + 7000)  # expires after the mark
+    assert record["expires"] == NOW + 7300
+
+
+def test_corrupt_clock_file_fails_closed(master, other_keypair):
+    _, token = _issue(master)
+    with open(os.path.join(master["store"].directory, kv.CLOCK_FILE), "w") as handle:
+        handle.write("garbage")
+    with pytest.raises(kv.Rejected) as err:
+        _redeem(master, kv.build_request(token, "node1", other_keypair[1], now=NOW))
+    assert err.value.reason == "store_error" and kv.CLOCK_FILE in err.value.detail
+    assert not (master["pki"] / "minions").exists()
