@@ -200,7 +200,9 @@ def _expand_token(token, out):
     prefixes = [parts[0]]
     for index, rng in enumerate(groups[:-1]):
         if sum(hi - lo + 1 for lo, hi, _ in rng) > _MAX_PREFIX_CNT:
-            raise ValueError(f"too many hosts in prefix range [{parts[2 * index + 1]}] of {token!r}")
+            raise ValueError(
+                f"too many hosts in prefix range [{parts[2 * index + 1]}] of {token!r}"
+            )
         text = parts[2 * index + 2]
         nums = [f"{i:0{w}d}{text}" for lo, hi, w in rng for i in range(lo, hi + 1)]
         prefixes = [p + num for num in nums for p in prefixes]
