@@ -87,6 +87,17 @@ named otherwise):
    files stay in its owner's home; an absolute path would, for a root job, truncate any
    file on the compute node. Tests: hostile ids ``output-etc-passwd``, ``chdir-root``,
    ``error-dotdot``; ``test_output_paths_must_be_relative``.
+   Filename patterns expand after we look (``sbatch -J ../../../etc/cron.d/x -o %x`` made
+   slurmctld record ``StdOut=<cwd>/../../../etc/cron.d/x``; srun's ``-i %x`` reads that
+   path on the minion). Decision: only Slurm 22.05's patterns (:data:`FILENAME_PATTERNS`,
+   ``%%``, width up to 10) are accepted, and none can yield ``/`` or a ``..`` component:
+   numbers, host and user names cannot, job names may not hold ``/`` or start with ``.``
+   (rule ``jobname``, for ``-J`` and ``scontrol update JobName=``), and ``%x`` needs an
+   explicit ``-J`` because the default name (program, script, ``SBATCH_JOB_NAME``) is not
+   ours to check. A path is then judged with each pattern as one letter. Tests:
+   ``HOSTILE_11`` ids ``jobname-*``, ``output-x-*``, ``*-pattern``, ``pattern-*``,
+   ``update-jobname-slash``; ``test_filename_patterns_that_stay_inside_are_allowed``;
+   functional ``test_filename_patterns_are_the_ones_the_man_page_lists``.
 
 9. Jobs as root: ``srun``/``sbatch`` as root run arbitrary programs as root on the compute
    nodes, i.e. ``cmd.run`` by another name. Mitigation: refused when the effective user
@@ -124,6 +135,19 @@ named otherwise):
     waits on stdin, scontrol without a subcommand is interactive); the module's timeout
     defaults to 60 s. Tests: hostile ids ``too-many-args``, ``over-long-arg``, ``iterate``,
     ``scontrol-interactive``.
+    Hostlists are sized by :func:`salt_ext.lib.hostlist.count` before Slurm expands them
+    (``scontrol show hostnames 'a[0-65535]b[0-9999]'`` prints 655 million names): at most
+    ``Limits.max_hosts``, and no number above :data:`MAX_HOST_NUMBER` (a range ending at
+    2^64-1 never ends in Slurm). Field widths of 10^7 segfault sinfo and squeue: widths
+    are capped at ``Limits.max_format_width``. Whatever still prints or runs too long is
+    killed with its process group by :mod:`salt_ext.lib.outcap` (``max_output_bytes``,
+    the timeout). All limits come from pillar ``slurm:cmd`` (:func:`limits_from_pillar`).
+    Tests: ``HOSTILE_11`` ids ``hostnames-*``, ``*-product``, ``*-width*``;
+    ``test_hostlist_cap_is_inclusive_and_comes_from_limits``;
+    tests/unit/test_lib_outcap.py; functional
+    ``test_scontrol_never_finishes_a_range_ending_at_ulong_max``,
+    ``test_scontrol_expands_a_hostlist_product_in_full``,
+    ``test_slurm_cmd_output_cap_kills_the_real_command``.
 
 14. Other users' secrets: job environments and scripts (``sacct --env-vars``,
     ``sacct -B``, ``scontrol write batch_script``) and auth tokens (``scontrol token``).
@@ -131,7 +155,11 @@ named otherwise):
 
 15. Mass action: ``scancel -p PART`` or ``scancel -t PENDING`` with no job id, run as root,
     cancels every user's jobs. Mitigation: scancel needs a job id or ``-u/--user``. Test:
-    hostile id ``scancel-sweep``.
+    hostile id ``scancel-sweep``. Decision for callers with ``runas`` (what an ACL pins to
+    one person): ``scancel -u`` must be exactly that user, and ``scontrol update
+    NodeName=`` may not be ``ALL`` nor more than ``Limits.runas_max_nodes`` nodes. Without
+    ``runas`` the caller is root, the admin, and keeps both. Tests: ``HOSTILE_11`` ids
+    ``scancel-*``, ``drain-*``; ``test_admin_without_runas_*``, ``test_runas_*``.
 
 Not seen by this gateway, bounded by the ``runas`` user's own rights instead: ``#SBATCH``
 lines inside a batch script file and ``SBATCH_*``/``SLURM_*`` variables in that user's login
