@@ -363,7 +363,7 @@ def _path_problem(value, allow_dev_null):
 
 def _hostlist_problem(value, limits):
     for digits in re.findall(r"\d+", value):
-        if len(digits) > 10 or int(digits) > MAX_HOST_NUMBER:
+        if int(digits) > MAX_HOST_NUMBER:
             return (
                 f"has the number {digits}, above {MAX_HOST_NUMBER} (Slurm's hostlist code "
                 "overflows near 2^64 and never finishes)"
@@ -1031,7 +1031,8 @@ def _job_positionals(call, positionals, options):
             raise GatewayError(f"{command}: {program!r} is not a program or script name", program)
     named = any(o.long == "--job-name" for o, _ in options)
     for option, value in options:
-        if option.rule == "path" and not named and "x" in (filename_patterns(value) or ()):
+        patterns = filename_patterns(value) if option.rule in ("path", "reldir") else None
+        if not named and "x" in (patterns or ()):
             # the default name (program, script, SBATCH_JOB_NAME in the user's environment)
             # never went through the jobname rule
             raise GatewayError(

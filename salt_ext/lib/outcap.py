@@ -23,6 +23,7 @@ import time
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_OUTPUT = 125
+EXIT_NOT_RUN = 127  # as a shell's "command not found"
 PREFIX = "slurm.cmd:"  # starts the supervisor's own line on stderr
 _CHUNK = 65536
 _POLL = 0.05
@@ -55,9 +56,13 @@ def supervise(argv, max_bytes, seconds, out, err):
     """Run ``argv``; copy its output to the binary streams ``out``/``err``; return the exit
     code (see the module docstring)."""
     deadline = time.monotonic() + seconds
-    proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+    except OSError as exc:
+        err.write(f"{PREFIX} cannot run {argv[0]}: {exc.strerror}\n".encode())
+        return EXIT_NOT_RUN
     verdict = None
     total = 0
     with selectors.DefaultSelector() as selector:

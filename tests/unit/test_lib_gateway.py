@@ -808,3 +808,12 @@ def test_limits_from_pillar_defaults_and_overrides():
 def test_bad_limit_pillar_names_the_key(pillar, key):
     with pytest.raises(GatewayError, match=key):
         gateway.limits_from_pillar(pillar)
+
+
+def test_chdir_patterns_follow_the_same_rules():
+    assert "--job-name" in _refused("sbatch", ["-D", "%x", "--wrap=id"], runas="alice")
+    assert "'%q'" in _refused("sbatch", ["-D", "%q", "--wrap=id"], runas="alice")
+
+
+def test_zero_padded_host_numbers_are_judged_by_value():
+    build_argv("scontrol", ["show", "hostnames", "n[000000000001-000000000002]"])

@@ -98,3 +98,8 @@ def test_wrap_runs_the_supervisor_as_its_own_isolated_python(script, code):
 
 def test_usage_error():
     assert outcap.main(["1", "2"]) == 2
+
+
+def test_a_command_that_cannot_run_is_a_clear_error():
+    code, _, err = _run(["/nonexistent/sinfo"])
+    assert code == outcap.EXIT_NOT_RUN and "cannot run /nonexistent/sinfo" in err
