@@ -1,11 +1,13 @@
 """Run a command with its output and wall time capped: ``python -I -m salt_ext.lib.outcap``.
 
-``slurm.cmd`` runs Slurm clients through Salt's ``cmd.run_all``, which switches to ``runas``
-with that user's login environment and working directory, but keeps every byte of output
-in the minion's memory and on timeout kills only the process it started. Slurm clients can
-be made to print without end (``scontrol show hostnames`` of a huge hostlist) or to spin
-(a hostlist range ending at 2^64-1), so ``cmd.run_all`` runs this supervisor instead,
-as the same user. It starts the command in a new process group, passes its stdout and
+``slurm.cmd`` runs Slurm clients through Salt's ``cmd.run_all``, which keeps every byte of
+output in the minion's memory and on timeout kills only the process it started. Slurm
+clients can be made to print without end (``scontrol show hostnames`` of a huge hostlist)
+or to spin (a hostlist range ending at 2^64-1), so ``cmd.run_all`` runs this supervisor
+instead, as the minion's own user: the runas user may not even be allowed to execute the
+minion's Python. With ``--runas USER`` the supervisor starts the command as that user
+(uid, gid, groups), in their home, with their login environment (``su -``, as Salt's
+runas does). It starts the command in a new process group, passes its stdout and
 stderr through while their total stays within ``MAX_BYTES``, and kills the whole group
 once the total passes it or ``SECONDS`` pass, then says so on stderr and exits with
 :data:`EXIT_OUTPUT` or :data:`EXIT_TIMEOUT`. Otherwise it exits with the command's code.
@@ -15,6 +17,7 @@ user site-packages out of it.
 """
 
 import os
+import pwd
 import selectors
 import signal
 import subprocess
@@ -29,10 +32,46 @@ _CHUNK = 65536
 _POLL = 0.05
 
 
-def wrap(argv, max_bytes, seconds, python=None):
-    """The argv that runs ``argv`` under this supervisor."""
+def wrap(argv, max_bytes, seconds, runas=None, python=None):
+    """The argv that runs ``argv`` under this supervisor (as ``runas`` when given)."""
     python = python or sys.executable
-    return [python, "-I", "-m", __name__, str(int(max_bytes)), str(seconds), "--", *argv]
+    user = ["--runas", runas] if runas else []
+    return [python, "-I", "-m", __name__, str(int(max_bytes)), str(seconds), *user, "--", *argv]
+
+
+def _login_env(user):
+    """``user``'s login environment as ``su -`` builds it; a minimal one if that fails
+    (e.g. a nologin shell)."""
+    marker = b"__slurm_cmd_env__"
+    env = {}
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed argv; the name is a pwd entry
+            ["su", "-", user.pw_name, "-c", f"echo {marker.decode()}; exec env -0"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+        if marker + b"\n" in proc.stdout:
+            text = proc.stdout.split(marker + b"\n", 1)[1].decode(errors="replace")
+            env = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(USER=user.pw_name, LOGNAME=user.pw_name, HOME=user.pw_dir)
+    return env
+
+
+def as_user(name):
+    """Popen keyword arguments that start a command as user ``name`` (see the docstring)."""
+    user = pwd.getpwnam(name)
+    return {
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+        "cwd": user.pw_dir,
+        "env": _login_env(user),
+    }
 
 
 def _kill_group(pgid):
@@ -52,13 +91,17 @@ def _exited(pid, deadline):
         time.sleep(_POLL)
 
 
-def supervise(argv, max_bytes, seconds, out, err):
+def supervise(argv, max_bytes, seconds, out, err, **popen):
     """Run ``argv``; copy its output to the binary streams ``out``/``err``; return the exit
-    code (see the module docstring)."""
+    code (see the module docstring). ``popen``: more Popen arguments (:func:`as_user`)."""
     deadline = time.monotonic() + seconds
     try:
         proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            **popen,
         )
     except OSError as exc:
         err.write(f"{PREFIX} cannot run {argv[0]}: {exc.strerror}\n".encode())
@@ -118,11 +161,22 @@ def verdict_of(retcode, stderr):
 
 
 def main(args=None):
-    args = sys.argv[1:] if args is None else args
+    args = sys.argv[1:] if args is None else list(args)
+    popen = {}
+    if len(args) > 4 and args[2] == "--runas":
+        try:
+            popen = as_user(args[3])
+        except KeyError:
+            sys.stderr.write(f"{PREFIX} no user {args[3]!r}\n")
+            return EXIT_NOT_RUN
+        del args[2:4]
     if len(args) < 4 or args[2] != "--":
-        sys.stderr.write(f"usage: python -I -m {__name__} MAX_BYTES SECONDS -- COMMAND…\n")
+        sys.stderr.write(
+            f"usage: python -I -m {__name__} MAX_BYTES SECONDS [--runas USER] -- COMMAND…\n"
+        )
         return 2
-    return supervise(args[3:], int(args[0]), float(args[1]), sys.stdout.buffer, sys.stderr.buffer)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    return supervise(args[3:], int(args[0]), float(args[1]), out, err, **popen)
 
 
 if __name__ == "__main__":

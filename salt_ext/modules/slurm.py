@@ -185,18 +185,16 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
         raise CommandExecutionError(f"{command} is not installed on this minion (not on PATH)")
     argv = [binary, *argv[1:]]
 
-    # cmd.run_all rather than salt_ext.lib.command.run: running as `runas` needs setgid,
-    # the user's supplementary groups and setuid in the child before exec, the user's login
-    # environment (HOME, USER; srun copies the environment into the job) and their home as
-    # working directory (where relative -o/-e paths land). Salt does all of that, and with
-    # a list and python_shell=False the list stays a list. stdin="" gives srun and scontrol
-    # an empty stdin instead of the minion's. cmd.run_all holds all output in memory and
-    # kills only its own child, so the command runs under outcap's supervisor, which caps
-    # output and time and kills the command's whole process group.
+    # cmd.run_all holds all output in memory and kills only its own child, so the command
+    # runs under outcap's supervisor, which caps output and time and kills the command's
+    # whole process group. The supervisor runs as the minion's user (a runas user may not
+    # be allowed to execute the minion's Python) and starts the command as runas itself:
+    # uid, groups, home as working directory (where relative -o/-e paths land) and login
+    # environment (srun copies it into the job), as Salt's runas would. A list with
+    # python_shell=False stays a list; stdin="" gives srun and scontrol an empty stdin.
     result = __salt__["cmd.run_all"](
-        outcap.wrap(argv, limits.max_output_bytes, timeout),
+        outcap.wrap(argv, limits.max_output_bytes, timeout, runas=runas),
         python_shell=False,
-        runas=runas,
         timeout=timeout + _BACKSTOP_SECONDS,
         stdin="",
         ignore_retcode=True,

@@ -5,6 +5,7 @@ Real processes (sh, yes, sleep), no mocks: what is tested is process-group handl
 
 import io
 import os
+import pwd
 import subprocess
 import time
 
@@ -13,9 +14,9 @@ import pytest
 from salt_ext.lib import outcap
 
 
-def _run(argv, max_bytes=1000, seconds=10):
+def _run(argv, max_bytes=1000, seconds=10, **popen):
     out, err = io.BytesIO(), io.BytesIO()
-    code = outcap.supervise(argv, max_bytes, seconds, out, err)
+    code = outcap.supervise(argv, max_bytes, seconds, out, err, **popen)
     return code, out.getvalue().decode(), err.getvalue().decode()
 
 
@@ -103,3 +104,32 @@ def test_usage_error():
 def test_a_command_that_cannot_run_is_a_clear_error():
     code, _, err = _run(["/nonexistent/sinfo"])
     assert code == outcap.EXIT_NOT_RUN and "cannot run /nonexistent/sinfo" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_runas_starts_the_command_as_that_user_in_their_home():
+    user = pwd.getpwnam("nobody")
+    popen = outcap.as_user("nobody")
+    assert popen["cwd"] == user.pw_dir and popen["user"] == user.pw_uid
+    assert popen["env"]["USER"] == "nobody" and popen["env"]["HOME"] == user.pw_dir
+    assert popen["env"]["PATH"]  # nobody's nologin shell: the minimal environment
+    # nobody's home (/nonexistent) cannot be the working directory: a clear error
+    code, _, err = _run(["id", "-un"], **popen)
+    assert code == outcap.EXIT_NOT_RUN and "cannot run id" in err
+    code, out, _ = _run(["id", "-un"], **{**popen, "cwd": "/"})
+    assert (code, out) == (0, "nobody\n")
+
+
+def test_main_refuses_an_unknown_runas_user():
+    assert outcap.main(["1", "2", "--runas", "gw-no-such-user", "--", "id"]) == 127
+
+
+def test_wrap_puts_runas_before_the_command():
+    assert outcap.wrap(["id"], 1, 2, runas="alice")[4:] == [
+        "1",
+        "2",
+        "--runas",
+        "alice",
+        "--",
+        "id",
+    ]

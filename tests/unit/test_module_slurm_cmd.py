@@ -48,8 +48,17 @@ def _supervised(call):
     """(max_bytes, seconds, Slurm argv) from the outcap supervisor argv cmd.run_all got."""
     argv = call.args[0]
     assert argv[:4] == [sys.executable, "-I", "-m", "salt_ext.lib.outcap"]
-    assert argv[6] == "--"
-    return int(argv[4]), float(argv[5]), argv[7:]
+    assert call.kwargs.get("runas") is None  # the supervisor switches to runas itself
+    rest = argv[6:]
+    if rest[0] == "--runas":
+        rest = rest[2:]
+    assert rest[0] == "--"
+    return int(argv[4]), float(argv[5]), rest[1:]
+
+
+def _supervisor_runas(call):
+    argv = call.args[0]
+    return argv[7] if argv[6] == "--runas" else None
 
 
 # --- how the command is run ----------------------------------------------------------------
@@ -62,7 +71,7 @@ def test_argv_reaches_cmd_run_all_as_a_list_without_a_shell(loader):
     assert isinstance(argv, list)
     assert _supervised(call) == (16 * 1024 * 1024, 60, ["/usr/bin/squeue", "--user=alice"])
     assert call.kwargs["python_shell"] is False
-    assert call.kwargs["runas"] is None
+    assert _supervisor_runas(call) is None
     assert call.kwargs["timeout"] > 60  # a backstop behind the supervisor's own timeout
     assert call.kwargs["stdin"] == ""
     assert "shell" not in call.kwargs and "env" not in call.kwargs
@@ -172,10 +181,10 @@ def test_missing_binary_is_a_command_execution_error(loader, monkeypatch):
 # --- runas and root ------------------------------------------------------------------------
 
 
-def test_runas_is_passed_to_cmd_run_all(loader):
+def test_runas_is_passed_to_the_supervisor(loader):
     slurm.cmd("srun", "-N1", "-w", "n1", "hostname", runas="alice")
     call = _run_all(loader)
-    assert call.kwargs["runas"] == "alice"
+    assert _supervisor_runas(call) == "alice"
     assert _supervised(call)[2] == ["/usr/bin/srun", "--nodes=1", "--nodelist=n1", "hostname"]
 
 
@@ -430,7 +439,7 @@ def test_salt_cli_after_double_dash_with_runas(loader):
     cli = ["srun", "-N1", "-w", "n1", "hostname", "runas=alice"]
     result = _through_salt(salt.utils.args.parse_input(cli))
     assert result["argv"] == ["/usr/bin/srun", "--nodes=1", "--nodelist=n1", "hostname"]
-    assert _run_all(loader).kwargs["runas"] == "alice"
+    assert _supervisor_runas(_run_all(loader)) == "alice"
 
 
 def test_salt_cli_yaml_float_is_refused(loader):
@@ -452,7 +461,7 @@ def test_salt_api_arg_list_and_kwarg(loader):
     )
     result = _through_salt(published)
     assert result["data"] == {"jobs": []}
-    assert _run_all(loader).kwargs["runas"] == "alice"
+    assert _supervisor_runas(_run_all(loader)) == "alice"
 
 
 def test_salt_api_nested_list_keeps_key_values_exactly(loader):
