@@ -87,6 +87,17 @@ named otherwise):
    files stay in its owner's home; an absolute path would, for a root job, truncate any
    file on the compute node. Tests: hostile ids ``output-etc-passwd``, ``chdir-root``,
    ``error-dotdot``; ``test_output_paths_must_be_relative``.
+   Filename patterns expand after we look (``sbatch -J ../../../etc/cron.d/x -o %x`` made
+   slurmctld record ``StdOut=<cwd>/../../../etc/cron.d/x``; srun's ``-i %x`` reads that
+   path on the minion). Decision: only Slurm 22.05's patterns (:data:`FILENAME_PATTERNS`,
+   ``%%``, width up to 10) are accepted, and none can yield ``/`` or a ``..`` component:
+   numbers, host and user names cannot, job names may not hold ``/`` or start with ``.``
+   (rule ``jobname``, for ``-J`` and ``scontrol update JobName=``), and ``%x`` needs an
+   explicit ``-J`` because the default name (program, script, ``SBATCH_JOB_NAME``) is not
+   ours to check. A path is then judged with each pattern as one letter. Tests:
+   ``HOSTILE_11`` ids ``jobname-*``, ``output-x-*``, ``*-pattern``, ``pattern-*``,
+   ``update-jobname-slash``; ``test_filename_patterns_that_stay_inside_are_allowed``;
+   functional ``test_filename_patterns_are_the_ones_the_man_page_lists``.
 
 9. Jobs as root: ``srun``/``sbatch`` as root run arbitrary programs as root on the compute
    nodes, i.e. ``cmd.run`` by another name. Mitigation: refused when the effective user
@@ -124,6 +135,19 @@ named otherwise):
     waits on stdin, scontrol without a subcommand is interactive); the module's timeout
     defaults to 60 s. Tests: hostile ids ``too-many-args``, ``over-long-arg``, ``iterate``,
     ``scontrol-interactive``.
+    Hostlists are sized by :func:`salt_ext.lib.hostlist.count` before Slurm expands them
+    (``scontrol show hostnames 'a[0-65535]b[0-9999]'`` prints 655 million names): at most
+    ``Limits.max_hosts``, and no number above :data:`MAX_HOST_NUMBER` (a range ending at
+    2^64-1 never ends in Slurm). Field widths of 10^7 segfault sinfo and squeue: widths
+    are capped at ``Limits.max_format_width``. Whatever still prints or runs too long is
+    killed with its process group by :mod:`salt_ext.lib.outcap` (``max_output_bytes``,
+    the timeout). All limits come from pillar ``slurm:cmd`` (:func:`limits_from_pillar`).
+    Tests: ``HOSTILE_11`` ids ``hostnames-*``, ``*-product``, ``*-width*``;
+    ``test_hostlist_cap_is_inclusive_and_comes_from_limits``;
+    tests/unit/test_lib_outcap.py; functional
+    ``test_scontrol_never_finishes_a_range_ending_at_ulong_max``,
+    ``test_scontrol_expands_a_hostlist_product_in_full``,
+    ``test_slurm_cmd_output_cap_kills_the_real_command``.
 
 14. Other users' secrets: job environments and scripts (``sacct --env-vars``,
     ``sacct -B``, ``scontrol write batch_script``) and auth tokens (``scontrol token``).
@@ -131,7 +155,11 @@ named otherwise):
 
 15. Mass action: ``scancel -p PART`` or ``scancel -t PENDING`` with no job id, run as root,
     cancels every user's jobs. Mitigation: scancel needs a job id or ``-u/--user``. Test:
-    hostile id ``scancel-sweep``.
+    hostile id ``scancel-sweep``. Decision for callers with ``runas`` (what an ACL pins to
+    one person): ``scancel -u`` must be exactly that user, and ``scontrol update
+    NodeName=`` may not be ``ALL`` nor more than ``Limits.runas_max_nodes`` nodes. Without
+    ``runas`` the caller is root, the admin, and keeps both. Tests: ``HOSTILE_11`` ids
+    ``scancel-*``, ``drain-*``; ``test_admin_without_runas_*``, ``test_runas_*``.
 
 Not seen by this gateway, bounded by the ``runas`` user's own rights instead: ``#SBATCH``
 lines inside a batch script file and ``SBATCH_*``/``SLURM_*`` variables in that user's login
@@ -149,7 +177,9 @@ import json as jsonlib
 import os
 import pwd
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from salt_ext.lib import hostlist
 
 MAX_ARGS = 64
 MAX_ARG_LEN = 1024
@@ -163,6 +193,54 @@ class GatewayError(ValueError):
     def __init__(self, message, token=None):
         self.token = token
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps from pillar ``slurm:cmd``; the defaults are the safe values."""
+
+    max_hosts: int = 65536  # hosts one hostlist argument may name
+    max_format_width: int = 1024  # a field width in -o/-O/--format (Slurm crashes at 10^7)
+    max_output_bytes: int = 16 * 1024 * 1024  # stdout + stderr, then the command is killed
+    max_seconds: int = 3600  # the largest timeout a caller may ask for
+    runas_max_nodes: int = 16  # nodes one scontrol update may change when runas is given
+
+
+# pillar key -> largest value accepted (smallest is 1)
+LIMIT_BOUNDS = {
+    "max_hosts": 16 * 1024 * 1024,
+    "max_format_width": 1_000_000,
+    "max_output_bytes": 1024**3,
+    "max_seconds": 86400,
+    "runas_max_nodes": 16 * 1024 * 1024,
+}
+
+
+def limits_from_pillar(cmd_pillar):
+    """:class:`Limits` from the ``slurm:cmd`` pillar mapping (None: the defaults).
+
+    Raises :class:`GatewayError` naming the ``slurm:cmd:`` key when a value is not a whole
+    number within its bounds. Keys that are not limits (``allow_root``) are ignored here.
+    """
+    if cmd_pillar is None:
+        return Limits()
+    if not isinstance(cmd_pillar, dict):
+        raise GatewayError(
+            f"pillar slurm:cmd must be a mapping, got {type(cmd_pillar).__name__}", cmd_pillar
+        )
+    values = {}
+    for item in fields(Limits):
+        if item.name not in cmd_pillar:
+            continue
+        value, top = cmd_pillar[item.name], LIMIT_BOUNDS[item.name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise GatewayError(
+                f"pillar slurm:cmd:{item.name} must be a whole number from 1 to {top}, "
+                f"got {value!r}",
+                value,
+            )
+        values[item.name] = value
+    return Limits(**values)
 
 
 # --- value rules ---------------------------------------------------------------------------
@@ -219,9 +297,46 @@ RULES = {
     "array": Rule("array", r"\d[0-9,:%-]*", "array indexes like 1-10%2"),
     "signal": Rule("signal", r"[A-Za-z0-9]+", "a signal name or number"),
     "text": Rule("text", "", "free text"),
-    "path": Rule("path", "", "a relative path without '..' or /dev/null"),
+    "jobname": Rule(
+        "jobname",
+        r"[A-Za-z0-9_][^/]*",
+        "a job name without '/' that starts with a letter, digit or '_'",
+    ),
+    "path": Rule(
+        "path",
+        "",
+        "a relative path without '..' or /dev/null; filename patterns "
+        + " ".join("%" + p for p in "%AaJjNnstux")
+        + " with a width up to 10 (%x needs -J/--job-name)",
+    ),
     "reldir": Rule("reldir", "", "a relative directory without '..'"),
 }
+
+# Slurm 22.05's filename patterns (sbatch(1), srun(1) "filename pattern"), after '%' and an
+# optional zero-padding width, which Slurm caps at 10.
+FILENAME_PATTERNS = "AaJjNnstux"
+_MAX_PATTERN_WIDTH = 10
+_FILENAME_PATTERN = re.compile(rf"%(?:%|(\d*)([{FILENAME_PATTERNS}]))")
+# Slurm's hostlist code counts in unsigned long: a range ending at 2^64-1 never ends and
+# anything near it overflows. Real node numbers are far below this.
+MAX_HOST_NUMBER = 2**32 - 1
+# a field width in sinfo/squeue -o (%.20N, %-8i), -O (NodeList:20, JobID:.8), sacct/sstat
+# -o (JobID%20)
+_FORMAT_WIDTH = re.compile(r"[%:][-.]*(\d+)")
+
+
+def filename_patterns(value):
+    """The pattern letters in an -o/-e/-i/-D value (``%%`` is text); None if one is bad."""
+    letters = []
+    pos = value.find("%")
+    while pos != -1:
+        m = _FILENAME_PATTERN.match(value, pos)
+        if not m or (m.group(1) and int(m.group(1)) > _MAX_PATTERN_WIDTH):
+            return None
+        if m.group(2):
+            letters.append(m.group(2))
+        pos = value.find("%", m.end())
+    return letters
 
 
 def _path_problem(value, allow_dev_null):
@@ -231,9 +346,61 @@ def _path_problem(value, allow_dev_null):
         return "looks like an option"
     if not re.fullmatch(_PATH, value, re.ASCII):
         return "is absolute or has characters not allowed"
-    if ".." in value.split("/"):
+    if filename_patterns(value) is None:
+        return (
+            "has a '%' that is not a filename pattern ("
+            + ", ".join("%" + p for p in "%" + FILENAME_PATTERNS)
+            + f", with a width up to {_MAX_PATTERN_WIDTH})"
+        )
+    # Every pattern expands to text without '/' that is not all dots (numbers, host and user
+    # names, and job names, which the jobname rule keeps so), so the path keeps the shape it
+    # has with each pattern as one letter.
+    shape = _FILENAME_PATTERN.sub(lambda m: "%" if m.group(0) == "%%" else "X", value)
+    if ".." in shape.split("/"):
         return "climbs out with '..'"
     return None
+
+
+def _hostlist_problem(value, limits):
+    for digits in re.findall(r"\d+", value):
+        if int(digits) > MAX_HOST_NUMBER:
+            return (
+                f"has the number {digits}, above {MAX_HOST_NUMBER} (Slurm's hostlist code "
+                "overflows near 2^64 and never finishes)"
+            )
+    try:
+        hosts = hostlist.count(value)
+    except ValueError as err:
+        return f"is not a hostlist Slurm reads the same way ({err})"
+    if hosts > limits.max_hosts:
+        return (
+            f"names {hosts} hosts, more than {limits.max_hosts} (pillar slurm:cmd:max_hosts); "
+            "Slurm expands it in memory"
+        )
+    return None
+
+
+def _format_problem(value, limits):
+    for m in _FORMAT_WIDTH.finditer(value):
+        if int(m.group(1)) > limits.max_format_width:
+            return (
+                f"has the field width {m.group(1)}, more than {limits.max_format_width} "
+                "(pillar slurm:cmd:max_format_width; Slurm crashes on huge widths)"
+            )
+    return None
+
+
+def value_problem(rule, value, limits):
+    """Why ``value`` breaks ``rule`` (one of :data:`RULES`), or None. The one home of every
+    value check, whether the value came with an option or as a positional or Key=Value."""
+    if rule in ("path", "reldir"):
+        return _path_problem(value, rule == "path")
+    problem = RULES[rule].check(value)
+    if problem is None and rule == "hostlist":
+        problem = _hostlist_problem(value, limits)
+    if problem is None and rule == "format":
+        problem = _format_problem(value, limits)
+    return problem
 
 
 # --- command specs -------------------------------------------------------------------------
@@ -290,7 +457,7 @@ _JOB_RESOURCES = (
     _o("--exclude", "-x", "hostlist"),
     _o("--partition", "-p", "names"),
     _o("--time", "-t", "timelimit"),
-    _o("--job-name", "-J", "text"),
+    _o("--job-name", "-J", "jobname"),
     _o("--account", "-A", "name"),
     _o("--qos", "-q", "name"),
     _o("--reservation", None, "name"),
@@ -608,7 +775,7 @@ JOB_KEYS = {
     "JobId": "job",
     "TimeLimit": "timelimit",
     "Comment": "text",
-    "JobName": "text",
+    "JobName": "jobname",  # %x in -o/-e/-i paths expands to it
     "Dependency": "dependency",
     "Nice": "int",  # non-negative: a user may lower a job's priority, never raise it
 }
@@ -698,11 +865,9 @@ def _reject_option(command, spec, token, name):
     )
 
 
-def _check_value(command, option, value, token):
-    if option.rule in ("path", "reldir"):
-        problem = _path_problem(value, option.rule == "path")
-    else:
-        problem = RULES[option.rule].check(value)
+def _check_value(call, option, value, token):
+    command = call.command
+    problem = value_problem(option.rule, value, call.limits)
     if problem:
         raise GatewayError(
             f"{command}: value {value!r} of {option.label()} (in {token!r}) {problem}; "
@@ -711,8 +876,9 @@ def _check_value(command, option, value, token):
         )
 
 
-def _parse(command, spec, args):
+def _parse(call, spec, args):
     """getopt_long's reading of ``args``, exact names only: ([(Option, value)], positionals)."""
+    command = call.command
     longs, shorts = spec.by_long(), spec.by_short()
     options, positionals = [], []
     i = 0
@@ -745,7 +911,7 @@ def _parse(command, spec, args):
                 value = args[i]
                 i += 1
                 shown = f"{arg} {value}"
-            _check_value(command, option, value, shown)
+            _check_value(call, option, value, shown)
             options.append((option, value))
             continue
         if arg.startswith("-") and len(arg) > 1:
@@ -767,7 +933,7 @@ def _parse(command, spec, args):
                     value = args[i]
                     i += 1
                     shown = f"{arg} {value}"
-                _check_value(command, option, value, shown)
+                _check_value(call, option, value, shown)
                 options.append((option, value))
                 break
             continue
@@ -782,7 +948,15 @@ def _emit(option, value):
 # --- positionals per command ---------------------------------------------------------------
 
 
-def _no_positionals(command, positionals, options):
+@dataclass(frozen=True)
+class _Call:
+    command: str
+    runas: str | None  # as the caller gave it: None means the minion's own user
+    limits: Limits
+
+
+def _no_positionals(call, positionals, options):
+    command = call.command
     if positionals:
         raise GatewayError(
             f"{command}: unexpected argument {positionals[0]!r}; {command} takes options only "
@@ -792,8 +966,9 @@ def _no_positionals(command, positionals, options):
     return []
 
 
-def _check_rule(command, rule, value, what):
-    problem = RULES[rule].check(value)
+def _check_rule(call, rule, value, what):
+    command = call.command
+    problem = value_problem(rule, value, call.limits)
     if problem:
         raise GatewayError(
             f"{command}: {what} {value!r} {problem}; expected {RULES[rule].describe}", value
@@ -801,9 +976,20 @@ def _check_rule(command, rule, value, what):
     return value
 
 
-def _scancel_positionals(command, positionals, options):
+def _scancel_positionals(call, positionals, options):
+    command = call.command
     for token in positionals:
-        _check_rule(command, "jobs", token, "job id")
+        _check_rule(call, "jobs", token, "job id")
+    for option, value in options:
+        if option.long == "--user" and call.runas is not None and value != call.runas:
+            # a caller pinned to runas acts for that one person; root with the minion's
+            # own identity (no runas) is the admin and may cancel by any users
+            raise GatewayError(
+                f"{command}: {option.label()} {value!r} is refused with runas {call.runas!r}: "
+                f"with runas, scancel cancels only that user's jobs (-u {call.runas} or job "
+                "ids); other users' jobs need a call without runas",
+                value,
+            )
     if not positionals and not options:
         raise GatewayError(f"{command}: give job ids or -u/--user", None)
     if not positionals and not any(o.long == "--user" for o, _ in options):
@@ -816,7 +1002,8 @@ def _scancel_positionals(command, positionals, options):
     return positionals
 
 
-def _job_positionals(command, positionals, options):
+def _job_positionals(call, positionals, options):
+    command = call.command
     if ":" in positionals:
         raise GatewayError(
             f"{command}: ':' (heterogeneous job separator) is not accepted: "
@@ -842,7 +1029,17 @@ def _job_positionals(command, positionals, options):
             r"[A-Za-z0-9_./+][A-Za-z0-9_./+-]*", program, re.ASCII
         ):
             raise GatewayError(f"{command}: {program!r} is not a program or script name", program)
+    named = any(o.long == "--job-name" for o, _ in options)
     for option, value in options:
+        patterns = filename_patterns(value) if option.rule in ("path", "reldir") else None
+        if not named and "x" in (patterns or ()):
+            # the default name (program, script, SBATCH_JOB_NAME in the user's environment)
+            # never went through the jobname rule
+            raise GatewayError(
+                f"{command}: {option.label()} {value!r} uses %x (the job name): give "
+                "-J/--job-name too",
+                value,
+            )
         if option.long == "--wrap" and value.lstrip().startswith("#"):
             raise GatewayError(
                 f"sbatch: --wrap value {value!r} starts with '#'; a wrapped command must be "
@@ -852,7 +1049,7 @@ def _job_positionals(command, positionals, options):
     return positionals
 
 
-def _scontrol_show(tokens):
+def _scontrol_show(call, tokens):
     if not tokens:
         raise GatewayError(
             f"scontrol show: give an entity; allowed: {', '.join(SCONTROL_SHOW)}", None
@@ -878,7 +1075,7 @@ def _scontrol_show(tokens):
         raise GatewayError(f"scontrol show {entity}: give a hostlist like n[1-4]", None)
     for value in ids:
         # scontrol reads a file for an ID starting with '/'; no rule allows '/'
-        _check_rule("scontrol", rule, value, f"show {entity} ID")
+        _check_rule(call, rule, value, f"show {entity} ID")
     return ["show", entity, *ids]
 
 
@@ -893,7 +1090,7 @@ def _split_pair(token):
     return key, value
 
 
-def _scontrol_update(tokens):
+def _scontrol_update(call, tokens):
     if not tokens:
         raise GatewayError("scontrol update: give NodeName=… or JobId=… first", None)
     first_key, _ = _split_pair(tokens[0])
@@ -929,9 +1126,10 @@ def _scontrol_update(tokens):
                 )
             value = value.upper()
         else:
-            _check_rule("scontrol", keys[name], value, f"update {name}")
+            _check_rule(call, keys[name], value, f"update {name}")
         seen[name] = value
     if what == "node":
+        _check_runas_nodes(call, seen["NodeName"])
         if "State" not in seen:
             raise GatewayError(
                 f"scontrol update: give State={'|'.join(NODE_STATES)} for the node", tokens[0]
@@ -948,7 +1146,28 @@ def _scontrol_update(tokens):
     return ["update", *(f"{k}={v}" for k, v in seen.items())]
 
 
-def _scontrol_positionals(command, positionals, options):
+def _check_runas_nodes(call, nodes):
+    """With runas, an update may change at most ``runas_max_nodes`` nodes, never ALL."""
+    if call.runas is None:
+        return  # the minion's own user: root, the admin
+    cap = call.limits.runas_max_nodes
+    # a comma inside brackets splits "n[1,2]" into parts that are never "all" either
+    if any(part.lower() == "all" for part in nodes.split(",")):
+        count = "every node"
+    else:
+        count = hostlist.count(nodes)
+        if count <= cap:
+            return
+        count = f"{count} nodes"
+    raise GatewayError(
+        f"scontrol update: NodeName={nodes!r} ({count}) is refused with runas {call.runas!r}: "
+        f"with runas, one update changes at most {cap} nodes (pillar "
+        "slurm:cmd:runas_max_nodes), never ALL; an admin call without runas may",
+        nodes,
+    )
+
+
+def _scontrol_positionals(call, positionals, options):
     if not positionals:
         raise GatewayError(
             "scontrol: give a subcommand (without one scontrol reads commands from stdin); "
@@ -966,9 +1185,9 @@ def _scontrol_positionals(command, positionals, options):
             word,
         )
     if sub == "show":
-        return _scontrol_show(rest)
+        return _scontrol_show(call, rest)
     if sub == "update":
-        return _scontrol_update(rest)
+        return _scontrol_update(call, rest)
     if sub in ("ping", "version"):
         if rest:
             raise GatewayError(f"scontrol {sub}: unexpected argument {rest[0]!r}", rest[0])
@@ -977,12 +1196,12 @@ def _scontrol_positionals(command, positionals, options):
         if len(rest) > 1:
             raise GatewayError(f"scontrol listpids: unexpected argument {rest[1]!r}", rest[1])
         for token in rest:
-            _check_rule("scontrol", "jobs", token, "listpids job id")
+            _check_rule(call, "jobs", token, "listpids job id")
         return [sub, *rest]
     if not rest:
         raise GatewayError(f"scontrol {sub}: give one or more job ids", None)
     for token in rest:
-        _check_rule("scontrol", "jobs", token, f"{sub} job id")
+        _check_rule(call, "jobs", token, f"{sub} job id")
     return [sub, *rest]
 
 
@@ -1001,13 +1220,14 @@ _POSITIONALS = {
 # --- public API ----------------------------------------------------------------------------
 
 
-def build_argv(command, args, runas=None, allow_root=False, json=None):
+def build_argv(command, args, runas=None, allow_root=False, json=None, limits=None):
     """
     Validate ``command`` and ``args``; return the argv to execute (options spelled in full).
 
     ``runas``: user the command will run as (None: this process's user). ``allow_root``:
     let srun/sbatch run jobs as uid 0. ``json``: True adds ``--json`` (only where Slurm
     22.05 has it), False refuses a ``--json`` in ``args``, None leaves ``args`` alone.
+    ``limits``: :class:`Limits` (None: the defaults).
     Raises :class:`GatewayError` naming the offending argument and what is allowed.
     """
     spec = _check_command(command)
@@ -1029,7 +1249,8 @@ def build_argv(command, args, runas=None, allow_root=False, json=None):
             "as root",
             runas,
         )
-    options, positionals = _parse(command, spec, args)
+    call = _Call(command, runas, limits or Limits())
+    options, positionals = _parse(call, spec, args)
     has_json = any(o is JSON_OPT for o, _ in options)
     if json is True and not has_json:
         if not spec.json:
@@ -1041,7 +1262,7 @@ def build_argv(command, args, runas=None, allow_root=False, json=None):
         options.append((JSON_OPT, None))
     if json is False and has_json:
         raise GatewayError(f"{command}: json=False contradicts '--json' in the arguments", "--json")
-    positionals = _POSITIONALS[command](command, positionals, options)
+    positionals = _POSITIONALS[command](call, positionals, options)
     return [command, *(_emit(o, v) for o, v in options), *positionals]
 
 

@@ -39,7 +39,7 @@ Deliberate differences, all on input Slurm itself mangles:
 
 import re
 
-__all__ = ["compress", "expand"]
+__all__ = ["compress", "count", "expand"]
 
 _DIGITS = "0123456789"
 _SEPARATORS = "\t, "
@@ -178,40 +178,41 @@ def _render(prefix, lo, hi, width):
     return [fmt % i for i in range(lo, hi + 1)]
 
 
-def _expand_token(token, out):
+def _token_groups(token):
+    """A bracketed token's text parts, parsed groups and host count (nothing expanded)."""
     parts = _GROUP.split(token)  # [text, group, text, group, …, text]
     if parts[-1]:
         raise ValueError(f"text {parts[-1]!r} after the last bracket in {token!r}")
-    last = _parse_ranges(parts[-2], token)
-    total = sum(hi - lo + 1 for lo, hi, _ in last)
-    for g in range(1, len(parts) - 2, 2):
-        total *= sum(hi - lo + 1 for lo, hi, _ in _parse_ranges(parts[g], token))
+    groups = [_parse_ranges(parts[g], token) for g in range(1, len(parts), 2)]
+    total = 1
+    for rng in groups:
+        total *= sum(hi - lo + 1 for lo, hi, _ in rng)
+    return parts, groups, total
+
+
+def _expand_token(token, out):
+    parts, groups, total = _token_groups(token)
     if total > MAX_HOSTS:
         # scontrol prints nothing for such products; we refuse instead of eating memory
         raise ValueError(f"{token!r} expands to {total} hosts (more than {MAX_HOSTS})")
     # earlier groups belong to the prefix; the second-last group varies slowest and the
     # first one fastest (hostlist.c _push_range_list recurses from the right)
     prefixes = [parts[0]]
-    for g in range(1, len(parts) - 2, 2):
-        rng = _parse_ranges(parts[g], token)
+    for index, rng in enumerate(groups[:-1]):
         if sum(hi - lo + 1 for lo, hi, _ in rng) > _MAX_PREFIX_CNT:
-            raise ValueError(f"too many hosts in prefix range [{parts[g]}] of {token!r}")
-        text = parts[g + 1]
+            raise ValueError(
+                f"too many hosts in prefix range [{parts[2 * index + 1]}] of {token!r}"
+            )
+        text = parts[2 * index + 2]
         nums = [f"{i:0{w}d}{text}" for lo, hi, w in rng for i in range(lo, hi + 1)]
         prefixes = [p + num for num in nums for p in prefixes]
     for prefix in prefixes:
-        for lo, hi, width in last:
+        for lo, hi, width in groups[-1]:
             out.extend(_render(prefix, lo, hi, width))
 
 
-def expand(expr):
-    """The host names of a hostlist expression, as ``scontrol show hostnames`` lists them.
-
-    Order and duplicates are kept: ``"n[001-003,7]"`` -> ``["n001", "n002", "n003", "n7"]``.
-    """
-    if "[" not in expr and "]" not in expr:
-        return [t for t in _SPLIT.split(expr) if t]
-    out = []
+def _tokens(expr):
+    """The tokens of ``expr`` as ``(token, bracketed)``; a stray bracket raises."""
     pos = 0
     end = len(expr)
     while pos < end:
@@ -223,10 +224,7 @@ def expand(expr):
         stop = m.end() if m else pos
         if stop == end or expr[stop] in _SEPARATORS:
             token = m.group()
-            if "[" in token:
-                _expand_token(token, out)
-            else:
-                out.append(token)
+            yield token, "[" in token
             pos = stop
             continue
         # a stray bracket: name the chunk of text around it
@@ -237,4 +235,30 @@ def expand(expr):
         while hi < end and expr[hi] not in _SEPARATORS:
             hi += 1
         raise ValueError(f"unbalanced bracket in {expr[lo:hi]!r}")
+
+
+def count(expr):
+    """How many names ``expand(expr)`` gives, computed without expanding anything.
+
+    Raises ``ValueError`` where :func:`expand` would, except for the size caps: this is
+    what callers use to refuse an expression before something expands it.
+    """
+    if "[" not in expr and "]" not in expr:
+        return sum(1 for t in _SPLIT.split(expr) if t)
+    return sum(_token_groups(token)[2] if bracketed else 1 for token, bracketed in _tokens(expr))
+
+
+def expand(expr):
+    """The host names of a hostlist expression, as ``scontrol show hostnames`` lists them.
+
+    Order and duplicates are kept: ``"n[001-003,7]"`` -> ``["n001", "n002", "n003", "n7"]``.
+    """
+    if "[" not in expr and "]" not in expr:
+        return [t for t in _SPLIT.split(expr) if t]
+    out = []
+    for token, bracketed in _tokens(expr):
+        if bracketed:
+            _expand_token(token, out)
+        else:
+            out.append(token)
     return out

@@ -12,12 +12,16 @@ import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway
+from salt_ext.lib import gateway, outcap
 
 __virtualname__ = "slurm"
 
 
-MAX_TIMEOUT = 3600
+MAX_TIMEOUT = gateway.Limits().max_seconds  # the default of pillar slurm:cmd:max_seconds
+# cmd.run_all's own timeout, a backstop behind the supervisor's
+_BACKSTOP_SECONDS = 30
+# stderr quoted in an error, from its end (the full text is in the error's info)
+_DETAIL_CHARS = 2000
 
 # Keyword arguments a caller might hope reach cmd.run_all, or grant what only pillar may.
 RESERVED_KWARGS = (
@@ -99,6 +103,15 @@ def _allow_root():
     return flag is True
 
 
+def _limits():
+    try:
+        return gateway.limits_from_pillar(
+            salt.utils.data.traverse_dict_and_list(__pillar__, "slurm:cmd", None)
+        )
+    except gateway.GatewayError as err:
+        raise SaltInvocationError(str(err)) from err
+
+
 def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
     """
     Run one whitelisted Slurm command with an argument list (never a shell).
@@ -120,7 +133,10 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
         refuse to run jobs as root unless pillar ``slurm:cmd:allow_root`` is ``true``.
 
     timeout
-        Seconds before the command is killed (1 to 3600).
+        Seconds before the command and its process group are killed (1 to pillar
+        ``slurm:cmd:max_seconds``, default 3600). Output (stdout and stderr together) past
+        pillar ``slurm:cmd:max_output_bytes`` (default 16 MiB) kills it too; either is an
+        error saying which limit was reached.
 
     json
         ``True`` adds ``--json`` (sinfo, squeue, sacct in Slurm 22.05) and parses the
@@ -145,14 +161,20 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
         salt node1 slurm.cmd -- srun -N1 -w n1 hostname runas=alice
     """
     command, tokens = _arguments(command, args, kwargs)
+    limits = _limits()
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise SaltInvocationError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not 1 <= timeout <= MAX_TIMEOUT:
-        raise SaltInvocationError(f"timeout must be between 1 and {MAX_TIMEOUT}, got {timeout}")
+    if not 1 <= timeout <= limits.max_seconds:
+        raise SaltInvocationError(
+            f"timeout must be between 1 and {limits.max_seconds} (pillar "
+            f"slurm:cmd:max_seconds), got {timeout}"
+        )
     if json is not None and not isinstance(json, bool):
         raise SaltInvocationError(f"json must be True or False, got {json!r}")
     try:
-        argv = gateway.build_argv(command, tokens, runas=runas, allow_root=_allow_root(), json=json)
+        argv = gateway.build_argv(
+            command, tokens, runas=runas, allow_root=_allow_root(), json=json, limits=limits
+        )
     except gateway.GatewayError as err:
         raise SaltInvocationError(str(err)) from err
 
@@ -163,28 +185,34 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
         raise CommandExecutionError(f"{command} is not installed on this minion (not on PATH)")
     argv = [binary, *argv[1:]]
 
-    # cmd.run_all rather than salt_ext.lib.command.run: running as `runas` needs setgid,
-    # the user's supplementary groups and setuid in the child before exec, the user's login
-    # environment (HOME, USER; srun copies the environment into the job) and their home as
-    # working directory (where relative -o/-e paths land). Salt does all of that, and with
-    # a list and python_shell=False the list stays a list. stdin="" gives srun and scontrol
-    # an empty stdin instead of the minion's.
+    # cmd.run_all holds all output in memory and kills only its own child, so the command
+    # runs under outcap's supervisor, which caps output and time and kills the command's
+    # whole process group. The supervisor runs as the minion's user (a runas user may not
+    # be allowed to execute the minion's Python) and starts the command as runas itself:
+    # uid, groups, home as working directory (where relative -o/-e paths land) and login
+    # environment (srun copies it into the job), as Salt's runas would. A list with
+    # python_shell=False stays a list; stdin="" gives srun and scontrol an empty stdin.
     result = __salt__["cmd.run_all"](
-        argv,
+        outcap.wrap(argv, limits.max_output_bytes, timeout, runas=runas),
         python_shell=False,
-        runas=runas,
-        timeout=timeout,
+        timeout=timeout + _BACKSTOP_SECONDS,
         stdin="",
         ignore_retcode=True,
     )
     retcode = result.get("retcode")
     stdout = result.get("stdout", "")
     stderr = result.get("stderr", "")
+    verdict = outcap.verdict_of(retcode, stderr)
+    if verdict:
+        raise CommandExecutionError(
+            f"{shlex.join(argv)}: {verdict}",
+            info={"retcode": retcode, "stderr": stderr[-_DETAIL_CHARS:]},
+        )
     if retcode != 0:
-        detail = (stderr or stdout).strip()
+        detail = (stderr or stdout).strip()[-_DETAIL_CHARS:]
         raise CommandExecutionError(
             f"{shlex.join(argv)} exited {retcode}: {detail}",
-            info={"retcode": retcode, "stderr": stderr},
+            info={"retcode": retcode, "stderr": stderr[-_DETAIL_CHARS:]},
         )
     try:
         data = gateway.parse_output(command, argv[1:], stdout)

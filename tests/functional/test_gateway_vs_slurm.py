@@ -21,7 +21,7 @@ import pytest
 import salt.config
 import salt.loader
 
-from salt_ext.lib import gateway
+from salt_ext.lib import gateway, outcap
 
 BINARIES = {name: shutil.which(name) for name in gateway.COMMANDS}
 MISSING = sorted(name for name, path in BINARIES.items() if path is None)
@@ -297,6 +297,58 @@ def test_scontrol_show_hostlist_reads_files_so_ids_cannot_be_paths(slurm_env, tm
         gateway.build_argv("scontrol", ["show", "hostlist", str(secret)])
 
 
+# --- issue #11: what Slurm does with the input the gateway now refuses ---------------------
+
+
+def _man_section(command, start, end):
+    text = _man(command)
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+@pytest.mark.parametrize("command", ["sbatch", "srun"])
+def test_filename_patterns_are_the_ones_the_man_page_lists(command):
+    section = _man_section(
+        command,
+        "filename pattern\nsrun allows" if command == "srun" else ".SH filename pattern",
+        "Some examples",
+    )
+    listed = set(re.findall(r"^%(.)$", section, re.M))
+    assert listed == {"%", *gateway.FILENAME_PATTERNS}, listed
+
+
+def _supervised(env, argv, max_bytes, seconds):
+    """outcap's exit code for ``argv`` run with the private SLURM_CONF (env(1) execs)."""
+    argv = ["env", f"SLURM_CONF={env['SLURM_CONF']}", *argv]
+    with open(os.devnull, "wb") as out, open(os.devnull, "wb") as err:
+        return outcap.supervise(argv, max_bytes, seconds, out, err)
+
+
+def test_scontrol_never_finishes_a_range_ending_at_ulong_max(slurm_env):
+    # 2^64-1 ends hostlist.c's range loop never; a 1 GB address-space cap makes the growth
+    # end in an abort instead of eating the machine
+    expr = "a[18446744073709551615]b[1]"
+    argv = ["prlimit", "--as=1000000000", BINARIES["scontrol"], "show", "hostnames", expr]
+    code = _supervised(slurm_env, argv, 1_000_000, 10)
+    assert code in (outcap.EXIT_TIMEOUT, 128 + 6, 128 + 11), code  # killed, abort, segfault
+    with pytest.raises(gateway.GatewayError, match="18446744073709551615"):
+        gateway.build_argv("scontrol", ["show", "hostnames", expr])
+
+
+def test_scontrol_expands_a_hostlist_product_in_full(slurm_env):
+    expr = "a[0-65535]b[0-9999]"
+    argv = [BINARIES["scontrol"], "show", "hostnames", expr]
+    assert _supervised(slurm_env, argv, 1_000_000, 30) == outcap.EXIT_OUTPUT
+    with pytest.raises(gateway.GatewayError, match="655360000 hosts"):
+        gateway.build_argv("scontrol", ["show", "hostnames", expr])
+
+
+def test_scontrol_agrees_with_our_count_up_to_the_cap(slurm_env):
+    expr = f"n[1-{gateway.Limits().max_hosts}]"
+    output = _run(slurm_env, [BINARIES["scontrol"], "show", "hostnames", expr])
+    assert len(output.split()) == gateway.Limits().max_hosts
+    gateway.build_argv("scontrol", ["show", "hostnames", expr])
+
+
 # --- parsing behaviour the gateway mirrors -------------------------------------------------
 
 
@@ -357,6 +409,25 @@ def test_slurm_cmd_runs_through_the_real_loader(minion_mods):
     assert result["stdout"].split() == ["n1", "n2", "n3"]
     assert result["argv"] == [BINARIES["scontrol"], "show", "hostnames", "n[1-3]"]
     assert result["data"] is None
+
+
+@pytest.fixture
+def capped_minion_mods(tmp_path, slurm_env, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    opts = salt.config.minion_config(str(tmp_path / "minion"))
+    opts["cachedir"] = str(tmp_path / "cache")
+    opts["file_client"] = "local"
+    opts["pillar"] = {"slurm": {"cmd": {"max_output_bytes": 4096}}}
+    return salt.loader.minion_mods(opts)
+
+
+def test_slurm_cmd_output_cap_kills_the_real_command(capped_minion_mods):
+    from salt.exceptions import CommandExecutionError  # noqa: PLC0415
+
+    with pytest.raises(CommandExecutionError, match="output passed 4096 bytes"):
+        capped_minion_mods["slurm.cmd"]("scontrol", "show", "hostnames", "n[1-60000]")
+    small = capped_minion_mods["slurm.cmd"]("scontrol", "show", "hostnames", "n[1-3]")
+    assert small["stdout"].split() == ["n1", "n2", "n3"]
 
 
 def test_slurm_cmd_failure_carries_stderr(minion_mods):

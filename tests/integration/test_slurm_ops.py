@@ -295,6 +295,16 @@ def test_slurm_cmd_runs_jobs_as_the_user_and_refuses_root(cluster, deployed):
         ["srun", "--export=LD_PRELOAD=/tmp/x.so", "id"],
         ["sbatch", "--output=/etc/passwd", "--wrap", "id"],
         ["sbatch", "--chdir=/root", "--wrap", "id"],
+        # issue #11: patterns, hostlist sizes, format widths, mass actions with runas
+        ["sbatch", "-J", "../../../etc/cron.d/x", "-o", "%x", "--wrap=id"],
+        ["srun", "-J", "..", "-i", "%x/x", "cat"],
+        ["sbatch", "-o", "%x", "--wrap=id"],
+        ["scontrol", "show", "hostnames", "a[18446744073709551615]b[1]"],
+        ["scontrol", "show", "hostnames", "a[0-65535]b[0-9999]"],
+        ["sinfo", "-o", "%10000000N"],
+        ["squeue", "-o", "%10000000A"],
+        ["scancel", "--user=root,sxuser"],
+        ["scontrol", "update", "NodeName=ALL", "State=DRAIN", "Reason=x"],
     ],
     ids=lambda args: " ".join(args).encode("unicode_escape").decode(),
 )
@@ -303,10 +313,26 @@ def test_slurm_cmd_rejects_hostile_input_through_real_salt(cluster, deployed, ar
     # SaltInvocationError comes back as Salt's "ERROR executing ..." with our message
     assert isinstance(refused, str) and refused.startswith("ERROR executing 'slurm.cmd': "), refused
     reasons = ("not allowed", "refused", "metacharacter", "unknown", "non-printable")
-    reasons += ("absolute", "not accepted")
+    reasons += ("absolute", "not accepted", "climbs out", "more than", "above", "give -J")
     assert any(w in refused for w in reasons), refused
     assert cluster.run("ctl", ["scontrol", "ping"]).stdout.strip().endswith("is UP")
     assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
+
+
+def test_huge_format_width_crashes_sinfo_itself(cluster, deployed):
+    # what pillar slurm:cmd:max_format_width guards against: a width of 10^7 segfaults sinfo
+    crashed = cluster.run("ctl", ["sinfo", "-o", "%10000000N"])
+    assert crashed.returncode in (-11, 139), (crashed.returncode, crashed.stderr[-500:])
+
+
+def test_slurm_cmd_admin_without_runas_may_drain_every_node(cluster, deployed):
+    drained = cmd(cluster, "scontrol", "update", "NodeName=ALL", "State=DRAIN", "Reason=gw all")
+    try:
+        assert isinstance(drained, dict) and drained["retcode"] == 0, drained
+        assert set(sinfo_nodes(cluster).values()) <= {"drain", "drng"}, sinfo_nodes(cluster)
+    finally:
+        cmd(cluster, "scontrol", "update", "NodeName=ALL", "State=RESUME")
+    assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 60)
 
 
 def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):

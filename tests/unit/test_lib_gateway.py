@@ -584,3 +584,236 @@ def test_non_string_argument_is_refused():
 def test_long_argument_is_shortened_in_the_message():
     message = _refused("squeue", ["-u", "a" * 5000])
     assert len(message) < 300
+
+
+# --- issue #11: filename patterns, hostlist and width caps, mass actions ---------------------
+
+LIMITS = gateway.Limits()
+
+# (id, command, args, runas, text the message must contain)
+HOSTILE_11 = [
+    # 1. filename patterns must not build '/' or '..' (job names feed %x)
+    (
+        "jobname-dotdot-output-x",
+        "sbatch",
+        ["-J", "../../../etc/cron.d/x", "-o", "%x", "--wrap=id"],
+        "alice",
+        _q("../../../etc/cron.d/x"),
+    ),
+    ("jobname-slash", "srun", ["--job-name=a/b", "-o", "%x", "id"], "alice", _q("a/b")),
+    ("jobname-dot", "srun", ["-J", ".", "-o", "%x%x/y", "id"], "alice", _q(".")),
+    ("jobname-dotdot-input", "srun", ["-J", "..", "-i", "%x/x", "cat"], "alice", _q("..")),
+    ("output-x-default-name", "sbatch", ["-o", "%x/o", "--wrap=id"], "alice", "--job-name"),
+    ("output-x-program-name", "srun", ["-e", "x%x", "id"], "alice", "--job-name"),
+    ("unknown-pattern", "sbatch", ["-o", "%q", "--wrap=id"], "alice", _q("%q")),
+    ("trailing-percent", "sbatch", ["-o", "out%", "--wrap=id"], "alice", _q("out%")),
+    ("pattern-wide", "srun", ["-o", "%11j", "id"], "alice", _q("%11j")),
+    ("pattern-huge-width", "srun", ["-o", "%10000000j", "id"], "alice", _q("%10000000j")),
+    ("update-jobname-slash", "scontrol", ["update", "JobId=1", "JobName=../x"], None, _q("../x")),
+    # 2. hostlists sized before Slurm expands them
+    (
+        "hostnames-ulong-max",
+        "scontrol",
+        ["show", "hostnames", "a[18446744073709551615]b[1]"],
+        None,
+        "18446744073709551615",
+    ),
+    (
+        "hostnames-product",
+        "scontrol",
+        ["show", "hostnames", "a[0-65535]b[0-9999]"],
+        None,
+        "655360000 hosts",
+    ),
+    ("hostlist-product", "scontrol", ["show", "hostlist", "a[0-65535]b[0-9999]"], None, "hosts"),
+    ("nodelist-product", "squeue", ["-w", "a[0-65535]b[0-9999]"], None, "-w/--nodelist"),
+    ("sinfo-nodes-product", "sinfo", ["-n", "a[0-65535]b[0-9999]"], None, "-n/--nodes"),
+    ("srun-nodelist-product", "srun", ["-w", "n[1-9999]x[1-99]", "id"], "alice", "hosts"),
+    (
+        "update-nodename-product",
+        "scontrol",
+        ["update", "NodeName=a[0-65535]b[0-9999]", "State=RESUME"],
+        None,
+        "hosts",
+    ),
+    ("hostlist-broken", "scontrol", ["show", "node", "n[5-3]"], None, "'5-3'"),
+    # 3. format widths
+    ("sinfo-width", "sinfo", ["-o", "%10000000N"], None, "10000000"),
+    ("squeue-width", "squeue", ["-o", "%10000000A"], None, "-o/--format"),
+    ("squeue-width-dot", "squeue", ["--format=%.10000000i"], None, "10000000"),
+    ("squeue-Format-width", "squeue", ["-O", "JobID:10000000"], None, "-O/--Format"),
+    ("sinfo-Format-width", "sinfo", ["--Format=NodeList:.99999"], None, "99999"),
+    ("sacct-width", "sacct", ["-o", "JobID%10000000"], None, "10000000"),
+    ("sstat-width", "sstat", ["-j", "1", "-o", "JobID%-10000000"], None, "10000000"),
+    # 4. mass actions through a pinned runas
+    ("scancel-user-list", "scancel", ["--user=root,alice"], "alice", _q("root,alice")),
+    ("scancel-other-user", "scancel", ["-u", "bob"], "alice", _q("bob")),
+    ("scancel-other-user-with-id", "scancel", ["-u", "bob", "12"], "alice", _q("bob")),
+    (
+        "drain-all-runas",
+        "scontrol",
+        ["update", "NodeName=ALL", "State=DRAIN", "Reason=x"],
+        "alice",
+        _q("ALL"),
+    ),
+    (
+        "drain-all-lowercase-runas",
+        "scontrol",
+        ["update", "nodename=all", "State=DRAIN", "Reason=x"],
+        "alice",
+        _q("all"),
+    ),
+    (
+        "drain-many-runas",
+        "scontrol",
+        ["update", f"NodeName=n[1-{LIMITS.runas_max_nodes + 1}]", "State=DRAIN", "Reason=x"],
+        "alice",
+        f"{LIMITS.runas_max_nodes + 1} nodes",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "runas", "names"),
+    [case[1:] for case in HOSTILE_11],
+    ids=[case[0] for case in HOSTILE_11],
+)
+def test_issue_11_hostile_input_is_rejected_naming_the_token(command, args, runas, names):
+    message = _refused(command, args, runas=runas)
+    assert names in message
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "argv_tail"),
+    [
+        ("sbatch", ["-J", "nightly", "-o", "%x-%j.out", "--wrap=id"], "--output=%x-%j.out"),
+        ("sbatch", ["-J", "my run 2", "-o", "logs/%x/%A_%a.%N", "--wrap=id"], None),
+        ("srun", ["-J", "n", "-o", "%u-%4j-%J-%s-%n-%t-%10a.%%x", "id"], None),
+        ("srun", ["-o", "out-%%x", "id"], None),  # %%x is the text %x, not the job name
+        ("srun", ["-i", "none", "-o", "0", "-e", "all", "cat"], None),
+        ("sbatch", ["-D", "work", "-J", "a.b", "-o", ".%x", "--wrap=id"], None),
+    ],
+)
+def test_filename_patterns_that_stay_inside_are_allowed(command, args, argv_tail):
+    argv = build_argv(command, args, runas="alice")
+    if argv_tail:
+        assert argv_tail in argv
+
+
+def test_job_name_key_of_scontrol_update_follows_the_same_rule():
+    assert build_argv("scontrol", ["update", "JobId=1", "JobName=ok name"])[-1] == (
+        "JobName=ok name"
+    )
+
+
+def test_widths_up_to_the_cap_are_allowed():
+    width = LIMITS.max_format_width
+    assert build_argv("sinfo", ["-o", f"%{width}N"]) == ["sinfo", f"--format=%{width}N"]
+    assert build_argv("squeue", ["-O", f"JobID:{width}"])[-1] == f"--Format=JobID:{width}"
+    assert "1" in _refused("sinfo", ["-o", f"%{width + 1}N"])
+
+
+def test_widths_cap_comes_from_limits():
+    limits = gateway.Limits(max_format_width=20)
+    build_argv("sinfo", ["-o", "%20N"], limits=limits)
+    message = _refused_with(limits, "sinfo", ["-o", "%21N"])
+    assert "slurm:cmd:max_format_width" in message
+
+
+def _refused_with(limits, command, args, runas=None):
+    with pytest.raises(GatewayError) as excinfo:
+        build_argv(command, args, runas=runas, limits=limits)
+    return str(excinfo.value)
+
+
+def test_hostlist_cap_is_inclusive_and_comes_from_limits():
+    build_argv("scontrol", ["show", "hostnames", f"n[1-{LIMITS.max_hosts}]"])
+    limits = gateway.Limits(max_hosts=4)
+    build_argv("squeue", ["-w", "n[1-4]"], limits=limits)
+    message = _refused_with(limits, "squeue", ["-w", "n[1-2],m[1-3]"])
+    assert "5 hosts" in message and "slurm:cmd:max_hosts" in message
+
+
+def test_hostlist_numbers_are_bounded_where_slurm_overflows():
+    build_argv("scontrol", ["show", "hostnames", "n[4294967294-4294967295]"])
+    assert "4294967296" in _refused("scontrol", ["show", "hostnames", "n4294967296"])
+
+
+# --- 4. mass actions: root without runas is the admin; a runas caller acts for one person ---
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--user=root,alice"], ["-u", "bob", "-t", "PENDING"]],
+)
+def test_admin_without_runas_keeps_scancel_by_user(args):
+    assert build_argv("scancel", args)[0] == "scancel"
+
+
+@pytest.mark.parametrize(
+    ("args", "argv"),
+    [
+        (["-u", "alice"], ["scancel", "--user=alice"]),
+        (["-u", "alice", "-t", "PENDING"], ["scancel", "--user=alice", "--state=PENDING"]),
+        (["12", "13"], ["scancel", "12", "13"]),
+    ],
+)
+def test_runas_scancel_targets_its_own_jobs(args, argv):
+    assert build_argv("scancel", args, runas="alice") == argv
+
+
+def test_runas_scancel_refusal_says_the_rule():
+    message = _refused("scancel", ["-u", "bob"], runas="alice")
+    assert "runas" in message and "'alice'" in message
+
+
+def test_admin_without_runas_may_drain_every_node():
+    argv = build_argv("scontrol", ["update", "NodeName=ALL", "State=DRAIN", "Reason=x"])
+    assert argv[2] == "NodeName=ALL"
+
+
+def test_runas_may_update_up_to_the_node_cap():
+    n = LIMITS.runas_max_nodes
+    argv = build_argv("scontrol", ["update", f"NodeName=n[1-{n}]", "State=RESUME"], runas="alice")
+    assert argv[2] == f"NodeName=n[1-{n}]"
+    limits = gateway.Limits(runas_max_nodes=1)
+    message = _refused_with(
+        limits, "scontrol", ["update", "NodeName=n[1-2]", "State=RESUME"], runas="alice"
+    )
+    assert "slurm:cmd:runas_max_nodes" in message
+
+
+# --- limits from pillar --------------------------------------------------------------------
+
+
+def test_limits_from_pillar_defaults_and_overrides():
+    assert gateway.limits_from_pillar(None) == gateway.Limits()
+    assert gateway.limits_from_pillar({"allow_root": True}) == gateway.Limits()
+    limits = gateway.limits_from_pillar({"max_hosts": 10, "max_output_bytes": 4096})
+    assert limits.max_hosts == 10 and limits.max_output_bytes == 4096
+
+
+@pytest.mark.parametrize(
+    ("pillar", "key"),
+    [
+        ({"max_hosts": 0}, "slurm:cmd:max_hosts"),
+        ({"max_hosts": "many"}, "slurm:cmd:max_hosts"),
+        ({"max_format_width": True}, "slurm:cmd:max_format_width"),
+        ({"max_output_bytes": -1}, "slurm:cmd:max_output_bytes"),
+        ({"max_seconds": 10**9}, "slurm:cmd:max_seconds"),
+        ({"runas_max_nodes": 1.5}, "slurm:cmd:runas_max_nodes"),
+        ("yes", "slurm:cmd"),
+    ],
+)
+def test_bad_limit_pillar_names_the_key(pillar, key):
+    with pytest.raises(GatewayError, match=key):
+        gateway.limits_from_pillar(pillar)
+
+
+def test_chdir_patterns_follow_the_same_rules():
+    assert "--job-name" in _refused("sbatch", ["-D", "%x", "--wrap=id"], runas="alice")
+    assert "'%q'" in _refused("sbatch", ["-D", "%q", "--wrap=id"], runas="alice")
+
+
+def test_zero_padded_host_numbers_are_judged_by_value():
+    build_argv("scontrol", ["show", "hostnames", "n[000000000001-000000000002]"])

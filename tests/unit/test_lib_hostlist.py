@@ -2,7 +2,7 @@
 
 import pytest
 
-from salt_ext.lib.hostlist import compress, expand
+from salt_ext.lib.hostlist import compress, count, expand
 
 # (names, scontrol show hostlist) -- all observed with scontrol 22.05.8
 COMPRESS = [
@@ -162,3 +162,20 @@ def test_compress_rejects_a_string():
 def test_expression_expanding_to_billions_is_refused_not_built():
     with pytest.raises(ValueError, match="expands to 1600000000 hosts"):
         expand("n[1-40000]y[1-40000]x[1]")
+
+
+@pytest.mark.parametrize("expr", [e for e, _ in EXPAND])
+def test_count_is_the_length_of_expand(expr):
+    assert count(expr) == len(expand(expr))
+
+
+def test_count_sizes_a_product_without_building_it():
+    # what the slurm.cmd gateway checks before scontrol expands a hostlist
+    assert count("a[0-65535]b[0-9999]") == 655_360_000
+    assert count("n[1-40000]y[1-40000]x[1],m1") == 1_600_000_001
+
+
+@pytest.mark.parametrize(("expr", "named"), [("n[5-3]", "'5-3'"), ("n]1[", "'n]1['")])
+def test_count_refuses_what_expand_refuses(expr, named):
+    with pytest.raises(ValueError, match=named.replace("[", r"\[")):
+        count(expr)

@@ -1,5 +1,6 @@
 """Loader-mocked tests for ``slurm.cmd`` (dunders injected by hand)."""
 
+import sys
 import types
 from unittest.mock import MagicMock
 
@@ -9,7 +10,7 @@ import salt.utils.args
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway
+from salt_ext.lib import gateway, outcap
 from salt_ext.modules import slurm
 
 USERS = {"alice": 1001, "root": 0}
@@ -43,6 +44,23 @@ def _run_all(loader):
     return loader.salt["cmd.run_all"].call_args
 
 
+def _supervised(call):
+    """(max_bytes, seconds, Slurm argv) from the outcap supervisor argv cmd.run_all got."""
+    argv = call.args[0]
+    assert argv[:4] == [sys.executable, "-I", "-m", "salt_ext.lib.outcap"]
+    assert call.kwargs.get("runas") is None  # the supervisor switches to runas itself
+    rest = argv[6:]
+    if rest[0] == "--runas":
+        rest = rest[2:]
+    assert rest[0] == "--"
+    return int(argv[4]), float(argv[5]), rest[1:]
+
+
+def _supervisor_runas(call):
+    argv = call.args[0]
+    return argv[7] if argv[6] == "--runas" else None
+
+
 # --- how the command is run ----------------------------------------------------------------
 
 
@@ -51,10 +69,10 @@ def test_argv_reaches_cmd_run_all_as_a_list_without_a_shell(loader):
     call = _run_all(loader)
     (argv,) = call.args
     assert isinstance(argv, list)
-    assert argv == ["/usr/bin/squeue", "--user=alice"]
+    assert _supervised(call) == (16 * 1024 * 1024, 60, ["/usr/bin/squeue", "--user=alice"])
     assert call.kwargs["python_shell"] is False
-    assert call.kwargs["runas"] is None
-    assert call.kwargs["timeout"] == 60
+    assert _supervisor_runas(call) is None
+    assert call.kwargs["timeout"] > 60  # a backstop behind the supervisor's own timeout
     assert call.kwargs["stdin"] == ""
     assert "shell" not in call.kwargs and "env" not in call.kwargs
 
@@ -151,7 +169,7 @@ def test_cmd_run_all_arguments_cannot_be_smuggled_in(loader, name):
 def test_binary_is_resolved_on_the_minions_path(loader, monkeypatch):
     monkeypatch.setattr(salt.utils.path, "which", lambda name: f"/opt/slurm/bin/{name}")
     assert slurm.cmd("sinfo", runas="alice")["argv"] == ["/opt/slurm/bin/sinfo"]
-    assert _run_all(loader).args[0][0] == "/opt/slurm/bin/sinfo"
+    assert _supervised(_run_all(loader))[2][0] == "/opt/slurm/bin/sinfo"
 
 
 def test_missing_binary_is_a_command_execution_error(loader, monkeypatch):
@@ -163,11 +181,11 @@ def test_missing_binary_is_a_command_execution_error(loader, monkeypatch):
 # --- runas and root ------------------------------------------------------------------------
 
 
-def test_runas_is_passed_to_cmd_run_all(loader):
+def test_runas_is_passed_to_the_supervisor(loader):
     slurm.cmd("srun", "-N1", "-w", "n1", "hostname", runas="alice")
     call = _run_all(loader)
-    assert call.kwargs["runas"] == "alice"
-    assert call.args[0] == ["/usr/bin/srun", "--nodes=1", "--nodelist=n1", "hostname"]
+    assert _supervisor_runas(call) == "alice"
+    assert _supervised(call)[2] == ["/usr/bin/srun", "--nodes=1", "--nodelist=n1", "hostname"]
 
 
 def test_unknown_runas_user_is_a_clear_error(loader):
@@ -260,13 +278,93 @@ def test_failure_raises_command_execution_error_with_stderr_and_exit_code(loader
 
 
 def test_timeout_is_reported(loader):
-    # what cmd.run_all returns when it kills the command
+    # what the supervisor prints when it kills the command's process group
     loader.salt["cmd.run_all"].return_value = _ran(
-        "['/usr/bin/srun', 'sleep'] : Timed out after 5 seconds", "", retcode=1
+        "partial",
+        "srun: job 5 queued\nslurm.cmd: still running after 5 s (timeout; at most pillar "
+        "slurm:cmd:max_seconds); killed /usr/bin/srun and its process group\n",
+        retcode=outcap.EXIT_TIMEOUT,
     )
-    with pytest.raises(CommandExecutionError, match="Timed out after 5 seconds"):
+    with pytest.raises(CommandExecutionError, match="still running after 5 s") as excinfo:
         slurm.cmd("srun", "sleep", "60", runas="alice", timeout=5)
-    assert _run_all(loader).kwargs["timeout"] == 5
+    assert str(excinfo.value).startswith("/usr/bin/srun sleep 60: slurm.cmd:")
+    assert _supervised(_run_all(loader))[1] == 5
+
+
+def test_salt_backstop_timeout_is_reported_too(loader):
+    # what cmd.run_all returns should it ever kill the supervisor itself
+    loader.salt["cmd.run_all"].return_value = _ran(
+        "['/usr/bin/srun', 'sleep'] : Timed out after 35 seconds", "", retcode=1
+    )
+    with pytest.raises(CommandExecutionError, match="Timed out after 35 seconds"):
+        slurm.cmd("srun", "sleep", "60", runas="alice", timeout=5)
+
+
+def test_output_cap_is_reported_naming_the_pillar_key(loader):
+    loader.salt["cmd.run_all"].return_value = _ran(
+        "n1\nn2\n",
+        "\nslurm.cmd: output passed 4096 bytes (pillar slurm:cmd:max_output_bytes); "
+        "killed /usr/bin/scontrol and its process group\n",
+        retcode=outcap.EXIT_OUTPUT,
+    )
+    with pytest.raises(CommandExecutionError, match="slurm:cmd:max_output_bytes"):
+        slurm.cmd("scontrol", "show", "hostnames", "n[1-60000]")
+
+
+def test_a_program_exiting_125_is_not_mistaken_for_the_cap(loader):
+    loader.salt["cmd.run_all"].return_value = _ran("", "boom\n", retcode=outcap.EXIT_OUTPUT)
+    with pytest.raises(CommandExecutionError, match="exited 125: boom"):
+        slurm.cmd("srun", "false", runas="alice")
+
+
+def test_long_stderr_is_shortened_in_the_error(loader):
+    loader.salt["cmd.run_all"].return_value = _ran("", "e" * 100_000 + "THE END", retcode=1)
+    with pytest.raises(CommandExecutionError) as excinfo:
+        slurm.cmd("sinfo")
+    # the message and Salt's "Additional info" both quote the end of stderr only
+    assert len(str(excinfo.value)) < 5000 and str(excinfo.value).endswith("THE END")
+
+
+# --- limits from pillar slurm:cmd ---------------------------------------------------------
+
+
+def test_limits_come_from_pillar(loader):
+    loader.pillar["slurm"] = {"cmd": {"max_output_bytes": 4096, "max_seconds": 120}}
+    slurm.cmd("sinfo", timeout=120)
+    assert _supervised(_run_all(loader))[:2] == (4096, 120)
+    with pytest.raises(SaltInvocationError, match="slurm:cmd:max_seconds"):
+        slurm.cmd("sinfo", timeout=121)
+
+
+def test_hostlist_cap_from_pillar_reaches_the_gateway(loader):
+    loader.pillar["slurm"] = {"cmd": {"max_hosts": 4}}
+    with pytest.raises(SaltInvocationError, match="slurm:cmd:max_hosts"):
+        slurm.cmd("squeue", "-w", "n[1-5]")
+    loader.salt["cmd.run_all"].assert_not_called()
+
+
+@pytest.mark.parametrize("value", [0, "big", True, 10**12])
+def test_bad_limit_pillar_is_refused_naming_the_key(loader, value):
+    loader.pillar["slurm"] = {"cmd": {"max_output_bytes": value}}
+    with pytest.raises(SaltInvocationError, match="slurm:cmd:max_output_bytes"):
+        slurm.cmd("sinfo")
+    loader.salt["cmd.run_all"].assert_not_called()
+
+
+@pytest.mark.parametrize(
+    ("runas", "allowed"), [(None, True), ("alice", False)], ids=["admin", "runas"]
+)
+def test_mass_actions_only_without_runas(loader, runas, allowed):
+    calls = [
+        ("scontrol", "update", "NodeName=ALL", "State=DRAIN", "Reason=maintenance"),
+        ("scancel", "--user=root,alice"),
+    ]
+    for call_args in calls:
+        if allowed:
+            slurm.cmd(*call_args, runas=runas)
+        else:
+            with pytest.raises(SaltInvocationError, match="runas"):
+                slurm.cmd(*call_args, runas=runas)
 
 
 @pytest.mark.parametrize("timeout", [0, -1, slurm.MAX_TIMEOUT + 1, "60", True, None])
@@ -341,7 +439,7 @@ def test_salt_cli_after_double_dash_with_runas(loader):
     cli = ["srun", "-N1", "-w", "n1", "hostname", "runas=alice"]
     result = _through_salt(salt.utils.args.parse_input(cli))
     assert result["argv"] == ["/usr/bin/srun", "--nodes=1", "--nodelist=n1", "hostname"]
-    assert _run_all(loader).kwargs["runas"] == "alice"
+    assert _supervisor_runas(_run_all(loader)) == "alice"
 
 
 def test_salt_cli_yaml_float_is_refused(loader):
@@ -363,7 +461,7 @@ def test_salt_api_arg_list_and_kwarg(loader):
     )
     result = _through_salt(published)
     assert result["data"] == {"jobs": []}
-    assert _run_all(loader).kwargs["runas"] == "alice"
+    assert _supervisor_runas(_run_all(loader)) == "alice"
 
 
 def test_salt_api_nested_list_keeps_key_values_exactly(loader):
