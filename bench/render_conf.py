@@ -57,7 +57,7 @@ JITTERS = (
 
 def mine(n_nodes, jitter=_percent, broken=BROKEN):
     """``{name: hardware}`` for ``n_nodes``; ``broken`` of them miss one DIMM."""
-    rng = random.Random(n_nodes)
+    rng = random.Random(n_nodes)  # noqa: S311 -- reproducible bench data
     nodes = {}
     for i in range(n_nodes):
         prefix, cpus, sockets, cores, threads, memory, gpus = KINDS[i % len(KINDS)]
