@@ -337,14 +337,18 @@ def _node_pairs(data, groups):
     return head, tuple(tail)
 
 
-def _kinds(order, names, hardware, groups, members):
+def _kinds(order, node_data, groups, members):
     """``{(hardware pairs, rest): [(reported memory, node), ...]}``, nodes in ``order``."""
     kinds = {}
     cache = {}  # nodes of one model in the same groups: pairs built once
     hardware_values = itemgetter(*_HW_KEYS)
+    membership = {}  # node -> indexes of its groups, for nodes in any
+    for index, found in enumerate(members):
+        for node in found:
+            membership[node] = (*membership.get(node, ()), index)
     for node in order:
-        data = hardware[names[node]]
-        in_groups = tuple([i for i, found in enumerate(members) if node in found])
+        data = node_data[node]
+        in_groups = membership.get(node, ())
         try:
             gpus = data.get("gpus")
             signature = (
@@ -471,6 +475,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
 
     # -- nodes from the mine
     names = {}
+    node_data = {}
     for minion in sorted(hardware):
         data = hardware[minion]
         _check_hardware(minion, data)
@@ -481,6 +486,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
                 "hostnames must be unique"
             )
         names[node] = minion
+        node_data[node] = data
     if not names and not [r for r in conf.records("NodeName") if r.name.upper() != "DEFAULT"]:
         raise ConfGenError(
             f"no node hardware in the Salt mine for slurm:node_target {cfg['node_target']!r}: "
@@ -522,7 +528,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
         set(filter(matcher(group.get("nodes"), f"slurm:node_groups:{gname}:nodes"), order))
         for gname, group, _ in groups
     ]
-    kinds = _kinds(order, names, hardware, groups, members)
+    kinds = _kinds(order, node_data, groups, members)
     gpu_nodes = ordered(
         [
             node
@@ -576,7 +582,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
 
     files = {
         "slurm.conf": HEADER + conf.render(),
-        "gres.conf": _gres_conf(gpu_nodes, names, hardware),
+        "gres.conf": _gres_conf(gpu_nodes, node_data),
         "cgroup.conf": _cgroup_conf(cfg.get("cgroup"), conf),
     }
     return {
@@ -703,11 +709,11 @@ def _partitions(cfg, conf, order, groups, members, node_list, extra_keys):
     return [r.name for r in conf.records("PartitionName")]
 
 
-def _gres_conf(gpu_nodes, names, hardware):
+def _gres_conf(gpu_nodes, node_data):
     lines = {}
     line_of = {}  # GPU settings -> pairs: nodes of one model share them
     for node in gpu_nodes:
-        gpus = hardware[names[node]]["gpus"]
+        gpus = node_data[node]["gpus"]
         files = tuple(gpus.get("files") or ())
         settings = (gpus.get("autodetect"), gpus.get("type"), files, gpus["count"])
         pairs = line_of.get(settings)

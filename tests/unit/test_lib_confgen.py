@@ -439,3 +439,17 @@ def test_no_default_mem_per_cpu_when_a_node_has_no_real_memory():
     out = confgen.render(cfg(), mine(hw("n1")), "NodeName=old1 CPUs=4\n")
     assert slurmconf.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") is None
     assert any("DefMemPerCPU" in w and "old1" in w for w in out["warnings"]), out["warnings"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_natural_order_sorts_as_natural_key_does(seed):
+    rng = random.Random(seed)  # noqa: S311 -- reproducible test data
+    pool = ["n", "ab", "a", "b", "x-", "n-", "nn", "N", "é"]
+    names = [
+        rng.choice(pool) + rng.choice(["", "0", "00", "9", "09", "10", "010", "123456789012"])
+        for _ in range(300)
+    ]
+    assert confgen._natural_order(names) == sorted(names, key=confgen.natural_key)
+    # digits inside the name: the general path
+    mixed = [*names, "r1n2", "r1n10", "r10n1"]
+    assert confgen._natural_order(mixed) == sorted(mixed, key=confgen.natural_key)
