@@ -285,16 +285,6 @@ def _check_record(kind, name, options, key, extra_keys):
 
 
 def _check_hardware(minion, data):
-    try:
-        # exact types: bool is an int subclass, and this runs for every node
-        if (
-            type(data["NodeName"]) is str
-            and type(data["CPUs"]) is int
-            and type(data["RealMemory"]) is int
-        ):
-            return
-    except (KeyError, TypeError):
-        pass
     if not isinstance(data, dict) or not isinstance(data.get("NodeName"), str):
         raise ConfGenError(f"mine data of {minion}: not slurm_node.hardware output: {data!r}")
     for key in ("CPUs", "RealMemory"):
@@ -478,8 +468,14 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
     node_data = {}
     for minion in sorted(hardware):
         data = hardware[minion]
-        _check_hardware(minion, data)
-        node = data["NodeName"]
+        try:
+            node = data["NodeName"]
+            # exact types (bool is an int subclass); the full check names what is wrong
+            plain = type(node) is str and type(data["CPUs"]) is type(data["RealMemory"]) is int
+        except (KeyError, TypeError):
+            plain = False
+        if not plain:
+            _check_hardware(minion, data)
         if node in names:
             raise ConfGenError(
                 f"minions {names[node]} and {minion} both report NodeName {node}; "

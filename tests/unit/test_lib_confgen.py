@@ -453,3 +453,40 @@ def test_natural_order_sorts_as_natural_key_does(seed):
     # digits inside the name: the general path
     mixed = [*names, "r1n2", "r1n10", "r10n1"]
     assert confgen._natural_order(mixed) == sorted(mixed, key=confgen.natural_key)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (["n1"], "not slurm_node.hardware output"),
+        ({"CPUs": 2, "RealMemory": 1}, "not slurm_node.hardware output"),
+        ({**hw("n1"), "CPUs": True}, "CPUs missing or not a number"),
+        ({**hw("n1"), "RealMemory": "1024"}, "RealMemory missing or not a number"),
+        ({k: v for k, v in hw("n1").items() if k != "RealMemory"}, "RealMemory missing"),
+    ],
+)
+def test_bad_mine_data_names_the_minion(data, message):
+    with pytest.raises(confgen.ConfGenError, match=f"mine data of m9: .*{message}"):
+        confgen.render(cfg(), {"m1": hw("n1"), "m9": data})
+
+
+def test_nodes_missing_topology_keys_still_group_by_what_they_report():
+    bare = {k: v for k, v in hw("n3").items() if k not in ("Boards", "ThreadsPerCore")}
+    out = confgen.render(cfg(), mine(hw("n1"), hw("n2"), bare))
+    assert [line.split()[0] for line in lines(out["files"]["slurm.conf"], "NodeName=")] == [
+        "NodeName=n[1-2]",
+        "NodeName=n3",
+    ]
+    assert "Boards" not in lines(out["files"]["slurm.conf"], "NodeName=n3")[0]
+
+
+def test_another_memory_size_on_purpose_is_silenced_by_a_node_group_feature():
+    nodes = mine(*[hw(f"a{i}", memory=512_000) for i in range(4)])
+    nodes.update(mine(*[hw(f"b{i}", memory=256_000) for i in range(2)]))
+    out = confgen.render(cfg(), nodes)
+    assert out["node_lines"] == 2
+    assert [w.split(":")[0] for w in out["warnings"]] == ["NodeName b[0-1]"]
+    grouped = confgen.render(
+        cfg(node_groups={"half": {"nodes": "b*", "features": ["m256"]}}), nodes
+    )
+    assert grouped["node_lines"] == 2 and grouped["warnings"] == []
