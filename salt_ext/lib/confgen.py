@@ -361,27 +361,32 @@ def memory_groups(entries, tolerance):
     """``[(memory, node), ...]`` of one hardware kind in groups, largest memory first.
 
     A group starts at its largest member and takes every node at most ``tolerance`` percent
-    below it; the first node further below starts the next group. Equal readings keep the
+    below it; the first node further below starts the next group. Each group keeps the
     order of ``entries``.
     """
+    readings = list(map(itemgetter(0), entries))
+    if min(readings) >= max(readings) * (1 - tolerance / 100):
+        return [entries]  # the usual case: one model, one group
+    group_of = {}
     groups = []
     floor = None
-    for entry in sorted(entries, key=itemgetter(0), reverse=True):
-        if floor is None or entry[0] < floor:
-            current = []
-            groups.append(current)
-            floor = entry[0] * (1 - tolerance / 100)
-        current.append(entry)
+    for value in sorted(set(readings), reverse=True):
+        if floor is None or value < floor:
+            floor = value * (1 - tolerance / 100)
+            groups.append([])
+        group_of[value] = len(groups) - 1
+    for entry in entries:
+        groups[group_of[entry[0]]].append(entry)
     return groups
 
 
-def _far_below(groups, tolerance, ordered):
+def _far_below(groups, tolerance):
     """Warnings for nodes more than ``tolerance`` below their kind's typical memory."""
     if not tolerance or len(groups) < 2:
         return []
     # the typical memory is that of the kind's largest group (ties: the larger memory)
-    reference = max(groups, key=lambda group: (len(group), group[0][0]))
-    typical = statistics.median_low([memory for memory, _ in reference])
+    reference = max(groups, key=lambda group: (len(group), max(map(itemgetter(0), group))))
+    typical = statistics.median_low(map(itemgetter(0), reference))
     floor = typical * (1 - tolerance / 100)
     warnings = []
     for group in groups:
@@ -392,7 +397,7 @@ def _far_below(groups, tolerance, ordered):
         below = [f"{100 * (typical - m) / typical:.1f}" for m in (readings[-1], readings[0])]
         shown = readings[0] if len(readings) == 1 else f"{readings[0]}-{readings[-1]}"
         warnings.append(
-            f"NodeName {hostlist.compress(ordered([node for _, node in low]))}: {shown} MiB, "
+            f"NodeName {hostlist.compress([node for _, node in low])}: {shown} MiB, "
             f"{'-'.join(dict.fromkeys(below))} % below the {typical} MiB typical of the "
             f"{len(reference)} node(s) of the same hardware and node groups (a missing or "
             "failed DIMM?); it gets a NodeName line of its own. If it is another model, give "
@@ -407,18 +412,11 @@ def _node_records(kinds, reserve, round_mb, tolerance, ordered):
     warnings = []
     for (head, tail), entries in kinds.items():
         groups = memory_groups(entries, tolerance)
-        warnings += _far_below(groups, tolerance, ordered)
-        # entries are in node order: deal them out to their groups instead of sorting
-        if len(groups) == 1:
-            members = [list(map(itemgetter(1), entries))]
-        else:
-            index = {node: i for i, group in enumerate(groups) for _, node in group}
-            members = [[] for _ in groups]
-            for _, node in entries:
-                members[index[node]].append(node)
-        for group, nodes in zip(groups, members, strict=True):
-            memory = real_memory(group[-1][0], reserve, round_mb)
+        warnings += _far_below(groups, tolerance)
+        for group in groups:
+            memory = real_memory(min(map(itemgetter(0), group)), reserve, round_mb)
             pairs = (*head, ("RealMemory", str(memory)), *tail)
+            nodes = list(map(itemgetter(1), group))
             # groups whose RealMemory rounds to one value share a line
             lines[pairs] = ordered(lines[pairs] + nodes) if pairs in lines else nodes
     records = [(members, pairs) for pairs, members in lines.items()]

@@ -490,3 +490,21 @@ def test_another_memory_size_on_purpose_is_silenced_by_a_node_group_feature():
         cfg(node_groups={"half": {"nodes": "b*", "features": ["m256"]}}), nodes
     )
     assert grouped["node_lines"] == 2 and grouped["warnings"] == []
+
+
+def test_memory_groups_start_a_group_below_the_tolerance_of_the_largest():
+    entries = [(1000, "a"), (900, "b"), (975, "c"), (1000, "d"), (960, "e"), (500, "f")]
+    assert confgen.memory_groups(entries, 3) == [
+        [(1000, "a"), (975, "c"), (1000, "d")],  # within 3 % of 1000, in the given order
+        [(960, "e")],  # more than 3 % below 1000: starts the next group
+        [(900, "b")],
+        [(500, "f")],
+    ]
+    assert confgen.memory_groups(entries, 0) == [
+        [(1000, "a"), (1000, "d")],
+        [(975, "c")],
+        [(960, "e")],
+        [(900, "b")],
+        [(500, "f")],
+    ]
+    assert confgen.memory_groups(entries, 25) == [entries[:5], [(500, "f")]]
