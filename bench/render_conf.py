@@ -11,10 +11,12 @@ do; the grouping part prints the NodeName lines and slurm.conf bytes for 10,000 
 
 The speed part times ``confgen.render`` plus re-parsing the result (what the runner does to
 classify the change) for 100,000 nodes (±1 % jitter with missing DIMMs), median of 5 runs.
-The same is measured in a subprocess on the code of ``BASELINE`` (the commit before the
-speed-up) when git can export it, and the ratio printed.
+Both parts also run in a subprocess on the salt_ext of ``BASELINE`` (the commit before the
+grouping and the speed-up) when git can export it, so lines, bytes and the speed ratio are
+compared within one run.
 """
 
+import json
 import os
 import random
 import statistics
@@ -110,8 +112,20 @@ def speed_runs(n_nodes=N_SPEED, rounds=ROUNDS):
     return times
 
 
-def _baseline_median():
-    """Median of ``speed_runs`` on the BASELINE commit's salt_ext (this bench's code), or None."""
+def figures():
+    """``{"lines": [[NodeName lines, slurm.conf bytes, warnings] per JITTERS], "median": s}``."""
+    cfg = cluster_settings()
+    lines = []
+    for _label, jitter, broken in JITTERS:
+        out = confgen.render(cfg, mine(N_NODES, jitter, broken))
+        lines.append(
+            [out["node_lines"], len(out["files"]["slurm.conf"]), len(out.get("warnings", ()))]
+        )
+    return {"lines": lines, "median": statistics.median(speed_runs())}
+
+
+def _baseline_figures():
+    """``figures()`` on the BASELINE commit's salt_ext (this bench's code), or None."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
@@ -124,39 +138,42 @@ def _baseline_median():
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         # the old salt_ext comes first on sys.path, this bench module from the repo after it
         code = (
-            f"import sys, statistics; sys.path[:0] = [{tmp!r}, {repo!r}]; "
-            "from bench import render_conf as b; "
-            "print(statistics.median(b.speed_runs()))"
+            f"import sys, json; sys.path[:0] = [{tmp!r}, {repo!r}]; "
+            "from bench import render_conf as b; print(json.dumps(b.figures()))"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp, capture_output=True, text=True, check=False
         )
         if proc.returncode:
             return None
-        return float(proc.stdout.split()[-1])
+        return json.loads(proc.stdout.splitlines()[-1])
 
 
 def run():
     cfg = cluster_settings()
     print(
         f"\n[render_conf] {N_NODES:,} nodes of {len(KINDS)} models, "
-        f"{len(cfg['partitions'])} partitions: NodeName lines by memory jitter"
+        f"{len(cfg['partitions'])} partitions: NodeName lines by memory jitter; "
+        f"{N_SPEED:,} nodes: render + re-parse, median of {ROUNDS} runs"
     )
-    for label, jitter, broken in JITTERS:
-        out = confgen.render(cfg, mine(N_NODES, jitter, broken))
-        warnings = len(out.get("warnings", ()))
-        print(
-            f"  {label:32s} {out['node_lines']:3d} lines, "
-            f"{len(out['files']['slurm.conf']):7,} bytes, {warnings} warnings"
-        )
-    print(f"\n[render_conf] {N_SPEED:,} nodes, render + re-parse ({ROUNDS} runs)")
-    new = statistics.median(speed_runs())
-    print(f"  this tree:          median {new:7.4f} s (target <= 1 s)")
-    old = _baseline_median()
+    new = figures()
+    old = _baseline_figures()
+    for index, (label, _jitter, _broken) in enumerate(JITTERS):
+        lines, size, warnings = new["lines"][index]
+        before = ""
+        if old:
+            before = (
+                f"  (before: {old['lines'][index][0]:3d} lines, {old['lines'][index][1]:7,} bytes)"
+            )
+        print(f"  {label:32s} {lines:3d} lines, {size:7,} bytes, {warnings} warnings{before}")
+    print(f"  100,000 nodes, this tree:  median {new['median']:7.4f} s (target <= 1 s)")
     if old is None:
-        print(f"  {BASELINE} (before):  not measured (git archive failed)")
+        print(f"  100,000 nodes, {BASELINE}:    not measured (git archive failed)")
     else:
-        print(f"  {BASELINE} (before):  median {old:7.4f} s  -> {old / new:.1f}x faster now")
+        print(
+            f"  100,000 nodes, {BASELINE}:    median {old['median']:7.4f} s "
+            f"-> {old['median'] / new['median']:.1f}x faster now"
+        )
 
 
 if __name__ == "__main__":
