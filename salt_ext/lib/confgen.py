@@ -570,7 +570,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
         per_cpu, problem = _default_mem_per_cpu(conf)
         if per_cpu:
             conf.set("DefMemPerCPU", str(per_cpu))
-        else:
+        elif problem:
             warnings.append(problem)
     partitions = _partitions(cfg, conf, order, groups, members, node_list, extra_keys)
 
