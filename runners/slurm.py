@@ -338,7 +338,8 @@ def render_conf(test=False, dry_run=False, pillar_minion=None):
     versions (``slurm:conf:history``, default 5) for ``slurm.rollback_conf``.
 
     Returns the unified diff against the files there now and the change class (none,
-    reconfigure, restart_slurmd, restart_slurmctld, restart_all) with reasons.
+    reconfigure, restart_slurmd, restart_slurmctld, restart_all) with reasons, and
+    ``warnings`` (e.g. nodes far below their model's memory: a missing DIMM?).
     Nothing reaches the nodes until ``slurm.apply_conf`` (or ``state.apply slurm.node``).
 
     test / dry_run
@@ -374,7 +375,10 @@ def render_conf(test=False, dry_run=False, pillar_minion=None):
         "node_lines": rendered["node_lines"],
         "partitions": rendered["partitions"],
         "files": {n: f"sha256:{fsutil.sha256_bytes(t)}" for n, t in rendered["files"].items() if t},
+        "warnings": rendered["warnings"],
     }
+    for warning in rendered["warnings"]:
+        log.warning("slurm.render_conf: %s", warning)
     if not diff:
         result["comment"] = "the master's files are up to date"
         return result
@@ -951,6 +955,8 @@ def _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry):
         f"slurm.conf rendered: {rendered['nodes']} nodes, {rendered['node_lines']} "
         f"NodeName lines, change {rendered['class']}"
     )
+    for warning in rendered["warnings"]:
+        step(f"WARNING: {warning}")
     ctl_status = _returns(minions, [controller], "slurm_node.status")[controller]
     running = bool(ctl_status and ctl_status["daemons"].get("slurmctld"))
     floor, _, stopped = _unfinished(jrnl, say=False)

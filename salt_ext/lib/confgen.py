@@ -9,15 +9,30 @@ admin's base file (``slurm:conf:base``), the pillar's cluster_name / controller,
 ``slurm:conf:overrides``. Keys the base file sets that we do not model pass through
 unchanged (``slurmconf`` keeps unedited lines byte-identical).
 
-Nodes with identical hardware, features, weight and options share one NodeName line whose
-names are hostlist-compressed, so 10,000 nodes of 4 kinds make 4 lines. RealMemory is what
-slurmd reports minus ``memory_reserve`` rounded down to ``memory_round_mb``: a node whose
-memory reads a few MiB lower after a reboot never drains with "Low RealMemory", and nodes of
-one model whose readings differ slightly still share a line.
+Nodes with identical hardware (CPUs, boards, sockets, cores, threads, GPUs), features,
+weight and options share one NodeName line whose names are hostlist-compressed, as long as
+their memory lies within ``memory_tolerance`` (a percentage) below the largest of them:
+10,000 nodes of 4 models with ±1 % memory jitter make 4 lines. The line's RealMemory is its
+smallest member's reading minus ``memory_reserve``, rounded down to ``memory_round_mb``, so
+no member drains with "Low RealMemory", not even after a reboot that costs a few MiB.
+
+Grouping sorts each hardware kind by memory, largest first, and starts a new group at the
+first node more than the tolerance below the current group's largest; it depends only on the
+readings, never on the mine's order. A node more than the tolerance below the typical
+(median) memory of the largest group of its kind is "far below" (a missing or failed DIMM):
+it lands on a line of its own and ``render`` returns a warning naming it.
+
+With ``SelectTypeParameters=CR_*_Memory`` and no DefMemPerCPU/DefMemPerNode/DefMemPerGPU
+from the admin, ``DefMemPerCPU`` is the smallest RealMemory/CPUs over all NodeName lines
+(floored), so a job without ``--mem`` gets memory for its CPUs only and a second job fits
+beside it, and a default job on every CPU still fits on every node.
 """
 
 import fnmatch
 import re
+import statistics
+from itertools import repeat
+from operator import itemgetter
 
 from salt_ext.lib import hostlist, slurmconf
 from salt_ext.lib.hardware import TOPOLOGY_KEYS
@@ -76,8 +91,17 @@ CGROUP_KEYS = (
 )
 DEFAULT_CGROUP = (("ConstrainCores", "yes"), ("ConstrainRAMSpace", "yes"))
 
+# slurm.conf keys of a default memory policy; any of them from the admin disables ours
+MEMORY_DEFAULT_KEYS = ("DefMemPerCPU", "DefMemPerNode", "DefMemPerGPU")
+MAX_TOLERANCE = 25  # percent; more would hide a failed DIMM and waste a quarter of a node
+_HW_KEYS = tuple(key for key in TOPOLOGY_KEYS if key != "RealMemory")
+_MISSING = object()
+
 _GLOB = re.compile(r"[*?]")
 _DIGITS = re.compile(r"(\d+)")
+_DIGIT_CHARS = "0123456789"
+# a name part natural_order's string keys cannot order like natural_key: digits, control chars
+_NOT_PLAIN_PREFIX = re.compile(r"[\x00-\x1f0-9]")
 
 
 class ConfGenError(ValueError):
@@ -116,6 +140,21 @@ def parse_reserve(value, key="slurm:conf:memory_reserve"):
         ) from None
 
 
+def parse_tolerance(value, key="slurm:conf:memory_tolerance"):
+    """``"3%"`` / ``3`` -> 3.0 (percent, 0 to MAX_TOLERANCE)."""
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        text = str(value).strip()
+        try:
+            percent = float(text[:-1] if text.endswith("%") else text)
+        except ValueError:
+            percent = None
+        if percent is not None and 0 <= percent <= MAX_TOLERANCE:
+            return percent
+    raise ConfGenError(
+        f"{key}: expected a percentage from 0 to {MAX_TOLERANCE} like '3%', got {value!r}"
+    )
+
+
 def real_memory(reported, reserve, round_mb):
     """RealMemory for slurm.conf: ``reported`` minus the reserve, rounded down to
     ``round_mb``; never more than reported and never below 1."""
@@ -152,7 +191,13 @@ def matcher(expr, key):
                 exact.update(hostlist.expand(item))
             except ValueError as err:
                 raise ConfGenError(f"{key}: bad hostlist {item!r}: {err}") from None
-    return lambda name: name in exact or any(fnmatch.fnmatchcase(name, g) for g in globs)
+    # one compiled pattern for all globs: called for every node and partition
+    pattern = re.compile("|".join(fnmatch.translate(g) for g in globs)).match if globs else None
+    if pattern is None:
+        return exact.__contains__
+    if not exact:
+        return pattern
+    return lambda name: name in exact or pattern(name) is not None
 
 
 def check_settings(cfg):
@@ -174,6 +219,7 @@ def check_settings(cfg):
     if not isinstance(extra, list) or not all(isinstance(k, str) for k in extra):
         raise ConfGenError("slurm:conf:extra_keys: expected a list of key names")
     parse_reserve(conf.get("memory_reserve", 0))
+    parse_tolerance(conf.get("memory_tolerance", 0))
     for key in ("memory_round_mb", "history"):
         value = conf.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -246,22 +292,18 @@ def _check_hardware(minion, data):
             raise ConfGenError(f"mine data of {minion}: {key} missing or not a number")
 
 
-def _node_pairs(data, cfg, groups, reserve):
-    pairs = [(k, str(data[k])) for k in TOPOLOGY_KEYS if k in data and k != "RealMemory"]
-    pairs.append(
-        (
-            "RealMemory",
-            str(real_memory(data["RealMemory"], reserve, cfg["conf"]["memory_round_mb"])),
-        )
-    )
+def _node_pairs(data, groups):
+    """NodeName pairs of a node but RealMemory: ``(hardware pairs, the rest)``.
+
+    ``groups``: ``(name, settings, record)`` of the node groups the node is in."""
+    head = tuple((k, str(data[k])) for k in _HW_KEYS if k in data)
+    tail = []
     gpus = data.get("gpus") or {}
     if gpus.get("count"):
         gres = f"gpu:{gpus['type']}:{gpus['count']}" if gpus.get("type") else f"gpu:{gpus['count']}"
-        pairs.append(("Gres", gres))
+        tail.append(("Gres", gres))
     features, weight, weight_from, options, option_from = [], None, None, {}, {}
-    for gname, group, match, record in groups:
-        if not match(data["NodeName"]):
-            continue
+    for gname, group, record in groups:
         features += [f for f in _as_list(group.get("features")) if f not in features]
         if group.get("weight") is not None:
             if weight is not None and weight != group["weight"]:
@@ -278,41 +320,167 @@ def _node_pairs(data, cfg, groups, reserve):
                 )
             options[key], option_from[key] = value, gname
     if features:
-        pairs.append(("Features", ",".join(features)))
+        tail.append(("Features", ",".join(features)))
     if weight is not None:
-        pairs.append(("Weight", str(weight)))
-    pairs += sorted(options.items())
-    return tuple(pairs)
+        tail.append(("Weight", str(weight)))
+    tail += sorted(options.items())
+    return head, tuple(tail)
 
 
-def _nodes_value(names):
-    return hostlist.compress(sorted(names, key=natural_key))
+def _kinds(order, node_data, groups, members):
+    """``{(hardware pairs, rest): [(reported memory, node), ...]}``, nodes in ``order``."""
+    kinds = {}
+    cache = {}  # nodes of one model in the same groups: pairs built once
+    hardware_values = itemgetter(*_HW_KEYS)
+    membership = {}  # node -> indexes of its groups, for nodes in any
+    for index, found in enumerate(members):
+        for node in found:
+            membership[node] = (*membership.get(node, ()), index)
+    for node in order:
+        data = node_data[node]
+        in_groups = membership.get(node, ())
+        try:
+            gpus = data.get("gpus")
+            signature = (
+                hardware_values(data),
+                (gpus.get("count"), gpus.get("type")) if gpus else None,
+                in_groups,
+            )
+            entries = cache.get(signature)
+        except (KeyError, TypeError, AttributeError):  # odd mine data: no shortcut
+            entries = signature = None
+        if entries is None:
+            entries = kinds.setdefault(_node_pairs(data, [groups[i] for i in in_groups]), [])
+            if signature is not None:
+                cache[signature] = entries
+        entries.append((data["RealMemory"], node))
+    return kinds
+
+
+def memory_groups(entries, tolerance):
+    """``[(memory, node), ...]`` of one hardware kind in groups, largest memory first.
+
+    A group starts at its largest member and takes every node at most ``tolerance`` percent
+    below it; the first node further below starts the next group. Each group keeps the
+    order of ``entries``.
+    """
+    readings = list(map(itemgetter(0), entries))
+    if min(readings) >= max(readings) * (1 - tolerance / 100):
+        return [entries]  # the usual case: one model, one group
+    group_of = {}
+    groups = []
+    floor = None
+    for value in sorted(set(readings), reverse=True):
+        if floor is None or value < floor:
+            floor = value * (1 - tolerance / 100)
+            groups.append([])
+        group_of[value] = len(groups) - 1
+    for entry in entries:
+        groups[group_of[entry[0]]].append(entry)
+    return groups
+
+
+def _far_below(groups, tolerance):
+    """Warnings for nodes more than ``tolerance`` below their kind's typical memory."""
+    if not tolerance or len(groups) < 2:
+        return []
+    # the typical memory is that of the kind's largest group (ties: the larger memory)
+    reference = max(groups, key=lambda group: (len(group), max(map(itemgetter(0), group))))
+    typical = statistics.median_low(map(itemgetter(0), reference))
+    floor = typical * (1 - tolerance / 100)
+    warnings = []
+    for group in groups:
+        low = [(memory, node) for memory, node in group if memory < floor]
+        if group is reference or not low:
+            continue
+        readings = sorted({memory for memory, _ in low})
+        below = [f"{100 * (typical - m) / typical:.1f}" for m in (readings[-1], readings[0])]
+        shown = readings[0] if len(readings) == 1 else f"{readings[0]}-{readings[-1]}"
+        warnings.append(
+            f"NodeName {hostlist.compress([node for _, node in low])}: {shown} MiB, "
+            f"{'-'.join(dict.fromkeys(below))} % below the {typical} MiB typical of the "
+            f"{len(reference)} node(s) of the same hardware and node groups (a missing or "
+            "failed DIMM?); it gets a NodeName line of its own. If it is another model, give "
+            "it a feature in slurm:node_groups"
+        )
+    return warnings
+
+
+def _node_records(kinds, reserve, round_mb, tolerance, ordered):
+    """``([(members, pairs), ...] in node order, warnings)``; members in node order."""
+    lines = {}
+    warnings = []
+    for (head, tail), entries in kinds.items():
+        groups = memory_groups(entries, tolerance)
+        warnings += _far_below(groups, tolerance)
+        for group in groups:
+            memory = real_memory(min(map(itemgetter(0), group)), reserve, round_mb)
+            pairs = (*head, ("RealMemory", str(memory)), *tail)
+            nodes = list(map(itemgetter(1), group))
+            # groups whose RealMemory rounds to one value share a line
+            lines[pairs] = ordered(lines[pairs] + nodes) if pairs in lines else nodes
+    records = [(members, pairs) for pairs, members in lines.items()]
+    first = ordered([members[0] for members, _ in records])
+    rank = {node: index for index, node in enumerate(first)}
+    records.sort(key=lambda record: rank[record[0][0]])
+    return records, warnings
+
+
+def _natural_order(names):
+    """``names`` sorted by ``natural_key`` (n9 before n10); equal keys keep their order."""
+    names = list(names)
+    prefixes = list(map(str.rstrip, names, repeat(_DIGIT_CHARS)))
+    if _NOT_PLAIN_PREFIX.search("".join(prefixes)):
+        return sorted(names, key=natural_key)
+    # Every name is a digit-free prefix and an optional number, so one string per name sorts
+    # as natural_key does, in C: the prefix, then (if there is a number) NUL, a character
+    # counting the digits without leading zeros, those digits. NUL sorts a prefix before
+    # its longer versions; the count orders numbers of different lengths.
+    numbers = [
+        name[len(prefix) :].lstrip("0") for prefix, name in zip(prefixes, names, strict=True)
+    ]
+    keys = [
+        prefix if len(prefix) == len(name) else f"{prefix}\0{chr(32 + len(number))}{number}"
+        for prefix, name, number in zip(prefixes, names, numbers, strict=True)
+    ]
+    return [names[i] for i in sorted(range(len(names)), key=keys.__getitem__)]
 
 
 def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
     """Render the cluster's files. ``hardware`` is ``{minion_id: slurm_node.hardware()}``.
 
     Returns ``{"files": {"slurm.conf": text, "gres.conf": text|None, "cgroup.conf":
-    text|None}, "nodes": {NodeName: minion_id}, "node_lines": int, "partitions": [...]}``.
-    Raises ``ConfGenError`` / ``slurmconf.ConfError`` naming the key, line or node.
+    text|None}, "nodes": {NodeName: minion_id}, "node_lines": int, "partitions": [...],
+    "warnings": [text, ...]}`` (warnings: nodes far below their model's memory, a default
+    memory policy we could not derive). Raises ``ConfGenError`` / ``slurmconf.ConfError``
+    naming the key, line or node.
     """
     conf_cfg = cfg["conf"]
     extra_keys = tuple(conf_cfg.get("extra_keys") or ())
     reserve = parse_reserve(conf_cfg.get("memory_reserve", 0))
+    tolerance = parse_tolerance(conf_cfg.get("memory_tolerance", 0))
     conf = slurmconf.parse(base_text or "", base_source, extra_keys)
 
     # -- nodes from the mine
     names = {}
+    node_data = {}
     for minion in sorted(hardware):
         data = hardware[minion]
-        _check_hardware(minion, data)
-        node = data["NodeName"]
+        try:
+            node = data["NodeName"]
+            # exact types (bool is an int subclass); the full check names what is wrong
+            plain = type(node) is str and type(data["CPUs"]) is type(data["RealMemory"]) is int
+        except (KeyError, TypeError):
+            plain = False
+        if not plain:
+            _check_hardware(minion, data)
         if node in names:
             raise ConfGenError(
                 f"minions {names[node]} and {minion} both report NodeName {node}; "
                 "hostnames must be unique"
             )
         names[node] = minion
+        node_data[node] = data
     if not names and not [r for r in conf.records("NodeName") if r.name.upper() != "DEFAULT"]:
         raise ConfGenError(
             f"no node hardware in the Salt mine for slurm:node_target {cfg['node_target']!r}: "
@@ -326,6 +494,19 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
                 f"{base_source}: NodeName={record.name} also defines {', '.join(clash[:5])}, "
                 "which the mine reports; remove those nodes from the base file"
             )
+    order = _natural_order(names)
+    rank = {node: index for index, node in enumerate(order)}
+
+    def ordered(nodes):
+        return sorted(nodes, key=rank.__getitem__)
+
+    compressed = {}  # partitions often list the same nodes (short/long of one model)
+
+    def node_list(nodes):
+        nodes = tuple(nodes)
+        if nodes not in compressed:
+            compressed[nodes] = hostlist.compress(nodes)
+        return compressed[nodes]
 
     groups = []
     for gname, group in sorted((cfg.get("node_groups") or {}).items()):
@@ -336,17 +517,26 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
             f"slurm:node_groups:{gname}:options",
             extra_keys,
         )
-        groups.append(
-            (gname, group, matcher(group.get("nodes"), f"slurm:node_groups:{gname}:nodes"), record)
-        )
-
-    classes = {}
-    for node, minion in names.items():
-        pairs = _node_pairs(hardware[minion], cfg, groups, reserve)
-        classes.setdefault(pairs, []).append(node)
-    node_records = sorted(
-        ((sorted(members, key=natural_key), pairs) for pairs, members in classes.items()),
-        key=lambda item: natural_key(item[0][0]),
+        groups.append((gname, group, record))
+    members = [
+        set(filter(matcher(group.get("nodes"), f"slurm:node_groups:{gname}:nodes"), order))
+        for gname, group, _ in groups
+    ]
+    kinds = _kinds(order, node_data, groups, members)
+    gpu_nodes = ordered(
+        [
+            node
+            for (_, tail), entries in kinds.items()
+            if tail[:1] and tail[0][0] == "Gres"
+            for _, node in entries
+        ]
+    )
+    node_records, warnings = _node_records(
+        kinds,
+        reserve,
+        conf_cfg["memory_round_mb"],
+        tolerance,
+        ordered,
     )
 
     # -- plain parameters
@@ -362,28 +552,72 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
             f"{base_source}: SlurmctldHost={hosts[0]} but slurm:controller is "
             f"{cfg['controller']!r}; make them agree"
         )
-    if any(hardware[m].get("gpus", {}).get("count") for m in names.values()):
+    if gpu_nodes:
         types = [t for t in (conf.get("GresTypes") or "").split(",") if t]
         if "gpu" not in types:
             conf.set("GresTypes", ",".join(types + ["gpu"]))
-    _apply_overrides(conf, conf_cfg.get("overrides") or {}, extra_keys)
+    overrides = conf_cfg.get("overrides") or {}
+    # an admin's memory policy, even an override removing one (null), is theirs to keep
+    admin_memory = any(conf.get(key) is not None for key in MEMORY_DEFAULT_KEYS) or any(
+        str(key).lower() in {k.lower() for k in MEMORY_DEFAULT_KEYS} for key in overrides
+    )
+    _apply_overrides(conf, overrides, extra_keys)
 
     # -- records
-    for members, pairs in node_records:
-        conf.add_record("NodeName", [("NodeName", _nodes_value(members)), *pairs])
-    partitions = _partitions(cfg, conf, names, groups, extra_keys)
+    for nodes, pairs in node_records:
+        conf.add_record("NodeName", [("NodeName", node_list(nodes)), *pairs])
+    if not admin_memory and "memory" in (conf.get("SelectTypeParameters") or "").lower():
+        per_cpu, problem = _default_mem_per_cpu(conf)
+        if per_cpu:
+            conf.set("DefMemPerCPU", str(per_cpu))
+        elif problem:
+            warnings.append(problem)
+    partitions = _partitions(cfg, conf, order, groups, members, node_list, extra_keys)
 
     files = {
         "slurm.conf": HEADER + conf.render(),
-        "gres.conf": _gres_conf(names, hardware),
+        "gres.conf": _gres_conf(gpu_nodes, node_data),
         "cgroup.conf": _cgroup_conf(cfg.get("cgroup"), conf),
     }
     return {
         "files": files,
-        "nodes": dict(sorted(names.items(), key=lambda item: natural_key(item[0]))),
+        "nodes": {node: names[node] for node in order},
         "node_lines": len(node_records),
         "partitions": partitions,
+        "warnings": warnings,
     }
+
+
+def _default_mem_per_cpu(conf):
+    """``(DefMemPerCPU, None)``: the smallest RealMemory/CPUs over the NodeName lines,
+    floored, so a job with the default on every CPU fits on every node; or ``(None, why)``."""
+    defaults = {}
+    lowest = None
+    for record in conf.records("NodeName"):
+        values = dict(record.pairs[1:])
+        if record.name.upper() == "DEFAULT":
+            defaults.update(values)  # applies to the lines after it, as in Slurm
+            continue
+        node = {**defaults, **values}
+        try:
+            memory = int(node["RealMemory"])
+            if "CPUs" in node:
+                cpus = int(node["CPUs"])
+            else:  # Slurm counts the topology then
+                cpus = int(node.get("Boards", 1)) * int(
+                    node.get("SocketsPerBoard", node.get("Sockets", 1))
+                )
+                cpus *= int(node.get("CoresPerSocket", 1)) * int(node.get("ThreadsPerCore", 1))
+        except (KeyError, ValueError):
+            cpus = memory = 0
+        if cpus < 1 or memory // cpus < 1:
+            return None, (
+                f"DefMemPerCPU not rendered: NodeName={record.name} gives no RealMemory and "
+                "CPUs to derive it from; set DefMemPerCPU (or DefMemPerNode) in "
+                "slurm:conf:overrides"
+            )
+        lowest = memory // cpus if lowest is None else min(lowest, memory // cpus)
+    return lowest, None
 
 
 def _pin(conf, key, value, pillar_key, base_source):
@@ -422,30 +656,35 @@ def _apply_overrides(conf, overrides, extra_keys):
             conf.set(canonical, conf_value(value))
 
 
-def _partitions(cfg, conf, names, groups, extra_keys):
+def _partitions(cfg, conf, order, groups, members, node_list, extra_keys):
     wanted = cfg.get("partitions")
     if wanted is None:
         if conf.records("PartitionName"):
             return [r.name for r in conf.records("PartitionName")]
         wanted = [{"name": "main", "nodes": "ALL", "default": True}]
-    group_match = {gname: match for gname, _, match, _ in groups}
+    group_members = {gname: found for (gname, _, _), found in zip(groups, members, strict=True)}
     conf.remove_records("PartitionName", [p["name"] for p in wanted])
+    selected = {}  # nodes expression -> its nodes: partitions often share one (short/long)
+
+    def select(expr, key):
+        ident = repr(expr)
+        if ident not in selected:
+            selected[ident] = list(filter(matcher(expr, key), order))
+        return selected[ident]
+
     for index, part in enumerate(wanted):
         key = f"slurm:partitions:{index}"
         if part.get("groups"):
-            members = [n for n in names if any(group_match[g](n) for g in _as_list(part["groups"]))]
+            chosen = set().union(*(group_members[g] for g in _as_list(part["groups"])))
             if part.get("nodes"):
-                extra = matcher(part["nodes"], f"{key}:nodes")
-                members += [n for n in names if extra(n) and n not in members]
-            nodes = _nodes_value(members) if members else ""
+                chosen.update(select(part["nodes"], f"{key}:nodes"))
+            nodes = node_list([n for n in order if n in chosen])
         elif isinstance(part.get("nodes"), str) and part["nodes"].upper() == "ALL":
             nodes = "ALL"
         elif part.get("nodes") is None:
             nodes = "ALL"
         else:
-            match = matcher(part["nodes"], f"{key}:nodes")
-            members = [n for n in names if match(n)]
-            nodes = _nodes_value(members) if members else ""
+            nodes = node_list(select(part["nodes"], f"{key}:nodes"))
         if not nodes:
             raise ConfGenError(f"{key}: partition {part['name']!r} matches no node")
         options = dict(DEFAULT_PARTITION_OPTIONS)
@@ -464,30 +703,31 @@ def _partitions(cfg, conf, names, groups, extra_keys):
     return [r.name for r in conf.records("PartitionName")]
 
 
-def _gres_conf(names, hardware):
+def _gres_conf(gpu_nodes, node_data):
     lines = {}
-    for node, minion in names.items():
-        gpus = hardware[minion].get("gpus") or {}
-        if not gpus.get("count"):
-            continue
-        pairs = []
-        if gpus.get("autodetect"):
-            pairs.append(("AutoDetect", gpus["autodetect"]))
-        pairs.append(("Name", "gpu"))
-        if gpus.get("type"):
-            pairs.append(("Type", gpus["type"]))
-        if gpus.get("files") and not gpus.get("autodetect"):
-            pairs.append(("File", hostlist.compress(gpus["files"])))
-        else:
-            pairs.append(("Count", str(gpus["count"])))
-        lines.setdefault(tuple(pairs), []).append(node)
+    line_of = {}  # GPU settings -> pairs: nodes of one model share them
+    for node in gpu_nodes:
+        gpus = node_data[node]["gpus"]
+        files = tuple(gpus.get("files") or ())
+        settings = (gpus.get("autodetect"), gpus.get("type"), files, gpus["count"])
+        pairs = line_of.get(settings)
+        if pairs is None:
+            pairs = [("AutoDetect", gpus["autodetect"])] if gpus.get("autodetect") else []
+            pairs.append(("Name", "gpu"))
+            if gpus.get("type"):
+                pairs.append(("Type", gpus["type"]))
+            if files and not gpus.get("autodetect"):
+                pairs.append(("File", hostlist.compress(files)))
+            else:
+                pairs.append(("Count", str(gpus["count"])))
+            pairs = line_of[settings] = tuple(pairs)
+        lines.setdefault(pairs, []).append(node)
     if not lines:
         return None
+    # members are in node order already, and so are the lines by their first member
     body = [
-        slurmconf.render_pairs([("NodeName", _nodes_value(members)), *pairs])
-        for pairs, members in sorted(
-            lines.items(), key=lambda i: natural_key(min(i[1], key=natural_key))
-        )
+        slurmconf.render_pairs([("NodeName", hostlist.compress(members)), *pairs])
+        for pairs, members in lines.items()
     ]
     return HEADER + "\n".join(body) + "\n"
 

@@ -84,23 +84,23 @@ def compress(names):
     # ranges: [prefix, lo, hi, width]; lo is None for a name without trailing digits
     ranges = []
     append = ranges.append
-    t_prefix = None  # tail range, kept in locals for speed
-    t_lo = t_hi = t_width = None
-    t_range = None
+    # the tail range, kept in locals for speed (t_hi = -2: no number follows it)
+    t_prefix = t_range = None
+    t_lo = t_width = 0
+    t_hi = -2
     rstrip = str.rstrip
     for name in names:
-        plen = len(rstrip(name, _DIGITS))
-        if plen == len(name):
+        prefix = rstrip(name, _DIGITS)
+        plen = len(prefix)
+        width = len(name) - plen
+        if not width:
             if not name or _BAD_NAME.search(name):
                 raise ValueError(f"invalid host name {name!r}")
-            t_prefix = None
+            t_prefix, t_hi = None, -2
             append([name, None, None, 0])
             continue
-        prefix = name[:plen]
-        suffix = name[plen:]
-        num = int(suffix)
-        width = len(suffix)
-        if prefix == t_prefix and num == t_hi + 1:
+        num = int(name[plen:])
+        if num == t_hi + 1 and prefix == t_prefix:
             if width == t_width:
                 t_hi = t_range[2] = num
                 continue

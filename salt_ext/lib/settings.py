@@ -35,6 +35,7 @@ DEFAULTS = {
         "extra_keys": [],  # keys newer Slurm versions know that 22.05's table lacks
         "memory_reserve": "2%",  # subtracted from slurmd's RealMemory (or MiB as a number)
         "memory_round_mb": 256,  # RealMemory rounded down to a multiple of this
+        "memory_tolerance": "3%",  # nodes of one model this far below the largest share a line
         "history": 5,  # previous rendered versions kept for slurm.rollback_conf
     },
     "partitions": None,  # list of {name, nodes, groups, default, options}; None: one "main"

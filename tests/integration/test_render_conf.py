@@ -7,6 +7,7 @@ a node definition change (ordered restart), a broken base file (nothing written)
 
 import pytest
 
+from salt_ext.lib import slurmconf
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import job_info, running_job, salt_run, sinfo_nodes, wait_for
 from tests.testbed.bed import render_pillar
@@ -74,6 +75,21 @@ def test_render_uses_mine_hardware_and_nodes_come_up_idle(cluster, rendered):
     assert len(set(hashes.values())) == 1 and None not in hashes.values(), hashes
     proc = cluster.run("ctl", ["srun", "-N3", "hostname"], timeout=60)
     assert proc.returncode == 0 and sorted(proc.stdout.split()) == COMPUTE, proc.stderr
+
+
+def test_a_job_without_mem_leaves_memory_for_a_second_one(cluster, rendered):
+    conf = slurmconf.parse(master_file(cluster))
+    node = conf.records("NodeName")[0]
+    per_cpu = int(node.get("RealMemory")) // int(node.get("CPUs"))
+    assert conf.get("DefMemPerCPU") == str(per_cpu)
+    job_id = running_job(cluster, "-N3", wrap="sleep 60")
+    try:
+        # without DefMemPerCPU the first job holds every node's memory and this one waits
+        proc = cluster.run("ctl", ["srun", "-N3", "--immediate=20", "hostname"], timeout=60)
+        assert proc.returncode == 0 and sorted(proc.stdout.split()) == COMPUTE, proc.stderr
+    finally:
+        cluster.run("ctl", ["scancel", job_id])
+    assert wait_for(lambda: "JobState=RUNNING" not in job_info(cluster, job_id), 30)
 
 
 def test_preview_wrote_nothing_and_showed_the_change(cluster, rendered):

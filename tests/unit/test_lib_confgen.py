@@ -1,5 +1,7 @@
 """slurm.conf / gres.conf / cgroup.conf rendering from pillar + mine hardware."""
 
+import random
+
 import pytest
 
 from salt_ext.lib import confgen, hostlist, settings, slurmconf
@@ -296,3 +298,213 @@ def test_two_minions_with_one_hostname_are_refused():
 def test_bad_render_pillar_fails_validation_naming_the_key(slurm, key):
     with pytest.raises(settings.SettingsError, match=key):
         cfg(**slurm)
+
+
+def jittered(count, kinds, spread, seed=7):
+    """``count`` nodes of ``kinds`` [(prefix, cpus, memory)], memory within ±``spread``."""
+    rng = random.Random(seed)  # noqa: S311 -- reproducible test data
+    nodes = {}
+    for i in range(count):
+        prefix, cpus, memory = kinds[i % len(kinds)]
+        name = f"{prefix}{i // len(kinds):05d}"
+        nodes[name] = hw(name, cpus, memory + round(memory * rng.uniform(-spread, spread)))
+    return nodes
+
+
+KINDS = [("c", 64, 257_843), ("m", 128, 1_031_000), ("g", 32, 515_700), ("s", 16, 64_300)]
+
+
+def node_memory(conf):
+    """``{node: RealMemory}`` from the NodeName lines of ``conf``."""
+    memory = {}
+    for record in slurmconf.parse(conf).records("NodeName"):
+        for node in hostlist.expand(record.name):
+            memory[node] = int(record.get("RealMemory"))
+    return memory
+
+
+@pytest.mark.parametrize("spread", [0.01, 64 / 64_300, 512 / 64_300])
+def test_memory_jitter_of_one_model_makes_one_line_per_model(spread):
+    nodes = jittered(10_000, KINDS, spread)
+    out = confgen.render(cfg(), nodes)
+    assert out["node_lines"] == 4, lines(out["files"]["slurm.conf"], "NodeName=")
+    assert out["warnings"] == []
+    memory = node_memory(out["files"]["slurm.conf"])
+    assert sorted(memory) == sorted(nodes)
+    reserve = ("percent", 2.0)
+    for prefix, _cpus, _memory in KINDS:
+        group = [n for n in nodes if n.startswith(prefix)]
+        lowest = min(nodes[n]["RealMemory"] for n in group)
+        # the group gets its smallest member minus the reserve: none drains, none is short
+        assert {memory[n] for n in group} == {confgen.real_memory(lowest, reserve, 256)}
+        assert all(
+            memory[n] <= confgen.real_memory(nodes[n]["RealMemory"], reserve, 256) for n in group
+        )
+
+
+def test_a_node_missing_a_dimm_gets_its_own_line_and_a_warning_naming_it():
+    nodes = jittered(400, KINDS, 0.01)
+    nodes["c00042"]["RealMemory"] -= 257_843 // 16  # one of 16 DIMMs gone
+    nodes["c00043"]["RealMemory"] -= 257_843 // 16 + 50
+    out = confgen.render(cfg(), nodes)
+    node_lines = lines(out["files"]["slurm.conf"], "NodeName=")
+    assert out["node_lines"] == 5, node_lines
+    assert any(line.startswith("NodeName=c[00042-00043] ") for line in node_lines), node_lines
+    assert len(out["warnings"]) == 1, out["warnings"]
+    warning = out["warnings"][0]
+    assert warning.startswith("NodeName c[00042-00043]: ")
+    assert "below the" in warning and "DIMM" in warning and "slurm:node_groups" in warning
+    memory = node_memory(out["files"]["slurm.conf"])
+    healthy = min(
+        nodes[n]["RealMemory"] for n in nodes if n.startswith("c") and n not in ("c00042", "c00043")
+    )
+    assert memory["c00001"] == confgen.real_memory(healthy, ("percent", 2.0), 256)
+
+
+def test_memory_grouping_ignores_mine_order_and_a_new_node_moves_no_other_group():
+    nodes = jittered(200, KINDS, 0.01)
+    forward = confgen.render(cfg(), nodes)
+    backward = confgen.render(cfg(), dict(reversed(list(nodes.items()))))
+    assert forward["files"] == backward["files"]
+    before = node_memory(forward["files"]["slurm.conf"])
+    grown = dict(nodes)
+    grown["c99999"] = hw("c99999", 64, 257_843 + 1_000)  # one more node of model c
+    after = node_memory(confgen.render(cfg(), grown)["files"]["slurm.conf"])
+    assert {n: after[n] for n in before} == before
+    assert after["c99999"] == before["c00000"]
+
+
+def test_memory_tolerance_zero_groups_only_equal_real_memory():
+    out = confgen.render(
+        cfg(conf={"memory_tolerance": "0%"}),
+        mine(hw("n1", memory=24105), hw("n2", memory=24100), hw("n3", memory=23000)),
+    )
+    assert [line.split()[0] for line in lines(out["files"]["slurm.conf"], "NodeName=")] == [
+        "NodeName=n[1-2]",
+        "NodeName=n3",
+    ]
+    assert out["warnings"] == []
+
+
+@pytest.mark.parametrize("value", ["abc", "-1%", "30%", True, None, "3 %%", [3]])
+def test_bad_memory_tolerance_names_the_key(value):
+    with pytest.raises(settings.SettingsError, match="slurm:conf:memory_tolerance"):
+        cfg(conf={"memory_tolerance": value})
+
+
+@pytest.mark.parametrize("value, percent", [("3%", 3.0), (2, 2.0), ("0.5%", 0.5), (0, 0.0)])
+def test_memory_tolerance_accepts_percentages(value, percent):
+    assert confgen.parse_tolerance(value) == percent
+
+
+def test_default_mem_per_cpu_fits_a_default_job_on_every_cpu_of_every_node():
+    out = confgen.render(
+        cfg(),
+        mine(hw("n1", cpus=4, memory=24105), hw("n2", cpus=8, memory=64000), hw("n3")),
+    )
+    conf = slurmconf.parse(out["files"]["slurm.conf"])
+    per_cpu = int(conf.get("DefMemPerCPU"))
+    # n1: RealMemory 23552 over 4 CPUs is the smallest ratio
+    assert per_cpu == 23552 // 4
+    for record in conf.records("NodeName"):
+        assert per_cpu * int(record.get("CPUs")) <= int(record.get("RealMemory"))
+
+
+def test_default_mem_per_cpu_counts_base_file_nodes_and_their_defaults():
+    base = "NodeName=DEFAULT CPUs=16 RealMemory=32000\nNodeName=old[1-2]\n"
+    out = confgen.render(cfg(), mine(hw("n1")), base)
+    assert slurmconf.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") == str(32000 // 16)
+
+
+@pytest.mark.parametrize(
+    "conf_settings, base, expected",
+    [
+        ({"overrides": {"DefMemPerCPU": 1000}}, None, ("DefMemPerCPU", "1000")),
+        ({"overrides": {"DefMemPerNode": 4000}}, None, ("DefMemPerNode", "4000")),
+        ({}, "DefMemPerGPU=8000\n", ("DefMemPerGPU", "8000")),
+        ({"overrides": {"DefMemPerCPU": None}}, None, ("DefMemPerCPU", None)),
+        ({"overrides": {"SelectTypeParameters": "CR_Core"}}, None, ("DefMemPerCPU", None)),
+    ],
+)
+def test_admin_memory_policy_is_left_alone(conf_settings, base, expected):
+    out = confgen.render(cfg(conf=conf_settings), mine(hw("n1")), base)
+    conf = slurmconf.parse(out["files"]["slurm.conf"])
+    key, value = expected
+    assert conf.get(key) == value
+    others = {"DefMemPerCPU", "DefMemPerNode", "DefMemPerGPU"} - {key}
+    assert all(conf.get(other) is None for other in others)
+
+
+def test_no_default_mem_per_cpu_when_a_node_has_no_real_memory():
+    out = confgen.render(cfg(), mine(hw("n1")), "NodeName=old1 CPUs=4\n")
+    assert slurmconf.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") is None
+    assert any("DefMemPerCPU" in w and "old1" in w for w in out["warnings"]), out["warnings"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_natural_order_sorts_as_natural_key_does(seed):
+    rng = random.Random(seed)  # noqa: S311 -- reproducible test data
+    pool = ["n", "ab", "a", "b", "x-", "n-", "nn", "N", "é"]
+    names = [
+        rng.choice(pool) + rng.choice(["", "0", "00", "9", "09", "10", "010", "123456789012"])
+        for _ in range(300)
+    ]
+    assert confgen._natural_order(names) == sorted(names, key=confgen.natural_key)
+    # digits inside the name: the general path
+    mixed = [*names, "r1n2", "r1n10", "r10n1"]
+    assert confgen._natural_order(mixed) == sorted(mixed, key=confgen.natural_key)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (["n1"], "not slurm_node.hardware output"),
+        ({"CPUs": 2, "RealMemory": 1}, "not slurm_node.hardware output"),
+        ({**hw("n1"), "CPUs": True}, "CPUs missing or not a number"),
+        ({**hw("n1"), "RealMemory": "1024"}, "RealMemory missing or not a number"),
+        ({k: v for k, v in hw("n1").items() if k != "RealMemory"}, "RealMemory missing"),
+    ],
+)
+def test_bad_mine_data_names_the_minion(data, message):
+    with pytest.raises(confgen.ConfGenError, match=f"mine data of m9: .*{message}"):
+        confgen.render(cfg(), {"m1": hw("n1"), "m9": data})
+
+
+def test_nodes_missing_topology_keys_still_group_by_what_they_report():
+    bare = {k: v for k, v in hw("n3").items() if k not in ("Boards", "ThreadsPerCore")}
+    out = confgen.render(cfg(), mine(hw("n1"), hw("n2"), bare))
+    assert [line.split()[0] for line in lines(out["files"]["slurm.conf"], "NodeName=")] == [
+        "NodeName=n[1-2]",
+        "NodeName=n3",
+    ]
+    assert "Boards" not in lines(out["files"]["slurm.conf"], "NodeName=n3")[0]
+
+
+def test_another_memory_size_on_purpose_is_silenced_by_a_node_group_feature():
+    nodes = mine(*[hw(f"a{i}", memory=512_000) for i in range(4)])
+    nodes.update(mine(*[hw(f"b{i}", memory=256_000) for i in range(2)]))
+    out = confgen.render(cfg(), nodes)
+    assert out["node_lines"] == 2
+    assert [w.split(":")[0] for w in out["warnings"]] == ["NodeName b[0-1]"]
+    grouped = confgen.render(
+        cfg(node_groups={"half": {"nodes": "b*", "features": ["m256"]}}), nodes
+    )
+    assert grouped["node_lines"] == 2 and grouped["warnings"] == []
+
+
+def test_memory_groups_start_a_group_below_the_tolerance_of_the_largest():
+    entries = [(1000, "a"), (900, "b"), (975, "c"), (1000, "d"), (960, "e"), (500, "f")]
+    assert confgen.memory_groups(entries, 3) == [
+        [(1000, "a"), (975, "c"), (1000, "d")],  # within 3 % of 1000, in the given order
+        [(960, "e")],  # more than 3 % below 1000: starts the next group
+        [(900, "b")],
+        [(500, "f")],
+    ]
+    assert confgen.memory_groups(entries, 0) == [
+        [(1000, "a"), (1000, "d")],
+        [(975, "c")],
+        [(960, "e")],
+        [(900, "b")],
+        [(500, "f")],
+    ]
+    assert confgen.memory_groups(entries, 25) == [entries[:5], [(500, "f")]]
