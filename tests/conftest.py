@@ -123,3 +123,22 @@ def pytest_runtest_makereport(item, call):
             bed = item.funcargs.get(name) if name in getattr(item, "fixturenames", ()) else None
             if bed is not None:
                 report.sections.append(("test bed daemon logs (last lines)", bed.tail_logs()))
+
+
+_MODULE_SECONDS = {}
+
+
+def pytest_runtest_logreport(report):
+    # setup includes the module's share of a shared bed's start: it is the module's cost
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds per test module, slowest first, so the suite's budget is visible."""
+    if not _MODULE_SECONDS:
+        return
+    terminalreporter.section("seconds per test module")
+    for module, seconds in sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+    terminalreporter.write_line(f"{sum(_MODULE_SECONDS.values()):8.1f}  total")
