@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import selectors
 import signal
 import socket
@@ -577,7 +578,8 @@ def test_forged_endpoint_with_the_pinned_certificate_is_refused(served, tmp_path
             "response_mac": kv.response_mac(b"\0" * 32, request["nonce"], vault.master_pub),
         }
 
-    vault.redeem = forged
+    calls = []
+    vault.redeem = lambda request, peer: calls.append(1) or forged(request, peer)
     pki, conf = tmp_path / "node-pki", tmp_path / "minion.d"
     argv = ["--url", served["url"], "--token", "-", "--minion-id", "node6"]
     argv += ["--master-finger", kv.pem_finger(served["master_pub"])]
@@ -587,6 +589,7 @@ def test_forged_endpoint_with_the_pinned_certificate_is_refused(served, tmp_path
         assert client.main(argv) == 1
     err = capsys.readouterr().err
     assert "response MAC does not verify" in err and token.split(".")[1] not in err
+    assert len(calls) == 1  # a failed response check is never retried
     assert sorted(p.name for p in pki.iterdir()) == ["minion.pem", "minion.pub"]
     assert not conf.exists()
     assert not (served["pki"] / "minions").exists()
@@ -666,3 +669,138 @@ def test_engine_exits_promptly_on_sigterm(tmp_path):
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+# ---------------------------------------------------------------------- bootstrap retries
+def _bootstrap_argv(served, tmp_path, token, minion_id, **override):
+    values = {
+        "url": served["url"],
+        "token": token,
+        "minion-id": minion_id,
+        "master-finger": kv.pem_finger(served["master_pub"]),
+        "tls-finger": served["tls_finger"],
+        "pki-dir": str(tmp_path / "node-pki"),
+        "config-dir": str(tmp_path / "minion.d"),
+        "timeout": "5",
+        "retry-for": "30",
+        **override,
+    }
+    return [item for name, value in values.items() for item in (f"--{name}", value)]
+
+
+class Counting:
+    """Wraps the vault's redeem: counts calls, answers ``first`` for the first ``times``."""
+
+    def __init__(self, vault, first=None, times=0):
+        self.real, self.first, self.times, self.calls = vault.redeem, first, times, 0
+        vault.redeem = self
+
+    def __call__(self, request, peer):
+        self.calls += 1
+        if self.calls <= self.times:
+            return self.first
+        return self.real(request, peer)
+
+
+def test_bootstrap_retries_a_busy_endpoint_with_a_fresh_request(served, tmp_path, capsys):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node21", 60)
+    seen = []
+    counting = Counting(served["server"].vault, (503, {"error": "busy"}), times=2)
+    real = counting.real
+
+    def recording(request, peer):
+        seen.append(request["nonce"])
+        return real(request, peer)
+
+    counting.real = recording
+    assert client.main(_bootstrap_argv(served, tmp_path, token, "node21")) == 0
+    assert counting.calls == 3
+    assert "HTTP 503 (busy); attempt 2, retrying in" in capsys.readouterr().err
+    assert (served["pki"] / "minions" / "node21").exists()
+    assert len(seen) == 1  # the two 503s never reached the store
+
+
+def test_bootstrap_never_retries_a_403(served, tmp_path, capsys):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node22", 60)
+    counting = Counting(served["server"].vault)
+    assert client.main(_bootstrap_argv(served, tmp_path, token, "node23")) == 1
+    assert counting.calls == 1
+    assert "refused the token" in capsys.readouterr().err
+
+
+def test_bootstrap_never_retries_a_pin_mismatch(served, tmp_path, monkeypatch):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node24", 60)
+    calls = []
+    real = client.pinned_post
+    monkeypatch.setattr(client, "pinned_post", lambda *a, **k: calls.append(1) or real(*a, **k))
+    argv = _bootstrap_argv(served, tmp_path, token, "node24", **{"tls-finger": "ab" * 32})
+    assert client.main(argv) == 1
+    assert len(calls) == 1
+
+
+def test_bootstrap_never_retries_a_failed_response_check(served, tmp_path):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node25", 60)
+    counting = Counting(served["server"].vault)
+    argv = _bootstrap_argv(served, tmp_path, token, "node25")
+    argv[argv.index("--master-finger") + 1] = kv.pem_finger(kv.generate_minion_keypair()[1])
+    assert client.main(argv) == 1
+    assert counting.calls == 1
+
+
+def test_bootstrap_gives_up_on_connection_errors_after_retry_for(served, tmp_path, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # nothing listens there once the probe is closed
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node26", 60)
+    argv = _bootstrap_argv(
+        served, tmp_path, token, "node26", url=f"https://127.0.0.1:{closed}/v1/redeem"
+    )
+    argv[argv.index("--retry-for") + 1] = "2"
+    started = time.monotonic()
+    assert client.main(argv) == 1
+    err = capsys.readouterr().err
+    attempts = int(re.search(r"gave up after (\d+) attempt", err).group(1))
+    assert attempts >= 2 and "cannot connect" in err and "--retry-for 2" in err
+    assert time.monotonic() - started < 10  # bounded: not a perf figure, a runaway guard
+
+
+def test_bootstrap_retry_for_zero_is_one_attempt(served, tmp_path, capsys):
+    store = kv.open_store(served["opts"])
+    _, token = store.issue("node27", 60)
+    counting = Counting(served["server"].vault, (503, {"error": "busy"}), times=5)
+    argv = _bootstrap_argv(served, tmp_path, token, "node27", **{"retry-for": "0"})
+    assert client.main(argv) == 1
+    assert counting.calls == 1
+    assert "gave up after 1 attempt(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1e9"])
+def test_bad_retry_for_is_refused(value, capsys):
+    with pytest.raises(SystemExit):
+        client.parser().parse_args(
+            [
+                "--url",
+                "x",
+                "--minion-id",
+                "n",
+                "--master-finger",
+                "x",
+                "--tls-finger",
+                "x",
+                "--retry-for",
+                value,
+            ]
+        )
+    assert "--retry-for" in capsys.readouterr().err
+
+
+def test_backoff_doubles_with_jitter_and_is_capped():
+    lows = [client.backoff(n, rng=lambda: 0.0) for n in range(1, 10)]
+    highs = [client.backoff(n, rng=lambda: 1.0) for n in range(1, 10)]
+    assert highs[:4] == [0.5, 1.0, 2.0, 4.0] and max(highs) == client.BACKOFF_MAX
+    assert all(low == high / 2 for low, high in zip(lows, highs, strict=True))
