@@ -493,12 +493,18 @@ class Server:
         try:
             while not self.stopping:
                 for key, mask in self.selector.select(min(poll_interval, TICK)):
-                    if key.data is None:
-                        self._accept()
-                    elif key.data == "wake":
-                        self._woken()
-                    else:
-                        self._io(key.data, mask)
+                    try:
+                        if key.data is None:
+                            self._accept()
+                        elif key.data == "wake":
+                            self._woken()
+                        else:
+                            self._io(key.data, mask)
+                    except Exception:  # pylint: disable=broad-except
+                        # a bug must cost one connection, never the endpoint
+                        log.exception("keyvault: accept loop error")
+                        if isinstance(key.data, Connection):
+                            self._close(key.data)
                 now = time.monotonic()
                 if now - last_sweep >= TICK:
                     last_sweep = now
@@ -600,15 +606,17 @@ class Server:
         """The connection of one source to cut first: one that never sent a byte (oldest
         first), else the one silent for longest (if ``stale_only``: silent for at least
         ``STALE_AFTER``). Requests already complete are never cut."""
-        silent = None
+        silent, silent_since = None, None
         for conn in conns:
             if conn.state == QUEUED:
                 continue
             if not conn.has_spoken():
                 return conn
-            if silent is None or conn.active < silent.active:
-                silent = conn
-        if silent is not None and (not stale_only or now - silent.active >= STALE_AFTER):
+            # bytes waiting but not read yet: it spoke when it was accepted
+            since = conn.active if conn.active is not None else conn.accepted
+            if silent is None or since < silent_since:
+                silent, silent_since = conn, since
+        if silent is not None and (not stale_only or now - silent_since >= STALE_AFTER):
             return silent
         return None
 

@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import re
-import selectors
 import signal
 import socket
 import ssl
@@ -23,6 +22,7 @@ import yaml
 from salt_ext.engines import keyvault as engine
 from salt_ext.lib import keyvault as kv
 from salt_ext.lib import keyvault_client as client
+from tests.flood import Flood
 
 
 class Events:
@@ -168,79 +168,6 @@ def _closed_by_server(sock, timeout):
         return False
 
 
-def _client_hello():
-    """The first flight of a real TLS client, to trickle a byte at a time."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
-class Flood:
-    """``count`` connections from ``source``, re-opened as soon as the server cuts one; idle,
-    or sending the next byte of a TLS ClientHello every ``trickle`` seconds."""
-
-    def __init__(self, port, source, count, trickle=None):
-        self.port, self.source, self.count, self.trickle = port, source, count, trickle
-        self.hello = _client_hello() if trickle else b""
-        self.opened = self.cut = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while self.opened < self.count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
-
-    def _run(self):
-        sel = selectors.DefaultSelector()
-        socks = {}  # socket -> bytes of the hello sent so far
-        last_trickle = time.monotonic()
-        try:
-            while not self.stop.is_set():
-                while len(socks) < self.count:
-                    sock = socket.socket()
-                    sock.bind((self.source, 0))
-                    sock.setblocking(False)
-                    sock.connect_ex(("127.0.0.1", self.port))
-                    sel.register(sock, selectors.EVENT_READ)
-                    socks[sock] = 0
-                    self.opened += 1
-                for key, _ in sel.select(0.05):
-                    try:
-                        data = key.fileobj.recv(4096)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        sel.unregister(key.fileobj)
-                        key.fileobj.close()
-                        del socks[key.fileobj]
-                        self.cut += 1
-                if self.trickle and time.monotonic() - last_trickle >= self.trickle:
-                    last_trickle = time.monotonic()
-                    for sock, sent in list(socks.items()):
-                        if sent < len(self.hello):
-                            try:
-                                sock.send(self.hello[sent : sent + 1])
-                                socks[sock] = sent + 1
-                            except OSError:
-                                pass
-        finally:
-            for sock in socks:
-                sock.close()
-            sel.close()
-
-
 def _legitimate(served, source, count=10):
     """``count`` health checks and one full redeem from ``source``: their statuses."""
     statuses = []
@@ -266,14 +193,14 @@ def _legitimate(served, source, count=10):
 def test_idle_flood_from_one_address_does_not_starve_another(served):
     """300 idle connections from 127.0.0.3, re-opened as soon as they are cut: the
     per-address cap keeps them to a few slots, and 127.0.0.2 is served."""
-    with Flood(served["port"], "127.0.0.3", 300) as flood:
+    with Flood("127.0.0.1", served["port"], "127.0.0.3", 300) as flood:
         statuses = _legitimate(served, "127.0.0.2")
     assert statuses == [200] * 11, statuses
     assert flood.cut > 0  # the flood was being cut, not just parked
 
 
 def test_trickling_tls_flood_does_not_starve_another_address(served):
-    with Flood(served["port"], "127.0.0.3", 300, trickle=0.2) as flood:
+    with Flood("127.0.0.1", served["port"], "127.0.0.3", 300, trickle=0.2) as flood:
         time.sleep(0.5)
         statuses = _legitimate(served, "127.0.0.2")
     assert statuses == [200] * 11, statuses
