@@ -2,7 +2,7 @@
 KeyVault HTTPS endpoint, run inside salt-master: new machines redeem one-time tokens here.
 
 Configure it in the master config (the threat model is the docstring of
-``salt_ext/lib/keyvault.py``):
+``salt_ext/lib/keyvault.py``; the threats of this network layer are below):
 
 .. code-block:: yaml
 
@@ -10,6 +10,9 @@ Configure it in the master config (the threat model is the docstring of
       - keyvault:
           address: 10.0.0.1     # default: the master's ``interface``
           port: 4510
+          # header_timeout: 3   request_timeout: 15   max_per_address: 8
+          # max_connections: 1024   workers: 4
+          # reject_log_burst: 5   reject_log_interval: 10
     keyvault:
       max_ttl: 3600             # cap for keyvault.issue ttl=
       request_window: 10        # allowed |master clock - request timestamp|, seconds
@@ -19,6 +22,56 @@ Configure it in the master config (the threat model is the docstring of
 Serves ``POST /v1/redeem`` (JSON, at most 64 KiB) and ``GET /v1/health`` over TLS only.
 Every refusal of a redeem is one generic ``403 {"error": "rejected"}``; the reason goes to the
 master log and the ``salt/keyvault/redeem/rejected`` event.
+
+Threats to the endpoint itself (continuing the numbering of ``salt_ext/lib/keyvault.py``;
+E = ``tests/unit/test_engine_keyvault.py``, I = ``tests/integration/test_keyvault.py``,
+B = ``bench/keyvault.py``):
+
+14. Starvation without a token: idle or trickling connections holding every slot (a thread
+    per connection capped at 256 let 256 idle sockets, re-opened as soon as cut, refuse 90 of
+    90 real redeems). One accept loop does the TLS handshakes and reads without blocking;
+    a connection must complete handshake and headers within ``header_timeout`` (3 s) and
+    the whole request within ``request_timeout`` (15 s); each source (IPv4 address, IPv6
+    /64) holds at most ``max_per_address`` (8); a newcomer replaces its own source's oldest
+    connection that never sent a byte (or was silent for 1 s), and when all
+    ``max_connections`` (1024) are in use a lighter source takes a slot from the heaviest
+    one; complete requests are answered by ``workers`` threads taking them round-robin per
+    source; refused connections are reset (no TIME_WAIT) and reported in one warning per
+    10 s. E: ``test_idle_flood_from_one_address_does_not_starve_another``,
+    ``test_trickling_tls_flood_does_not_starve_another_address``,
+    ``test_idle_newcomers_from_the_same_address_never_cut_a_client_that_spoke``,
+    ``test_per_address_cap_cuts_the_oldest_connection_that_never_spoke``,
+    ``test_global_cap_takes_room_from_the_heaviest_address``,
+    ``test_trickling_headers_are_cut_at_the_header_deadline``,
+    ``test_trickling_body_is_cut_at_the_request_deadline``,
+    ``test_cap_warnings_are_rate_limited``, ``test_bad_engine_limits_name_the_key[*]``;
+    I: ``test_node_bootstraps_during_an_idle_flood_from_another_node``,
+    ``test_trickling_headers_are_cut_off_at_the_header_deadline``,
+    ``test_trickling_body_is_cut_off_at_the_request_deadline``; B: the "flood" figure.
+    Residual: a flood from the node's own source (same host or NAT, or its IPv6 /64)
+    shares its slots; idle sockets give way to a node that sends its ClientHello, but
+    sockets trickling a byte more often than every second keep them, and the node gets
+    through only by retrying (``salt-keyvault-bootstrap --retry-for``). Full TLS handshakes
+    at a high rate from many sources cost CPU and are only bounded by the caps.
+15. Log and event flooding: one client produced 708 WARNING lines and 708 bus events per
+    second. :class:`RejectionLog` logs and events the first ``reject_log_burst`` (5)
+    rejections of a source per ``reject_log_interval`` (10 s) and summarises the rest in one
+    line and one ``salt/keyvault/redeem/rejected/summary`` event per source and interval;
+    at most 4,096 sources are tracked (the rest count together), 100 single lines and 17
+    summaries per interval. E: ``test_rejections_are_logged_once_per_burst_then_summarised``,
+    ``test_rejection_table_is_bounded``, ``test_source_key_groups_an_ipv6_64[*]``;
+    I: ``test_a_burst_of_rejections_is_summarised``.
+16. Parser failures that drop the connection without an answer (64 KiB of ``[`` raised
+    RecursionError): any exception from the JSON parser is a 400. E:
+    ``test_deeply_nested_json_is_a_400[*]``, ``test_any_json_parser_failure_is_a_400``.
+17. Transient failures on the node (a flood, a master restart) versus retrying into an
+    attack: ``salt-keyvault-bootstrap`` retries connection failures, timeouts and HTTP
+    429/502/503/504 with exponential backoff and jitter for at most ``--retry-for`` seconds,
+    each time with a fresh nonce and timestamp, and never after a 403, a pin mismatch or a
+    failed response check. E: ``test_bootstrap_retries_a_busy_endpoint_with_a_fresh_request``,
+    ``test_bootstrap_never_retries_a_403``, ``test_bootstrap_never_retries_a_pin_mismatch``,
+    ``test_bootstrap_never_retries_a_failed_response_check``,
+    ``test_bootstrap_gives_up_on_connection_errors_after_retry_for``.
 """
 
 import collections
