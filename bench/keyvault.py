@@ -1,12 +1,13 @@
 """KeyVault redeems over HTTPS against the real engine inside a real salt-master.
 
-64 concurrent clients, each from its own loopback source address (127.0.1.N) and each request
-on a fresh TLS connection (what salt-keyvault-bootstrap does). Every token is raced by
-``RACERS`` clients at once (adjacent in the work queue, each with its own nonce, all valid):
-exactly one may win, any second success is a double spend. Targets: >= 200 redeems/s, p99 < 100 ms, 0 double spends. Two loads: closed loop (64
-clients, each sends again as soon as it has its answer: throughput, and latency that is
-mostly queueing, ~64 / rate by Little's law) and open loop at 200 requests/s offered on a
-fixed schedule (latency counted from the scheduled start, so queueing is not hidden).
+64 concurrent clients, each from its own loopback source address (127.0.1.N) and each request on
+a fresh TLS connection (what salt-keyvault-bootstrap does). Every token is raced by ``RACERS``
+clients at once (adjacent in the work queue, each with its own nonce, all valid): exactly one
+may win, any second success is a double spend. Targets: >= 200 redeems/s, p99 < 100 ms, 0 double
+spends. Two loads: closed loop (64 clients, each sends again as soon as it has its answer:
+throughput, and latency that is mostly queueing, ~64 / rate by Little's law) and open loop at
+200 requests/s offered on a fixed schedule (latency counted from the scheduled start, so
+queueing is not hidden).
 
 Tokens are issued through the same store the runner uses (``kv.open_store`` on the master's
 opts), not one ``salt-run`` process per token; the engine only ever talks to the bed's
