@@ -794,29 +794,25 @@ class Server:
             return
         conn.body_at = end.end()
         head = bytes(conn.buf[: conn.body_at])
-        if len(head) > MAX_HEADER or not head.startswith(b"POST "):
-            del conn.buf[conn.body_at :]
-            self._queue(conn)
-            return
         found = _CONTENT_LENGTH.search(head)
         try:
             length = int(found.group(1).strip()) if found else None
         except ValueError:
             length = None
-        if length is None or length < 0:
-            self._queue(conn)  # the handler answers 411 / 413
+        # every method's announced body is read before the answer (not only POST's): closing
+        # on unread data would reset the connection and lose the answer with it
+        if len(head) > MAX_HEADER or length is None or length < 0 or length > DRAIN_LIMIT:
+            del conn.buf[conn.body_at :]
+            self._queue(conn)  # the handler answers (411 / 413 / 431 / 405 / ...)
         elif length <= MAX_BODY:
             conn.need = length
             conn.state = BODY
-        elif length <= DRAIN_LIMIT:
+        else:
             conn.drain = length - (len(conn.buf) - conn.body_at)
             del conn.buf[conn.body_at :]
             conn.state = DRAIN
             if conn.drain <= 0:
                 self._queue(conn)
-        else:
-            del conn.buf[conn.body_at :]
-            self._queue(conn)
 
     def _queue(self, conn):
         """The request is complete (or will be answered with an error): hand it over."""
