@@ -32,7 +32,8 @@ B = ``bench/keyvault.py``):
     90 real redeems). One accept loop does the TLS handshakes and reads without blocking;
     a connection must complete handshake and headers within ``header_timeout`` (3 s) and
     the whole request within ``request_timeout`` (15 s); each source (IPv4 address, IPv6
-    /64) holds at most ``max_per_address`` (8); a newcomer replaces its own source's oldest
+    /64) holds at most ``max_per_address`` (8) connections whose request is not complete;
+    a newcomer replaces its own source's oldest
     connection that never sent a byte (or was silent for 1 s), and when all
     ``max_connections`` (1024) are in use a lighter source takes a slot from the heaviest
     one; complete requests are answered by ``workers`` threads taking them round-robin per
@@ -434,7 +435,7 @@ class Vault:
 
 
 # connection phases, in order
-NEW, HANDSHAKE, HEADERS, BODY, DRAIN, QUEUED = range(6)
+NEW, HANDSHAKE, HEADERS, BODY, DRAIN, QUEUED, CLOSED = range(7)
 _CONTENT_LENGTH = re.compile(rb"^content-length[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
@@ -490,7 +491,8 @@ class Server:
     thousand threads (or, capped, every slot) and starve real nodes. Here a connection
     costs a file descriptor and a few hundred bytes until its request is complete, is cut at
     ``header_timeout`` if it has not sent its headers by then, and each source (IPv4
-    address, or IPv6 /64) holds at most ``max_per_address`` connections. When a source is
+    address, or IPv6 /64) holds at most ``max_per_address`` connections whose request is
+    not complete yet. When a source is
     at its cap, a newcomer from it replaces that source's oldest connection that never sent
     a byte (or has been silent for ``STALE_AFTER``); when all ``max_connections`` are in
     use, a newcomer from a lighter source replaces a connection of the heaviest one. Complete
@@ -520,8 +522,11 @@ class Server:
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
-        self.conns = {}  # source -> {Connection: None}, oldest first
-        self.total = 0
+        # source -> {Connection: None}, oldest first: connections whose request is not complete
+        # yet (what the per-address cap counts: a complete request holds no slot there, so
+        # a client's next connection never waits for the worker's close to be noticed)
+        self.conns = {}
+        self.total = 0  # every open connection, complete requests included (the global cap)
         self.finished = collections.deque()  # connections the workers are done with
         self.pending = collections.OrderedDict()  # source -> deque of complete requests
         self.pending_cv = threading.Condition()
@@ -587,8 +592,7 @@ class Server:
             conn.sock.close()
         for conns in list(self.conns.values()):
             for conn in list(conns):
-                if conn.state != QUEUED:
-                    self._close(conn)
+                self._close(conn)
         self.selector.close()
         self.socket.close()
         self.wake_r.close()
@@ -643,6 +647,8 @@ class Server:
         if self.total < self.limits["max_connections"]:
             return True
         # full: a lighter source takes a slot from the heaviest one (max-min fairness)
+        if not self.conns:
+            return False  # every slot holds a complete request: they end within ms
         mine = len(self.conns.get(conn.source, ()))
         heaviest = max(self.conns.values(), key=len)
         victim = None
@@ -658,11 +664,9 @@ class Server:
     def _victim(self, conns, now, stale_only):
         """The connection of one source to cut first: one that never sent a byte (oldest
         first), else the one silent for longest (if ``stale_only``: silent for at least
-        ``STALE_AFTER``). Requests already complete are never cut."""
+        ``STALE_AFTER``). Complete requests are not in ``conns``: never cut."""
         silent, silent_since = None, None
         for conn in conns:
-            if conn.state == QUEUED:
-                continue
             if not conn.has_spoken():
                 return conn
             # bytes waiting but not read yet: it spoke when it was accepted
@@ -695,21 +699,25 @@ class Server:
         conn.sock.close()
         self._forget(conn)
 
-    def _forget(self, conn):
+    def _unlist(self, conn):
         conns = self.conns.get(conn.source)
         if conns is not None and conn in conns:
             del conns[conn]
-            self.total -= 1
             if not conns:
                 del self.conns[conn.source]
+
+    def _forget(self, conn):
+        if conn.state == CLOSED:
+            return
+        self._unlist(conn)
+        conn.state = CLOSED
+        self.total -= 1
 
     def _sweep(self, now):
         header_by = now - self.limits["header_timeout"]
         request_by = now - self.limits["request_timeout"]
         for conns in list(self.conns.values()):
             for conn in list(conns):
-                if conn.state == QUEUED:
-                    continue
                 if conn.accepted <= request_by or (
                     conn.state < BODY and conn.accepted <= header_by
                 ):
@@ -821,6 +829,7 @@ class Server:
         except (KeyError, ValueError):
             pass
         conn.state = QUEUED
+        self._unlist(conn)
         with self.pending_cv:
             self.pending.setdefault(conn.source, collections.deque()).append(conn)
             self.pending_cv.notify()

@@ -1,6 +1,7 @@
 """The keyvault engine's HTTPS layer on loopback, without a salt-master: statuses, a full
 redeem through the node client's pinned POST, and the connection cap."""
 
+import concurrent.futures
 import http.client
 import io
 import json
@@ -255,6 +256,23 @@ def test_per_address_cap_cuts_the_oldest_connection_that_never_spoke(patient):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_source_using_all_its_slots_back_to_back_is_never_reset(served):
+    """max_per_address clients on one address, each sending its next request as soon as it
+    has its answer: a connection whose answer was just sent no longer holds a slot, even
+    before the accept loop has noticed the worker closed it."""
+    cap = served["limits"]["max_per_address"]
+
+    def client(_):
+        return [
+            _request(served, "GET", "/v1/health", ctype=None, source="127.0.0.3")[0]
+            for _ in range(15)
+        ]
+
+    with concurrent.futures.ThreadPoolExecutor(cap) as pool:
+        statuses = [status for got in pool.map(client, range(cap)) for status in got]
+    assert statuses == [200] * (15 * cap)
 
 
 def test_global_cap_takes_room_from_the_heaviest_address(tmp_path):
