@@ -1,25 +1,41 @@
 """KeyVault redeems over HTTPS against the real engine inside a real salt-master.
 
-64 concurrent clients, each request on a fresh TLS connection (what salt-keyvault-bootstrap
-does). Every token is raced by ``RACERS`` clients at once (adjacent in the work queue, each
-with its own nonce, all valid): exactly one may win, any second success is a double spend.
-Targets: >= 200 redeems/s, p99 < 100 ms, 0 double spends. Two loads: closed loop (64
-clients, each sends again as soon as it has its answer: throughput, and latency that is
-mostly queueing, ~64 / rate by Little's law) and open loop at 200 requests/s offered on a
-fixed schedule (latency counted from the scheduled start, so queueing is not hidden).
+64 concurrent clients, each from its own loopback source address (127.0.1.N) and each request on
+a fresh TLS connection (what salt-keyvault-bootstrap does). Every token is raced by ``RACERS``
+clients at once (adjacent in the work queue, each with its own nonce, all valid): exactly one
+may win, any second success is a double spend. Targets: >= 200 redeems/s, p99 < 100 ms, 0 double
+spends. Two loads: closed loop (64 clients, each sends again as soon as it has its answer:
+throughput, and latency that is mostly queueing, ~64 / rate by Little's law) and open loop at
+200 requests/s offered on a fixed schedule (latency counted from the scheduled start, so
+queueing is not hidden).
 
 Tokens are issued through the same store the runner uses (``kv.open_store`` on the master's
 opts), not one ``salt-run`` process per token; the engine only ever talks to the bed's
 bridge address.
+
+Flood: legitimate redeems (``FLOOD_REDEEMS`` per round, one at a time at ``FLOOD_RATE``/s,
+each on a fresh TLS connection from 127.0.0.2, no client retry) with no flood, then during
+a flood from another process: 1,000 idle connections from 127.0.0.3 (re-opened as soon as
+they are cut), 300 connections trickling a TLS ClientHello from 127.0.0.3, and 1,000 idle
+connections from 127.0.0.2 itself (the documented same-address limitation). Success = HTTP
+200 within ``FLOOD_WITHIN`` s. Target: >= 95 % during the 1,000-connection idle flood from
+another address.
+
+The bed is ``SXT_KV_BENCH_BED_NAME``/``_SUBNET``, else ``SXT_KV_BED_NAME``/``_SUBNET``, else
+``sxkb`` on 10.82.1.
 """
 
 import collections
 import concurrent.futures
 import http.client
 import json
+import os
+import pathlib
 import queue
 import ssl
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -31,6 +47,22 @@ TOKENS = 300
 RACERS = 4
 ROUNDS = 3
 PORT = 4510
+FLOOD_REDEEMS = 40
+FLOOD_RATE = 10
+FLOOD_WITHIN = 2.0
+LEGIT_SOURCE = "127.0.0.2"
+FLOOD_SOURCE = "127.0.0.3"
+FLOODS = (
+    # label, flood arguments (None: no flood)
+    ("no flood", None),
+    ("1000 idle from another address", ["--source", FLOOD_SOURCE, "--count", "1000"]),
+    (
+        "300 trickling TLS from another address",
+        ["--source", FLOOD_SOURCE, "--count", "300", "--trickle", "0.5"],
+    ),
+    ("1000 idle from the same address", ["--source", LEGIT_SOURCE, "--count", "1000"]),
+)
+FLOOD_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "flood.py"
 
 
 def _context():
@@ -56,7 +88,7 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
     results = []
     lock = threading.Lock()
 
-    def client():
+    def client(source):
         while True:
             try:
                 index, token = work.get_nowait()
@@ -71,7 +103,9 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
             ).encode()
             if scheduled is None:
                 started = time.perf_counter()
-            conn = http.client.HTTPSConnection(bed.master_ip, PORT, context=ctx, timeout=30)
+            conn = http.client.HTTPSConnection(
+                bed.master_ip, PORT, context=ctx, timeout=30, source_address=(source, 0)
+            )
             try:
                 conn.request("POST", "/v1/redeem", body, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
@@ -85,7 +119,9 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
                 results.append((index, status, time.perf_counter() - started))
 
     with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-        for future in [pool.submit(client) for _ in range(CLIENTS)]:
+        # one loopback source per client, as 64 nodes would have (the engine caps
+        # connections per address)
+        for future in [pool.submit(client, f"127.0.1.{n + 1}") for n in range(CLIENTS)]:
             future.result()
     elapsed = time.perf_counter() - begin
     wins = collections.Counter(index for index, status, _ in results if status == 200)
@@ -102,11 +138,115 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
     }
 
 
-def run():
+def _legitimate_round(bed, opts, label, public_key):
+    """``FLOOD_REDEEMS`` redeems on a fixed schedule, one connection each: ``(status or
+    error, latency)`` per redeem (latency from the scheduled start)."""
+    store = kv.open_store(opts)
+    tag = f"flood-{label.split()[0]}-{time.monotonic_ns() % 10**9}"
+    tokens = [store.issue(f"{tag}-{i}", ttl=600)[1] for i in range(FLOOD_REDEEMS)]
+    ctx = _context()
+    results = []
+    begin = time.perf_counter() + 0.2
+    for index, token in enumerate(tokens):
+        started = begin + index / FLOOD_RATE
+        time.sleep(max(0.0, started - time.perf_counter()))
+        body = json.dumps(kv.build_request(token, f"{tag}-{index}", public_key)).encode()
+        conn = http.client.HTTPSConnection(
+            bed.master_ip, PORT, context=ctx, timeout=10, source_address=(LEGIT_SOURCE, 0)
+        )
+        try:
+            conn.request("POST", "/v1/redeem", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+        except OSError as err:
+            status = type(err).__name__
+        finally:
+            conn.close()
+        results.append((status, time.perf_counter() - started))
+    return results
+
+
+def _flood_round(bed, opts, label, args, public_key):
+    flood = None
+    if args:
+        flood = subprocess.Popen(
+            [sys.executable, str(FLOOD_SCRIPT), "--host", bed.master_ip, "--port", str(PORT)]
+            + args
+            + ["--seconds", "120"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert flood.stdout.readline().strip() == "ready"
+        time.sleep(1)  # let the engine settle into the flood
+    try:
+        results = _legitimate_round(bed, opts, label, public_key)
+    finally:
+        counts = {}
+        if flood:
+            out, _ = flood.communicate("", timeout=60)  # stdin closed: the flood stops
+            counts = json.loads(out.strip().splitlines()[-1])
+    ok = [lat for status, lat in results if status == 200 and lat <= FLOOD_WITHIN]
+    latencies = sorted(lat for status, lat in results if status == 200)
+    errors = collections.Counter(str(s) for s, _ in results if s != 200)
+    return {
+        "success": 100.0 * len(ok) / len(results),
+        "p50": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
+        "p99": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+        if latencies
+        else float("nan"),
+        "errors": dict(errors),
+        "flood": counts,
+    }
+
+
+def flood(bed, opts, public_key):
+    """The "flood" figure: legitimate redeem success and latency with and without floods."""
+    print(
+        f"  flood: {FLOOD_REDEEMS} redeems per round at {FLOOD_RATE}/s from {LEGIT_SOURCE}, "
+        f"success = 200 within {FLOOD_WITHIN:g} s, {ROUNDS} rounds per case"
+    )
+    summary = {}
+    for label, args in FLOODS:
+        rounds = []
+        for _ in range(ROUNDS):
+            figures = _flood_round(bed, opts, label, args, public_key)
+            rounds.append(figures)
+            print(
+                f"    {label}: success {figures['success']:5.1f} %, p50 {figures['p50']:6.1f} "
+                f"ms, p99 {figures['p99']:7.1f} ms, failures {figures['errors'] or 0}, "
+                f"flood opened {figures['flood'].get('opened', 0)} / cut "
+                f"{figures['flood'].get('cut', 0)}"
+            )
+        med = {k: statistics.median(r[k] for r in rounds) for k in ("success", "p50", "p99")}
+        summary[label] = {"rounds": rounds, "median": med}
+    base = summary["no flood"]["median"]
+    print("    median (success %, p50 ms, p99 ms; ratio to no flood):")
+    for label, _ in FLOODS:
+        med = summary[label]["median"]
+        print(
+            f"      {label:40s} {med['success']:5.1f} %  p50 {med['p50']:6.1f} "
+            f"(x{med['p50'] / base['p50']:.1f})  p99 {med['p99']:7.1f} "
+            f"(x{med['p99'] / base['p99']:.1f})"
+        )
+    print(
+        "    target: >= 95 % during the 1000-connection idle flood from another address "
+        f"(got {summary[FLOODS[1][0]]['median']['success']:.1f} %)"
+    )
+    return summary
+
+
+def run(only=None):
+    """Both figures (``only="flood"`` or ``"throughput"``: one of them)."""
+    name = os.environ.get("SXT_KV_BENCH_BED_NAME") or os.environ.get("SXT_KV_BED_NAME", "sxkb")
+    subnet = os.environ.get("SXT_KV_BENCH_BED_SUBNET") or os.environ.get(
+        "SXT_KV_BED_SUBNET", "10.82.1"
+    )
     bed = SandboxCluster(
-        name="sxkb",
+        name=name,
         nodes=(),
-        subnet="10.82.1",
+        subnet=subnet,
         auto_accept=False,
         extra_master_config={"engines": [{"keyvault": {"port": PORT}}]},
     )
@@ -133,6 +273,10 @@ def run():
             f"{bed.master_ip})"
         )
         summary = {}
+        if only in (None, "flood"):
+            summary["flood"] = flood(bed, opts, public_key)
+        if only == "flood":
+            return summary
         for label, rate in (("closed loop", None), ("open loop 200/s", 200)):
             print(f"  {label}:")
             rounds = []
@@ -166,4 +310,4 @@ def run():
 
 
 if __name__ == "__main__":
-    run()
+    run(sys.argv[1] if len(sys.argv) > 1 else None)

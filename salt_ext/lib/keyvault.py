@@ -108,14 +108,17 @@ U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/functional/test_keyvault_
     every value with ``=`` (``--minion-id=-n1``), so no value is taken for an option (U:
     ``test_bootstrap_command_parses_for_any_valid_id[*]``); the engine caps bodies (413),
     demands JSON (415/400), only serves POST /v1/redeem and GET /v1/health, and times slow
-    clients out: each recv within 10 s and the whole connection (TLS handshake, headers,
-    body, answer) within 15 s, so a client trickling bytes cannot keep one of the 256
-    connection slots (the "dropped" warning is logged at most every 10 s). Plain HTTP to
-    the port fails the TLS handshake.
+    clients out: the TLS handshake and headers within ``header_timeout`` (3 s), the whole
+    request within ``request_timeout`` (15 s); per-address and global connection caps and
+    fair admission are threat 14 of ``salt_ext/engines/keyvault.py`` ("connection limits"
+    warnings at most every 10 s). Plain HTTP to the port fails the TLS handshake.
     I: ``test_malformed_requests_are_rejected[*]``,
     ``test_plain_http_fails``, ``test_slow_client_is_cut_off``,
-    E: ``test_trickling_client_is_cut_off_at_the_connection_deadline``,
-    ``test_drop_warnings_are_rate_limited``;
+    ``test_trickling_headers_are_cut_off_at_the_header_deadline``,
+    ``test_trickling_body_is_cut_off_at_the_request_deadline``,
+    E: ``test_trickling_headers_are_cut_at_the_header_deadline``,
+    ``test_trickling_body_is_cut_at_the_request_deadline``,
+    ``test_cap_warnings_are_rate_limited``;
     ``test_weak_public_key_is_rejected``; U: ``test_weak_public_key_is_refused``,
     ``test_malformed_request[*]``, ``test_valid_minion_id[*]``,
     ``test_longest_minion_id_redeems_and_longer_ones_are_refused_at_issue``.

@@ -13,6 +13,12 @@ The token is read from standard input with ``--token -`` (a prompt without echo 
 a terminal) or from the environment variable ``SALT_KEYVAULT_TOKEN``, so that it never
 appears in this process's command line (``/proc/<pid>/cmdline`` is readable by every local
 user). ``--token ID.SECRET`` still works but warns.
+
+Transient failures (cannot connect, connection cut or timed out, HTTP 429/502/503/504) are
+retried with exponential backoff and jitter, each attempt a fresh request (new nonce and
+timestamp), for at most ``--retry-for`` seconds (default 60; 0: one attempt). A 403, any other
+answer, a TLS pin mismatch or a response MAC / master key mismatch ends the run at once: they
+will not change by asking again, and a refused token may be an attack in progress.
 """
 
 import argparse
@@ -20,8 +26,10 @@ import getpass
 import http.client
 import json
 import os
+import random
 import ssl
 import sys
+import time
 import urllib.parse
 
 from cryptography.hazmat.primitives import serialization
@@ -31,10 +39,31 @@ from salt_ext.lib import keyvault as kv
 
 DROP_IN = "keyvault.conf"
 TOKEN_ENV = "SALT_KEYVAULT_TOKEN"  # noqa: S105 - a variable name, not a secret
+RETRY_STATUSES = (429, 502, 503, 504)
+DEFAULT_RETRY_FOR = 60.0
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
 
 
 class BootstrapError(Exception):
     """The bootstrap refuses; the message is the reason shown to the user."""
+
+
+class Transient(BootstrapError):
+    """A failure that asking again may cure (``sent``: the request may have reached the
+    master before the connection failed)."""
+
+    def __init__(self, message, sent=False):
+        super().__init__(message)
+        self.sent = sent
+
+
+def backoff(attempt, rng=random.random):
+    """Seconds to wait after failed attempt number ``attempt`` (1, 2, ...): doubling from
+    BACKOFF_FIRST up to BACKOFF_MAX, each a random value in [half, all] of that ("equal
+    jitter") so that nodes cut off by the same outage do not all come back at once."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
+    return ceiling / 2 + rng() * ceiling / 2
 
 
 def _parse_url(url):
@@ -59,7 +88,7 @@ def pinned_post(url, body, tls_finger, timeout=10.0):
         try:
             conn.connect()
         except (OSError, ssl.SSLError) as err:
-            raise BootstrapError(f"cannot connect to {host}:{port}: {err}") from None
+            raise Transient(f"cannot connect to {host}:{port}: {err}") from None
         der = conn.sock.getpeercert(binary_form=True)
         if not der or not kv.finger_matches(tls_finger, der):
             got = kv.cert_finger(der) if der else "none"
@@ -75,7 +104,7 @@ def pinned_post(url, body, tls_finger, timeout=10.0):
             resp = conn.getresponse()
             raw = resp.read(1024 * 1024)
         except (OSError, http.client.HTTPException) as err:
-            raise BootstrapError(f"request to {url} failed: {err}") from None
+            raise Transient(f"request to {url} failed: {err}", sent=True) from None
         try:
             parsed = json.loads(raw)
         except ValueError:
@@ -121,8 +150,43 @@ def ensure_keypair(pki_dir, bits=2048):
     return pub, False
 
 
-def bootstrap(args, out=sys.stdout):
-    """Run the whole exchange; raises BootstrapError with the reason on any refusal."""
+def _redeem(args, public_key, errors):
+    """``(request, status, response, sent)``: the redeem, retried on Transient failures and
+    RETRY_STATUSES for at most ``args.retry_for`` seconds (``sent``: an earlier attempt
+    may have reached the master)."""
+    started = time.monotonic()
+    deadline = started + args.retry_for
+    attempt, sent = 0, False
+    while True:
+        attempt += 1
+        # a fresh nonce and timestamp: a resent request would be refused as a replay
+        request = kv.build_request(args.token, args.minion_id, public_key)
+        timeout = max(1.0, min(args.timeout, deadline - time.monotonic()))
+        try:
+            status, response = pinned_post(args.url, request, args.tls_finger, timeout)
+            if status not in RETRY_STATUSES:
+                return request, status, response, sent
+            failure = Transient(f"the endpoint answered HTTP {status} (busy)")
+        except Transient as transient:
+            failure = transient
+        sent = sent or failure.sent
+        delay = backoff(attempt)
+        if time.monotonic() + delay > deadline:
+            raise BootstrapError(
+                f"{failure}; gave up after {attempt} attempt(s) in "
+                f"{time.monotonic() - started:.0f}s (--retry-for {args.retry_for:g})"
+            ) from None
+        print(
+            f"salt-keyvault-bootstrap: {failure}; attempt {attempt}, retrying in {delay:.1f}s",
+            file=errors,
+        )
+        time.sleep(delay)
+
+
+def bootstrap(args, out=sys.stdout, errors=None):
+    """Run the whole exchange; raises BootstrapError with the reason on any refusal.
+    Retry notices go to ``errors`` (default: the current sys.stderr)."""
+    errors = sys.stderr if errors is None else errors
     try:
         kv.parse_token(args.token)
         kv.check_minion_id(args.minion_id, "--minion-id")
@@ -139,14 +203,19 @@ def bootstrap(args, out=sys.stdout):
     public_key, generated = ensure_keypair(args.pki_dir, args.key_size)
     if generated:
         print(f"generated the minion keypair in {args.pki_dir}", file=out)
-    request = kv.build_request(args.token, args.minion_id, public_key)
-    status, response = pinned_post(args.url, request, args.tls_finger, args.timeout)
+    request, status, response, sent = _redeem(args, public_key, errors)
     kept = " (the minion keypair generated by this run is kept)" if generated else ""
     if status == 403:
+        lost = (
+            "; an earlier attempt was cut off after sending, so the master may have accepted "
+            f"this key and its answer got lost: check salt-key -L for {args.minion_id}"
+            if sent
+            else ""
+        )
         raise BootstrapError(
             "the master refused the token (expired, already used, revoked, another minion "
             "id, or this clock is more than the request window off the master's); ask the "
-            f"admin to check the salt/keyvault/redeem/rejected event{kept}"
+            f"admin to check the salt/keyvault/redeem/rejected event{lost}{kept}"
         )
     if status != 200:
         detail = response.get("error") if isinstance(response, dict) else ""
@@ -212,6 +281,16 @@ def resolve_token(args, stdin=None, err=None, environ=None):
     return args.token
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 86400, got {text!r}")
+    return value
+
+
 def parser():
     p = argparse.ArgumentParser(
         prog="salt-keyvault-bootstrap",
@@ -228,7 +307,15 @@ def parser():
     p.add_argument("--tls-finger", required=True, help="endpoint TLS certificate fingerprint")
     p.add_argument("--pki-dir", default="/etc/salt/pki/minion")
     p.add_argument("--config-dir", default="/etc/salt/minion.d")
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per attempt")
+    p.add_argument(
+        "--retry-for",
+        type=_seconds,
+        default=DEFAULT_RETRY_FOR,
+        help="retry connection failures, timeouts and HTTP 429/502/503/504 with backoff for "
+        f"at most this many seconds (default {DEFAULT_RETRY_FOR:g}; 0: no retry). Never "
+        "after a 403, a TLS pin or a response check failure",
+    )
     p.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096))
     p.add_argument(
         "--hash-type",

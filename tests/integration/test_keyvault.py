@@ -12,10 +12,12 @@ import fcntl
 import http.client
 import json
 import os
+import pathlib
 import re
 import socket
 import ssl
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -34,6 +36,11 @@ BED_NAME = os.environ.get("SXT_KV_BED_NAME", "sxkvi")
 BED_SUBNET = os.environ.get("SXT_KV_BED_SUBNET", "10.82.0")
 PORT = 4510
 NODES = ("k1", "k2")
+# rejections logged one by one per source and 10 s before the summary: high enough that the
+# tests below that wait for one rejection's event are never summarised (the default, 5, is
+# checked in tests/unit/test_engine_keyvault.py)
+REJECT_BURST = 50
+FLOOD_SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "flood.py"
 
 # every secret this module sees that never was in a runner return (tokens printed on the
 # terminal, every K, request MACs): none may show up anywhere, at any log level
@@ -143,10 +150,19 @@ class Vault:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def post(self, body, content_type="application/json", method="POST", path="/v1/redeem"):
-        """``(status, parsed body)`` of one HTTPS request (``body`` dict or raw bytes)."""
+    def post(
+        self, body, content_type="application/json", method="POST", path="/v1/redeem", source=None
+    ):
+        """``(status, parsed body)`` of one HTTPS request (``body`` dict or raw bytes), from
+        the address ``source`` if given."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        conn = http.client.HTTPSConnection(self.host, PORT, context=self.context(), timeout=15)
+        conn = http.client.HTTPSConnection(
+            self.host,
+            PORT,
+            context=self.context(),
+            timeout=15,
+            source_address=(source, 0) if source else None,
+        )
         try:
             headers = {"Content-Type": content_type} if content_type else {}
             conn.request(method, path, data if method == "POST" else None, headers)
@@ -197,7 +213,7 @@ def kvbed(request):
         subnet=BED_SUBNET,
         auto_accept=False,
         extra_master_config={
-            "engines": [{"keyvault": {"port": PORT}}],
+            "engines": [{"keyvault": {"port": PORT, "reject_log_burst": REJECT_BURST}}],
             "keyvault": {"max_ttl": 3600, "request_window": 10},
             # every runner return, outputter input and event Salt logs reaches the file
             "log_level_logfile": "trace",
@@ -639,30 +655,51 @@ def test_slow_client_is_cut_off(vault):
     tls.close()
 
 
-@pytest.mark.usefixtures("unchanged")
-def test_trickling_client_is_cut_off_at_the_deadline(vault):
-    """A byte every 2 s never trips the 10 s per-recv timeout; the 15 s per-connection
-    deadline still ends the connection."""
+def _trickle(vault, head, data, every):
+    """Send ``head``, then ``data`` a byte every ``every`` seconds: seconds until the server
+    hung up (None: it never did within 30 s)."""
     raw = socket.create_connection((vault.host, PORT), timeout=30)
     tls = vault.context().wrap_socket(raw)
     started = time.monotonic()
-    tls.settimeout(2)
-    data = b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 40
+    tls.settimeout(every)
     cut = None
-    for byte in data:
-        try:
-            tls.sendall(bytes([byte]))
-            if tls.recv(1024) == b"":
+    try:
+        tls.sendall(head)
+        for byte in data:
+            try:
+                tls.sendall(bytes([byte]))
+                if tls.recv(1024) == b"":
+                    cut = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
                 cut = time.monotonic() - started
                 break
-        except TimeoutError:
-            continue
-        except OSError:
-            cut = time.monotonic() - started
-            break
-        if time.monotonic() - started > 30:
-            break
+            if time.monotonic() - started > 30:
+                break
+    except OSError:
+        cut = time.monotonic() - started
     tls.close()
+    return cut
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_trickling_headers_are_cut_off_at_the_header_deadline(vault):
+    """A byte every second never trips a per-recv timeout; the handshake+header deadline
+    (header_timeout, 3 s by default) ends the connection."""
+    cut = _trickle(vault, b"", b"POST /v1/redeem HTTP/1.1\r\nX-Slow: " + b"a" * 40, 1)
+    assert cut is not None and 2 < cut < 6, cut
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_trickling_body_is_cut_off_at_the_request_deadline(vault):
+    """Headers at once, then the body a byte every 2 s: the whole-request deadline
+    (request_timeout, 15 s by default) ends the connection."""
+    head = (
+        b"POST /v1/redeem HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    cut = _trickle(vault, head, b"[" * 100, 2)
     assert cut is not None and 13 < cut < 19, cut
 
 
@@ -721,12 +758,13 @@ def test_64_concurrent_redeems_exactly_one_wins(vault):
     requests = [vault.request(bundle, key=i % 3) for i in range(64)]
     barrier = threading.Barrier(64)
 
-    def fire(req):
+    def fire(index):
         barrier.wait()
-        return vault.post(req)[0]
+        # 8 loopback sources x 8: as many nodes would, within the engine's per-address cap
+        return vault.post(requests[index], source=f"127.0.0.{2 + index % 8}")[0]
 
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
-        statuses = list(pool.map(fire, requests))
+        statuses = list(pool.map(fire, range(64)))
     assert statuses.count(200) == 1, statuses
     assert statuses.count(403) == 63
     winner = requests[statuses.index(200)]
@@ -756,6 +794,98 @@ def test_corrupt_store_fails_closed(kvbed, vault):
     assert "Traceback" not in log.split(bundle["token_id"], 1)[1]
     listed = {t["token_id"]: t for t in vault.run("keyvault.list")["tokens"]}
     assert listed[bundle["token_id"]]["state"] == "corrupt"
+
+
+def _flood_from(kvbed, node, count):
+    """A flood of ``count`` idle connections from ``node``'s address (stops when its stdin
+    closes)."""
+    proc = subprocess.Popen(
+        [*kvbed.nsenter(node), sys.executable, str(FLOOD_SCRIPT)]
+        + ["--host", kvbed.master_ip, "--port", str(PORT), "--count", str(count)]
+        + ["--seconds", "120"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _flood_counts(proc):
+    out, _ = proc.communicate("", timeout=60)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_node_bootstraps_during_an_idle_flood_from_another_node(kvbed, vault):
+    """300 idle connections from k2's address, re-opened as soon as the engine cuts them:
+    k1 still bootstraps on its first attempt (no retry), and the engine says so in one
+    rate-limited warning, not one per connection."""
+    log_before = len(kvbed.master_log.read_text(errors="replace"))
+    flood = _flood_from(kvbed, "k2", 300)
+    try:
+        time.sleep(1)
+        bundle = vault.issue("k1")
+        run = _bootstrap(kvbed, "k1", bundle, **{"retry-for": "0"})
+    finally:
+        counts = _flood_counts(flood)
+    assert run.returncode == 0, run.stderr
+    assert "accepted by the master as k1" in run.stdout
+    assert counts["cut"] > 0, counts
+    ip = kvbed.nodes["k2"].ip
+    log = kvbed.master_log.read_text(errors="replace")[log_before:]
+    warnings = [line for line in log.splitlines() if "keyvault: connection limits" in line]
+    assert 1 <= len(warnings) <= 3 and ip in warnings[0], warnings
+
+
+_BAD_REQUESTS = """
+import concurrent.futures, http.client, ssl, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+def bad(_):
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=15)
+    try:
+        conn.request("POST", "/v1/redeem", b"{}", {"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    print(sorted(set(pool.map(bad, range(count)))))
+"""
+
+
+def test_a_burst_of_rejections_is_summarised(kvbed, vault):
+    """3 x REJECT_BURST bad requests from k2 within a few seconds: at most REJECT_BURST per
+    10 s window are logged and evented one by one (at most two windows), the rest come as
+    one summary line and event per window; every rejection is counted exactly once."""
+    count = 3 * REJECT_BURST
+    ip = kvbed.nodes["k2"].ip
+    log_before = len(kvbed.master_log.read_text(errors="replace"))
+    run = kvbed.run(
+        "k2", [sys.executable, "-c", _BAD_REQUESTS, kvbed.master_ip, str(PORT), str(count)]
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "[403]", run.stderr
+
+    def mine(event):
+        data = event["data"]
+        return data.get("peer") == ip or data.get("source") == ip
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ours = [e for e in vault.events.snapshot() if mine(e)]
+        single = [e for e in ours if e["tag"] == "salt/keyvault/redeem/rejected"]
+        summary = [e for e in ours if e["tag"] == "salt/keyvault/redeem/rejected/summary"]
+        if len(single) + sum(e["data"]["count"] for e in summary) >= count:
+            break
+        time.sleep(0.5)
+    assert len(single) + sum(e["data"]["count"] for e in summary) == count
+    assert len(single) <= 2 * REJECT_BURST and 1 <= len(summary) <= 2
+    assert all(e["data"]["reasons"] == {"malformed": e["data"]["count"]} for e in summary)
+    log = kvbed.master_log.read_text(errors="replace")[log_before:]
+    lines = [line for line in log.splitlines() if f"peer {ip}:" in line]
+    summaries = [line for line in log.splitlines() if f"more rejection(s) from {ip} " in line]
+    assert len(lines) == len(single) and len(summaries) == len(summary)
 
 
 def test_minions_still_answer(kvbed):
