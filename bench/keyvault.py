@@ -103,18 +103,7 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
             ).encode()
             if scheduled is None:
                 started = time.perf_counter()
-            conn = http.client.HTTPSConnection(
-                bed.master_ip, PORT, context=ctx, timeout=30, source_address=(source, 0)
-            )
-            try:
-                conn.request("POST", "/v1/redeem", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                status = resp.status
-            except OSError as err:
-                status = f"error {type(err).__name__}"
-            finally:
-                conn.close()
+            status = _redeem_once(bed, ctx, body, source, 30)
             with lock:
                 results.append((index, status, time.perf_counter() - started))
 
@@ -138,6 +127,23 @@ def _one_round(bed, opts, round_no, public_key, rate=None):
     }
 
 
+def _redeem_once(bed, ctx, body, source, timeout):
+    """One redeem on a fresh TLS connection from ``source``, as the CLI makes it: the HTTP
+    status, or ``error <exception>``."""
+    conn = http.client.HTTPSConnection(
+        bed.master_ip, PORT, context=ctx, timeout=timeout, source_address=(source, 0)
+    )
+    try:
+        conn.request("POST", "/v1/redeem", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    except OSError as err:
+        return f"error {type(err).__name__}"
+    finally:
+        conn.close()
+
+
 def _legitimate_round(bed, opts, label, public_key):
     """``FLOOD_REDEEMS`` redeems on a fixed schedule, one connection each: ``(status or
     error, latency)`` per redeem (latency from the scheduled start)."""
@@ -151,18 +157,7 @@ def _legitimate_round(bed, opts, label, public_key):
         started = begin + index / FLOOD_RATE
         time.sleep(max(0.0, started - time.perf_counter()))
         body = json.dumps(kv.build_request(token, f"{tag}-{index}", public_key)).encode()
-        conn = http.client.HTTPSConnection(
-            bed.master_ip, PORT, context=ctx, timeout=10, source_address=(LEGIT_SOURCE, 0)
-        )
-        try:
-            conn.request("POST", "/v1/redeem", body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            resp.read()
-            status = resp.status
-        except OSError as err:
-            status = type(err).__name__
-        finally:
-            conn.close()
+        status = _redeem_once(bed, ctx, body, LEGIT_SOURCE, 10)
         results.append((status, time.perf_counter() - started))
     return results
 
