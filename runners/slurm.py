@@ -501,8 +501,6 @@ def _rollout(cfg, node_minions, new_files, batch_size, timeout, jrnl, entry, tes
     if report["result"] is True and reasons:
         jrnl.resolve_interrupted(f"finished by a rollout ({report['class']})")
         report["finished_interrupted"] = reasons
-    elif report["result"] is False and entry is not None and entry.get("rollout"):
-        jrnl.record(entry, "rollout failed", unfinished=True)
     return report
 
 
@@ -974,18 +972,19 @@ def _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry):
                 and (status_["daemons"].get("slurmd") or minion in stopped)
             ):
                 live[by_minion[minion]] = minion
+        # only the controller here: a stale or drifted slurmd is the node state's to fix
+        # below, and a rollout now would stop at the very node that state is about to heal
         stale, _ = rollout.stale_floor(
-            controller,
-            {controller: ctl_status, **statuses},
-            (jrnl.applied() or {}).get("files"),
+            controller, {controller: ctl_status}, (jrnl.applied() or {}).get("files")
         )
         if {rendered["class"], floor, stale} != {"none"}:
             step(f"rolling the change out to the running cluster ({len(live)} nodes)")
             report = _rollout(cfg, live, conf_files, batch_size, min(timeout, 120), jrnl, entry)
             summary["rollout"] = report
             if report["result"] is False:
-                summary["comment"] = f"rollout failed: {report['comment']}"
-                return summary
+                # slurmd is running again where the rollout stopped it; the states below
+                # may heal the node it stopped at, and the next deploy finishes the rollout
+                step(f"rollout FAILED: {report['comment']}")
     ok, changed, failures = _apply_states([controller], "slurm.controller", timeout)[controller]
     summary["controller"] = {
         "minion": controller,
@@ -1015,12 +1014,14 @@ def _deploy(batch_size, timeout, pillar_minion, only, jrnl, entry):
     }
     bad = sorted(m for m, n in nodes.items() if not (n["prepare"] and n["state"]))
     bad += summary.get("unreachable", [])
-    summary["result"] = bool(checked.get("result")) and not bad
+    rolled = summary.get("rollout", {}).get("result") is not False
+    summary["result"] = bool(checked.get("result")) and not bad and rolled
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["comment"] = (
         f"{len(targets)} nodes deployed and verified in {summary['seconds']} s"
         if summary["result"]
-        else f"failed nodes: {', '.join(bad) or 'none'}; "
+        else ("" if rolled else "rollout failed (run slurm.deploy again to finish it); ")
+        + f"failed nodes: {', '.join(bad) or 'none'}; "
         f"verify: {checked.get('comment') or checked.get('error')}"
     )
     if summary["result"] and floor != "none":

@@ -17,8 +17,6 @@ stays stopped. So, as dpkg and apt do:
   mutating operation reads it and finishes the job first (``interrupted()``); for a
   rollout that means the same change class again and starting slurmd wherever it was
   stopped.
-  A rollout that failed is kept the same way (``unfinished``): the cluster may be mixed,
-  so the next rollout does at least what it set out to do.
 - **Applied.** After a rollout converged, the journal records which file hashes the
   daemons loaded. Together with each daemon's start time against its file's mtime this
   answers "does the cluster run what the master serves" without trusting files on disk.
@@ -172,13 +170,8 @@ class Journal:
         entry["finished"] = self.clock()
         journal = self._load()
         journal["current"] = None
-        if entry.get("unfinished"):
-            # it ended, but left work (a failed rollout): the next one finishes it
-            entry["state"] = "failed"
-            journal["interrupted"] = [*self._interrupted(journal), entry][-HISTORY:]
-        else:
-            entry["state"] = state
-            journal["history"] = ([entry] + list(journal.get("history") or []))[:HISTORY]
+        entry["state"] = state
+        journal["history"] = ([entry] + list(journal.get("history") or []))[:HISTORY]
         self._save(journal)
 
     @staticmethod

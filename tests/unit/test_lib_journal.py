@@ -104,13 +104,6 @@ def test_an_error_after_a_change_leaves_the_work_for_the_next_run(jrnl):
     assert entry["steps"][-1]["step"] == "push"
 
 
-def test_a_failed_rollout_is_kept_for_the_next_one(jrnl):
-    with jrnl.operation("apply_conf") as entry:
-        jrnl.record(entry, "rollout failed", unfinished=True, rollout={"class": "restart_all"})
-    (entry,) = jrnl.interrupted()
-    assert entry["state"] == "failed"
-
-
 def test_the_journal_is_private_and_applied_files_survive(jrnl):
     with jrnl.operation("apply_conf"):
         jrnl.set_applied({"slurm.conf": "sha256:ab"})
