@@ -73,20 +73,6 @@ def _journal():
     return journal.Journal(os.path.join(__opts__["cachedir"], "slurm"))
 
 
-class _Tracker:
-    """What a rollout writes into the running operation's journal entry."""
-
-    def __init__(self, jrnl, entry):
-        self.journal = jrnl
-        self.entry = entry
-
-    def record(self, step=None, **data):
-        self.journal.record(self.entry, step, **data)
-
-    def set_applied(self, files):
-        self.journal.set_applied(files)
-
-
 def _unfinished(jrnl, say=True):
     """What operations that died left to do: ``(class floor, reasons, stopped minions)``,
     and (with ``say``) a progress line for each."""
@@ -95,8 +81,7 @@ def _unfinished(jrnl, say=True):
         steps = entry.get("steps") or [{}]
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(entry.get("started") or 0))
         what = (
-            f"slurm.{entry.get('operation')} started {when} (pid {entry.get('pid')}) "
-            f"{'failed' if entry.get('state') == 'failed' else 'died'} "
+            f"slurm.{entry.get('operation')} started {when} (pid {entry.get('pid')}) died "
             f"at step '{steps[-1].get('step', '?')}'"
         )
         pending = entry.get("rollout") or {}
@@ -385,8 +370,9 @@ def render_conf(test=False, dry_run=False, pillar_minion=None):
     if dry:
         result["comment"] = "test run: nothing written"
         return result
-    with _journal().operation("render_conf") as entry:
-        _journal().record(entry, "write the rendered files on the master")
+    jrnl = _journal()
+    with jrnl.operation("render_conf") as entry:
+        jrnl.record(entry, "write the rendered files on the master")
         saved = _save_history(directory, current, cfg["conf"]["history"], result["files"])
         _write_files(directory, rendered["files"], current)
     result.update(written=True, previous=saved)
@@ -494,7 +480,7 @@ def _rollout(cfg, node_minions, new_files, batch_size, timeout, jrnl, entry, tes
         timeout=timeout,
         progress=_progress,
         extra_keys=cfg["conf"]["extra_keys"],
-        tracker=_Tracker(jrnl, entry) if entry is not None else None,
+        tracker=jrnl.tracker(entry) if entry is not None else None,
         floor=(floor, reasons),
         applied_files=(applied or {}).get("files"),
     ).run(test=bool(test))
@@ -1305,8 +1291,9 @@ def rotate_munge_key(batch_size=10, timeout=120, test=False, pillar_minion=None)
     keys = _MasterKeys(_files_dir())
     if test:
         return _rotate(controller, node_minions, keys, batch_size, timeout, pillar_minion, True)
-    with _journal().operation("rotate_munge_key") as entry:
-        _journal().record(entry, "rotation started")
+    jrnl = _journal()
+    with jrnl.operation("rotate_munge_key") as entry:
+        jrnl.record(entry, "rotation started")
         return _rotate(controller, node_minions, keys, batch_size, timeout, pillar_minion)
 
 

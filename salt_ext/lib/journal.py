@@ -196,6 +196,10 @@ class Journal:
         journal["history"] = (entries[::-1] + list(journal.get("history") or []))[:HISTORY]
         self._save(journal)
 
+    def tracker(self, entry):
+        """What a rollout (``rollout.Rollout(tracker=…)``) records into ``entry``."""
+        return _EntryTracker(self, entry)
+
     def set_applied(self, files):
         """The daemons run ``files`` (``{name: "sha256:…" or None}``) as of now."""
         journal = self._load()
@@ -212,3 +216,17 @@ class Journal:
         journal = self._load()
         top = [journal["current"]] if isinstance(journal.get("current"), dict) else []
         return top + self._interrupted(journal)[::-1] + list(journal.get("history") or [])
+
+
+class _EntryTracker:
+    """A rollout's view of the running operation's journal entry."""
+
+    def __init__(self, jrnl, entry):
+        self.journal = jrnl
+        self.entry = entry
+
+    def record(self, step=None, **data):
+        self.journal.record(self.entry, step, **data)
+
+    def set_applied(self, files):
+        self.journal.set_applied(files)

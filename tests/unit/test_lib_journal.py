@@ -132,3 +132,15 @@ def test_runner_arguments_that_do_not_bind_are_a_failure_with_exit_1():
     assert ret["result"] is False and ret["retcode"] == 1
     assert "reason" in ret["error"] and "slurm.drain" in ret["error"]
     assert drain("n1", reason="x") == {"result": True}
+
+
+def test_a_rollouts_tracker_writes_into_the_running_entry(jrnl):
+    with jrnl.operation("apply_conf") as entry:
+        tracker = jrnl.tracker(entry)
+        tracker.record("push the files", dirty=True, rollout={"class": "reconfigure"})
+        with open(jrnl.path) as handle:
+            on_disk = json.load(handle)["current"]
+        assert on_disk["rollout"] == {"class": "reconfigure"}
+        assert on_disk["steps"][-1]["step"] == "push the files"
+        tracker.set_applied({"slurm.conf": "sha256:cd"})
+    assert jrnl.applied()["files"] == {"slurm.conf": "sha256:cd"}
