@@ -108,6 +108,7 @@ class KeyRotation(ClusterSteps):
     def _preflight(self):
         targets = self._targets()
         self._step(f"checking {len(targets)} machines: munged up, same key as the master")
+        self._reach("reach every machine (nothing changed yet)", targets)
         statuses = self._call(
             "reach every machine (nothing changed yet)", targets, "slurm_node.status"
         )

@@ -137,6 +137,15 @@ class ClusterSteps:
             raise RolloutError(step, self.last_failed)
         return {t: (r.get("ret") if r.get("ok") else None) for t, r in returns.items()}
 
+    def _reach(self, step, targets):
+        """One ping round (the minions port's): every target must answer, else nothing
+        changes and the silent ones are named."""
+        _, silent = self.minions.ping(list(targets), "list")
+        if silent:
+            raise RolloutError(
+                step, {self._label(t): "no answer to test.ping (minion down?)" for t in silent}
+            )
+
     def _label(self, minion):
         for node, owner in self.node_minions.items():
             if owner == minion:
@@ -216,7 +225,7 @@ class Rollout(ClusterSteps):
     def run(self, test=False):
         try:
             self._step(f"checking that {len(self._targets())} minions answer")
-            self._call("reach every machine (nothing changed yet)", self._targets(), "test.ping")
+            self._reach("reach every machine (nothing changed yet)", self._targets())
             klass = self.classify()
             before = self._call(
                 "read what the daemons loaded", self._targets(), "slurm_node.status"

@@ -1,6 +1,7 @@
 """Munge key rotation order and failure handling against a fake cluster (no Salt, no daemons)."""
 
 from salt_ext.lib import keyrotation
+from tests.unit.fakeports import PingViaCall
 
 NODES = {"n1": "n1", "n2": "n2", "n3": "n3"}
 OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -28,7 +29,7 @@ class FakeKeys:
         self.previous = None
 
 
-class FakeCluster:
+class FakeCluster(PingViaCall):
     """Each machine has a live key, a staged key and munged; records calls in order."""
 
     def __init__(self, fail=None, munged_down=(), live=None, slow_register=()):
@@ -116,7 +117,7 @@ def test_test_mode_checks_and_changes_nothing():
     report, keys = _rotate(cluster, test=True)
     assert report["result"] is None
     assert keys.log == []
-    assert cluster.funs() == ["slurm_node.status"]
+    assert cluster.funs() == ["test.ping", "slurm_node.status"]
 
 
 def test_preflight_refuses_a_cluster_that_already_disagrees():
@@ -126,7 +127,7 @@ def test_preflight_refuses_a_cluster_that_already_disagrees():
     assert report["failed"]["n2"] == "munged not running"
     assert "differs from the master's" in report["failed"]["n3"]
     assert "nothing was changed" in report["comment"]
-    assert keys.log == [] and cluster.funs() == ["slurm_node.status"]
+    assert keys.log == [] and cluster.funs() == ["test.ping", "slurm_node.status"]
 
 
 def test_preflight_refuses_when_a_machine_does_not_answer():

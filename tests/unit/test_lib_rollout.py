@@ -3,6 +3,7 @@
 import pytest
 
 from salt_ext.lib import fsutil, rollout
+from tests.unit.fakeports import PingViaCall
 
 OLD = """\
 ClusterName=hpc
@@ -15,7 +16,7 @@ NODE_CHANGE = OLD.replace("CPUs=2", "CPUs=4")
 NODES = {"n1": "n1", "n2": "n2", "n3": "n3"}
 
 
-class FakeCluster:
+class FakeCluster(PingViaCall):
     """Answers like the minions would; records (fun, targets, arg) in order."""
 
     def __init__(self, controller_files, down=(), not_registering=(), unreachable=()):
@@ -119,7 +120,7 @@ def test_unreachable_node_stops_before_any_change():
     cluster = FakeCluster(controller_files(OLD), unreachable={"n2"})
     report = run(cluster, NODE_CHANGE)
     assert report["result"] is False
-    assert report["failed"] == {"n2": "no return (minion down?)"}
+    assert report["failed"] == {"n2": "no answer to test.ping (minion down?)"}
     assert "nothing changed" in report["comment"]
     assert {f for f, _, _ in cluster.calls} == {"test.ping"}
 

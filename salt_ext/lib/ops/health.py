@@ -1,0 +1,180 @@
+"""Read-only operations: ``slurm.status``, ``slurm.verify``, ``slurm.diagnose``.
+
+Each starts with one ping round: a minion that does not answer is reported at once (as
+unreachable, a failure) and left out of every later call, so one dead node costs the
+ping round's few seconds, not a call timeout per step.
+"""
+
+from salt_ext.lib import clusterops, diagnosis, hostlist
+from salt_ext.lib.ops import OpError
+
+
+def status(ctx):
+    """``{"result", "title", "controller": {...}, "nodes": [rows]}``."""
+    controller, node_minions = ctx.cluster()
+    answered, _ = ctx.reachable([controller, *node_minions.values()])
+    statuses = ctx.returns(answered, "slurm_node.status")
+    states = ctx.one(controller, "slurm_node.cluster_nodes") if controller in answered else None
+    rows = clusterops.status_rows(statuses.get(controller), node_minions, statuses, states)
+    ctl = statuses.get(controller)
+    title = (
+        f"controller {controller}: "
+        + (
+            "no answer"
+            if ctl is None
+            else f"slurmctld {'up' if ctl['daemons'].get('slurmctld') else 'DOWN'}"
+        )
+        + (f", conf {ctl['slurm_conf_hash'][:19]}…" if ctl and ctl.get("slurm_conf_hash") else "")
+    )
+    return {
+        "result": all(clusterops.row_ok(r) for r in rows),
+        "title": title,
+        "controller": {"minion": controller, "status": ctl},
+        "nodes": rows,
+    }
+
+
+def munge_to_controller(ctx, controller, node_minions, targets, timeout):
+    """Each target encodes a credential; the controller decodes them all in one call.
+    Returns ``({minion: credential or None}, {NodeName: decode result})``."""
+    by_minion = {m: n for n, m in node_minions.items()}
+    encoded = ctx.returns(targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
+    credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
+    if not credentials:
+        return encoded, {}
+    return encoded, ctx.one(controller, "munge.decode_all", [credentials], timeout) or {}
+
+
+def verify(ctx, timeout=60):
+    """``{"result", "comment", "failed": {node: {check: evidence}}, "nodes": {...}}``."""
+    controller, node_minions = ctx.cluster()
+    ctx.progress(f"verifying {len(node_minions)} nodes against {controller}")
+    answered, _ = ctx.reachable([controller, *node_minions.values()])
+    if controller not in answered:
+        raise OpError(f"the controller {controller} does not answer test.ping")
+    targets = [m for m in answered if m != controller]
+    statuses = ctx.returns([controller, *targets], "slurm_node.status")
+    ctl = statuses.get(controller)
+    if ctl is None:
+        raise OpError(f"the controller {controller} did not answer slurm_node.status")
+    encoded, decoded = munge_to_controller(ctx, controller, node_minions, targets, timeout)
+    ctl_credential = ctx.one(controller, "munge.encode", [clusterops.VERIFY_PAYLOAD])
+    reverse = (
+        ctx.returns(targets, "munge.decode", [ctl_credential], timeout) if ctl_credential else {}
+    )
+    states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
+    # a job step only where everything else passed: a step on a broken node would hang
+    nodes = {
+        node: clusterops.verify_node(
+            node,
+            minion,
+            statuses.get(minion),
+            ctl,
+            encoded.get(minion),
+            decoded.get(node),
+            reverse.get(minion),
+            None,
+        )
+        for node, minion in node_minions.items()
+    }
+    ready = [
+        node
+        for node, checks in nodes.items()
+        if all(c["ok"] for name, c in checks.items() if name != "job step")
+        and not clusterops.drained(states.get(node))
+    ]
+    steps = {}
+    if ready:
+        steps = ctx.one(controller, "slurm_node.job_steps", [ready, timeout], timeout + 30) or {}
+    failed = {}
+    for node, checks in nodes.items():
+        if "job step" in checks:  # an unreachable node has only its "reachable" check
+            step = steps.get(node) or {"ok": False, "output": "not run: the checks above failed"}
+            checks["job step"] = clusterops.step_check(node, step, states.get(node))
+        bad = {name: c["evidence"] for name, c in checks.items() if not c["ok"]}
+        if bad:
+            failed[node] = bad
+    result = {
+        "result": not failed,
+        "comment": (
+            f"{len(nodes)} nodes verified"
+            if not failed
+            else f"{len(failed)} of {len(nodes)} nodes failed: {', '.join(failed)}"
+        ),
+        "failed": failed,
+        "nodes": nodes,
+    }
+    ctx.progress(result["comment"])
+    return result
+
+
+def diagnose(ctx, nodes=None, timeout=30):
+    """``{"result", "nodes": {node: {"minion", "state", "causes"}}}``; ``nodes`` is a list
+    of NodeNames (all nodes with a fault or a Slurm state worth a look when None)."""
+    controller, node_minions = ctx.cluster()
+    conf_nodes = set(node_minions)
+    hardware = ctx.master.mine_hardware(ctx.cfg["node_target"], ctx.cfg["node_target_type"])
+    for minion, data in hardware.items():
+        if isinstance(data, dict) and data.get("NodeName") not in conf_nodes:
+            node_minions[data["NodeName"]] = minion  # provisioned, but not in slurm.conf
+    if nodes:
+        unknown = set(nodes) - set(node_minions)
+        if unknown:
+            raise OpError(
+                f"nodes: {hostlist.compress(sorted(unknown))} neither in slurm.conf nor in the mine"
+            )
+        node_minions = {n: m for n, m in node_minions.items() if n in set(nodes)}
+    targets = list(dict.fromkeys([controller, *node_minions.values()]))
+    ctx.progress(f"probing {len(targets)} machines")
+    answered, _ = ctx.reachable(targets)
+    answers = ctx.minions.call(answered, "slurm_node.probe", [], timeout) if answered else {}
+    probes = {m: a["ret"] for m, a in answers.items() if a["ok"]}
+    ctl = probes.get(controller)
+    if ctl is None:
+        raise OpError(
+            f"the controller's minion {controller} "
+            + (
+                f"answers test.ping but slurm_node.probe failed: {answers[controller]['error']}"
+                if controller in answers
+                else "does not answer; start there: is salt-minion running, and slurmctld "
+                "(salt-run slurm.status)?"
+            )
+        )
+    states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
+    reachable = [m for m in node_minions.values() if probes.get(m) is not None]
+    _, decoded = munge_to_controller(ctx, controller, node_minions, reachable, timeout)
+    report = {}
+    for node, minion in node_minions.items():
+        if minion in answers and minion not in probes:
+            causes = [_probe_failed(minion, answers[minion]["error"])]
+        else:
+            causes = diagnosis.node_causes(
+                node,
+                minion,
+                probes.get(minion),
+                ctl,
+                states.get(node),
+                conf_nodes,
+                decoded.get(node),
+            )
+        if causes or diagnosis.needs_look(states.get(node)) or nodes:
+            report[node] = {
+                "minion": minion,
+                "state": (states.get(node) or {}).get("raw_state"),
+                "causes": causes,
+            }
+    faulty = [n for n, entry in report.items() if entry["causes"]]
+    ctx.progress(f"{len(faulty)} of {len(node_minions)} nodes with a fault")
+    return {"result": not faulty, "nodes": report}
+
+
+def _probe_failed(minion, error):
+    """A minion that answers test.ping but whose probe failed is no unreachable minion."""
+    return {
+        "cause": "probe failed on the minion",
+        "evidence": [
+            f"salt: minion {minion} answers test.ping",
+            f"slurm_node.probe failed: {str(error)[:300]}",
+        ],
+        "fix": f"salt {minion} slurm_node.probe, and read the minion log there",
+    }
