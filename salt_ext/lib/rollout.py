@@ -275,7 +275,7 @@ class Rollout(ClusterSteps):
         return self.report
 
     def _want(self):
-        return {name: _hash(text) for name, text in self.new_files.items()}
+        return {name: file_hash(text) for name, text in self.new_files.items()}
 
     def _restart_stopped(self):
         """Never leave slurmd stopped behind a failure: running jobs lose their slurmd
@@ -378,7 +378,7 @@ class Rollout(ClusterSteps):
 
     def _converge(self):
         minions = self._node_targets()
-        want = {name: _hash(text) for name, text in self.new_files.items()}
+        want = {name: file_hash(text) for name, text in self.new_files.items()}
         statuses = self._call("read conf hashes", [self.controller, *minions], "slurm_node.status")
         stale = {
             self._label(m): f"slurm.conf {s.get('slurm_conf_hash')} != {want['slurm.conf']}"
@@ -393,5 +393,6 @@ class Rollout(ClusterSteps):
         self._step(f"converged: {len(minions)} nodes on slurm.conf {want['slurm.conf']}")
 
 
-def _hash(text):
+def file_hash(text):
+    """``sha256:…`` of a file's text (None for no file), as ``slurm_node.status`` reports it."""
     return None if text is None else "sha256:" + fsutil.sha256_bytes(text)

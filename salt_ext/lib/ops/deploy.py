@@ -127,16 +127,18 @@ def _deploy(ctx, batch_size, timeout, only, entry):
 
 
 def _roll_out_to_running_cluster(ctx, rendered_class, batch_size, timeout, entry, step, summary):
-    """A running cluster gets the new files in Slurm's order before the states run, when
-    the change needs it, the controller runs a stale conf, or an interrupted operation
-    left a rollout unfinished."""
+    """A running cluster gets the new files in Slurm's order before the states run when
+    the change needs it: the render changed something, the controller holds other files
+    than the master serves (an earlier run rendered and died, or someone edited them),
+    it runs a stale conf, or an interrupted operation left a rollout unfinished."""
     controller = ctx.controller
-    floor, _, stopped = conf.unfinished(ctx, say=False)
-    summary["finishing"] = floor != "none"
+    floor, reasons, stopped = conf.unfinished(ctx, say=False)
+    summary["finishing"] = bool(reasons)
     ctl_status = ctx.one(controller, "slurm_node.status")
     if not (ctl_status and ctl_status["daemons"].get("slurmctld")):
         return
     conf_files = ctx.conf_store().read()
+    behind = ctl_status.get("slurm_conf_hash") != rollout.file_hash(conf_files["slurm.conf"])
     # every node of the new conf that already runs slurmd (not only this run's targets),
     # and those an interrupted rollout stopped
     by_minion = {m: n for n, m in ctx.node_minions(conf_files["slurm.conf"]).items()}
@@ -152,7 +154,7 @@ def _roll_out_to_running_cluster(ctx, rendered_class, batch_size, timeout, entry
     stale, _ = rollout.stale_floor(
         controller, {controller: ctl_status}, (ctx.journal.applied() or {}).get("files")
     )
-    if {rendered_class, floor, stale} == {"none"}:
+    if {rendered_class, floor, stale} == {"none"} and not behind:
         return
     step(f"rolling the change out to the running cluster ({len(live)} nodes)")
     report = conf.run_rollout(ctx, live, conf_files, batch_size, min(timeout, 120), entry)
