@@ -1,6 +1,7 @@
 """Day-2 runners: ``slurm.deploy`` of 4 nodes from bare, and ``slurm.status`` /
 ``slurm.verify`` / ``slurm.rotate_munge_key`` wall time with 1 and with 4 nodes (target:
-4 nodes <= 2x one node).
+4 nodes <= 2x one node); ``slurm.status`` / ``verify`` / ``diagnose`` with one of the 4
+nodes' minions dead against all healthy (target: <= 2x, issue 12 item 7).
 
 Each figure is the wall time of the real ``salt-run`` command (process start included, as
 an admin sees it), median of the runs, measured in the same test bed in one run.
@@ -18,17 +19,33 @@ ROUNDS = 3
 FUNS = ("slurm.status", "slurm.verify", "slurm.rotate_munge_key")
 
 
-def _timed(bed, *argv):
+def _timed(bed, *argv, fails=False):
     started = time.monotonic()
     proc = bed.cli(["salt-run", "--out=json", *argv])
     elapsed = time.monotonic() - started
-    if proc.returncode != 0:
+    if (proc.returncode != 0) != fails:
         raise RuntimeError(f"salt-run {' '.join(argv)} failed:\n{proc.stdout}{proc.stderr[-3000:]}")
     return elapsed
 
 
-def _median_of(bed, *argv):
-    return statistics.median(_timed(bed, *argv) for _ in range(ROUNDS))
+def _median_of(bed, *argv, fails=False):
+    return statistics.median(_timed(bed, *argv, fails=fails) for _ in range(ROUNDS))
+
+
+DEAD_FUNS = ("slurm.status", "slurm.verify", "slurm.diagnose")
+
+
+def _one_dead(bed, node):
+    """status/verify/diagnose medians with every minion up, then with ``node``'s minion
+    stopped (each run must fail then: a dead node is never a green result)."""
+    healthy = {fun: _median_of(bed, fun) for fun in DEAD_FUNS}
+    bed.stop_minion(node)
+    try:
+        dead = {fun: _median_of(bed, fun, fails=True) for fun in DEAD_FUNS}
+    finally:
+        bed.start_minion(node)
+        bed.wait_for_minions([node])
+    return healthy, dead
 
 
 def run():
@@ -46,6 +63,7 @@ def run():
         deploy = _timed(bed, "slurm.deploy")
         again = _timed(bed, "slurm.deploy")
         four = {fun: _median_of(bed, fun) for fun in FUNS}
+        healthy, dead = _one_dead(bed, NODES[-1])
         bed.write_pillar(render_pillar(node_target="b1"))
         _timed(bed, "slurm.deploy")  # the cluster shrinks to one node (ordered restart)
         one = {fun: _median_of(bed, fun) for fun in FUNS}
@@ -54,6 +72,12 @@ def run():
             print(
                 f"  {fun:<22} 1 node: median {one[fun]:5.2f} s   4 nodes: median "
                 f"{four[fun]:5.2f} s   ratio {four[fun] / one[fun]:.2f}x (target <= 2x)"
+            )
+        for fun in DEAD_FUNS:
+            print(
+                f"  {fun:<22} 4 healthy: median {healthy[fun]:5.2f} s   {NODES[-1]}'s minion "
+                f"dead: median {dead[fun]:5.2f} s   ratio {dead[fun] / healthy[fun]:.2f}x "
+                "(target <= 2x)"
             )
     finally:
         bed.down(keep_files=False)

@@ -247,7 +247,7 @@ class Rollout(ClusterSteps):
                 dirty=True,
                 rollout={"class": klass, "files": self._want(), "stopped": []},
             )
-            synced = self._call("push the files", self._targets(), "slurm_node.sync_conf")
+            synced = self._push()
             drifted = sorted(self._label(m) for m, r in synced.items() if r and r["changed"])
             self._step(f"files pushed; changed on: {', '.join(drifted) or 'none'}")
             if klass == "none" and drifted:
@@ -273,6 +273,29 @@ class Rollout(ClusterSteps):
         self.report["result"] = True
         self.report["comment"] = f"rolled out ({klass}); {len(self.node_minions)} nodes converged"
         return self.report
+
+    def _push(self):
+        """Stage the files on every machine first; only when all staged are they put in
+        place (renames). A machine that cannot stage (a full disk) leaves every machine on
+        the files it had: never a mix of versions without a reconfigure."""
+        self._call(
+            "stage the files (nothing changed on any machine)",
+            self._targets(),
+            "slurm_node.stage_conf",
+            must=False,
+        )
+        if self.last_failed:
+            failed = dict(self.last_failed)
+            self._call(
+                "discard staged files",
+                self._targets(),
+                "slurm_node.discard_staged_conf",
+                must=False,
+            )
+            raise RolloutError("stage the files (nothing changed on any machine)", failed)
+        return self._call(
+            "put the staged files in place", self._targets(), "slurm_node.commit_conf"
+        )
 
     def _want(self):
         return {name: file_hash(text) for name, text in self.new_files.items()}

@@ -7,6 +7,7 @@ them directly to look at or restart one machine.
 
 import concurrent.futures
 import grp
+import json
 import logging
 import os
 import pwd
@@ -292,12 +293,17 @@ def conf_files():
     return cluster_files.read_conf_files(_plan("node")["conf_dir"])
 
 
+STAGED_SUFFIX = ".saltext-new"
+STAGED_MANIFEST = ".saltext-staged.json"
+
+
 def sync_conf():
     """
     Fetch the cluster's slurm.conf (and gres.conf / cgroup.conf when the master serves
-    them) from ``salt://slurm_files/`` and write each atomically, mode 0644. No daemon is
-    touched: ``slurm.apply_conf`` decides whether to reconfigure or restart. A gres.conf or
-    cgroup.conf the master no longer serves is removed if saltext-slurm wrote it.
+    them) from ``salt://slurm_files/`` and write each atomically, mode 0644: ``stage_conf``
+    then ``commit_conf``. No daemon is touched: ``slurm.apply_conf`` decides whether to
+    reconfigure or restart. A gres.conf or cgroup.conf the master no longer serves is
+    removed if saltext-slurm wrote it.
 
     Returns ``{"changed": [names], "hashes": {name: "sha256:..." or None}}``.
 
@@ -307,32 +313,124 @@ def sync_conf():
 
         salt 'n*' slurm_node.sync_conf
     """
+    stage_conf()
+    return commit_conf()
+
+
+def stage_conf():
+    """
+    First half of a push: fetch the master's conf files and write those that differ
+    beside the live ones (``<name>.saltext-new``), plus a manifest of what
+    ``commit_conf`` will do. Nothing a daemon reads changes. A failure (a full disk, the
+    master unreachable) removes what was staged and says so: this machine is unchanged.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.stage_conf
+    """
     conf_dir = _plan("node")["conf_dir"]
-    changed, hashes = [], {}
-    for name in cluster_files.CONF_FILES:
-        path = os.path.join(conf_dir, name)
-        url = f"{cluster_files.FILES_PREFIX}/{name}"
-        # asks the file server directly; cp.list_master may lag behind a new file
-        if not __salt__["cp.hash_file"](cluster_files.salt_url(name)):
-            if name == "slurm.conf":
-                raise CommandExecutionError(
-                    f"the master serves no salt://{url}; run `salt-run slurm.render_conf` first"
-                )
-            if _managed_by_us(path):
-                os.unlink(path)
-                changed.append(name)
-            hashes[name] = None
+    discard_staged_conf()
+    actions, hashes = {}, {}
+    try:
+        for name in cluster_files.CONF_FILES:
+            path = os.path.join(conf_dir, name)
+            url = f"{cluster_files.FILES_PREFIX}/{name}"
+            # asks the file server directly; cp.list_master may lag behind a new file
+            if not __salt__["cp.hash_file"](cluster_files.salt_url(name)):
+                if name == "slurm.conf":
+                    raise CommandExecutionError(
+                        f"the master serves no salt://{url}; run `salt-run slurm.render_conf` first"
+                    )
+                if _managed_by_us(path):
+                    actions[name] = "remove"
+                hashes[name] = None
+                continue
+            text = __salt__["cp.get_file_str"](cluster_files.salt_url(name))
+            if text is False or text is None:
+                raise CommandExecutionError(f"could not fetch salt://{url} from the master")
+            new_hash = fsutil.sha256_bytes(text.encode())
+            if fsutil.sha256_file(path) != new_hash:
+                os.makedirs(conf_dir, mode=0o755, exist_ok=True)
+                fsutil.atomic_write(path + STAGED_SUFFIX, text, mode=0o644, uid=0, gid=0)
+                actions[name] = "write"
+            hashes[name] = f"sha256:{new_hash}"
+        if actions:
+            manifest = json.dumps({"actions": actions, "hashes": hashes})
+            fsutil.atomic_write(os.path.join(conf_dir, STAGED_MANIFEST), manifest, mode=0o600)
+    except OSError as err:
+        discard_staged_conf()
+        raise CommandExecutionError(
+            f"cannot stage the conf files in {conf_dir}: {err.strerror or err}; "
+            "nothing changed on this machine"
+        ) from err
+    except CommandExecutionError:
+        discard_staged_conf()
+        raise
+    return {"staged": sorted(actions), "hashes": hashes}
+
+
+def commit_conf():
+    """
+    Second half of a push: put the files ``stage_conf`` staged in place (renames, which
+    need no free space) and remove the ones the master stopped serving.
+
+    Returns ``{"changed": [names], "hashes": {name: "sha256:..." or None}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.commit_conf
+    """
+    conf_dir = _plan("node")["conf_dir"]
+    manifest_path = os.path.join(conf_dir, STAGED_MANIFEST)
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        current = cluster_files.read_conf_files(conf_dir)
+        return {
+            "changed": [],
+            "hashes": {
+                n: (f"sha256:{fsutil.sha256_bytes(t)}" if t is not None else None)
+                for n, t in current.items()
+            },
+        }
+    changed = []
+    for name, action in sorted(manifest["actions"].items()):
+        if name not in cluster_files.CONF_FILES:
             continue
-        text = __salt__["cp.get_file_str"](cluster_files.salt_url(name))
-        if text is False or text is None:
-            raise CommandExecutionError(f"could not fetch salt://{url} from the master")
-        new_hash = fsutil.sha256_bytes(text.encode())
-        if fsutil.sha256_file(path) != new_hash:
-            os.makedirs(conf_dir, mode=0o755, exist_ok=True)
-            fsutil.atomic_write(path, text, mode=0o644, uid=0, gid=0)
-            changed.append(name)
-        hashes[name] = f"sha256:{new_hash}"
-    return {"changed": changed, "hashes": hashes}
+        path = os.path.join(conf_dir, name)
+        if action == "write":
+            os.replace(path + STAGED_SUFFIX, path)
+        elif os.path.exists(path):
+            os.unlink(path)
+        changed.append(name)
+    os.unlink(manifest_path)
+    fsutil.fsync_dir(conf_dir)
+    return {"changed": changed, "hashes": manifest["hashes"]}
+
+
+def discard_staged_conf():
+    """
+    Remove what ``stage_conf`` staged (the live files stay as they are).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'n*' slurm_node.discard_staged_conf
+    """
+    conf_dir = _plan("node")["conf_dir"]
+    removed = []
+    for name in [*(n + STAGED_SUFFIX for n in cluster_files.CONF_FILES), STAGED_MANIFEST]:
+        path = os.path.join(conf_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+            removed.append(name)
+    return removed
 
 
 def _managed_by_us(path):

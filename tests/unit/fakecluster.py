@@ -284,8 +284,21 @@ class FakeCluster:
         files = state["machines"][target]["files"]
         return {n: files.get(n) for n in cluster_files.CONF_FILES}
 
-    def _slurm_node__sync_conf(self, state, target):
+    def _slurm_node__stage_conf(self, state, target):
         machine = state["machines"][target]
+        if machine.get("disk_full"):
+            raise RuntimeError("cannot stage the conf files in /etc/slurm: No space left on device")
+        machine["staged"] = True
+        return {"staged": ["slurm.conf"], "hashes": {}}
+
+    def _slurm_node__discard_staged_conf(self, state, target):
+        state["machines"][target].pop("staged", None)
+        return []
+
+    def _slurm_node__commit_conf(self, state, target):
+        machine = state["machines"][target]
+        if not machine.pop("staged", False):
+            return {"changed": [], "hashes": {}}
         files = {n: t for n, t in self.master_files().items() if t is not None}
         changed = sorted(
             n for n in set(files) | set(machine["files"]) if files.get(n) != machine["files"].get(n)

@@ -216,3 +216,24 @@ def test_bad_arguments_are_one_line_errors_naming_them(fake):
         health.diagnose(cluster.context(), ["n9"])
     with pytest.raises(OpError, match=r"^node: n9 is not a NodeName"):
         nodes.remove(cluster.context(), "n9")
+
+
+def test_a_full_disk_on_one_node_leaves_every_machine_on_the_old_files(tmp_path):
+    cluster = prepared(tmp_path, render=True)
+    old = cluster._load()["machines"]["ctl"]["files"]
+    with cluster.edit() as state:
+        state["machines"]["n2"]["disk_full"] = True
+    report = conf.apply(cluster.context())
+    assert report["result"] is False
+    assert (
+        "n2: cannot stage the conf files in /etc/slurm: No space left on device"
+        in (report["comment"])
+    )
+    machines = cluster._load()["machines"]
+    assert all(m["files"] == old for m in machines.values())  # nothing mixed
+    assert all(all(m["daemons"].values()) for m in machines.values())  # nothing stopped
+    assert not any(m.get("staged") for m in machines.values())
+    with cluster.edit() as state:
+        state["machines"]["n2"]["disk_full"] = False
+    assert conf.apply(cluster.context())["result"] is True
+    assert cluster.converged() == (True, [])

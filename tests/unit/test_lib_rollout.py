@@ -40,7 +40,13 @@ class FakeCluster(PingViaCall):
     def _answer(self, target, fun, arg):
         if fun == "slurm_node.conf_files":
             return self.controller_files
-        if fun == "slurm_node.sync_conf":
+        if fun == "slurm_node.stage_conf":
+            self.staged = getattr(self, "staged", set()) | {target}
+            return {"staged": ["slurm.conf"], "hashes": {}}
+        if fun == "slurm_node.discard_staged_conf":
+            self.staged = getattr(self, "staged", set()) - {target}
+            return []
+        if fun == "slurm_node.commit_conf":
             changed = self.files.get(target) != self.new_text
             self.files[target] = self.new_text
             return {"changed": ["slurm.conf"] if changed else [], "hashes": {}}
@@ -100,7 +106,7 @@ def test_node_change_stops_slurmd_then_restarts_slurmctld_then_starts_in_batches
     ]
     # files reach every machine before the first daemon is touched
     order = [f for f, _, _ in cluster.calls]
-    assert order.index("slurm_node.sync_conf") < order.index("slurm_node.daemon_control")
+    assert order.index("slurm_node.commit_conf") < order.index("slurm_node.daemon_control")
     assert all(text == NODE_CHANGE for text in cluster.files.values())
 
 

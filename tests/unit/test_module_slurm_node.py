@@ -529,6 +529,44 @@ def test_sync_conf_without_slurm_conf_on_the_master_says_what_to_run(loader, con
         slurm_node.sync_conf()
 
 
+def test_stage_conf_on_a_full_disk_leaves_the_live_files_and_nothing_staged(
+    loader, conf_dir, monkeypatch
+):
+    (conf_dir / "slurm.conf").write_text("ClusterName=old\n")
+    _serve(loader, {"slurm.conf": "ClusterName=new\n", "cgroup.conf": "ConstrainCores=yes\n"})
+    writes = []
+
+    def full_after_one(path, data, mode=0o644, uid=None, gid=None):
+        if writes:
+            raise OSError(28, "No space left on device")
+        writes.append(path)
+        _write_without_chown(path, data)
+
+    monkeypatch.setattr(slurm_node.fsutil, "atomic_write", full_after_one)
+    with pytest.raises(CommandExecutionError, match=r"No space left on device; nothing changed"):
+        slurm_node.stage_conf()
+    assert writes  # the first file was staged before the disk filled
+    assert sorted(p.name for p in conf_dir.iterdir()) == ["slurm.conf"]
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=old\n"
+
+
+def test_staged_files_change_nothing_until_commit_and_discard_drops_them(loader, conf_dir):
+    (conf_dir / "slurm.conf").write_text("ClusterName=old\n")
+    _serve(loader, {"slurm.conf": "ClusterName=new\n"})
+    assert slurm_node.stage_conf()["staged"] == ["slurm.conf"]
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=old\n"
+    assert slurm_node.discard_staged_conf() == [
+        "slurm.conf" + slurm_node.STAGED_SUFFIX,
+        slurm_node.STAGED_MANIFEST,
+    ]
+    assert slurm_node.commit_conf()["changed"] == []
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=old\n"
+    slurm_node.stage_conf()
+    assert slurm_node.commit_conf()["changed"] == ["slurm.conf"]
+    assert sorted(p.name for p in conf_dir.iterdir()) == ["slurm.conf"]
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=new\n"
+
+
 # --- munge key rotation: stage, activate, discard -----------------------------------------
 
 
