@@ -544,6 +544,52 @@ def test_a_rollout_killed_before_slurmctld_restarts_is_finished_by_the_next_depl
         heal(cluster)
 
 
+FILL_CONF_DIR = (
+    "mkdir -p /run/sxt-conf-save && cp -a /etc/slurm/. /run/sxt-conf-save/ && "
+    "mount -t tmpfs -o size=256k tmpfs /etc/slurm && cp -a /run/sxt-conf-save/. /etc/slurm/ && "
+    "(dd if=/dev/zero of=/etc/slurm/filler bs=4k 2>/dev/null || true)"
+)
+
+
+def conf_hashes(cluster):
+    statuses = cluster.salt(["ctl", *COMPUTE], "slurm_node.status", tgt_type="list")
+    return {m: s["slurm_conf_hash"] for m, s in statuses.items()}
+
+
+def test_a_full_disk_on_one_node_changes_no_machine_and_names_it(cluster, deployed):
+    """Issue 12 item 6: with /etc/slurm full on n2, the others used to get the new file
+    and no reconfigure ran. Now every machine stages first; n2 cannot, so nobody changes."""
+    before = conf_hashes(cluster)
+    filled = cluster.run("n2", ["sh", "-c", FILL_CONF_DIR])
+    assert filled.returncode == 0, filled.stderr
+    cluster.write_pillar(
+        render_pillar(
+            **PILLAR, node_target="n*", node_groups={"bed": {"nodes": "n*", "features": ["full"]}}
+        )
+    )
+    try:
+        rendered, _ = salt_run(cluster, "slurm.render_conf")
+        assert rendered["written"] is True, rendered
+        result, proc = salt_run(cluster, "slurm.apply_conf")
+        assert proc.returncode == 1, (result, proc.stderr[-2000:])
+        assert (
+            "n2: cannot stage the conf files in /etc/slurm: No space left on device"
+            in (result["comment"])
+        ), result
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert conf_hashes(cluster) == before  # nothing mixed: every machine on the old file
+        assert slurmd_running(cluster) == dict.fromkeys(COMPUTE, True)
+        leftovers = cluster.salt(["ctl", *COMPUTE], "file.find", ["/etc/slurm"], tgt_type="list")
+        assert not [f for files in leftovers.values() for f in files if "saltext" in f], leftovers
+    finally:
+        cluster.run("n2", ["umount", "/etc/slurm"])
+        cluster.write_pillar(OPS_PILLAR)
+    rendered, _ = salt_run(cluster, "slurm.render_conf")
+    result, proc = salt_run(cluster, "slurm.apply_conf")
+    assert proc.returncode == 0 and result["result"] is True, result
+    assert conf_hashes(cluster) == before
+
+
 def test_a_second_operation_is_refused_while_one_runs_and_names_it(cluster, deployed):
     first = salt_run_popen(cluster, "slurm.deploy")
     try:
