@@ -75,7 +75,10 @@ class SaltMinions:
             elif ret.get("retcode", 0) != 0 or (
                 isinstance(ret.get("ret"), str) and ret["ret"].startswith("ERROR")
             ):
-                result[target] = {"ok": False, "ret": ret.get("ret"), "error": str(ret.get("ret"))}
+                error = str(ret.get("ret"))
+                # the minion's CommandExecutionError arrives as "ERROR: <message>"
+                error = error[len("ERROR: ") :] if error.startswith("ERROR: ") else error
+                result[target] = {"ok": False, "ret": ret.get("ret"), "error": error}
             else:
                 result[target] = {"ok": True, "ret": ret.get("ret"), "error": None}
         return result

@@ -265,7 +265,11 @@ class Rollout(ClusterSteps):
                 + "; ".join(f"{k}: {v}" for k, v in sorted(err.failed.items()))
                 + ". "
                 + self._restart_stopped()
-                + "Restore the previous version with `salt-run slurm.rollback_conf`."
+                + (
+                    "Fix that and run `salt-run slurm.apply_conf` again."
+                    if "nothing changed" in err.step
+                    else "Restore the previous version with `salt-run slurm.rollback_conf`."
+                )
             )
             self.report["result"] = False
             return self.report

@@ -493,15 +493,19 @@ def slurmd_running(cluster):
     return {n: ret.get(n) for n in COMPUTE}
 
 
-@pytest.mark.parametrize("journal", ["kept", "lost"])
-def test_a_rollout_killed_before_slurmctld_restarts_is_finished_by_the_next_deploy(
-    cluster, deployed, journal
-):
+@pytest.mark.parametrize(
+    ("journal", "kill_at"),
+    [("kept", "stopping slurmd"), ("lost", "stopping slurmd"), ("kept", "slurmd start: n2")],
+    ids=["after-push-kept", "after-push-lost", "mid-batch-kept"],
+)
+def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, deployed, journal, kill_at):
     """The issue's fault: a new feature, the runner killed after the push and before
-    slurmctld restarted. Files everywhere say "applied"; slurmctld runs the old config.
-    With the journal the next deploy finishes the rollout; without it (``lost``) the daemon
-    start times against the file times still show slurmctld is stale."""
-    feature = f"cs{journal}"
+    slurmctld restarted (files everywhere say "applied"; slurmctld runs the old config),
+    or mid-batch (slurmctld restarted, n1 started, n2 and n3 still stopped). With the
+    journal the next deploy finishes the rollout; without it (``lost``) the daemon start
+    times against the file times still show slurmctld is stale. (Every other kill point:
+    tests/unit/test_lib_ops.py, against a fake cluster.)"""
+    feature = f"cs{journal}{len(kill_at)}"
     job_id = running_job(cluster, "-w", "n1", "--mem=100M", wrap="sleep 45")
     cluster.write_pillar(
         render_pillar(
@@ -511,9 +515,9 @@ def test_a_rollout_killed_before_slurmctld_restarts_is_finished_by_the_next_depl
     try:
         rendered, _ = salt_run(cluster, "slurm.render_conf")
         assert rendered["class"] == "restart_all", rendered
-        proc = salt_run_popen(cluster, "slurm.apply_conf")
+        proc = salt_run_popen(cluster, "slurm.apply_conf", "batch_size=1")
         try:
-            read_until(proc, "stopping slurmd")
+            read_until(proc, kill_at)
         finally:
             os.killpg(proc.pid, 9)
             proc.wait()
