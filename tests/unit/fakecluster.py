@@ -11,6 +11,7 @@ runs, the journal stays as the child left it), and the parent then sees what the
 did to the machines.
 """
 
+import fnmatch
 import json
 import os
 
@@ -145,8 +146,7 @@ class FakeCluster:
         if tgt_type == "list":
             targets = list(tgt)
         else:  # the glob of slurm:node_target
-            prefix = str(tgt).rstrip("*")
-            targets = [m for m in state["machines"] if m.startswith(prefix)]
+            targets = [m for m in state["machines"] if fnmatch.fnmatch(m, str(tgt))]
         answered = sorted(t for t in targets if state["machines"].get(t, {}).get("up"))
         return answered, sorted(set(targets) - set(answered))
 
@@ -229,8 +229,7 @@ class FakeCluster:
 
     def mine_hardware(self, target="*", tgt_type="glob"):
         mine = self._load()["mine"]
-        prefix = str(target).rstrip("*")
-        return {m: h for m, h in mine.items() if target == "*" or m.startswith(prefix)}
+        return {m: h for m, h in mine.items() if fnmatch.fnmatch(m, str(target))}
 
     def forget_hardware(self, minion):
         with self.edit() as state:

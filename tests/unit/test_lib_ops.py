@@ -10,7 +10,7 @@ import pytest
 
 from salt_ext.lib import journal, rollout
 from salt_ext.lib.ops import OpError, conf, deploy, health, nodes
-from tests.unit.fakecluster import KILLED, NODES, FakeCluster
+from tests.unit.fakecluster import KILLED, NODES, PILLAR, FakeCluster
 
 
 @pytest.fixture
@@ -237,3 +237,15 @@ def test_a_full_disk_on_one_node_leaves_every_machine_on_the_old_files(tmp_path)
         state["machines"]["n2"]["disk_full"] = False
     assert conf.apply(cluster.context())["result"] is True
     assert cluster.converged() == (True, [])
+
+
+def test_a_node_left_out_of_node_target_is_no_unreachable_node(fake, monkeypatch):
+    """The cluster shrinks by the pillar: n3 is no longer matched by slurm:node_target;
+    deploy renders it out and succeeds (it is not a silent node of the cluster)."""
+    cluster = fake
+    deployed(cluster)
+    monkeypatch.setitem(PILLAR, "node_target", "n[12]")
+    summary = deploy.deploy(cluster.context())
+    assert summary["result"] is True, summary
+    assert "unreachable" not in summary
+    assert rollout.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n2"]

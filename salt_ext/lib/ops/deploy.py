@@ -12,10 +12,11 @@ DEPLOY_PING_WAIT = 5.0
 
 def _targets(ctx, only):
     cfg = ctx.cfg
-    answered, _ = ctx.minions.ping(
+    answered, silent = ctx.minions.ping(
         cfg["node_target"], cfg["node_target_type"], wait=DEPLOY_PING_WAIT
     )
     targets = sorted((m for m in answered if m != ctx.controller), key=confgen.natural_key)
+    silent = sorted((m for m in silent if m != ctx.controller), key=confgen.natural_key)
     if only:
         missing = sorted(set(only) - set(targets))
         if missing:
@@ -24,12 +25,13 @@ def _targets(ctx, only):
                 f"{cfg['node_target']!r}"
             )
         targets = [t for t in targets if t in only]
+        silent = []
     if not targets:
         raise OpError(
             f"no minion answers for slurm:node_target {cfg['node_target']!r} "
             f"({cfg['node_target_type']}); nothing to deploy"
         )
-    return targets
+    return targets, silent
 
 
 def deploy(ctx, batch_size=10, timeout=300, only=None):
@@ -53,16 +55,18 @@ def _deploy(ctx, batch_size, timeout, only, entry):
         f"munge key {'created' if key.get('created') else 'present'} "
         f"({key.get('key_hash', '')[:19]}…)"
     )
-    targets = _targets(ctx, only)
+    targets, silent = _targets(ctx, only)
     nodes = {m: {"prepare": None, "state": None, "changed": 0, "failures": []} for m in targets}
     summary["nodes"] = nodes
-    if not only:
-        # a node of the cluster whose minion is silent is a failure, not a quiet omission
-        current = ctx.conf_store().read()["slurm.conf"]
-        known = ctx.node_minions(current).values() if current else []
-        for minion in sorted(set(known) - set(targets) - {controller}, key=confgen.natural_key):
+    current = ctx.conf_store().read()["slurm.conf"]
+    known = set(ctx.node_minions(current).values()) if current else set()
+    for minion in silent:
+        if minion in known:
+            # a node of the cluster whose minion is silent is a failure, not a quiet omission
             summary.setdefault("unreachable", []).append(minion)
             step(f"{minion}: FAILED: its minion does not answer (it is in slurm.conf)")
+        else:
+            step(f"WARNING: {minion} matches slurm:node_target but does not answer; left out")
     for batch in rollout.batches(targets, batch_size):
         for minion, (ok, changed, failures) in ctx.apply_state(
             batch, "slurm.node", timeout, sls_id="slurm-hardware-in-mine"
