@@ -620,17 +620,9 @@ def status(pillar_minion=None):
     statuses = _returns(minions, [controller, *node_minions.values()], "slurm_node.status")
     states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller]
     rows = clusterops.status_rows(statuses.get(controller), node_minions, statuses, states)
-    healthy = all(clusterops.row_ok(r) for r in rows)
     ctl = statuses.get(controller)
-    title = (
-        f"controller {controller}: "
-        + (
-            "no answer"
-            if ctl is None
-            else f"slurmctld {'up' if ctl['daemons'].get('slurmctld') else 'DOWN'}"
-        )
-        + (f", conf {ctl['slurm_conf_hash'][:19]}…" if ctl and ctl.get("slurm_conf_hash") else "")
-    )
+    healthy = all(clusterops.row_ok(r) for r in rows) and clusterops.controller_ok(ctl)
+    title = clusterops.status_title(controller, ctl)
     if _human():
         text = clusterops.format_table(rows, title)
         return text if healthy else {"result": False, "report": text}

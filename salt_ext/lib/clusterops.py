@@ -29,6 +29,50 @@ def _hash_check(value, want):
     return value == want
 
 
+HUNG = "HUNG"
+_LABELS = {"munge": "munged"}
+
+
+def daemon_mark(status, daemon):
+    """A status column for ``daemon``: True (runs and answers), False (not running),
+    ``"HUNG"`` (runs, does not answer), None (not installed / no status)."""
+    if status is None:
+        return None
+    health = (status.get("health") or {}).get(daemon)
+    if health is None:  # a minion without health checks: the process alone
+        return (status.get("daemons") or {}).get(daemon)
+    return {"running": True, "hung": HUNG}.get(health["state"], False)
+
+
+def hung_daemons(status, names=("munge", "slurmd", "slurmctld")):
+    """``["slurmd hung: pid 123 state T (stopped)", ...]`` from one ``slurm_node.status``."""
+    health = (status or {}).get("health") or {}
+    return [
+        f"{_LABELS.get(name, name)} hung: {health[name]['evidence']}"
+        for name in names
+        if (health.get(name) or {}).get("state") == "hung"
+    ]
+
+
+def status_title(controller, ctl):
+    """The status table's first line: the controller's slurmctld and conf."""
+    if ctl is None:
+        text = "no answer"
+    else:
+        mark = daemon_mark(ctl, "slurmctld")
+        text = "slurmctld " + {True: "up", HUNG: "HUNG"}.get(mark, "DOWN")
+        hung = hung_daemons(ctl)
+        text += f" ({'; '.join(hung)})" if hung else ""
+        if ctl.get("slurm_conf_hash"):
+            text += f", conf {ctl['slurm_conf_hash'][:19]}…"
+    return f"controller {controller}: {text}"
+
+
+def controller_ok(ctl):
+    """The controller answers and none of its daemons hangs or is missing."""
+    return bool(ctl) and daemon_mark(ctl, "slurmctld") is True and not hung_daemons(ctl)
+
+
 def status_rows(controller_status, node_minions, statuses, states):
     """One row per node.
 
@@ -41,15 +85,15 @@ def status_rows(controller_status, node_minions, statuses, states):
     for node, minion in node_minions.items():
         status = statuses.get(minion)
         state = (states or {}).get(node) or {}
-        daemons = (status or {}).get("daemons", {})
         version = ((status or {}).get("versions") or {}).get("slurm")
         rows.append(
             {
                 "node": node,
                 "minion": minion,
                 "reachable": status is not None,
-                "munged": daemons.get("munge") if status else None,
-                "slurmd": daemons.get("slurmd") if status else None,
+                "munged": daemon_mark(status, "munge"),
+                "slurmd": daemon_mark(status, "slurmd"),
+                "problems": hung_daemons(status, ("munge", "slurmd")),
                 "state": state.get("raw_state") or ("not in slurmctld" if states else None),
                 "reason": state.get("reason"),
                 "conf": _hash_check((status or {}).get("slurm_conf_hash"), want_conf),
@@ -64,8 +108,8 @@ def status_rows(controller_status, node_minions, statuses, states):
 def row_ok(row):
     return bool(
         row["reachable"]
-        and row["munged"]
-        and row["slurmd"]
+        and row["munged"] is True
+        and row["slurmd"] is True
         and row["usable"]
         and row["conf"] is True
         and row["key"] is True
@@ -85,6 +129,7 @@ def format_table(rows, title=None):
             ).rstrip()
         )
     bad = [row["node"] for row in rows if not row_ok(row)]
+    lines += [f"{row['node']}: {problem}" for row in rows for problem in row.get("problems", ())]
     lines.append(
         f"{len(rows) - len(bad)}/{len(rows)} nodes healthy"
         + (f"; look at: {', '.join(bad)} (salt-run slurm.diagnose)" if bad else "")
@@ -96,7 +141,8 @@ VERIFY_PAYLOAD = "saltext-slurm verify"
 
 
 def drained(state):
-    """True for a node the admin drained that is otherwise up at the controller."""
+    """True for a drained node that is otherwise up at the controller: no job starts
+    there (:func:`step_check` tells the admin's drain from Slurm's)."""
     return bool(state and state.get("drained") and state.get("registered"))
 
 
@@ -111,6 +157,7 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
         checks["reachable"] = {"ok": False, "evidence": f"minion {minion} did not answer"}
         return checks
     checks["reachable"] = {"ok": True, "evidence": f"minion {minion} answered"}
+    checks["daemons"] = daemons_check(node, status)
     if decoded is None:
         checks["munge node->controller"] = {"ok": False, "evidence": f"encode failed: {encode}"}
     else:
@@ -154,14 +201,42 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
     return checks
 
 
+def daemons_check(node, status):
+    """munged and slurmd run and answer (``slurm_node.status``' health)."""
+    marks = {name: daemon_mark(status, name) for name in ("munge", "slurmd")}
+    bad = hung_daemons(status, ("munge", "slurmd")) + [
+        f"{_LABELS.get(name, name)} not running" for name, mark in marks.items() if not mark
+    ]
+    if bad:
+        return {"ok": False, "evidence": f"{node}: {'; '.join(bad)}"}
+    return {"ok": True, "evidence": f"{node}: munged and slurmd run and answer"}
+
+
 def step_check(node, step, state=None):
-    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``; a node
-    the admin drained (``state`` from ``slurm_node.cluster_nodes``) gets none: no job can
-    start there, and that is the admin's choice, not a fault."""
+    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``.
+
+    A node the admin drained (``state`` from ``slurm_node.cluster_nodes``) gets none: no
+    job can start there, and that is the admin's choice, not a fault. A node Slurm drained
+    for its own reason (Kill task failed, Duplicate jobid, ...) fails, whatever an earlier
+    step showed. A busy node (all CPUs allocated to running jobs) passes as ``busy``."""
     if drained(state):
+        text = state.get("reason_text") or state.get("reason")
+        if state.get("reason_by") == "slurm":
+            return {
+                "ok": False,
+                "evidence": f"{node} drained by Slurm: {text} ({state.get('reason')}); "
+                "salt-run slurm.diagnose",
+            }
         return {
             "ok": True,
             "evidence": f"skipped: {node} is drained ({state.get('reason')}); no job starts there",
+        }
+    if step and step.get("busy"):
+        return {
+            "ok": bool(step.get("ok")),
+            "busy": True,
+            "jobs": list(step.get("jobs") or []),
+            "evidence": f"{node} {step.get('output')}",
         }
     return {
         "ok": bool(step and step.get("ok")),
@@ -179,9 +254,11 @@ def format_verify(nodes, comment):
     lines = []
     for node, checks in nodes.items():
         bad = {name: c for name, c in checks.items() if not c["ok"]}
+        busy = [c for c in checks.values() if c.get("busy") and c["ok"]]
         lines.append(
             f"{node:<12} {'ok' if not bad else 'FAILED'}  "
             f"({len(checks) - len(bad)}/{len(checks)} checks)"
+            + "".join(f"  busy: job(s) {', '.join(c['jobs'])}" for c in busy)
         )
         lines += [f"    {name}: {c['evidence']}" for name, c in bad.items()]
     lines.append(f"checks: {', '.join(names)}")
