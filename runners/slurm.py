@@ -585,6 +585,8 @@ def _cluster(cfg):
 def _munge_to_controller(minions, controller, node_minions, targets, timeout):
     """Each target encodes a credential; the controller decodes them all in one call.
     Returns ``({minion: credential or None}, {NodeName: decode result})``."""
+    if not targets:
+        return {}, {}
     by_minion = {m: n for n, m in node_minions.items()}
     encoded = _returns(minions, targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
     credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
@@ -661,13 +663,15 @@ def _verify(pillar_minion, timeout):
     ctl = statuses.get(controller)
     if ctl is None:
         raise SaltRunnerError(f"the controller {controller} did not answer slurm_node.status")
-    encoded, decoded = _munge_to_controller(minions, controller, node_minions, targets, timeout)
+    # a hung munged would only spend munge's own timeout: its node fails "daemons" already
+    talking = [m for m in targets if clusterops.munge_answers(statuses.get(m))]
+    encoded, decoded = _munge_to_controller(minions, controller, node_minions, talking, timeout)
     ctl_credential = _returns(minions, [controller], "munge.encode", [clusterops.VERIFY_PAYLOAD])[
         controller
     ]
     reverse = (
-        _returns(minions, targets, "munge.decode", [ctl_credential], timeout)
-        if ctl_credential
+        _returns(minions, talking, "munge.decode", [ctl_credential], timeout)
+        if ctl_credential and talking
         else {}
     )
     states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller] or {}
@@ -1075,7 +1079,7 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
             "running, and slurmctld (salt-run slurm.status)?"
         )
     states = _returns(minions, [controller], "slurm_node.cluster_nodes")[controller] or {}
-    reachable = [m for m in node_minions.values() if probes.get(m) is not None]
+    reachable = [m for m in node_minions.values() if clusterops.munge_answers(probes.get(m))]
     _, decoded = _munge_to_controller(minions, controller, node_minions, reachable, timeout)
     report = {}
     for node, minion in node_minions.items():

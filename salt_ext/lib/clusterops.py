@@ -54,6 +54,11 @@ def hung_daemons(status, names=("munge", "slurmd", "slurmctld")):
     ]
 
 
+def munge_answers(status):
+    """The minion answered and its munged is not hung: worth asking for credentials."""
+    return status is not None and daemon_mark(status, "munge") is not HUNG
+
+
 def status_title(controller, ctl):
     """The status table's first line: the controller's slurmctld and conf."""
     if ctl is None:
@@ -158,29 +163,12 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
         return checks
     checks["reachable"] = {"ok": True, "evidence": f"minion {minion} answered"}
     checks["daemons"] = daemons_check(node, status)
-    if decoded is None:
-        checks["munge node->controller"] = {"ok": False, "evidence": f"encode failed: {encode}"}
-    else:
-        ok = bool(decoded.get("ok")) and decoded.get("payload") == VERIFY_PAYLOAD
-        checks["munge node->controller"] = {
-            "ok": ok,
-            "evidence": (
-                f"controller decoded {node}'s credential (encode_host {decoded.get('encode_host')})"
-                if ok
-                else f"controller could not decode {node}'s credential: "
-                f"{decoded.get('error') or decoded.get('status')}"
-            ),
-        }
-    ok = bool(reverse and reverse.get("ok"))
-    checks["munge controller->node"] = {
-        "ok": ok,
-        "evidence": (
-            f"{node} decoded the controller's credential"
-            if ok
-            else f"{node} could not decode the controller's credential: "
-            f"{(reverse or {}).get('error') or (reverse or {}).get('status') or 'no answer'}"
-        ),
-    }
+    if munge_answers(status):
+        checks["munge node->controller"] = _to_controller(node, encode, decoded)
+        checks["munge controller->node"] = _from_controller(node, reverse)
+    else:  # the runner does not ask a munged that hangs: it would only time out
+        for name in ("munge node->controller", "munge controller->node"):
+            checks[name] = {"ok": False, "evidence": f"not tried: munged on {node} is hung"}
     for label, key in (
         ("munge key hash", "munge_key_hash"),
         ("slurm.conf hash", "slurm_conf_hash"),
@@ -199,6 +187,34 @@ def verify_node(node, minion, status, controller_status, encode, decoded, revers
         }
     checks["job step"] = step_check(node, step)
     return checks
+
+
+def _to_controller(node, encode, decoded):
+    if decoded is None:
+        return {"ok": False, "evidence": f"encode failed: {encode}"}
+    ok = bool(decoded.get("ok")) and decoded.get("payload") == VERIFY_PAYLOAD
+    return {
+        "ok": ok,
+        "evidence": (
+            f"controller decoded {node}'s credential (encode_host {decoded.get('encode_host')})"
+            if ok
+            else f"controller could not decode {node}'s credential: "
+            f"{decoded.get('error') or decoded.get('status')}"
+        ),
+    }
+
+
+def _from_controller(node, reverse):
+    ok = bool(reverse and reverse.get("ok"))
+    return {
+        "ok": ok,
+        "evidence": (
+            f"{node} decoded the controller's credential"
+            if ok
+            else f"{node} could not decode the controller's credential: "
+            f"{(reverse or {}).get('error') or (reverse or {}).get('status') or 'no answer'}"
+        ),
+    }
 
 
 def daemons_check(node, status):

@@ -622,7 +622,8 @@ def test_stopped_slurmd_is_hung_in_status_diagnose_verify_and_restart_replaces_i
     try:
         table = cluster.cli(["salt-run", "slurm.status"])
         assert table.returncode == 1, (table.stdout, table.stderr[-2000:])
-        row = next(ln for ln in table.stdout.splitlines() if ln.startswith("n2 "))
+        # a failed status is {"result": False, "report": table}: the table comes indented
+        row = next(ln for ln in table.stdout.splitlines() if ln.strip().startswith("n2 "))
         assert "HUNG" in row.split(), table.stdout
         assert f"n2: slurmd hung: pid {pid} state T (stopped)" in table.stdout, table.stdout
         report, proc = diagnose(cluster, nodes="n2")
@@ -656,13 +657,23 @@ def test_stopped_munged_is_hung_not_an_unreachable_minion_and_cont_heals_it(clus
         status = cluster.salt("n3", "slurm_node.status", timeout=30)["n3"]
         assert isinstance(status, dict), status
         assert status["health"]["munge"]["state"] == "hung", status["health"]
+        started = time.monotonic()
         report, proc = diagnose(cluster, nodes="n3")
+        took = {"diagnose": time.monotonic() - started}
         assert proc.returncode == 1, report
         assert causes(report, "n3")[0] == "munged hung", report["nodes"]["n3"]
         assert "minion unreachable" not in causes(report, "n3")
         hung = report["nodes"]["n3"]["causes"][0]
         assert f"pid {pid} state T (stopped)" in " ".join(hung["evidence"]), hung
         assert f"kill -CONT {pid}" in hung["fix"], hung
+        started = time.monotonic()
+        verify, proc = salt_run(cluster, "slurm.verify")
+        took["verify"] = time.monotonic() - started
+        assert proc.returncode == 1 and list(verify["failed"]) == ["n3"], verify
+        assert "munged hung" in verify["failed"]["n3"]["daemons"], verify["failed"]
+        # nobody waits for the hung munged's own timeouts (10 s per munge call)
+        print(f"with munged hung on n3: {took}")
+        assert max(took.values()) < 10, took
     finally:
         cont(pid)
     assert wait_for(lambda: all_healthy(cluster), 60)

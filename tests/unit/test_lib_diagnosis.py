@@ -388,6 +388,31 @@ def test_verify_fails_a_hung_daemon_with_evidence():
     assert checks["daemons"]["evidence"] == "n1: munged not running"
 
 
+def test_verify_does_not_blame_the_munge_round_trips_on_the_key_when_munged_hangs():
+    hung_munge = {
+        **STATUS,
+        "health": {
+            "munge": {
+                "state": "hung",
+                "pid": 1,
+                "proc_state": "T",
+                "evidence": "pid 1 state T (stopped)",
+            },
+            "slurmd": {"state": "running", "pid": 2, "evidence": "pid 2: not asked"},
+        },
+    }
+    assert not clusterops.munge_answers(hung_munge) and not clusterops.munge_answers(None)
+    assert clusterops.munge_answers(STATUS) and clusterops.munge_answers(HUNG_SLURMD)
+    checks = clusterops.verify_node("n3", "n3", hung_munge, STATUS, None, None, None, None)
+    failed = {k: c["evidence"] for k, c in checks.items() if not c["ok"]}
+    assert failed == {
+        "daemons": "n3: munged hung: pid 1 state T (stopped)",
+        "munge node->controller": "not tried: munged on n3 is hung",
+        "munge controller->node": "not tried: munged on n3 is hung",
+        "job step": "srun -w n3 hostname: not run",
+    }
+
+
 def test_a_node_slurm_drained_itself_fails_the_job_step_check():
     state = {
         "drained": True,
