@@ -74,6 +74,11 @@ def _comm(pid):
     return None if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"] else comm
 
 
+def is_process(pid, name):
+    """True while ``pid`` is a live (not zombie) process of daemon ``name``."""
+    return _comm(pid) == DAEMONS[name]["comm"]
+
+
 def pid_of(name, conf_path=None):
     """Pid of the running daemon, or None (no pid file, dead pid, or pid reused)."""
     info = spec(name, conf_path)
@@ -104,6 +109,63 @@ def started_at(pid):
 
 
 START_MARGIN = 1.5
+
+# /proc/<pid>/stat states that mean "alive but not working"
+_STATE_NAMES = {
+    "T": "stopped",
+    "t": "stopped by a tracer",
+    "D": "uninterruptible sleep",
+    "Z": "zombie",
+}
+STOPPED_STATES = ("T", "t")
+
+RUNNING, HUNG, STOPPED = "running", "hung", "stopped"
+
+
+def process_state(pid):
+    """The one-letter state of ``pid`` from ``/proc`` (``R``, ``S``, ``T`` ...), None if it
+    is gone (or ``pid`` is None)."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def describe_state(pid, letter):
+    """``pid 123 state T (stopped)``."""
+    name = _STATE_NAMES.get(letter)
+    return f"pid {pid} state {letter}" + (f" ({name})" if name else "")
+
+
+def judge(label, running, pid, letter, answer):
+    """One daemon's health: ``{"state": running|hung|stopped, "pid", "proc_state",
+    "evidence"}``.
+
+    ``running``: the service manager (or pid file) says the process runs; ``letter``: its
+    :func:`process_state`; ``answer``: what a bounded request to it gave, ``(ok, text)``
+    where ``ok`` is True (it answered), False (no or a failed answer: ``text`` says which)
+    or None (not asked: ``text`` says why). A process stopped by a signal is hung whatever
+    the answer; one that does not answer in time is hung too: it runs but serves no one.
+    """
+    if not running:
+        return {
+            "state": STOPPED,
+            "pid": None,
+            "proc_state": None,
+            "evidence": f"{label} not running",
+        }
+    ok, text = answer if answer else (None, "not asked")
+    where = describe_state(pid, letter) if pid and letter else (f"pid {pid}" if pid else "")
+    entry = {"state": RUNNING, "pid": pid, "proc_state": letter}
+    if letter in STOPPED_STATES:
+        return {**entry, "state": HUNG, "evidence": where}
+    if ok is False:
+        evidence = f"{where}; {text}" if letter in _STATE_NAMES else text
+        return {**entry, "state": HUNG, "evidence": evidence}
+    return {**entry, "evidence": f"pid {pid}: {text}" if pid else text}
 
 
 def loaded_conf(name, conf_files, conf_path=None):
@@ -194,18 +256,23 @@ def start(name, conf_path=None, timeout=20):
 
 
 def stop(name, conf_path=None, timeout=20):
-    """Stop the daemon if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
+    """Stop the daemon if it runs (SIGTERM, then SIGKILL after ``timeout``) and wait until
+    its process is gone.
+
+    A process stopped by SIGSTOP keeps SIGTERM pending until it continues, so SIGCONT
+    follows SIGTERM: a stopped daemon shuts down as cleanly as a running one."""
     pid = pid_of(name, conf_path)
     if not pid:
         return False
     comm = spec(name, conf_path)["comm"]
-    os.kill(pid, signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        _signal(pid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _comm(pid) != comm:
             return True
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    _signal(pid, signal.SIGKILL)
     # a start right after must not find the old process still holding its port/pid file
     deadline = time.monotonic() + 5
     while _comm(pid) == comm:
@@ -213,6 +280,13 @@ def stop(name, conf_path=None, timeout=20):
             raise DaemonError(f"{name} (pid {pid}) did not exit after SIGKILL")
         time.sleep(0.05)
     return True
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def restart(name, conf_path=None, timeout=20):

@@ -1,6 +1,9 @@
 """Parsing ``scontrol show … -o`` output and naming the cause of an unusable node."""
 
+import re
 import shlex
+
+DEFAULT_SLURM_USER = "slurm"  # SlurmUser: slurmctld sets its own reasons as this user
 
 # base states in which a node takes no jobs
 _BAD_BASE = {"DOWN", "UNKNOWN", "FUTURE", "DRAIN", "FAIL"}
@@ -31,7 +34,7 @@ def parse_one_line(text):
     return record
 
 
-def node_state(stdout):
+def node_state(stdout, slurm_user=DEFAULT_SLURM_USER):
     """State of the first node in ``scontrol show node -o`` output."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
@@ -39,25 +42,33 @@ def node_state(stdout):
             "state": None,
             "flags": [],
             "reason": None,
+            "reason_by": None,
             "usable": False,
             "responding": False,
             "registered": False,
             "drained": False,
         }
-    return _state(parse_one_line(lines[0]))
+    return _state(parse_one_line(lines[0]), slurm_user)
 
 
-def node_states(stdout):
+def node_states(stdout, slurm_user=DEFAULT_SLURM_USER):
     """``{NodeName: state}`` for every node in ``scontrol show node -o`` output."""
     states = {}
     for line in stdout.splitlines():
         if line.strip():
-            state = _state(parse_one_line(line))
+            state = _state(parse_one_line(line), slurm_user)
             states[state["name"]] = state
     return states
 
 
-def _state(record):
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _state(record, slurm_user=DEFAULT_SLURM_USER):
     raw = record.get("State", "")
     parts = raw.split("+")
     base = parts[0].rstrip("*~#!%$@^-")
@@ -77,7 +88,77 @@ def _state(record):
         "usable": usable,
         "registered": registered,
         "drained": base == "DRAIN" or "DRAIN" in flags,
+        **reason_parts(record.get("Reason"), slurm_user),
+        "cpus": _int(record.get("CPUEfctv", record.get("CPUTot"))),
+        "cpus_alloc": _int(record.get("CPUAlloc")),
+        "memory": _int(record.get("RealMemory")),
+        "memory_alloc": _int(record.get("AllocMem")),
     }
+
+
+# reasons slurmctld (or slurmd) sets by itself, lower case: prefixes of Slurm's own texts
+SLURM_REASONS = (
+    "not responding",
+    "duplicate jobid",
+    "kill task failed",
+    "batch job complete failure",
+    "node unexpectedly rebooted",
+    "low realmemory",
+    "low socket",
+    "low cpu",
+    "low tmpdisk",
+    "prolog error",
+    "epilog error",
+    "job credential revoked",
+    "launch failed requeued held",
+    "no network address",
+    "node silently failed",
+)
+_REASON = re.compile(r"^(?P<text>.*?)\s*\[(?P<user>[^@\]]+)@(?P<time>[^\]]+)\]\s*$")
+
+
+def reason_parts(reason, slurm_user=DEFAULT_SLURM_USER):
+    """Split ``Reason=Kill task failed [slurm@2026-11-28T03:40:00]``: ``{"reason_text",
+    "reason_user", "reason_time", "reason_by"}``; ``reason_by`` is ``"slurm"`` for a reason
+    Slurm set itself (set by SlurmUser; when SlurmUser is root, or the record names no
+    user, one of Slurm's own texts), ``"admin"`` for a person's, None without a reason."""
+    if not reason:
+        return {"reason_text": None, "reason_user": None, "reason_time": None, "reason_by": None}
+    match = _REASON.match(reason)
+    text, user, when = (
+        (match["text"], match["user"], match["time"]) if match else (reason, None, None)
+    )
+    if user and slurm_user != "root":
+        by_slurm = user == slurm_user
+    else:  # the user does not tell (slurmctld runs as root, or no [user@time]): the text does
+        by_slurm = text.lower().startswith(SLURM_REASONS)
+    return {
+        "reason_text": text,
+        "reason_user": user,
+        "reason_time": when,
+        "reason_by": "slurm" if by_slurm else "admin",
+    }
+
+
+def step_room(state, mem_mb):
+    """Whether a one-CPU step asking ``mem_mb`` MB fits beside the node's running jobs:
+    ``(fits, "2/2 CPUs, 23552/23552 MB allocated")``. Unknown figures count as room."""
+    cpus, used = state.get("cpus"), state.get("cpus_alloc") or 0
+    memory, mem_used = state.get("memory"), state.get("memory_alloc") or 0
+    full_cpus = cpus is not None and cpus - used < 1
+    full_memory = memory is not None and memory - mem_used < mem_mb
+    text = f"{used}/{cpus} CPUs, {mem_used}/{memory} MB allocated"
+    return not (full_cpus or full_memory), text
+
+
+def ping_answer(output, host):
+    """``(ok, text)`` from ``scontrol ping`` run on ``host``: its own slurmctld's line when
+    it has one (a backup controller), else the primary's."""
+    lines = [line.strip() for line in output.splitlines() if " is " in line]
+    mine = [line for line in lines if f" at {host} is " in line] or lines[:1]
+    if mine and all(line.endswith("is UP") for line in mine):
+        return True, f"answers `scontrol ping` ({mine[0]})"
+    return False, f"`scontrol ping`: {'; '.join(mine) or output.strip()[-200:] or 'no output'}"
 
 
 # log fragments that name a cause (lower case); see diagnose()

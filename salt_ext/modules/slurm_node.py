@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import socket
+import subprocess
 import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -25,6 +26,7 @@ from salt_ext.lib import (
     hostlist,
     rollout,
     scontrol,
+    slurmconf,
 )
 from salt_ext.lib import hardware as hardware_lib
 from salt_ext.lib import munge as munge_lib
@@ -159,8 +161,16 @@ def restart(what="all"):
     """
     Restart munge, slurmd (or slurmctld on the controller), or all of this machine's daemons.
 
+    Each restart is proven: the old process is gone (a daemon stopped by SIGSTOP included),
+    a new one runs and answers (``munge | unmunge``, ``scontrol show slurmd``,
+    ``scontrol ping``) within :data:`RESTART_BOUND` seconds; otherwise this fails with the
+    evidence.
+
     what
         ``munge``, ``slurmd``, ``slurmctld`` or ``all`` (munge first: Slurm daemons need it).
+
+    Returns ``{"restarted": [daemons], "daemons": {daemon: {"old_pid", "pid", "state",
+    "evidence"}}}``.
 
     CLI Example:
 
@@ -175,9 +185,41 @@ def restart(what="all"):
         targets = ["munge"] + [d for d in ("slurmctld", "slurmd") if _installed(d)]
     else:
         targets = [what]
+    report = {}
     for daemon in targets:
+        plan = _plan("controller" if daemon == "slurmctld" else "node")
+        old = _pid(daemon, plan["slurm_conf"])
         daemon_control(daemon, "restart")
-    return {"restarted": targets}
+        report[daemon] = _proven(daemon, plan, old)
+    return {"restarted": targets, "daemons": report}
+
+
+RESTART_BOUND = 30
+
+
+def _proven(daemon, plan, old_pid, bound=RESTART_BOUND):
+    """Wait until ``daemon`` runs as a new process that answers; its health entry with
+    ``old_pid``. Raises :class:`CommandExecutionError` with the evidence after ``bound``."""
+    conf = plan["slurm_conf"]
+    deadline = time.monotonic() + bound
+    while True:
+        names = ("munge",) if daemon == "munge" else ("munge", daemon)
+        running = {d: daemon_running(d, plan["service_manager"], conf) for d in names}
+        entry = _health(conf, running)[daemon]
+        problem = None
+        if old_pid and daemons.is_process(old_pid, daemon):
+            problem = f"the old process (pid {old_pid}) still runs"
+        elif entry["state"] != daemons.RUNNING:
+            problem = f"{entry['state']}: {entry['evidence']}"
+        elif old_pid and entry["pid"] == old_pid:
+            problem = f"still pid {old_pid}"
+        if problem is None:
+            return {"old_pid": old_pid, **entry}
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(
+                f"{daemon} restarted, but no new process answers after {bound} s: {problem}"
+            )
+        time.sleep(0.5)
 
 
 def _installed(daemon):
@@ -193,9 +235,100 @@ def _version(argv):
     return text[0] if text else None
 
 
+# bounded requests that prove a daemon answers (seconds); a healthy one answers in ms
+MUNGE_BOUND = 3
+ANSWER_BOUND = 5
+NOT_ASKED_MUNGE = "not asked: munged does not answer, and Slurm's requests need it"
+
+
+def _timed_out(err):
+    return isinstance(err.__cause__, subprocess.TimeoutExpired)
+
+
+def _failed(what, err, bound):
+    return f"no answer to `{what}` in {bound} s" if _timed_out(err) else str(err)
+
+
+def _ask_munge():
+    what = "munge | unmunge"
+    try:
+        credential = munge_lib.encode("saltext-slurm health", timeout=MUNGE_BOUND)
+        decoded = munge_lib.decode(credential, timeout=MUNGE_BOUND)
+    except command.CommandFailed as err:
+        return False, _failed(what, err, MUNGE_BOUND)
+    if decoded["ok"]:
+        return True, f"answers `{what}`"
+    return False, f"`{what}`: {decoded.get('error')}"
+
+
+def _ask_slurmd():
+    what = "scontrol show slurmd"
+    try:
+        command.run(what.split(), timeout=ANSWER_BOUND)
+    except command.CommandFailed as err:
+        return False, _failed(what, err, ANSWER_BOUND)
+    return True, f"answers `{what}`"
+
+
+def _ask_slurmctld():
+    what = "scontrol ping"
+    try:
+        proc = command.run(what.split(), timeout=ANSWER_BOUND, check=False)
+    except command.CommandFailed as err:
+        return False, _failed(what, err, ANSWER_BOUND)
+    return scontrol.ping_answer(proc.stdout + proc.stderr, socket.gethostname().split(".")[0])
+
+
+_ASK = {"munge": _ask_munge, "slurmd": _ask_slurmd, "slurmctld": _ask_slurmctld}
+
+
+def _pid(daemon, conf):
+    try:
+        return daemons.pid_of(daemon, conf)
+    except (OSError, ValueError):
+        return None
+
+
+def _health(conf, running):
+    """``{daemon: daemons.judge(...)}`` for the daemons in ``running`` ({name: bool})."""
+    pids = {d: _pid(d, conf) if up else None for d, up in running.items()}
+    letters = {d: daemons.process_state(pid) for d, pid in pids.items()}
+    munge_stuck = not running.get("munge") or letters.get("munge") in daemons.STOPPED_STATES
+    answers, asks = {}, []
+    for daemon, up in running.items():
+        if not up or letters[daemon] in daemons.STOPPED_STATES:
+            continue
+        if daemon != "munge" and munge_stuck:
+            answers[daemon] = (None, NOT_ASKED_MUNGE)
+            continue
+        asks.append(daemon)
+    if asks:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(asks)) as pool:
+            answers.update(zip(asks, pool.map(lambda d: _ASK[d](), asks), strict=True))
+    if answers.get("munge", (True,))[0] is False:
+        # Slurm's requests carry munge credentials: their silence says nothing of slurmd
+        for daemon, (ok, _) in list(answers.items()):
+            if daemon != "munge" and ok is False:
+                answers[daemon] = (None, NOT_ASKED_MUNGE)
+    label = {"munge": "munged"}
+    return {
+        daemon: daemons.judge(
+            label.get(daemon, daemon), up, pids[daemon], letters[daemon], answers.get(daemon)
+        )
+        for daemon, up in running.items()
+    }
+
+
 def status():
     """
     This machine's Slurm health: daemons, munge key hash, slurm.conf hash, versions.
+
+    ``daemons`` says which processes exist; ``health`` whether each one also answers, from
+    bounded requests (``munge | unmunge``, ``scontrol show slurmd``, ``scontrol ping``, a
+    few seconds each, run side by side) and ``/proc``: ``{daemon: {"state": "running" |
+    "hung" | "stopped", "pid", "proc_state", "evidence"}}``. A daemon stopped by a signal
+    (state ``T``) or silent past the bound is ``hung``; a hung daemon never makes this
+    call fail or outlast the bounds.
 
     Never returns the key, only ``sha256:…`` of it, so outputs can be compared across nodes.
 
@@ -212,6 +345,7 @@ def status():
         if not _installed(daemon):
             continue
         result["daemons"][daemon] = daemon_running(daemon, plan["service_manager"], conf)
+    result["health"] = _health(conf, result["daemons"])
     try:
         result["munge_key_hash"] = munge_lib.key_hash(plan["munge_key_path"])
     except FileNotFoundError:
@@ -473,8 +607,7 @@ def controller_up(timeout=60):
     started = time.monotonic()
     output = ""
     while True:
-        proc = command.run(["scontrol", "ping"], timeout=15, check=False)
-        output = (proc.stdout + proc.stderr).strip()
+        output = _controller_ping(15)["output"]
         waited = round(time.monotonic() - started, 1)
         if "is UP" in output:
             return {"ok": True, "output": output, "waited": waited}
@@ -483,12 +616,28 @@ def controller_up(timeout=60):
         time.sleep(1)
 
 
+def _controller_ping(bound=ANSWER_BOUND):
+    """``scontrol ping`` from here, bounded: ``{"ok": bool, "output": ...}``; a timeout is
+    an answer (``ok`` False, ``timed_out`` True), never an exception."""
+    try:
+        proc = command.run(["scontrol", "ping"], timeout=bound, check=False)
+    except command.CommandFailed as err:
+        timed_out = _timed_out(err)
+        output = f"no answer to `scontrol ping` in {bound} s" if timed_out else str(err)
+        return {"ok": False, "output": output, "timed_out": timed_out}
+    output = (proc.stdout + proc.stderr).strip()
+    return {"ok": "is UP" in proc.stdout, "output": output[-300:], "timed_out": False}
+
+
 def probe(lines=200):
     """
-    Evidence for ``slurm.diagnose`` from this node's side: :func:`status` plus the clock,
-    whether this hostname is a NodeName in the local slurm.conf, ``scontrol ping`` from
-    here (can slurmd's host reach slurmctld?), a local munge round trip, and the telling
-    lines of the slurmd and munged logs.
+    Evidence for ``slurm.diagnose`` from this node's side: :func:`status` (with each
+    daemon's health) plus the clock, whether this hostname is a NodeName in the local
+    slurm.conf, ``scontrol ping`` from here (can slurmd's host reach slurmctld?), the local
+    munge round trip, and the telling lines of the slurmd and munged logs.
+
+    Every request is bounded; a daemon that hangs shows up as evidence, never as a failed
+    call (which ``slurm.diagnose`` would read as an unreachable minion).
 
     CLI Example:
 
@@ -506,21 +655,18 @@ def probe(lines=200):
     except (OSError, ValueError):
         names = None
     result["in_local_conf"] = None if names is None else result["hostname"] in names
-    try:
-        roundtrip = munge_roundtrip()
-    except CommandExecutionError as err:
-        roundtrip = {"ok": False, "error": str(err)}
-    result["munge_roundtrip"] = roundtrip
-    ping = (
-        command.run(["scontrol", "ping"], timeout=20, check=False)
-        if result["slurm_conf_hash"]
-        else None
-    )
-    result["controller_ping"] = (
-        None
-        if ping is None
-        else {"ok": "is UP" in ping.stdout, "output": (ping.stdout + ping.stderr).strip()[-300:]}
-    )
+    munge = result["health"].get("munge") or {}
+    munge_ok = munge.get("state") == daemons.RUNNING
+    result["munge_roundtrip"] = {
+        "ok": munge_ok,
+        "error": None if munge_ok else munge.get("evidence", "munge is not installed"),
+    }
+    if not result["slurm_conf_hash"]:
+        result["controller_ping"] = None
+    elif not munge_ok:
+        result["controller_ping"] = {"ok": None, "output": NOT_ASKED_MUNGE, "timed_out": False}
+    else:
+        result["controller_ping"] = _controller_ping()
     logs = {}
     for label, path in (
         ("slurmd", daemons.spec("slurmd", conf)["log"]),
@@ -545,7 +691,9 @@ def _conf_node_names(conf_path):
 def cluster_nodes():
     """
     Every node the controller knows, with its state: ``{NodeName: {"state", "flags",
-    "reason", "responding", "usable"}}`` (``scontrol show node -o``).
+    "reason", "reason_by", "responding", "usable", "cpus", "cpus_alloc", ...}}``
+    (``scontrol show node -o``); ``reason_by`` tells a reason Slurm set itself (``slurm``)
+    from an admin's (``admin``).
 
     CLI Example:
 
@@ -557,16 +705,23 @@ def cluster_nodes():
         proc = command.run(["scontrol", "show", "node", "-o"], timeout=30)
     except command.CommandFailed as err:
         raise CommandExecutionError(str(err)) from err
-    return scontrol.node_states(proc.stdout)
+    return scontrol.node_states(proc.stdout, _slurm_user())
 
 
-def node_jobs(node, pending=False):
+def _slurm_user():
+    conf = _plan("node")["slurm_conf"]
+    return slurmconf.read_values(conf).get("slurmuser") or scontrol.DEFAULT_SLURM_USER
+
+
+def node_jobs(node, pending=False, running_only=False):
     """
     Ids of the jobs running (or completing) on ``node``, as the controller sees them.
 
     pending
         Instead, the pending jobs that ask for ``node`` by name (``--nodelist``): they can
         never start once the node leaves slurm.conf.
+    running_only
+        Only jobs in state RUNNING.
 
     CLI Example:
 
@@ -578,7 +733,7 @@ def node_jobs(node, pending=False):
     if pending:
         argv = ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"]
     else:
-        states = "RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
+        states = "RUNNING" if running_only else "RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
         argv = ["squeue", "-h", "-w", node, "-t", states, "-o", "%i"]
     try:
         proc = command.run(argv, timeout=30)
@@ -634,6 +789,43 @@ def update_nodes(nodes, state, reason=None):
 
 
 VERIFY_STEP_MEM = "32M"
+VERIFY_STEP_MB = 32
+
+
+def _busy(node, state):
+    """A node with no room for a test step: ``{"ok", "busy": True, "jobs", "output"}`` when
+    jobs run there (healthy, just full), ``ok`` False when nothing runs yet it is full;
+    None when a step fits."""
+    fits, figures = scontrol.step_room(state or {}, VERIFY_STEP_MB)
+    if fits:
+        return None
+    try:
+        jobs = node_jobs(node, running_only=True)
+    except CommandExecutionError as err:
+        return {"ok": False, "busy": True, "jobs": [], "output": f"{figures}; squeue: {err}"}
+    if not jobs:
+        return {
+            "ok": False,
+            "busy": True,
+            "jobs": [],
+            "output": f"no room for a job step ({figures}) yet no job runs there "
+            f"(state {(state or {}).get('raw_state')})",
+        }
+    return {
+        "ok": True,
+        "busy": True,
+        "jobs": jobs,
+        "output": f"busy: {figures} by running job(s) {', '.join(jobs)}",
+    }
+
+
+def _states(nodes):
+    try:
+        states = cluster_nodes()
+    except CommandExecutionError as err:
+        log.warning("job_steps: cannot read node states, trying steps anyway: %s", err)
+        return {}
+    return {node: states.get(node) for node in nodes}
 
 
 def job_steps(nodes, timeout=60):
@@ -641,6 +833,11 @@ def job_steps(nodes, timeout=60):
     Run one real job step on each node (``srun -w NODE -N1 hostname``, 32 MB, so it fits
     beside running jobs), all at once, and report ``{node: {"ok": bool, "output": ...}}``;
     ok means the step ran and printed the node's own hostname.
+
+    A node whose CPUs (or memory) are all allocated cannot start a step; it gets none and
+    is reported ``busy`` (``ok`` with ``"busy": True`` and the running jobs' ids) when jobs
+    run there, and fails when none does. So does a node a step could not start on because
+    a job took it meanwhile.
 
     CLI Example:
 
@@ -650,8 +847,12 @@ def job_steps(nodes, timeout=60):
     """
     if isinstance(nodes, str):
         nodes = [n for n in nodes.split(",") if n]
+    states = _states(nodes)
 
     def step(node):
+        busy = _busy(node, states.get(node))
+        if busy is not None:
+            return node, busy
         # --immediate: srun gives up (and releases its pending allocation) by itself when
         # the node cannot be allocated in time, instead of being killed with a live job
         argv = [
@@ -662,8 +863,7 @@ def job_steps(nodes, timeout=60):
             "-n1",
             f"--immediate={max(1, int(timeout) - 10)}",
             f"--time={max(1, int(timeout) // 60 + 1)}",
-            # without a memory request the step asks for the node's whole memory (no
-            # DefMemPerCPU) and, with CR_Core_Memory, waits until the node has no job at all
+            # a small memory request: the step fits beside jobs that leave some free
             f"--mem={VERIFY_STEP_MEM}",
             "--quit-on-interrupt",
             "hostname",
@@ -673,7 +873,13 @@ def job_steps(nodes, timeout=60):
         except command.CommandFailed as err:
             return node, {"ok": False, "output": str(err)}
         output = (proc.stdout.strip() or proc.stderr.strip())[-500:]
-        return node, {"ok": proc.returncode == 0 and proc.stdout.strip() == node, "output": output}
+        ok = proc.returncode == 0 and proc.stdout.strip() == node
+        if not ok:
+            # a job may have taken the node between the look and the step
+            busy = _busy(node, _states([node]).get(node))
+            if busy is not None and busy["ok"]:
+                return node, busy
+        return node, {"ok": ok, "output": output}
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
         return dict(pool.map(step, nodes))

@@ -4,7 +4,9 @@ diagnose recognising real faults (each produced for real, then healed)."""
 import base64
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -634,3 +636,137 @@ def test_bad_arguments_exit_1_with_one_line_naming_the_argument(
     assert named in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert len(proc.stdout.splitlines()) <= 8, proc.stdout
+
+
+# --- hung daemons and busy nodes (issue 12 items 4, 5)
+def daemon_pid(cluster, node, pidfile):
+    return int(cluster.run(node, ["cat", pidfile], check=True).stdout.split()[0])
+
+
+def proc_state(pid):
+    """The one-letter state of ``pid`` (``T``: stopped), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def cont(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+def all_healthy(cluster):
+    data, proc = salt_run(cluster, "slurm.status")
+    return proc.returncode == 0 and data["result"] is True
+
+
+def test_stopped_slurmd_is_hung_in_status_diagnose_verify_and_restart_replaces_it(
+    cluster, deployed
+):
+    pid = daemon_pid(cluster, "n2", "/run/slurmd.pid")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        table = cluster.cli(["salt-run", "slurm.status"])
+        assert table.returncode == 1, (table.stdout, table.stderr[-2000:])
+        # a failed status is {"result": False, "report": table}: the table comes indented
+        row = next(ln for ln in table.stdout.splitlines() if ln.strip().startswith("n2 "))
+        assert "HUNG" in row.split(), table.stdout
+        assert f"n2: slurmd hung: pid {pid} state T (stopped)" in table.stdout, table.stdout
+        report, proc = diagnose(cluster, nodes="n2")
+        assert proc.returncode == 1 and causes(report, "n2")[0] == "slurmd hung", report
+        hung = report["nodes"]["n2"]["causes"][0]
+        assert f"pid {pid} state T (stopped)" in " ".join(hung["evidence"]), hung
+        assert f"kill -CONT {pid}" in hung["fix"] and "slurm_node.restart slurmd" in hung["fix"]
+        assert "minion unreachable" not in causes(report, "n2")
+        assert not any("resume" in c["fix"] for c in report["nodes"]["n2"]["causes"]), report
+        verify, proc = salt_run(cluster, "slurm.verify", timeout=20)
+        assert proc.returncode == 1 and list(verify["failed"]) == ["n2"], verify
+        assert "slurmd hung" in verify["failed"]["n2"]["daemons"], verify["failed"]
+        # a restart of the stopped slurmd: the old process exits, a new one runs and answers
+        restarted = cluster.salt("n2", "slurm_node.restart", ["slurmd"])["n2"]
+        assert isinstance(restarted, dict), restarted
+        new = restarted["daemons"]["slurmd"]
+        assert new["old_pid"] == pid and new["pid"] not in (None, pid), restarted
+        assert new["state"] == "running", restarted
+        assert proc_state(pid) in (None, "Z"), proc_state(pid)  # gone (or not yet reaped)
+        assert proc_state(new["pid"]) in ("S", "R"), proc_state(new["pid"])
+        assert daemon_pid(cluster, "n2", "/run/slurmd.pid") == new["pid"]
+    finally:
+        cont(pid)
+    assert wait_for(lambda: all_healthy(cluster), 60)
+
+
+def test_stopped_munged_is_hung_not_an_unreachable_minion_and_cont_heals_it(cluster, deployed):
+    pid = daemon_pid(cluster, "n3", "/run/munge/munged.pid")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        status = cluster.salt("n3", "slurm_node.status", timeout=30)["n3"]
+        assert isinstance(status, dict), status
+        assert status["health"]["munge"]["state"] == "hung", status["health"]
+        started = time.monotonic()
+        report, proc = diagnose(cluster, nodes="n3")
+        took = {"diagnose": time.monotonic() - started}
+        assert proc.returncode == 1, report
+        assert causes(report, "n3")[0] == "munged hung", report["nodes"]["n3"]
+        assert "minion unreachable" not in causes(report, "n3")
+        hung = report["nodes"]["n3"]["causes"][0]
+        assert f"pid {pid} state T (stopped)" in " ".join(hung["evidence"]), hung
+        assert f"kill -CONT {pid}" in hung["fix"], hung
+        started = time.monotonic()
+        verify, proc = salt_run(cluster, "slurm.verify")
+        took["verify"] = time.monotonic() - started
+        assert proc.returncode == 1 and list(verify["failed"]) == ["n3"], verify
+        assert "munged hung" in verify["failed"]["n3"]["daemons"], verify["failed"]
+        # nobody waits for the hung munged's own timeouts (10 s per munge call)
+        print(f"with munged hung on n3: {took}")
+        assert max(took.values()) < 10, took
+    finally:
+        cont(pid)
+    assert wait_for(lambda: all_healthy(cluster), 60)
+    assert daemon_pid(cluster, "n3", "/run/munge/munged.pid") == pid  # healed by CONT alone
+
+
+def test_a_node_slurm_drained_itself_fails_verify_an_admin_drain_does_not(cluster, deployed):
+    # slurmctld sets its own reasons as SlurmUser: the same record as a real "Kill task failed"
+    drain = ["scontrol", "update", "NodeName=n1", "State=DRAIN", "Reason=Kill task failed"]
+    cluster.run("ctl", ["runuser", "-u", "slurm", "--", *drain], check=True)
+    try:
+        verify, proc = salt_run(cluster, "slurm.verify")
+        assert proc.returncode == 1 and list(verify["failed"]) == ["n1"], verify
+        assert "drained by Slurm: Kill task failed" in verify["failed"]["n1"]["job step"]
+        report, _ = diagnose(cluster, nodes="n1")
+        assert causes(report, "n1") == ["drained by Slurm: Kill task failed"], report
+        salt_run(cluster, "slurm.drain", nodes="n1", reason="admin work")
+        verify, proc = salt_run(cluster, "slurm.verify")
+        assert proc.returncode == 0 and verify["result"] is True, verify
+        report, _ = diagnose(cluster, nodes="n1")
+        assert causes(report, "n1") == ["drained by an admin: admin work"], report
+    finally:
+        salt_run(cluster, "slurm.resume", nodes="n1")
+    assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 30)
+
+
+def test_verify_and_key_rotation_pass_on_a_cluster_busy_with_one_job(cluster, deployed):
+    job_id = running_job(cluster, "-N3", "--exclusive", wrap="srun sleep 25")
+    try:
+        assert set(sinfo_nodes(cluster).values()) == {"alloc"}, sinfo_nodes(cluster)
+        started = time.monotonic()
+        verify, proc = salt_run(cluster, "slurm.verify")
+        took = time.monotonic() - started
+        assert proc.returncode == 0 and verify["result"] is True, verify
+        for node in COMPUTE:
+            step = verify["nodes"][node]["job step"]
+            assert step["ok"] and step.get("busy") and job_id in step["evidence"], step
+        assert took < 20, took
+        rotated, proc = salt_run(cluster, "slurm.rotate_munge_key")
+        assert proc.returncode == 0 and rotated["result"] is True, (rotated, proc.stderr[-3000:])
+        assert "JobState=RUNNING" in job_info(cluster, job_id)
+        assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60)
+        assert "ExitCode=0:0" in job_info(cluster, job_id)
+    finally:
+        cluster.run("ctl", ["scancel", job_id])
+    assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 30)

@@ -1,5 +1,9 @@
 import copy
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -104,3 +108,124 @@ def test_log_tail_of_short_file_returns_all_lines(tmp_path):
 
 def test_log_tail_missing_file_is_empty(tmp_path):
     assert daemons.log_tail(str(tmp_path / "nope.log")) == []
+
+
+# --- health: /proc state, judging, stopping a stopped daemon ---------------------------------
+def test_process_state_of_this_process_and_of_nothing():
+    assert daemons.process_state(os.getpid()) in ("R", "S")
+    assert daemons.process_state(None) is None
+    assert daemons.process_state(2**22 + 12345) is None
+
+
+def test_describe_state_names_the_stopped_state():
+    assert daemons.describe_state(7, "T") == "pid 7 state T (stopped)"
+    assert daemons.describe_state(7, "S") == "pid 7 state S"
+
+
+@pytest.mark.parametrize(
+    ("running", "letter", "answer", "state", "evidence"),
+    [
+        (False, None, None, "stopped", "slurmd not running"),
+        (
+            True,
+            "S",
+            (True, "answers `scontrol show slurmd`"),
+            "running",
+            "pid 9: answers `scontrol show slurmd`",
+        ),
+        # a process stopped by SIGSTOP is hung even when nobody asked it
+        (True, "T", None, "hung", "pid 9 state T (stopped)"),
+        (True, "t", (None, "not asked"), "hung", "pid 9 state t (stopped by a tracer)"),
+        (
+            True,
+            "S",
+            (False, "no answer to `scontrol show slurmd` in 5 s"),
+            "hung",
+            "no answer to `scontrol show slurmd` in 5 s",
+        ),
+        (
+            True,
+            "D",
+            (False, "no answer in 5 s"),
+            "hung",
+            "pid 9 state D (uninterruptible sleep); no answer in 5 s",
+        ),
+        # not asked (munged down): it runs, and the evidence says why nothing more is known
+        (
+            True,
+            "S",
+            (None, "not asked: munged does not answer"),
+            "running",
+            "pid 9: not asked: munged does not answer",
+        ),
+    ],
+)
+def test_judge(running, letter, answer, state, evidence):
+    entry = daemons.judge("slurmd", running, 9 if running else None, letter, answer)
+    assert entry["state"] == state and entry["evidence"] == evidence
+    assert entry["proc_state"] == letter
+
+
+@pytest.fixture
+def sleeper(tmp_path, monkeypatch):
+    """A real process registered as daemon "sleeper" (pid file + comm), killed at the end."""
+    procs = []
+
+    def spawn(code="import time; time.sleep(60)"):
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        procs.append(proc)
+        pidfile = tmp_path / "sleeper.pid"
+        pidfile.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + 5
+        while daemons._comm(proc.pid) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        monkeypatch.setitem(
+            daemons.DAEMONS,
+            "sleeper",
+            {
+                "argv": ["sleep"],
+                "comm": daemons._comm(proc.pid),
+                "pidfile": str(pidfile),
+                "log": "/nonexistent",
+            },
+        )
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _stop(pid):
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while daemons.process_state(pid) != "T":
+        assert time.monotonic() < deadline, daemons.process_state(pid)
+        time.sleep(0.01)
+
+
+def test_stop_ends_a_process_stopped_by_sigstop_with_sigterm(sleeper):
+    proc = sleeper()
+    _stop(proc.pid)
+    started = time.monotonic()
+    assert daemons.stop("sleeper", timeout=10) is True
+    # SIGTERM reached it at once (SIGCONT), not SIGKILL after the 10 s grace
+    assert time.monotonic() - started < 5
+    assert proc.wait(5) == -signal.SIGTERM
+    assert not daemons.is_process(proc.pid, "sleeper")
+
+
+def test_stop_kills_a_stopped_process_that_ignores_sigterm_after_the_grace(sleeper):
+    proc = sleeper(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    )
+    time.sleep(0.3)  # its handler is set
+    _stop(proc.pid)
+    assert daemons.stop("sleeper", timeout=0.5) is True
+    assert proc.wait(5) == -signal.SIGKILL
+
+
+def test_is_process_tells_a_daemon_from_another_program():
+    assert not daemons.is_process(os.getpid(), "slurmd")

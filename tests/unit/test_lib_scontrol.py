@@ -207,3 +207,92 @@ def test_diagnose_falls_back_to_no_answer_when_not_responding_without_reason():
 
 def test_diagnose_without_evidence_or_state_says_not_registered():
     assert scontrol.diagnose([], None) == "node did not register with the controller in time"
+
+
+# --- who set the reason; room for a test step; scontrol ping --------------------------------
+@pytest.mark.parametrize(
+    ("reason", "slurm_user", "by", "text", "user"),
+    [
+        (
+            "Kill task failed [slurm@2026-11-28T03:40:00]",
+            "slurm",
+            "slurm",
+            "Kill task failed",
+            "slurm",
+        ),
+        (
+            "Duplicate jobid [slurm@2026-11-28T03:40:00]",
+            "slurm",
+            "slurm",
+            "Duplicate jobid",
+            "slurm",
+        ),
+        ("disk swap [root@2026-11-28T03:40:00]", "slurm", "admin", "disk swap", "root"),
+        # an admin's reason that reads like Slurm's: the user tells
+        ("Not responding [root@2026-11-28T03:40:00]", "slurm", "admin", "Not responding", "root"),
+        # slurmctld running as root: only the text tells
+        ("Not responding [root@2026-11-28T03:40:00]", "root", "slurm", "Not responding", "root"),
+        (
+            "Node unexpectedly rebooted [root@t]",
+            "root",
+            "slurm",
+            "Node unexpectedly rebooted",
+            "root",
+        ),
+        ("BIOS update [root@t]", "root", "admin", "BIOS update", "root"),
+        ("batch job complete failure", "slurm", "slurm", "batch job complete failure", None),
+        ("my own words", "slurm", "admin", "my own words", None),
+        (None, "slurm", None, None, None),
+    ],
+)
+def test_reason_parts(reason, slurm_user, by, text, user):
+    parts = scontrol.reason_parts(reason, slurm_user)
+    assert (parts["reason_by"], parts["reason_text"], parts["reason_user"]) == (by, text, user)
+
+
+def test_node_states_carry_resources_and_who_set_the_reason():
+    text = _line("IDLE+DRAIN", "Low RealMemory [slurmsvc@2026-11-28T03:40:00]")
+    state = scontrol.node_states(text, slurm_user="slurmsvc")["n1"]
+    assert state["reason_by"] == "slurm" and state["reason_text"] == "Low RealMemory"
+    assert state["reason_time"] == "2026-11-28T03:40:00"
+    assert (state["cpus"], state["cpus_alloc"], state["memory"], state["memory_alloc"]) == (
+        1,
+        0,
+        1000,
+        0,
+    )
+    assert scontrol.node_state(text)["reason_by"] == "admin"  # slurmsvc is not SlurmUser here
+
+
+@pytest.mark.parametrize(
+    ("figures", "fits"),
+    [
+        ({"cpus": 2, "cpus_alloc": 0, "memory": 1000, "memory_alloc": 0}, True),
+        ({"cpus": 2, "cpus_alloc": 1, "memory": 1000, "memory_alloc": 500}, True),
+        ({"cpus": 2, "cpus_alloc": 2, "memory": 1000, "memory_alloc": 100}, False),
+        ({"cpus": 2, "cpus_alloc": 1, "memory": 1000, "memory_alloc": 990}, False),
+        ({}, True),
+    ],
+)
+def test_step_room(figures, fits):
+    ok, text = scontrol.step_room(figures, 32)
+    assert ok is fits
+    if figures:
+        assert f"{figures['cpus_alloc']}/{figures['cpus']} CPUs" in text
+
+
+@pytest.mark.parametrize(
+    ("output", "host", "ok"),
+    [
+        ("Slurmctld(primary) at ctl is UP\n", "ctl", True),
+        ("Slurmctld(primary) at ctl is DOWN\n", "ctl", False),
+        # a backup controller judges its own line
+        ("Slurmctld(primary) at c1 is DOWN\nSlurmctld(backup) at c2 is UP\n", "c2", True),
+        ("Slurmctld(primary) at c1 is UP\nSlurmctld(backup) at c2 is DOWN\n", "c2", False),
+        ("Slurmctld(primary) at ctl is UP\n", "n1", True),
+        ("slurm_ping error: Unable to contact slurm controller\n", "n1", False),
+        ("", "n1", False),
+    ],
+)
+def test_ping_answer(output, host, ok):
+    assert scontrol.ping_answer(output, host)[0] is ok

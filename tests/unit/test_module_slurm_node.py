@@ -3,6 +3,7 @@
 import hashlib
 import os
 import stat
+import subprocess
 import time
 import types
 from unittest.mock import MagicMock, call
@@ -10,7 +11,7 @@ from unittest.mock import MagicMock, call
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import command, daemons
+from salt_ext.lib import command, daemons, scontrol
 from salt_ext.modules import slurm_node
 
 DEBIAN_GRAINS = {
@@ -212,16 +213,31 @@ def test_restart_rejects_unknown_target(loader):
     loader.salt["service.restart"].assert_not_called()
 
 
-def test_restart_all_restarts_munge_first_then_installed_daemons(loader):
+@pytest.fixture
+def proven(monkeypatch):
+    """restart()'s proof that the new process answers, recorded instead of waited for."""
+    seen = []
+
+    def fake(daemon, plan, old_pid):
+        seen.append((daemon, old_pid))
+        return {"old_pid": old_pid, "state": "running", "pid": 2, "evidence": "ok"}
+
+    monkeypatch.setattr(slurm_node, "_proven", fake)
+    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf: 1)
+    return seen
+
+
+def test_restart_all_restarts_munge_first_then_installed_daemons(loader, proven):
     loader.salt["cmd.which"] = MagicMock(
         side_effect=lambda name: "/usr/sbin/slurmd" if name == "slurmd" else None
     )
-    assert slurm_node.restart("all") == {"restarted": ["munge", "slurmd"]}
+    assert slurm_node.restart("all")["restarted"] == ["munge", "slurmd"]
     assert loader.salt["service.restart"].mock_calls == [call("munge"), call("slurmd")]
+    assert proven == [("munge", 1), ("slurmd", 1)]
 
 
-def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader):
-    assert slurm_node.restart() == {"restarted": ["munge", "slurmctld", "slurmd"]}
+def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader, proven):
+    assert slurm_node.restart()["restarted"] == ["munge", "slurmctld", "slurmd"]
     assert loader.salt["service.restart"].mock_calls == [
         call("munge"),
         call("slurmctld"),
@@ -229,9 +245,303 @@ def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader):
     ]
 
 
-def test_restart_single_daemon(loader):
-    assert slurm_node.restart("slurmd") == {"restarted": ["slurmd"]}
+def test_restart_single_daemon_reports_old_and_new_pid(loader, proven):
+    assert slurm_node.restart("slurmd") == {
+        "restarted": ["slurmd"],
+        "daemons": {"slurmd": {"old_pid": 1, "state": "running", "pid": 2, "evidence": "ok"}},
+    }
     loader.salt["service.restart"].assert_called_once_with("slurmd")
+
+
+def _health_sequence(monkeypatch, entries, alive):
+    """_proven's view: successive health entries of the daemon, and whether the old pid
+    still runs at each look."""
+    entries, alive = list(entries), list(alive)
+    monkeypatch.setattr(
+        slurm_node, "_health", lambda conf, running: {"slurmd": entries.pop(0), "munge": {}}
+    )
+    monkeypatch.setattr(daemons, "is_process", lambda pid, name: alive.pop(0))
+    monkeypatch.setattr(slurm_node, "daemon_running", lambda *a: True)
+    sleeps = []
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(
+        slurm_node,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: next(clock), sleep=sleeps.append),
+    )
+    return sleeps
+
+
+PLAN = {"slurm_conf": "/etc/slurm/slurm.conf", "service_manager": "direct"}
+
+
+def test_proven_waits_until_the_old_process_is_gone_and_a_new_one_answers(monkeypatch):
+    hung = {"state": "hung", "pid": 7, "proc_state": "T", "evidence": "pid 7 state T (stopped)"}
+    fresh = {"state": "running", "pid": 8, "proc_state": "S", "evidence": "pid 8: answers"}
+    starting = {"state": "hung", "pid": 8, "proc_state": "S", "evidence": "no answer"}
+    sleeps = _health_sequence(monkeypatch, [hung, starting, fresh], [True, False, False])
+    assert slurm_node._proven("slurmd", PLAN, 7) == {"old_pid": 7, **fresh}
+    assert len(sleeps) == 2
+
+
+def test_proven_fails_with_the_evidence_when_the_same_pid_lingers(monkeypatch):
+    same = {"state": "running", "pid": 7, "proc_state": "S", "evidence": "pid 7: answers"}
+    _health_sequence(monkeypatch, [same] * 10, [False] * 10)
+    with pytest.raises(
+        CommandExecutionError, match="no new process answers after 30 s: still pid 7"
+    ):
+        slurm_node._proven("slurmd", PLAN, 7)
+
+
+def test_proven_fails_when_the_old_process_never_exits(monkeypatch):
+    hung = {"state": "hung", "pid": 7, "proc_state": "T", "evidence": "pid 7 state T (stopped)"}
+    _health_sequence(monkeypatch, [hung] * 10, [True] * 10)
+    with pytest.raises(CommandExecutionError, match=r"the old process \(pid 7\) still runs"):
+        slurm_node._proven("slurmd", PLAN, 7)
+
+
+# --- health: bounded requests; a hung daemon is evidence, never an exception ---------------
+
+
+def _timeout(argv, bound):
+    """The error command.run raises when ``argv`` outlives its ``bound``."""
+    error = command.CommandFailed(argv, f"{' '.join(argv)}: timed out after {bound}s")
+    error.__cause__ = subprocess.TimeoutExpired(argv, bound)
+    return error
+
+
+@pytest.fixture
+def fake_commands(monkeypatch):
+    """command.run answering by argv[:3]: a string (stdout) or an exception to raise."""
+    answers = {}
+    calls = []
+
+    def run(argv, stdin=None, timeout=60, check=True, env=None):
+        calls.append((tuple(argv), timeout))
+        for key, value in answers.items():
+            if tuple(argv[: len(key)]) == key:
+                if isinstance(value, Exception):
+                    raise value
+                if isinstance(value, tuple):
+                    out, code = value
+                else:
+                    out, code = value, 0
+                if check and code:
+                    raise command.CommandFailed(
+                        argv, f"{' '.join(argv)} exited {code}: {out}", code
+                    )
+                return types.SimpleNamespace(stdout=out, stderr="", returncode=code)
+        raise AssertionError(f"unexpected command {argv}")
+
+    monkeypatch.setattr(command, "run", run)
+    monkeypatch.setattr(slurm_node.socket, "gethostname", lambda: "n1")
+    answers.update(
+        {
+            ("munge",): "MUNGE:cred:",
+            ("unmunge",): "STATUS: Success (0)\n\nsaltext-slurm health",
+            ("scontrol", "show", "slurmd"): "Active Steps = NONE",
+            ("scontrol", "ping"): "Slurmctld(primary) at ctl is UP",
+        }
+    )
+    return types.SimpleNamespace(answers=answers, calls=calls)
+
+
+@pytest.fixture
+def procs(monkeypatch):
+    """Pids and /proc states of the daemons."""
+    table = {"munge": (11, "S"), "slurmd": (22, "S"), "slurmctld": (33, "S")}
+    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf: table[daemon][0])
+
+    def process_state(pid):  # the table as the test left it
+        return {v[0]: v[1] for v in table.values()}.get(pid)
+
+    monkeypatch.setattr(daemons, "process_state", process_state)
+    return table
+
+
+NODE = {"munge": True, "slurmd": True}
+
+
+def test_health_of_a_healthy_node_asks_each_daemon_within_its_bound(fake_commands, procs):
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert {d: h["state"] for d, h in health.items()} == {"munge": "running", "slurmd": "running"}
+    assert health["slurmd"]["evidence"] == "pid 22: answers `scontrol show slurmd`"
+    bounds = {argv[0] if argv[0] != "scontrol" else argv[1]: t for argv, t in fake_commands.calls}
+    assert bounds == {"munge": 3, "unmunge": 3, "show": 5}
+
+
+def test_health_names_a_sigstopped_slurmd_without_asking_it(fake_commands, procs):
+    procs["slurmd"] = (22, "T")
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert health["slurmd"] == {
+        "state": "hung",
+        "pid": 22,
+        "proc_state": "T",
+        "evidence": "pid 22 state T (stopped)",
+    }
+    assert not any(argv[:3] == ("scontrol", "show", "slurmd") for argv, _ in fake_commands.calls)
+
+
+def test_health_a_silent_slurmd_is_hung_after_the_bound(fake_commands, procs):
+    fake_commands.answers[("scontrol", "show", "slurmd")] = _timeout(
+        ["scontrol", "show", "slurmd"], 5
+    )
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert health["slurmd"]["state"] == "hung"
+    assert health["slurmd"]["evidence"] == "no answer to `scontrol show slurmd` in 5 s"
+
+
+def test_health_a_slurmd_answering_an_error_is_hung_with_the_error(fake_commands, procs):
+    fake_commands.answers[("scontrol", "show", "slurmd")] = ("Connection refused", 1)
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert health["slurmd"]["state"] == "hung"
+    assert "Connection refused" in health["slurmd"]["evidence"]
+
+
+def test_health_a_silent_munged_is_hung_and_slurmd_is_not_blamed(fake_commands, procs):
+    fake_commands.answers[("munge",)] = _timeout(["munge"], 3)
+    fake_commands.answers[("scontrol", "show", "slurmd")] = _timeout(["scontrol"], 5)
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert health["munge"]["state"] == "hung"
+    assert health["munge"]["evidence"] == "no answer to `munge | unmunge` in 3 s"
+    assert health["slurmd"]["state"] == "running"
+    assert "not asked: munged does not answer" in health["slurmd"]["evidence"]
+
+
+def test_health_with_munged_stopped_by_a_signal_asks_nothing(fake_commands, procs):
+    procs["munge"] = (11, "T")
+    health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
+    assert health["munge"]["evidence"] == "pid 11 state T (stopped)"
+    assert health["slurmd"]["state"] == "running"
+    assert fake_commands.calls == []
+
+
+def test_health_of_a_stopped_daemon(fake_commands, procs):
+    health = slurm_node._health("/etc/slurm/slurm.conf", {"munge": True, "slurmd": False})
+    assert health["slurmd"] == {
+        "state": "stopped",
+        "pid": None,
+        "proc_state": None,
+        "evidence": "slurmd not running",
+    }
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        ("Slurmctld(primary) at n1 is UP", "running"),
+        ("Slurmctld(primary) at n1 is DOWN", "hung"),
+        (None, "hung"),
+    ],
+)
+def test_health_of_slurmctld_from_scontrol_ping(fake_commands, procs, answer, state):
+    fake_commands.answers[("scontrol", "ping")] = (
+        _timeout(["scontrol", "ping"], 5) if answer is None else answer
+    )
+    health = slurm_node._health("/etc/slurm/slurm.conf", {"munge": True, "slurmctld": True})
+    assert health["slurmctld"]["state"] == state
+
+
+@pytest.fixture
+def probed(loader, monkeypatch, no_logs):
+    monkeypatch.setattr(
+        slurm_node,
+        "status",
+        lambda: {"slurm_conf_hash": "sha256:c", "health": {"munge": {"state": "running"}}},
+    )
+    monkeypatch.setattr(slurm_node, "_conf_node_names", lambda conf: {"n1"})
+
+
+def test_probe_turns_a_ping_timeout_into_evidence(probed, fake_commands):
+    fake_commands.answers[("scontrol", "ping")] = _timeout(["scontrol", "ping"], 5)
+    result = slurm_node.probe()
+    assert result["controller_ping"] == {
+        "ok": False,
+        "output": "no answer to `scontrol ping` in 5 s",
+        "timed_out": True,
+    }
+    assert result["munge_roundtrip"] == {"ok": True, "error": None}
+
+
+def test_probe_does_not_ping_through_a_hung_munged(probed, fake_commands, monkeypatch):
+    monkeypatch.setattr(
+        slurm_node,
+        "status",
+        lambda: {
+            "slurm_conf_hash": "sha256:c",
+            "health": {"munge": {"state": "hung", "evidence": "pid 11 state T (stopped)"}},
+        },
+    )
+    result = slurm_node.probe()
+    assert result["controller_ping"]["ok"] is None
+    assert result["munge_roundtrip"] == {"ok": False, "error": "pid 11 state T (stopped)"}
+    assert fake_commands.calls == []
+
+
+def test_controller_up_survives_a_silent_controller(loader, fake_commands, monkeypatch):
+    fake_commands.answers[("scontrol", "ping")] = _timeout(["scontrol", "ping"], 15)
+    clock = iter([0, 0, 100])
+    monkeypatch.setattr(
+        slurm_node,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None),
+    )
+    result = slurm_node.controller_up(timeout=10)
+    assert result["ok"] is False and "no answer to `scontrol ping` in 15 s" in result["output"]
+
+
+# --- job_steps on busy nodes ----------------------------------------------------------------
+
+
+def _node_line(name, alloc, mem_alloc, state):
+    return (
+        f"NodeName={name} CPUAlloc={alloc} CPUEfctv=2 CPUTot=2 RealMemory=1000 "
+        f"AllocMem={mem_alloc} State={state}"
+    )
+
+
+def test_job_steps_reports_a_full_node_busy_with_its_jobs_and_runs_no_step(
+    loader, fake_commands, monkeypatch
+):
+    monkeypatch.setattr(slurm_node, "_slurm_user", lambda: "slurm")
+    fake_commands.answers[("scontrol", "show", "node")] = "\n".join(
+        [
+            _node_line("n1", 2, 1000, "ALLOCATED"),
+            _node_line("n2", 0, 0, "IDLE"),
+            _node_line("n3", 2, 100, "ALLOCATED"),
+        ]
+    )
+    fake_commands.answers[("squeue", "-h", "-w")] = ""
+    fake_commands.answers[("srun",)] = "n2"
+
+    def squeue(node, pending=False, running_only=False):
+        assert running_only
+        return {"n1": ["12"], "n3": []}[node]
+
+    monkeypatch.setattr(slurm_node, "node_jobs", squeue)
+    steps = slurm_node.job_steps(["n1", "n2", "n3"])
+    assert steps["n1"] == {
+        "ok": True,
+        "busy": True,
+        "jobs": ["12"],
+        "output": "busy: 2/2 CPUs, 1000/1000 MB allocated by running job(s) 12",
+    }
+    assert steps["n2"] == {"ok": True, "output": "n2"}
+    assert steps["n3"]["ok"] is False and "yet no job runs there" in steps["n3"]["output"]
+    sruns = [argv for argv, _ in fake_commands.calls if argv[0] == "srun"]
+    assert [argv[2] for argv in sruns] == ["n2"]
+
+
+def test_job_steps_a_step_that_could_not_start_because_a_job_took_the_node_is_busy(
+    loader, fake_commands, monkeypatch
+):
+    monkeypatch.setattr(slurm_node, "_slurm_user", lambda: "slurm")
+    looks = iter([_node_line("n1", 0, 0, "IDLE"), _node_line("n1", 2, 1000, "ALLOCATED")])
+    monkeypatch.setattr(slurm_node, "cluster_nodes", lambda: scontrol.node_states(next(looks)))
+    fake_commands.answers[("srun",)] = ("srun: error: Unable to allocate resources", 1)
+    monkeypatch.setattr(slurm_node, "node_jobs", lambda node, running_only=False: ["15"])
+    steps = slurm_node.job_steps(["n1"])
+    assert steps["n1"]["ok"] is True and steps["n1"]["jobs"] == ["15"]
 
 
 # --- settings ------------------------------------------------------------------------------

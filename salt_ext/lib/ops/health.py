@@ -17,18 +17,9 @@ def status(ctx):
     states = ctx.one(controller, "slurm_node.cluster_nodes") if controller in answered else None
     rows = clusterops.status_rows(statuses.get(controller), node_minions, statuses, states)
     ctl = statuses.get(controller)
-    title = (
-        f"controller {controller}: "
-        + (
-            "no answer"
-            if ctl is None
-            else f"slurmctld {'up' if ctl['daemons'].get('slurmctld') else 'DOWN'}"
-        )
-        + (f", conf {ctl['slurm_conf_hash'][:19]}…" if ctl and ctl.get("slurm_conf_hash") else "")
-    )
     return {
-        "result": all(clusterops.row_ok(r) for r in rows),
-        "title": title,
+        "result": all(clusterops.row_ok(r) for r in rows) and clusterops.controller_ok(ctl),
+        "title": clusterops.status_title(controller, ctl),
         "controller": {"minion": controller, "status": ctl},
         "nodes": rows,
     }
@@ -37,6 +28,8 @@ def status(ctx):
 def munge_to_controller(ctx, controller, node_minions, targets, timeout):
     """Each target encodes a credential; the controller decodes them all in one call.
     Returns ``({minion: credential or None}, {NodeName: decode result})``."""
+    if not targets:
+        return {}, {}
     by_minion = {m: n for n, m in node_minions.items()}
     encoded = ctx.returns(targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
     credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
@@ -57,10 +50,14 @@ def verify(ctx, timeout=60):
     ctl = statuses.get(controller)
     if ctl is None:
         raise OpError(f"the controller {controller} did not answer slurm_node.status")
-    encoded, decoded = munge_to_controller(ctx, controller, node_minions, targets, timeout)
+    # a hung munged would only spend munge's own timeout: its node fails "daemons" already
+    talking = [m for m in targets if clusterops.munge_answers(statuses.get(m))]
+    encoded, decoded = munge_to_controller(ctx, controller, node_minions, talking, timeout)
     ctl_credential = ctx.one(controller, "munge.encode", [clusterops.VERIFY_PAYLOAD])
     reverse = (
-        ctx.returns(targets, "munge.decode", [ctl_credential], timeout) if ctl_credential else {}
+        ctx.returns(talking, "munge.decode", [ctl_credential], timeout)
+        if ctl_credential and talking
+        else {}
     )
     states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
     # a job step only where everything else passed: a step on a broken node would hang
@@ -141,7 +138,7 @@ def diagnose(ctx, nodes=None, timeout=30):
             )
         )
     states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
-    reachable = [m for m in node_minions.values() if probes.get(m) is not None]
+    reachable = [m for m in node_minions.values() if clusterops.munge_answers(probes.get(m))]
     _, decoded = munge_to_controller(ctx, controller, node_minions, reachable, timeout)
     report = {}
     for node, minion in node_minions.items():
