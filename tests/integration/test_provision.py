@@ -163,9 +163,12 @@ def test_missing_key_on_master_fails_with_how_to_create_one(cluster, provisioned
 def test_restart_slurmd_gives_a_new_daemon_and_the_node_stays_idle(cluster, provisioned):
     before = cluster.run("n1", ["cat", "/run/slurmd.pid"]).stdout.strip()
     ret = cluster.salt("n1", "slurm_node.restart", ["slurmd"])["n1"]
-    assert ret == {"restarted": ["slurmd"]}
+    assert ret["restarted"] == ["slurmd"], ret
     after = cluster.run("n1", ["cat", "/run/slurmd.pid"]).stdout.strip()
     assert after.isdigit() and after != before
+    # the return proves it: the old pid and the new one that answers
+    assert ret["daemons"]["slurmd"]["old_pid"] == int(before), ret
+    assert ret["daemons"]["slurmd"]["pid"] == int(after), ret
     assert wait_for(lambda: sinfo_nodes(cluster).get("n1") == "idle", timeout=60)
     bad = cluster.salt("n1", "slurm_node.restart", ["everything"])["n1"]
     assert "what must be one of munge, slurmd, slurmctld, all" in bad
