@@ -745,21 +745,33 @@ class SandboxCluster:
             env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
         )
 
-    def salt(self, target, fun, arg=(), timeout=120, tgt_type="glob", **kwarg):
-        """``salt TARGET FUN ARG...`` through the master; returns ``{minion: return}``."""
+    def _client(self):
         import salt.client  # noqa: PLC0415
 
         if self._local is None:
             self._local = salt.client.LocalClient(mopts=self.master_opts())
+        return self._local
+
+    def salt(self, target, fun, arg=(), timeout=120, tgt_type="glob", **kwarg):
+        """``salt TARGET FUN ARG...`` through the master; returns ``{minion: return}``."""
         # LocalClient prints "No minions matched the target" itself; keep stdout clean
         with contextlib.redirect_stdout(io.StringIO()):
-            return self._local.cmd(
+            return self._client().cmd(
                 target,
                 fun,
                 arg=list(arg),
                 kwarg=kwarg or None,
                 timeout=timeout,
                 tgt_type=tgt_type,
+            )
+
+    def _ping(self, names, timeout=2):
+        """``test.ping`` on ``names`` that gives up on a silent minion after ``timeout``
+        seconds and one second of ``saltutil.find_job`` (Salt's default gather_job_timeout
+        adds 10 s to every round a just-started minion is not connected yet)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self._client().cmd(
+                names, "test.ping", timeout=timeout, tgt_type="list", gather_job_timeout=1
             )
 
     def wait_for_minions(self, names, timeout=120):
@@ -775,7 +787,7 @@ class SandboxCluster:
             if self.master_proc is not None and self.master_proc.poll() is not None:
                 raise BedError(f"salt-master exited:\n{self.tail_logs([])}")
             try:
-                answered = self.salt(sorted(missing), "test.ping", tgt_type="list", timeout=5)
+                answered = self._ping(sorted(missing))
             except (SaltClientError, AuthenticationError):  # master still starting
                 self._local = None  # it caches the master's root key, re-read it next time
                 answered = {}
