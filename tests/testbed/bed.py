@@ -572,9 +572,22 @@ class SandboxCluster:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def resolv_conf(self):
+        """The nodes' /etc/resolv.conf: no DNS in a sandbox (its network ends at the bridge),
+        names come from /etc/hosts. A name lookup that asks DNS (e.g. Salt's ``fqdn_ip6``
+        grain, ``getent hosts``) is refused at once instead of waiting 10 s for the host's
+        unreachable name server; that wait came twice in every salt-minion start."""
+        path = self.root / "resolv.conf"
+        path.write_text(
+            "# test bed node: no DNS, names come from /etc/hosts\n"
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+        )
+        return path
+
     # ------------------------------------------------------------------ nodes
     def _start_holder(self, node):
         hosts = self.hosts_file()
+        resolv = self.resolv_conf()
         node.dir.mkdir(parents=True, exist_ok=True)
         ready = node.dir / "ready"
         script = ["set -e", f"hostname {node.name}"]
@@ -585,6 +598,7 @@ class SandboxCluster:
             script.append(f"mount --bind {backing} {path}")
         script += [
             f"mount --bind {hosts} /etc/hosts",
+            f"mount --bind {resolv} /etc/resolv.conf",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
             "mkdir -p /run/lock",
             f"touch {ready}",
