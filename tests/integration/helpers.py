@@ -2,6 +2,7 @@
 
 import json
 import time
+import uuid
 
 
 def state_results(ret):
@@ -47,10 +48,16 @@ def salt_run(cluster, fun, cli_timeout=600, **kwargs):
     """
     args = [f"{key}={value}" for key, value in kwargs.items()]
     proc = cluster.cli(["salt-run", "--out=json", fun, *args], timeout=cli_timeout)
-    lines = proc.stdout.splitlines()
+    return json_output(proc.stdout, (fun, proc.returncode, proc.stderr)), proc
+
+
+def json_output(stdout, context=None):
+    """The JSON document of ``salt-run --out=json`` output (progress lines before it are
+    skipped); ``context`` goes into the assertion message when there is none."""
+    lines = stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
-    assert start is not None, (fun, proc.returncode, proc.stdout, proc.stderr)
-    return json.loads("\n".join(lines[start:])), proc
+    assert start is not None, (context, stdout)
+    return json.loads("\n".join(lines[start:]))
 
 
 def job_info(cluster, job_id):
@@ -69,3 +76,32 @@ def running_job(cluster, *options, wrap, timeout=30):
         cluster, job_id
     )
     return job_id
+
+
+def held_job(cluster, *options, steps=False, limit=300, timeout=30):
+    """A batch job (from the controller) that runs until the test releases it, so the test
+    waits for what it means (the job finished) instead of the length of a ``sleep``.
+
+    Returns ``(job id, release)``; ``release()`` creates the file the job (or, with
+    ``steps``, each of its ``srun`` steps) polls for. Never released, it exits 1 after
+    ``limit`` seconds: ``ExitCode=0:0`` proves it ran until the release."""
+    flag = cluster.root / f"release-job-{uuid.uuid4().hex[:12]}"
+    poll = f"for i in $(seq {limit * 5}); do [ -e {flag} ] && exit 0; sleep 0.2; done; exit 1"
+    job_id = running_job(
+        cluster, *options, wrap=f"srun sh -c '{poll}'" if steps else poll, timeout=timeout
+    )
+    return job_id, flag.touch
+
+
+def cluster_healthy(cluster):
+    """``salt-run slurm.status`` says every node is healthy (reachable, munged and slurmd
+    up and answering, same conf and key as the controller, usable) and sinfo shows every
+    compute node idle: the cheap check after a targeted repair."""
+    data, proc = salt_run(cluster, "slurm.status")
+    rows = {row["node"]: row for row in data.get("nodes", [])}
+    return (
+        proc.returncode == 0
+        and data.get("result") is True
+        and sinfo_nodes(cluster) == dict.fromkeys(rows, "idle")
+        and bool(rows)
+    )

@@ -28,6 +28,7 @@ import salt.runner
 import salt.utils.event
 
 from salt_ext.lib import keyvault as kv
+from tests.integration.helpers import wait_for
 from tests.testbed import SandboxCluster
 
 pytestmark = pytest.mark.testbed
@@ -399,10 +400,17 @@ def test_issue_in_salt_run_at_trace_leaks_no_form_of_the_secret(kvbed, vault):
     assert "Runner return" in err  # trace really was on: the return was logged, token-free
     log = kvbed.master_log.read_bytes()
     assert b"Runner return" in log and token_id.encode() in log
-    time.sleep(1)  # the return event reaches the listener
+
+    def our_return():
+        run_rets = [
+            e
+            for e in vault.events.snapshot()[start:]
+            if re.fullmatch(r"salt/run/\d+/ret", e["tag"])
+        ]
+        return any(token_id in json.dumps(e["data"], default=str) for e in run_rets)
+
+    assert wait_for(our_return, timeout=10, interval=0.1)  # the return event reached the bus
     events = vault.events.snapshot()[start:]
-    run_rets = [e for e in events if re.fullmatch(r"salt/run/\d+/ret", e["tag"])]
-    assert any(token_id in json.dumps(e["data"], default=str) for e in run_rets)
     haystacks = {
         "salt-run stdout": out.encode(),
         "salt-run stderr": err.encode(),

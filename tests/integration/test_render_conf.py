@@ -9,7 +9,14 @@ import pytest
 
 from salt_ext.lib import slurmconf
 from tests.integration.conftest import COMPUTE, PILLAR
-from tests.integration.helpers import job_info, running_job, salt_run, sinfo_nodes, wait_for
+from tests.integration.helpers import (
+    held_job,
+    job_info,
+    running_job,
+    salt_run,
+    sinfo_nodes,
+    wait_for,
+)
 from tests.testbed.bed import render_pillar
 
 RENDER_PILLAR = render_pillar(**PILLAR, node_target="n*")
@@ -110,7 +117,17 @@ def test_render_again_is_a_no_op(cluster, rendered):
 
 def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
     before = pids(cluster)
-    job_id = running_job(cluster, "-w", "n1", wrap="sleep 15")
+    job_id, release = held_job(cluster, "-w", "n1")
+    try:
+        reconfigure_while_the_job_runs(cluster, before, job_id)
+    finally:
+        release()
+    finished = wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60)
+    assert finished, job_info(cluster, job_id)
+    assert "ExitCode=0:0" in job_info(cluster, job_id)
+
+
+def reconfigure_while_the_job_runs(cluster, before, job_id):
     set_pillar(
         cluster,
         {
@@ -127,12 +144,8 @@ def test_partition_change_during_a_job_is_a_reconfigure(cluster, rendered):
     assert pids(cluster) == before  # no daemon restarted
     partition = cluster.run("ctl", ["scontrol", "show", "partition", "debug"]).stdout
     assert "MaxTime=01:00:00" in partition
-    finished = wait_for(
-        lambda: "JobState=COMPLETED" in job_info(cluster, job_id),
-        60,
-    )
-    assert finished, job_info(cluster, job_id)
-    assert "ExitCode=0:0" in job_info(cluster, job_id)
+    # the job ran through the reconfigure
+    assert "JobState=RUNNING" in job_info(cluster, job_id), job_info(cluster, job_id)
 
 
 def test_node_definition_change_restarts_in_order_and_converges(cluster, rendered):

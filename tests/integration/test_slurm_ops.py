@@ -1,5 +1,9 @@
 """Day-2 runners on the test bed: deploy from bare, status, verify, drain/resume, and
-diagnose recognising real faults (each produced for real, then healed)."""
+diagnose recognising real faults (each produced for real, then healed).
+
+A fault test registers the smallest repair of its fault with the ``repair`` fixture before
+making it; the repair runs after the test whether it passed or not, then the cluster must
+be healthy again (a full ``heal`` otherwise), so one failure does not fail the next tests."""
 
 import base64
 import os
@@ -12,7 +16,15 @@ import pytest
 
 from salt_ext.lib import fsutil
 from tests.integration.conftest import COMPUTE, PILLAR
-from tests.integration.helpers import job_info, running_job, salt_run, sinfo_nodes, wait_for
+from tests.integration.helpers import (
+    cluster_healthy,
+    held_job,
+    job_info,
+    json_output,
+    salt_run,
+    sinfo_nodes,
+    wait_for,
+)
 from tests.testbed.bed import render_pillar
 
 OPS_PILLAR = render_pillar(**PILLAR, node_target="n*")
@@ -35,7 +47,7 @@ def diagnose(cluster, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def deployed(cluster, provisioned):
+def deployed(cluster):
     """The bed made bare again (slurm.absent, no key/conf on the master, empty mine), then
     ``slurm.deploy`` twice."""
     cluster.write_pillar(OPS_PILLAR)
@@ -50,10 +62,53 @@ def deployed(cluster, provisioned):
 
 
 def heal(cluster):
+    """The full repair: ``slurm.deploy``, then diagnose finds nothing."""
     result, proc = deploy(cluster)
     assert result["result"] is True, (result.get("comment"), result.get("verify"))
     report, _ = diagnose(cluster)
     assert report["result"] is True, report
+
+
+def apply_node(cluster, *minions):
+    """``state.apply slurm.node`` on ``minions``: what restores a node's files, key and
+    daemons (the smallest repair of a fault on a node)."""
+    rets = cluster.salt(list(minions), "state.apply", ["slurm.node"], tgt_type="list", timeout=300)
+    bad = {m: r for m, r in rets.items() if not isinstance(r, dict)} or {
+        m: [c["comment"] for c in r.values() if c["result"] is False] for m, r in rets.items()
+    }
+    assert sorted(rets) == sorted(minions) and not any(bad.values()), bad
+
+
+def reapply_conf(cluster, pillar=OPS_PILLAR):
+    """The master's slurm.conf rendered again from ``pillar`` and the mine, and rolled out:
+    the smallest repair of a conf the test changed."""
+    cluster.write_pillar(pillar, refresh=False)
+    rendered, _ = salt_run(cluster, "slurm.render_conf")
+    assert rendered.get("result") is not False, rendered
+    applied, _ = salt_run(cluster, "slurm.apply_conf")
+    assert applied["result"] is True, applied
+
+
+@pytest.fixture
+def repair(cluster, deployed):
+    """``repair(action)``: register the smallest repair of the fault the test is about to
+    make (start the one daemon, re-apply one node, re-render the conf). After the test,
+    passed or failed, the repairs run (last registered first) and the cluster must be
+    healthy again (``cluster_healthy``: slurm.status and sinfo); if it is not, ``heal``
+    (a full deploy) repairs it so that the next test starts healthy, and this test errors
+    naming what the repair left."""
+    actions = []
+    yield actions.append
+    errors = []
+    for action in reversed(actions):
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - reported below, after the full heal
+            errors.append(f"repair {getattr(action, '__name__', action)}: {exc!r}"[:2000])
+    if not wait_for(lambda: cluster_healthy(cluster), 60):
+        errors.append(f"unhealthy after the repair: {salt_run(cluster, 'slurm.status')[0]}")
+        heal(cluster)
+    assert not errors, errors
 
 
 def test_deploy_from_bare_verifies_and_again_changes_nothing(cluster, deployed):
@@ -98,7 +153,8 @@ def test_verify_passes_with_a_job_step_on_every_node(cluster, deployed):
         assert checks["job step"]["evidence"].endswith(f": {node}")
 
 
-def test_drain_and_resume(cluster, deployed):
+def test_drain_and_resume(cluster, repair):
+    repair(lambda: salt_run(cluster, "slurm.resume", nodes="n2,n3"))
     drained, _ = salt_run(cluster, "slurm.drain", nodes="n2", reason="disk swap")
     assert drained["result"] is True
     assert "DRAIN" in drained["nodes"]["n2"]["state"]
@@ -111,7 +167,8 @@ def test_drain_and_resume(cluster, deployed):
     assert resumed["result"] is True and resumed["nodes"]["n2"]["state"] == "IDLE"
 
 
-def test_three_faults_named_then_healed_by_deploy(cluster, deployed):
+def test_three_faults_named_then_healed_by_deploy(cluster, repair):
+    repair(lambda: apply_node(cluster, *COMPUTE))
     cluster.salt("n1", "slurm_node.daemon_control", ["munge", "stop"])
     cluster.run("n2", ["sh", "-c", "head -c 64 /dev/urandom > /etc/munge/munge.key"], check=True)
     cluster.salt("n2", "slurm_node.restart", ["munge"])
@@ -131,40 +188,38 @@ def test_three_faults_named_then_healed_by_deploy(cluster, deployed):
     heal(cluster)
 
 
-def test_slurmd_stopped(cluster, deployed):
+def test_slurmd_stopped(cluster, repair):
+    repair(lambda: apply_node(cluster, "n1"))
     cluster.salt("n1", "slurm_node.daemon_control", ["slurmd", "stop"])
     report, _ = diagnose(cluster)
     assert causes(report, "n1") == ["slurmd not running"], report["nodes"]
     # an unhealthy cluster is a failure in the admin's text table too, not only in JSON
     table = cluster.cli(["salt-run", "slurm.status"])
     assert table.returncode == 1 and "n1" in table.stdout, (table.stdout, table.stderr)
-    heal(cluster)
 
 
-def test_minion_unreachable(cluster, deployed):
-    cluster.stop_minion("n3")
-    try:
-        report, _ = diagnose(cluster, timeout=10)
-        assert causes(report, "n3") == ["minion unreachable"], report["nodes"]
-    finally:
+def test_minion_unreachable(cluster, repair):
+    def start_minion():
         cluster.start_minion("n3")
         cluster.wait_for_minions(["n3"])
-    heal(cluster)
+
+    repair(start_minion)
+    cluster.stop_minion("n3")
+    report, _ = diagnose(cluster, timeout=10)
+    assert causes(report, "n3") == ["minion unreachable"], report["nodes"]
 
 
-def test_slurmd_cannot_reach_the_controller(cluster, deployed):
+def test_slurmd_cannot_reach_the_controller(cluster, repair):
     ctl_ip = cluster.nodes["ctl"].ip
+    repair(lambda: cluster.run("n2", ["ip", "route", "del", "blackhole", f"{ctl_ip}/32"]))
     cluster.run("n2", ["ip", "route", "add", "blackhole", f"{ctl_ip}/32"], check=True)
-    try:
-        report, _ = diagnose(cluster)
-        assert causes(report, "n2") == ["slurmd cannot reach the controller"], report["nodes"]
-    finally:
-        cluster.run("n2", ["ip", "route", "del", "blackhole", f"{ctl_ip}/32"])
-    heal(cluster)
+    report, _ = diagnose(cluster)
+    assert causes(report, "n2") == ["slurmd cannot reach the controller"], report["nodes"]
 
 
-def test_clock_skew(cluster, deployed):
+def test_clock_skew(cluster, repair):
     # munged on n1 runs ten minutes behind (libfaketime): its credentials are expired on ctl
+    repair(lambda: cluster.salt("n1", "slurm_node.restart", ["munge"]))
     cluster.salt("n1", "slurm_node.daemon_control", ["munge", "stop"])
     started = cluster.run(
         "n1",
@@ -180,28 +235,24 @@ def test_clock_skew(cluster, deployed):
         ],
     )
     assert started.returncode == 0, started.stderr
-    try:
-        report, _ = diagnose(cluster)
-        assert "clock skew" in causes(report, "n1"), report["nodes"]
-        skew = next(c for c in report["nodes"]["n1"]["causes"] if c["cause"] == "clock skew")
-        assert "credential" in " ".join(skew["evidence"]).lower()
-    finally:
-        cluster.salt("n1", "slurm_node.restart", ["munge"])
-    heal(cluster)
+    report, _ = diagnose(cluster)
+    assert "clock skew" in causes(report, "n1"), report["nodes"]
+    skew = next(c for c in report["nodes"]["n1"]["causes"] if c["cause"] == "clock skew")
+    assert "credential" in " ".join(skew["evidence"]).lower()
 
 
-def test_hostname_differs_from_nodename(cluster, deployed):
+def test_hostname_differs_from_nodename(cluster, repair):
+    repair(lambda: cluster.salt("n3", "slurm_node.restart", ["slurmd"]))
+    repair(lambda: cluster.run("n3", ["hostname", "n3"], check=True))
     cluster.run("n3", ["hostname", "n3x"], check=True)
-    try:
-        cluster.salt("n3", "slurm_node.restart", ["slurmd"])
-        report, _ = diagnose(cluster)
-        assert "hostname differs from NodeName" in causes(report, "n3"), report["nodes"]
-    finally:
-        cluster.run("n3", ["hostname", "n3"], check=True)
-    heal(cluster)
+    cluster.salt("n3", "slurm_node.restart", ["slurmd"])
+    report, _ = diagnose(cluster)
+    assert "hostname differs from NodeName" in causes(report, "n3"), report["nodes"]
 
 
-def test_node_missing_from_conf(cluster, deployed):
+def test_node_missing_from_conf(cluster, repair):
+    repair(lambda: reapply_conf(cluster))
+    repair(lambda: cluster.salt("n3", "mine.send", ["slurm_node.hardware"]))
     cluster.salt("n3", "mine.delete", ["slurm_node.hardware"])
     rendered, _ = salt_run(cluster, "slurm.render_conf")
     assert rendered["nodes"] == 2, rendered
@@ -209,11 +260,11 @@ def test_node_missing_from_conf(cluster, deployed):
     cluster.salt("n3", "mine.send", ["slurm_node.hardware"])  # as slurm.node would
     report, _ = diagnose(cluster)
     assert "node missing from slurm.conf" in causes(report, "n3"), report["nodes"]
-    heal(cluster)
-    assert sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle")
 
 
-def test_hardware_below_conf(cluster, deployed):
+def test_hardware_below_conf(cluster, repair):
+    repair(lambda: salt_run(cluster, "slurm.resume", nodes="n3"))
+    repair(lambda: reapply_conf(cluster))  # rendered from the mine again, then rolled out
     path = cluster.cluster_files_dir() / "slurm.conf"
     text = path.read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("NodeName=n[1-3]"))
@@ -229,9 +280,6 @@ def test_hardware_below_conf(cluster, deployed):
         c for c in report["nodes"]["n3"]["causes"] if c["cause"] == "hardware below slurm.conf"
     )
     assert "Low RealMemory" in " ".join(low["evidence"])
-    result, _ = deploy(cluster)  # re-renders from the mine and rolls out
-    salt_run(cluster, "slurm.resume", nodes="n3")
-    assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 60)
 
 
 # ---------------------------------------------------------------------- slurm.cmd
@@ -337,8 +385,15 @@ def test_slurm_cmd_admin_without_runas_may_drain_every_node(cluster, deployed):
     assert wait_for(lambda: sinfo_nodes(cluster) == dict.fromkeys(COMPUTE, "idle"), 60)
 
 
-def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
-    job_id = running_job(cluster, "-w", "n3", wrap="sleep 20")
+def test_remove_node_while_a_job_runs_then_add_it_back(cluster, repair):
+    def add_back():
+        if "n3" not in sinfo_nodes(cluster):
+            added, _ = salt_run(cluster, "slurm.add_node", minion="n3")
+            assert added["result"] is True, added
+
+    repair(add_back)
+    job_id, release = held_job(cluster, "-w", "n3")
+    repair(release)
     # a job that asks for n3 by name and waits: it could never start after the removal
     later = cluster.run(
         "ctl",
@@ -346,9 +401,19 @@ def test_remove_node_while_a_job_runs_then_add_it_back(cluster, deployed):
         + ["--wrap", "true"],
     )
     assert later.returncode == 0, later.stderr
-    removed, proc = salt_run(cluster, "slurm.remove_node", node="n3")
+    repair(lambda: cluster.run("ctl", ["scancel", later.stdout.strip()]))
+    proc = salt_run_popen(cluster, "slurm.remove_node", "node=n3")
+    try:
+        read_until(proc, "waiting for its jobs")
+        # n3 drained, the job runs on and the runner waits for it
+        waiting = ("JobState=RUNNING" in job_info(cluster, job_id), proc.poll())
+    finally:
+        release()
+        out, err = proc.communicate(timeout=600)
+    assert waiting == (True, None), (waiting, job_info(cluster, job_id), err[-2000:])
     cluster.run("ctl", ["scancel", later.stdout.strip()])
-    assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-2000:])
+    removed = json_output(out, err[-2000:])
+    assert proc.returncode == 0 and removed["result"] is True, (removed, err[-2000:])
     assert removed["pending_jobs"] == [later.stdout.strip()], removed
     assert "cannot start" in removed["comment"]
     shown = job_info(cluster, job_id)
@@ -435,8 +500,14 @@ def test_rotate_munge_key_failed_swap_rolls_back_everywhere(cluster, deployed):
 def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
     before = key_hashes(cluster)
     old_key = master_key(cluster).read_bytes()
-    job_id = running_job(cluster, "-N3", "--mem=100M", wrap="srun sleep 30")
+    job_id, release = held_job(cluster, "-N3", "--mem=100M", steps=True)
+    try:
+        rotate_while_the_job_runs(cluster, job_id, release, before, old_key)
+    finally:
+        release()
 
+
+def rotate_while_the_job_runs(cluster, job_id, release, before, old_key):
     def show():
         return job_info(cluster, job_id)
 
@@ -456,6 +527,8 @@ def test_rotate_munge_key_while_a_job_runs(cluster, deployed):
     assert not (cluster.cluster_files_dir() / "munge.key.previous").exists()
     # slurmd kept running through the swap (only munged restarted)
     assert {n: cluster.run(n, ["cat", "/run/slurmd.pid"]).stdout for n in COMPUTE} == slurmd_pids
+    assert "JobState=RUNNING" in show(), show()
+    release()
     assert wait_for(lambda: "JobState=COMPLETED" in show(), 60), show()
     assert "ExitCode=0:0" in show()
     verified, proc = salt_run(cluster, "slurm.verify")
@@ -500,7 +573,7 @@ def slurmd_running(cluster):
     [("kept", "stopping slurmd"), ("lost", "stopping slurmd"), ("kept", "slurmd start: n2")],
     ids=["after-push-kept", "after-push-lost", "mid-batch-kept"],
 )
-def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, deployed, journal, kill_at):
+def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, repair, journal, kill_at):
     """The issue's fault: a new feature, the runner killed after the push and before
     slurmctld restarted (files everywhere say "applied"; slurmctld runs the old config),
     or mid-batch (slurmctld restarted, n1 started, n2 and n3 still stopped). With the
@@ -508,46 +581,47 @@ def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, deployed, jour
     times against the file times still show slurmctld is stale. (Every other kill point:
     tests/unit/test_lib_ops.py, against a fake cluster.)"""
     feature = f"cs{journal}{len(kill_at)}"
-    job_id = running_job(cluster, "-w", "n1", "--mem=100M", wrap="sleep 45")
+    repair(lambda: reapply_conf(cluster))
+    job_id, release = held_job(cluster, "-w", "n1", "--mem=100M")
+    repair(release)
     cluster.write_pillar(
         render_pillar(
             **PILLAR, node_target="n*", node_groups={"bed": {"nodes": "n*", "features": [feature]}}
         )
     )
+    rendered, _ = salt_run(cluster, "slurm.render_conf")
+    assert rendered["class"] == "restart_all", rendered
+    proc = salt_run_popen(cluster, "slurm.apply_conf", "batch_size=1")
     try:
-        rendered, _ = salt_run(cluster, "slurm.render_conf")
-        assert rendered["class"] == "restart_all", rendered
-        proc = salt_run_popen(cluster, "slurm.apply_conf", "batch_size=1")
-        try:
-            read_until(proc, kill_at)
-        finally:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        hashes = cluster.salt(["ctl", *COMPUTE], "slurm_node.status", tgt_type="list")
-        assert len({s["slurm_conf_hash"] for s in hashes.values()}) == 1, hashes
-        if journal == "lost":
-            (cluster.master_dir / "cache" / "slurm" / "journal.json").unlink()
-        result, proc = deploy(cluster)
-        assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-3000:])
-        assert result["rollout"]["class"] == "restart_all", result["rollout"]
-        reasons = " ".join(result["rollout"]["reasons"])
-        if journal == "kept":
-            assert "finishing its rollout (restart_all)" in proc.stderr, proc.stderr[-3000:]
-        else:
-            assert "slurmctld on ctl started before its config files" in reasons, reasons
-        assert slurmd_running(cluster) == dict.fromkeys(COMPUTE, True)
-        srun = cluster.run("ctl", ["srun", "-C", feature, "-N3", "--mem=32M", "hostname"])
-        assert srun.returncode == 0, (srun.stderr, cluster.tail_logs(["ctl", "n1"]))
-        assert sorted(srun.stdout.split()) == COMPUTE
-        # the job that ran before the interrupted rollout survives it and the repair
-        assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60), job_info(
-            cluster, job_id
-        )
-        again, proc = deploy(cluster)
-        assert again["result"] is True and "rollout" not in again, again
+        read_until(proc, kill_at)
     finally:
-        cluster.write_pillar(OPS_PILLAR)
-        heal(cluster)
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    hashes = cluster.salt(["ctl", *COMPUTE], "slurm_node.status", tgt_type="list")
+    assert len({s["slurm_conf_hash"] for s in hashes.values()}) == 1, hashes
+    if journal == "lost":
+        (cluster.master_dir / "cache" / "slurm" / "journal.json").unlink()
+    result, proc = deploy(cluster)
+    assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-3000:])
+    assert result["rollout"]["class"] == "restart_all", result["rollout"]
+    reasons = " ".join(result["rollout"]["reasons"])
+    if journal == "kept":
+        assert "finishing its rollout (restart_all)" in proc.stderr, proc.stderr[-3000:]
+    else:
+        assert "slurmctld on ctl started before its config files" in reasons, reasons
+    assert slurmd_running(cluster) == dict.fromkeys(COMPUTE, True)
+    srun = cluster.run("ctl", ["srun", "-C", feature, "-N3", "--mem=32M", "hostname"])
+    assert srun.returncode == 0, (srun.stderr, cluster.tail_logs(["ctl", "n1"]))
+    assert sorted(srun.stdout.split()) == COMPUTE
+    # the job that ran before the interrupted rollout survives it and the repair
+    assert "JobState=RUNNING" in job_info(cluster, job_id), job_info(cluster, job_id)
+    release()
+    assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60), job_info(
+        cluster, job_id
+    )
+    assert "ExitCode=0:0" in job_info(cluster, job_id)
+    again, proc = deploy(cluster)
+    assert again["result"] is True and "rollout" not in again, again
 
 
 FILL_CONF_DIR = (
@@ -751,20 +825,20 @@ def test_a_node_slurm_drained_itself_fails_verify_an_admin_drain_does_not(cluste
 
 
 def test_verify_and_key_rotation_pass_on_a_cluster_busy_with_one_job(cluster, deployed):
-    job_id = running_job(cluster, "-N3", "--exclusive", wrap="srun sleep 25")
+    job_id, release = held_job(cluster, "-N3", "--exclusive", steps=True)
     try:
         assert set(sinfo_nodes(cluster).values()) == {"alloc"}, sinfo_nodes(cluster)
-        started = time.monotonic()
         verify, proc = salt_run(cluster, "slurm.verify")
-        took = time.monotonic() - started
         assert proc.returncode == 0 and verify["result"] is True, verify
         for node in COMPUTE:
             step = verify["nodes"][node]["job step"]
             assert step["ok"] and step.get("busy") and job_id in step["evidence"], step
-        assert took < 20, took
+        # verify did not wait for the job: it is still running (held until released)
+        assert "JobState=RUNNING" in job_info(cluster, job_id)
         rotated, proc = salt_run(cluster, "slurm.rotate_munge_key")
         assert proc.returncode == 0 and rotated["result"] is True, (rotated, proc.stderr[-3000:])
         assert "JobState=RUNNING" in job_info(cluster, job_id)
+        release()
         assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60)
         assert "ExitCode=0:0" in job_info(cluster, job_id)
     finally:

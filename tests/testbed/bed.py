@@ -11,9 +11,11 @@ Why ``nsenter --net=… unshare --mount --uts`` and not ``ip netns exec``: the l
 cgroup plugin".
 
 Teardown never kills by name: node processes are found by network namespace (``ip netns
-pids``: everything in a node's netns was started by us) and the master by the process group
-recorded at start. :meth:`SandboxCluster.down` also runs at the start of :meth:`up`, so a run
-that was killed midway leaves nothing that stops the next one.
+pids``: everything in a node's netns was started by us) and salt-master and salt-api by the
+session their leader was started in (pid and start time recorded in the state file), which
+every child keeps whatever it renames itself to, also after the leader died. Each is
+repeated until nothing is left. :meth:`SandboxCluster.down` also runs at the start of
+:meth:`up`, so a run that was killed midway leaves nothing that stops the next one.
 """
 
 import contextlib
@@ -119,22 +121,82 @@ def _terminate(pids, grace=10.0):
         _reap(pid)
 
 
-def _pids_in_group(pgid, marker):
-    """Live pids in process group ``pgid`` whose command line mentions ``marker``."""
+def _stat(pid):
+    """Fields of ``/proc/PID/stat`` after the command name (field 3, the state, first), or
+    ``None`` when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid):
+    """Start time of ``pid`` in clock ticks since boot (stat field 22); ``None`` if gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
+
+
+def _session_pids(leader):
+    """Live pids of the session a daemon of ours leads (``leader``: ``{"pid", "start",
+    "boot"}`` as recorded when it was started with ``start_new_session=True``).
+
+    Every child keeps the leader's session and process group, whatever it renames itself
+    to (Salt's EventPublisher, MWorkers) and after the leader died; the kernel keeps a pid
+    allocated while any process uses it as a session or group id, so no stranger can hold
+    it while one of ours lives. A stranger can have it only after all of ours are gone:
+    then a live ``leader`` pid started at another time, a start before the recorded one,
+    or another boot says it is not ours."""
+    pgid, start = leader.get("pid"), leader.get("start")
+    if not pgid or start is None or leader.get("boot") != _boot_id():
+        return []
+    current = _start_time(pgid)
+    if current is not None and current != start:
+        return []  # the pid was reused: our session is gone
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and marker in cmdline:
+        fields = _stat(entry) if entry.isdigit() else None
+        if (
+            fields
+            and fields[0] != "Z"
+            and int(fields[2]) == pgid
+            and int(fields[3]) == pgid
+            and int(fields[19]) >= start
+        ):
             found.append(int(entry))
     return found
+
+
+def _netns_pids(names):
+    """Pids of every process in the network namespaces ``names`` (``ip netns pids``): a
+    node's minion and every daemon it started, renamed or in a session of its own."""
+    pids = []
+    for netns in names:
+        out = _ip("netns", "pids", netns, check=False).stdout.split()
+        pids.extend(int(p) for p in out if p.isdigit())
+    return pids
+
+
+def _stop_all(find, grace=10.0, rounds=5):
+    """Terminate what ``find()`` returns until it returns nothing: a process forked while
+    the others stop (a respawned worker, a job step) is found in the next round."""
+
+    def live():
+        return [pid for pid in find() if pid != os.getpid() and _alive(pid)]
+
+    for _ in range(rounds):
+        pids = live()
+        if not pids:
+            return
+        _terminate(pids, grace=grace)
+    left = live()
+    if left:
+        raise BedError(f"processes {left} survived {rounds} rounds of SIGTERM/SIGKILL")
 
 
 @dataclass
@@ -202,6 +264,8 @@ class SandboxCluster:
             )
         self.master_proc = None
         self.api_proc = None
+        # session leaders of salt-master and salt-api: {"pid", "start", "boot"}
+        self._leaders = {}
         self.startup_seconds = None
         self._local = None
 
@@ -275,18 +339,9 @@ class SandboxCluster:
         netns_prefix = f"{self.name}-"
         listed = _ip("netns", "list", check=False).stdout.split("\n")
         stale = [line.split()[0] for line in listed if line.startswith(netns_prefix)]
-        pids = []
-        for netns in stale:
-            out = _ip("netns", "pids", netns, check=False).stdout.split()
-            pids.extend(int(p) for p in out if p.isdigit())
-        _terminate(pids)
-        master_pgid = state.get("master_pgid")
-        if master_pgid:
-            _terminate(_pids_in_group(master_pgid, str(self.master_conf_dir)), grace=15)
-        self._stop_salt_api(state.get("api_pgid"))
-        if self.master_proc is not None:
-            _reap(self.master_proc.pid)
-            self.master_proc = None
+        _stop_all(lambda: _netns_pids(stale))
+        for daemon in ("api", "master"):
+            self._stop_daemon(daemon, state)
         for netns in stale:
             _ip("netns", "delete", netns, check=False)
         if _ip("link", "show", self.bridge, check=False).returncode == 0:
@@ -337,25 +392,43 @@ class SandboxCluster:
         with open(self.master_conf_dir / "master", "w") as handle:
             json.dump(config, handle, indent=2)  # JSON is YAML
 
-    def _spawn_master_daemon(self, program, stdout_path):
-        """Start ``program`` (salt-master, salt-api) on the master's config in a process
-        group of its own, which is how ``down()`` finds it again (by pid, never by name)."""
+    def _spawn_master_daemon(self, daemon, stdout_path):
+        """Start ``salt-DAEMON`` (``master``, ``api``) on the master's config in a session
+        of its own; its leader's pid and start time are how ``down()`` finds every process
+        of it again (see :func:`_session_pids`; by pid, never by name)."""
         with open(stdout_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.bin(program), "-c", str(self.master_conf_dir), "-l", "warning"],
+                [self.bin(f"salt-{daemon}"), "-c", str(self.master_conf_dir), "-l", "warning"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
             )
+        self._leaders[daemon] = {
+            "pid": proc.pid,
+            "start": _start_time(proc.pid),
+            "boot": _boot_id(),
+        }
         return proc
 
     def _start_master(self):
-        self.master_proc = self._spawn_master_daemon(
-            "salt-master", self.master_dir / "master.stdout"
-        )
+        self.master_proc = self._spawn_master_daemon("master", self.master_dir / "master.stdout")
         self._save_state()
+
+    def _stop_daemon(self, daemon, state=None):
+        """Stop the salt-master (``daemon="master"``) or salt-api (``"api"``) and every
+        process of its session, from the leader recorded when it started (this object's,
+        else the state file's: a bed left by a killed run)."""
+        attr = f"{daemon}_proc"
+        proc = getattr(self, attr)
+        leader = self._leaders.pop(daemon, None)
+        if leader is None:
+            leader = (self._load_state() if state is None else state).get(daemon) or {}
+        _stop_all(lambda: _session_pids(leader), grace=15)
+        if proc is not None:
+            _reap(proc.pid)
+            setattr(self, attr, None)
 
     def _wait_master(self, timeout=60):
         """Wait until the master takes connections, so clients never see a half-up master."""
@@ -380,13 +453,9 @@ class SandboxCluster:
             time.sleep(0.2)
 
     def restart_master(self, timeout=60):
-        """Stop the salt-master (by its process group) and start it again."""
-        master_pgid = self._load_state().get("master_pgid")
-        if master_pgid:
-            _terminate(_pids_in_group(master_pgid, str(self.master_conf_dir)), grace=15)
-        if self.master_proc is not None:
-            _reap(self.master_proc.pid)
-            self.master_proc = None
+        """Stop the salt-master (every process of its session, see :func:`_session_pids`)
+        and start it again."""
+        self._stop_daemon("master")
         self._local = None
         self._start_master()
         self._wait_master(timeout)
@@ -439,7 +508,7 @@ class SandboxCluster:
             "api_pidfile": str(self.master_dir / "api.pid"),
         }
         (include_dir / "salt-api.conf").write_text(json.dumps(config, indent=2))
-        self.api_proc = self._spawn_master_daemon("salt-api", self.api_dir / "api.stdout")
+        self.api_proc = self._spawn_master_daemon("api", self.api_dir / "api.stdout")
         self._save_state()
         deadline = time.monotonic() + timeout
         while True:
@@ -453,17 +522,10 @@ class SandboxCluster:
             time.sleep(0.2)
 
     def stop_salt_api(self):
-        """Stop the salt-api this bed started (its process group, by pid)."""
-        self._stop_salt_api(self.api_proc.pid if self.api_proc else None)
-        if self.api_proc is not None:
-            _reap(self.api_proc.pid)
-            self.api_proc = None
-            if self.state_file.exists():
-                self._save_state()
-
-    def _stop_salt_api(self, pgid):
-        if pgid:
-            _terminate(_pids_in_group(pgid, str(self.master_conf_dir)), grace=15)
+        """Stop the salt-api this bed started (every process of its session, by pid)."""
+        self._stop_daemon("api")
+        if self.state_file.exists():
+            self._save_state()
 
     def _write_api_cert(self):
         """Self-signed certificate and key (0600) for the master's IP: the same helper that
@@ -510,9 +572,22 @@ class SandboxCluster:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    def resolv_conf(self):
+        """The nodes' /etc/resolv.conf: no DNS in a sandbox (its network ends at the bridge),
+        names come from /etc/hosts. A name lookup that asks DNS (e.g. Salt's ``fqdn_ip6``
+        grain, ``getent hosts``) is refused at once instead of waiting 10 s for the host's
+        unreachable name server; that wait came twice in every salt-minion start."""
+        path = self.root / "resolv.conf"
+        path.write_text(
+            "# test bed node: no DNS, names come from /etc/hosts\n"
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+        )
+        return path
+
     # ------------------------------------------------------------------ nodes
     def _start_holder(self, node):
         hosts = self.hosts_file()
+        resolv = self.resolv_conf()
         node.dir.mkdir(parents=True, exist_ok=True)
         ready = node.dir / "ready"
         script = ["set -e", f"hostname {node.name}"]
@@ -523,6 +598,7 @@ class SandboxCluster:
             script.append(f"mount --bind {backing} {path}")
         script += [
             f"mount --bind {hosts} /etc/hosts",
+            f"mount --bind {resolv} /etc/resolv.conf",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
             "mkdir -p /run/lock",
             f"touch {ready}",
@@ -633,8 +709,8 @@ class SandboxCluster:
     # ------------------------------------------------------------------ state file
     def _save_state(self):
         state = {
-            "master_pgid": self.master_proc.pid if self.master_proc else None,
-            "api_pgid": self.api_proc.pid if self.api_proc else None,
+            "master": self._leaders.get("master"),
+            "api": self._leaders.get("api"),
             "nodes": {n.name: {"holder": n.holder_pid, "ip": n.ip} for n in self.nodes.values()},
             "master_ip": self.master_ip,
             "root": str(self.root),
@@ -683,21 +759,33 @@ class SandboxCluster:
             env={**os.environ, "PATH": f"{self.venv / 'bin'}:{SBIN_PATH}"},
         )
 
-    def salt(self, target, fun, arg=(), timeout=120, tgt_type="glob", **kwarg):
-        """``salt TARGET FUN ARG...`` through the master; returns ``{minion: return}``."""
+    def _client(self):
         import salt.client  # noqa: PLC0415
 
         if self._local is None:
             self._local = salt.client.LocalClient(mopts=self.master_opts())
+        return self._local
+
+    def salt(self, target, fun, arg=(), timeout=120, tgt_type="glob", **kwarg):
+        """``salt TARGET FUN ARG...`` through the master; returns ``{minion: return}``."""
         # LocalClient prints "No minions matched the target" itself; keep stdout clean
         with contextlib.redirect_stdout(io.StringIO()):
-            return self._local.cmd(
+            return self._client().cmd(
                 target,
                 fun,
                 arg=list(arg),
                 kwarg=kwarg or None,
                 timeout=timeout,
                 tgt_type=tgt_type,
+            )
+
+    def _ping(self, names, timeout=2):
+        """``test.ping`` on ``names`` that gives up on a silent minion after ``timeout``
+        seconds and one second of ``saltutil.find_job`` (Salt's default gather_job_timeout
+        adds 10 s to every round a just-started minion is not connected yet)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            return self._client().cmd(
+                names, "test.ping", timeout=timeout, tgt_type="list", gather_job_timeout=1
             )
 
     def wait_for_minions(self, names, timeout=120):
@@ -713,7 +801,7 @@ class SandboxCluster:
             if self.master_proc is not None and self.master_proc.poll() is not None:
                 raise BedError(f"salt-master exited:\n{self.tail_logs([])}")
             try:
-                answered = self.salt(sorted(missing), "test.ping", tgt_type="list", timeout=5)
+                answered = self._ping(sorted(missing))
             except (SaltClientError, AuthenticationError):  # master still starting
                 self._local = None  # it caches the master's root key, re-read it next time
                 answered = {}
