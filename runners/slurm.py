@@ -335,11 +335,14 @@ def publish_extension():
 
         salt-run slurm.publish_extension
     """
-    out_dir = os.path.join(SaltMaster(__opts__, __salt__).files_dir(), wheel.WHEEL_DIR)
+    master = SaltMaster(__opts__, __salt__)
+    out_dir = os.path.join(master.files_dir(), wheel.WHEEL_DIR)
     path, version = wheel.build(out_dir)
     for name in os.listdir(out_dir):
         if name.endswith(".whl") and name != os.path.basename(path):
             os.unlink(os.path.join(out_dir, name))
+    # the minions' next cp.list_master must see the new wheel, not a cached file list
+    master.files_changed()
     log.info("published saltext-slurm %s as %s", version, path)
     return {
         "version": version,

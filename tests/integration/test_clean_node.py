@@ -37,6 +37,9 @@ def clean_minion(cluster, provisioned):
         _pip("uninstall", "-y", "saltext-slurm")
         cluster.start_minion(NODE)
         cluster.wait_for_minions([NODE])
+        # the node is a provisioned node again whatever the test did: later modules use it
+        restored = apply(cluster, NODE, "slurm.node")[NODE]
+        assert not failed(restored), failed(restored)
 
 
 def test_clean_minion_becomes_a_node_from_the_master(cluster, clean_minion):
