@@ -54,7 +54,9 @@ def test_output_past_the_cap_kills_the_command():
 
 
 def test_stdout_and_stderr_count_together():
-    code, out, err = _run(["sh", "-c", "echo 123456789 >&2; exec yes"], max_bytes=100)
+    # the pause lets the supervisor read stderr's 10 bytes before stdout floods in (in one
+    # select round it may take either first, and then the split would differ)
+    code, out, err = _run(["sh", "-c", "echo 123456789 >&2; sleep 0.5; exec yes"], max_bytes=100)
     assert code == outcap.EXIT_OUTPUT and len(out) == 90 and err.startswith("123456789\n")
 
 
