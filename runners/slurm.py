@@ -166,8 +166,11 @@ class SaltMaster:
             raise OpError(str(err)) from err
 
     def files_changed(self):
-        # new or removed files must be visible to cp.list_master on the minions now
+        # new or removed files must be visible to cp.list_master on the minions now: the
+        # master answers file lists from a cache up to fileserver_list_cache_time (20 s) old,
+        # which fileserver.update does not drop
         self.functions["fileserver.update"]()
+        self.functions["fileserver.clear_file_list_cache"]()
 
     def read_salt_file(self, url):
         found = salt.fileserver.Fileserver(self.opts).find_file(url[len("salt://") :], "base")

@@ -45,6 +45,11 @@ def clean_minion(cluster, provisioned):
 def test_clean_minion_becomes_a_node_from_the_master(cluster, clean_minion):
     modules = cluster.salt(clean_minion, "sys.list_modules")[clean_minion]
     assert "slurm_node" not in modules and "munge" not in modules
+    # worst case: the master holds a fresh file list without the wheel (it answers from that
+    # cache for fileserver_list_cache_time, 20 s); publishing must make the wheel visible anyway
+    (cluster.master_dir / "cache" / "file_lists" / "roots" / "base.p").unlink(missing_ok=True)
+    listed = cluster.salt(clean_minion, "cp.list_master", prefix="slurm_files/wheels/")
+    assert clean_minion in listed, listed
     published = cluster.cli(["salt-run", "--out=json", "slurm.publish_extension"])
     assert published.returncode == 0, published.stderr
 
