@@ -339,7 +339,9 @@ class SandboxCluster:
         netns_prefix = f"{self.name}-"
         listed = _ip("netns", "list", check=False).stdout.split("\n")
         stale = [line.split()[0] for line in listed if line.startswith(netns_prefix)]
-        _stop_all(lambda: _netns_pids(stale))
+        # the sandboxes are thrown away: 3 s for a clean exit is plenty (a salt-minion
+        # takes 3-7 s to stop, which helps nothing here), then SIGKILL
+        _stop_all(lambda: _netns_pids(stale), grace=3)
         for daemon in ("api", "master"):
             self._stop_daemon(daemon, state)
         for netns in stale:

@@ -445,6 +445,12 @@ def test_bad_engine_limits_name_the_key(name, value):
         engine.engine_limits({name: value})
 
 
+def test_default_deadlines():
+    # README "KeyVault": 3 s for handshake and headers, 15 s for the whole request
+    limits = engine.engine_limits({})
+    assert (limits["header_timeout"], limits["request_timeout"]) == (3, 15)
+
+
 def test_header_timeout_above_request_timeout_is_refused():
     with pytest.raises(kv.KeyVaultError, match="header_timeout"):
         engine.engine_limits({"header_timeout": 20, "request_timeout": 15})
