@@ -181,7 +181,11 @@ class SaltMaster:
             return handle.read()
 
     def mine_hardware(self, target="*", tgt_type="glob"):
-        return self.functions["mine.get"](target, "slurm_node.hardware", tgt_type) or {}
+        # what Salt's mine.get runner does, with its MasterMinion destroyed afterwards (the
+        # runner leaves it to the garbage collector: an "unclosed MasterMinion" warning each)
+        with runner_util.remote_funcs(self.opts) as funcs:
+            load = {"id": self.opts["id"], "fun": "slurm_node.hardware", "tgt": target}
+            return funcs._mine_get({**load, "tgt_type": tgt_type}, skip_verify=True) or {}
 
     def forget_hardware(self, minion):
         cache = salt.cache.factory(self.opts)
@@ -244,14 +248,21 @@ def _cluster_settings(master, pillar_minion=None):
 
 def _progress(message):
     """A line of progress: on stderr for the admin watching ``salt-run`` (stdout stays the
-    result, so ``--out=json`` parses), in the master log, and as a ``salt/slurm/progress``
-    event on the master's event bus for salt-api clients and reactors."""
+    result, so ``--out=json`` parses), in the master log, and on the master's event bus
+    under the job's own runner tag ``salt/run/<jid>/progress`` (beside Salt's ``new`` and
+    ``ret`` events of the same job, for salt-api clients following one job) and as
+    ``salt/slurm/progress`` carrying the ``jid`` (one tag for reactors following every
+    operation). Not through ``__jid_event__``: ``salt-run`` prints those events on stdout."""
     log.info("slurm: %s", message)
     print(f"[slurm {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    jid = runner_util.current_jid()
+    data = {"message": message, "jid": jid}
     # one line of many: a bus that is down is worth a debug line, not a warning per step
-    runner_util.fire_master_event(
-        __opts__, "salt/slurm/progress", {"message": message}, level=logging.DEBUG
-    )
+    if jid:
+        runner_util.fire_master_event(
+            __opts__, f"salt/run/{jid}/progress", data, level=logging.DEBUG
+        )
+    runner_util.fire_master_event(__opts__, "salt/slurm/progress", data, level=logging.DEBUG)
 
 
 def _ctx(pillar_minion=None):

@@ -247,6 +247,12 @@ def step_check(node, step, state=None):
             "ok": True,
             "evidence": f"skipped: {node} is drained ({state.get('reason')}); no job starts there",
         }
+    if state and not state.get("usable") and not step:
+        return {
+            "ok": False,
+            "evidence": f"not run: {node} is {state.get('raw_state') or state.get('state')} at the "
+            f"controller ({state.get('reason') or 'no reason given'}); salt-run slurm.diagnose",
+        }
     if step and step.get("busy"):
         return {
             "ok": bool(step.get("ok")),

@@ -1,8 +1,11 @@
 """Helpers for reading real state runs and Slurm output in integration tests."""
 
 import json
+import threading
 import time
 import uuid
+
+import salt.utils.event
 
 
 def state_results(ret):
@@ -105,3 +108,56 @@ def cluster_healthy(cluster):
         and sinfo_nodes(cluster) == dict.fromkeys(rows, "idle")
         and bool(rows)
     )
+
+
+class BusLog:
+    """Every event on the master bus while the module runs (re-subscribes after a restart)."""
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.events = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.reconnect = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(20)
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.reconnect.clear()
+            bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True)
+            try:
+                bus.subscribe("")
+                self.ready.set()
+                while not self.stop.is_set() and not self.reconnect.is_set():
+                    event = bus.get_event(wait=0.5, full=True, auto_reconnect=True)
+                    if event:
+                        with self.lock:
+                            self.events.append(event)
+            except Exception:  # noqa: BLE001 - the master restarted; subscribe again
+                time.sleep(0.5)
+            finally:
+                bus.destroy()
+
+    def resubscribe(self, timeout=30):
+        """After a master restart: subscribe again and prove it with a probe event."""
+        self.ready.clear()
+        self.reconnect.set()
+        assert self.ready.wait(timeout)
+        tag = f"test/keyvault/probe/{time.monotonic_ns()}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=False
+            ) as bus:
+                bus.fire_event({}, tag)
+            time.sleep(0.5)
+            if any(e["tag"] == tag for e in self.snapshot()):
+                return
+        raise AssertionError("event listener did not come back after the master restart")
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.events)

@@ -17,6 +17,7 @@ import pytest
 from salt_ext.lib import fsutil
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import (
+    BusLog,
     cluster_healthy,
     held_job,
     job_info,
@@ -129,6 +130,43 @@ def test_progress_goes_to_stderr_and_the_event_bus(cluster, deployed):
     _, proc = deployed["second"]
     assert "[slurm " in proc.stderr and "n2: ok (0 changed)" in proc.stderr
     assert "[slurm " not in proc.stdout
+    bus = BusLog(cluster.master_opts())
+    try:
+        report, proc = salt_run(cluster, "slurm.diagnose")
+        assert proc.returncode == 0, report
+        # the job's own events: Salt's "new" names the runner, ours carry its progress
+        jid = wait_for(
+            lambda: next(
+                (
+                    e["data"]["jid"]
+                    for e in bus.snapshot()
+                    if e["tag"].endswith("/new") and e["data"].get("fun") == "runner.slurm.diagnose"
+                ),
+                None,
+            ),
+            timeout=10,
+            interval=0.2,
+        )
+        assert jid, [e["tag"] for e in bus.snapshot()]
+        probing = [m for m in proc.stderr.splitlines() if "probing" in m]
+        assert probing, proc.stderr
+        # no leaked Salt objects of ours: Salt's own salt-run leaves a Runner and a
+        # MasterMinion unclosed for any runner (test.arg too), nothing more
+        floor = cluster.cli(["salt-run", "test.arg", "1"]).stderr.count("unclosed")
+        assert proc.stderr.count("unclosed") <= floor, proc.stderr
+
+        def progress(tag):
+            return [
+                e["data"]["message"]
+                for e in bus.snapshot()
+                if e["tag"] == tag and e["data"].get("jid") == jid
+            ]
+
+        assert wait_for(lambda: progress(f"salt/run/{jid}/progress"), timeout=10, interval=0.2)
+        assert any("probing" in m for m in progress(f"salt/run/{jid}/progress"))
+        assert any("probing" in m for m in progress("salt/slurm/progress"))
+    finally:
+        bus.stop.set()
 
 
 def test_status_table_and_json(cluster, deployed):

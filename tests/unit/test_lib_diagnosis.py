@@ -459,3 +459,20 @@ def test_job_step_is_skipped_on_a_node_the_admin_drained():
     invalid = {"drained": True, "registered": False, "reason": "Low RealMemory"}
     assert clusterops.step_check("n2", None, invalid)["ok"] is False
     assert clusterops.step_check("n2", {"ok": True, "output": "n2"})["ok"] is True
+
+
+def test_no_job_step_on_a_node_the_controller_shows_down():
+    down = {
+        "state": "IDLE",
+        "raw_state": "IDLE*",
+        "usable": False,
+        "registered": False,
+        "drained": False,
+        "reason": None,
+    }
+    check = clusterops.step_check("n2", None, down)
+    assert check == {
+        "ok": False,
+        "evidence": "not run: n2 is IDLE* at the controller (no reason given); "
+        "salt-run slurm.diagnose",
+    }

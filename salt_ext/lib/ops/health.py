@@ -60,7 +60,8 @@ def verify(ctx, timeout=60):
         else {}
     )
     states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
-    # a job step only where everything else passed: a step on a broken node would hang
+    # a job step only where everything else passed and the controller can place one: a
+    # step on a broken or DOWN node would only wait out its timeout
     nodes = {
         node: clusterops.verify_node(
             node,
@@ -79,6 +80,7 @@ def verify(ctx, timeout=60):
         for node, checks in nodes.items()
         if all(c["ok"] for name, c in checks.items() if name != "job step")
         and not clusterops.drained(states.get(node))
+        and (states.get(node) or {}).get("usable", True)
     ]
     steps = {}
     if ready:
