@@ -1,9 +1,11 @@
-"""``python -m tests.testbed up|down|status|logs`` — the demo cluster from the shell."""
+"""``python -m tests.testbed up|down|status|logs [--name BED]`` — the demo cluster (or, with
+``--name``, any running bed, e.g. the suite's ``sxt``) from the shell."""
 
 import argparse
+import json
 import sys
 
-from tests.testbed.bed import SandboxCluster
+from tests.testbed.bed import STATE_ROOT, SandboxCluster
 
 DEMO = {"name": "sxdemo", "nodes": ("ctl", "n1", "n2", "n3"), "subnet": "10.78.0"}
 
@@ -42,11 +44,29 @@ def _provision(bed):
     return 0 if ok else 1
 
 
+def bed_named(name):
+    """The demo bed, or the bed ``name`` as its state file describes it (nodes, subnet):
+    ``down``/``status``/``logs`` of a suite's bed must not act on the demo instead."""
+    if name == DEMO["name"]:
+        return SandboxCluster(**DEMO)
+    try:
+        state = json.loads((STATE_ROOT / name / "bed.json").read_text())
+    except (OSError, ValueError):
+        return SandboxCluster(name=name)  # down() finds what is left by name prefix
+    subnet = state["master_ip"].rsplit(".", 1)[0]
+    return SandboxCluster(name=name, nodes=tuple(state["nodes"]), subnet=subnet)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tests.testbed")
     parser.add_argument("action", choices=["up", "down", "status", "logs"])
+    parser.add_argument(
+        "--name", default=DEMO["name"], help="bed name (default: the demo, %(default)s)"
+    )
     args = parser.parse_args(argv)
-    bed = SandboxCluster(**DEMO)
+    if args.action == "up" and args.name != DEMO["name"]:
+        parser.error("up builds the demo bed only (the suite brings up its own)")
+    bed = bed_named(args.name)
     if args.action == "up":
         bed.up()
         print(f"test bed '{bed.name}' up in {bed.startup_seconds:.1f}s")
