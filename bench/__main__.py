@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import hostlist, keyvault, ops, provision, render_conf
+from bench import hostlist, keyvault, ops, provision, render_conf, scale
 
 BENCHMARKS = {
     "hostlist": hostlist.run,
@@ -10,6 +10,7 @@ BENCHMARKS = {
     "provision": provision.run,
     "ops": ops.run,
     "keyvault": keyvault.run,
+    "scale": scale.run,
 }
 
 
