@@ -118,8 +118,8 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        # "cluster" is the shared bed; "kvbed" the KeyVault module's own bed
-        for name in ("cluster", "kvbed"):
+        # "cluster" is the shared bed; "kvbed" the KeyVault module's, "site" the booted one's
+        for name in ("cluster", "kvbed", "site"):
             bed = item.funcargs.get(name) if name in getattr(item, "fixturenames", ()) else None
             if bed is not None:
                 report.sections.append(("test bed daemon logs (last lines)", bed.tail_logs()))
