@@ -67,6 +67,7 @@ def _machine():
     return {
         "init_grain": __grains__.get("init"),
         "systemd_booted": os.path.isdir("/run/systemd/system"),
+        "openrc_booted": os.path.isdir("/run/openrc"),
         "pid1_name": _pid1_name(),
         "accounts": {name: _account(name) for name in ("munge", "slurm")},
         "pkg_install_available": "pkg.install" in __salt__,

@@ -598,6 +598,7 @@ def test_machine_reports_runtime_facts(monkeypatch):
     assert facts["accounts"] == {"munge": (1, 2), "slurm": None}
     assert facts["pkg_install_available"] is True
     assert isinstance(facts["systemd_booted"], bool)
+    assert isinstance(facts["openrc_booted"], bool)
 
 
 # --- wait_registered -----------------------------------------------------------------------
