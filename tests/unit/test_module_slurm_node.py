@@ -536,6 +536,37 @@ def test_health_of_slurmctld_from_scontrol_ping(fake_commands, procs, answer, st
     assert health["slurmctld"]["state"] == state
 
 
+def test_health_of_one_daemon_asks_munge_too_and_returns_that_daemon(loader, fake_commands, procs):
+    loader.services.running["slurmd"] = True
+    health = slurm_node.health("slurmd")
+    assert list(health) == ["slurmd"]
+    assert health["slurmd"]["state"] == "running"
+    assert loader.services.actions("running") == [("running", "munge"), ("running", "slurmd")]
+
+
+def test_health_of_a_dead_slurmd_is_stopped_whatever_the_controller_says(
+    loader, fake_commands, procs
+):
+    loader.services.running["slurmd"] = False
+    assert slurm_node.health("slurmd")["slurmd"]["state"] == "stopped"
+
+
+def test_status_reports_boot_enablement_per_daemon(loader, fake_commands, procs, monkeypatch):
+    loader.salt["cmd.which"] = MagicMock(
+        side_effect=lambda name: None if name == "slurmctld" else f"/usr/sbin/{name}"
+    )
+    monkeypatch.setattr(daemons, "loaded_conf", lambda *a: {})
+    fake_commands.answers[("slurmd", "-V")] = "slurm 22.05.8"
+    fake_commands.answers[("sinfo", "-V")] = "slurm 22.05.8"
+    fake_commands.answers[("munged", "-V")] = "munge-0.5.15"
+    loader.services.enabled["slurmd"] = False
+    result = slurm_node.status()
+    assert result["service_manager"] == "systemd"
+    assert result["daemons"] == {"munge": True, "slurmd": True}
+    assert result["boot"] == {"munge": True, "slurmd": False}
+    assert result["health"]["slurmd"]["state"] == "running"
+
+
 @pytest.fixture
 def probed(loader, monkeypatch, no_logs):
     monkeypatch.setattr(
