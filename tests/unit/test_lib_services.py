@@ -488,3 +488,12 @@ def test_log_since_returns_only_lines_after_the_remembered_size(tmp_path):
     log.write_text("rotated\n")  # shorter than before: all of it is new
     assert daemons.log_since(str(log), size) == ["rotated"]
     assert daemons.log_since(str(tmp_path / "missing.log"), 0) == []
+
+
+def test_sysvinit_with_slurm_conf_missing_is_not_running(host, tmp_path):
+    # Debian's init script answers 0 to everything then; only /proc counts
+    host.handlers[(os.path.join(str(tmp_path), "etc/init.d/slurmd"),)] = lambda argv: (0, "", "")
+    svc = service(host, "sysvinit", str(tmp_path / "missing" / "slurm.conf"))
+    assert svc.info["pidfile"] == "/run/slurmd.pid"  # Slurm's default without a conf
+    assert svc.running() is False
+    assert host.calls == []
