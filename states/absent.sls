@@ -1,5 +1,6 @@
-{#- Remove a node's Slurm presence: daemons stopped, key and config gone,
-    packages purged only when slurm:absent:purge_packages is true. #}
+{#- Remove a node's (or controller's) Slurm presence: daemons stopped and disabled at boot,
+    key and config gone, packages of both roles purged only when
+    slurm:absent:purge_packages is true (after every daemon is dead). #}
 {%- set s = salt['slurm_node.settings']('node') %}
 
 {%- for daemon in ['slurmd', 'slurmctld', 'munge'] %}
@@ -22,10 +23,16 @@ slurm-absent-file-{{ path }}:
 {%- endfor %}
 
 {%- if s.purge_packages %}
+{%- set packages = s.packages[:] %}
+{%- for pkg in salt['slurm_node.settings']('controller').packages %}
+{%-   if pkg not in packages %}{% do packages.append(pkg) %}{% endif %}
+{%- endfor %}
 
 slurm-absent-packages:
   pkg.purged:
-    - pkgs: {{ s.packages | json }}
+    - pkgs: {{ packages | json }}
     - require:
       - slurm_node: slurm-absent-munge
+      - slurm_node: slurm-absent-slurmd
+      - slurm_node: slurm-absent-slurmctld
 {%- endif %}

@@ -37,6 +37,16 @@ slurm-slurmctld:
     - watch:
       - file: slurm-conf-*
 
+{%- if s.service_manager != 'direct' %}
+
+slurm-slurmctld-boot:
+  slurm_node.daemon_enabled:
+    - name: slurmctld
+    - manager: {{ s.service_manager }}
+    - require:
+      - pkg: slurm-packages
+{%- endif %}
+
 {%- if s.verify.enabled %}
 
 slurm-controller-verified:

@@ -45,6 +45,16 @@ slurm-slurmd:
       # where the old one waits for slurmctld to ping it back into service
       - slurm_node: slurm-munged
 
+{%- if s.service_manager != 'direct' %}
+
+slurm-slurmd-boot:
+  slurm_node.daemon_enabled:
+    - name: slurmd
+    - manager: {{ s.service_manager }}
+    - require:
+      - pkg: slurm-packages
+{%- endif %}
+
 {%- if s.verify.enabled %}
 
 slurm-node-verified:

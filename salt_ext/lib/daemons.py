@@ -292,3 +292,32 @@ def _signal(pid, sig):
 def restart(name, conf_path=None, timeout=20):
     stop(name, conf_path, timeout)
     return start(name, conf_path, timeout)
+
+
+def log_size(path):
+    """Size of a log file now (0 when it does not exist): where lines of a start begin."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def log_since(path, size, lines=40):
+    """The last ``lines`` lines written to ``path`` after it was ``size`` bytes long.
+
+    A file now shorter than ``size`` was rotated or truncated: all of it is new. Reads at
+    most 64 KiB; a partial first line is dropped.
+    """
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            start = size if 0 <= size <= end else 0
+            begin = max(start, end - 64 * 1024)
+            handle.seek(begin)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    found = text.splitlines()
+    if begin > start and found:
+        found = found[1:]
+    return found[-lines:]

@@ -112,17 +112,25 @@ def facts(grains, role="node", flavour="distro"):
     }
 
 
-def pick_service_manager(requested, init_grain, systemd_booted, pid1_name, family_init):
+def pick_service_manager(
+    requested, init_grain, systemd_booted, pid1_name, family_init, openrc_booted=False
+):
     """Resolve ``auto`` to the manager that can really start daemons on this machine.
 
     ``systemd`` needs a booted systemd (/run/systemd/system), ``openrc``/``sysvinit`` an
     init process as PID 1; anything else (containers, sandboxes: PID 1 is the container's
     entry point) gets ``direct``, where the extension starts the daemons itself.
+
+    ``openrc_booted`` (``/run/openrc`` exists): OpenRC ran the boot. Debian's OpenRC keeps
+    sysvinit's ``init`` as PID 1, and Salt's ``init`` grain then says ``sysvinit``; the
+    runtime directory tells them apart.
     """
     if requested != "auto":
         return requested
     if systemd_booted:
         return "systemd"
+    if pid1_name in ("init", "openrc-init") and openrc_booted:
+        return "openrc"
     if pid1_name in ("init", "openrc-init") and init_grain in ("openrc", "sysvinit"):
         return init_grain
     if pid1_name == "init" and family_init == "openrc":

@@ -132,8 +132,8 @@ def plan(pillar_slurm, grains, role, machine):
     """Everything the SLS for ``role`` needs, for the machine described by ``grains``.
 
     ``machine`` holds runtime facts the pillar cannot know: ``init_grain``,
-    ``systemd_booted``, ``pid1_name``, ``accounts`` (name -> (uid, gid) or None) and
-    ``pkg_install_available``.
+    ``systemd_booted``, ``openrc_booted``, ``pid1_name``, ``accounts`` (name -> (uid, gid)
+    or None) and ``pkg_install_available``.
     """
     cfg = validate(pillar_slurm)
     try:
@@ -164,6 +164,7 @@ def plan(pillar_slurm, grains, role, machine):
         machine.get("systemd_booted"),
         machine.get("pid1_name"),
         os_facts["init"],
+        bool(machine.get("openrc_booted")),
     )
     conf_dir = os_facts["conf_dir"]
     munge_key = cfg["munge_key"]

@@ -26,6 +26,7 @@ from salt_ext.lib import (
     hostlist,
     rollout,
     scontrol,
+    services,
     slurmconf,
 )
 from salt_ext.lib import hardware as hardware_lib
@@ -67,6 +68,7 @@ def _machine():
     return {
         "init_grain": __grains__.get("init"),
         "systemd_booted": os.path.isdir("/run/systemd/system"),
+        "openrc_booted": os.path.isdir("/run/openrc"),
         "pid1_name": _pid1_name(),
         "accounts": {name: _account(name) for name in ("munge", "slurm")},
         "pkg_install_available": "pkg.install" in __salt__,
@@ -105,9 +107,32 @@ def _service_name(daemon, plan):
     return plan["services"]["munge" if daemon == "munge" else daemon]
 
 
+def _service(daemon, plan, manager, conf):
+    """The daemon under an init system (:mod:`salt_ext.lib.services`)."""
+    return services.Service(daemon, manager, _service_name(daemon, plan), conf)
+
+
+def _check_daemon(daemon):
+    if daemon not in daemons.DAEMONS:
+        raise SaltInvocationError(
+            f"daemon must be one of {', '.join(daemons.DAEMONS)}, got {daemon!r}"
+        )
+
+
+def _resolve(daemon, manager, conf):
+    _check_daemon(daemon)
+    plan = _plan("controller" if daemon == "slurmctld" else "node")
+    return plan, manager or plan["service_manager"], conf or plan["slurm_conf"]
+
+
 def daemon_running(daemon, manager=None, conf=None):
     """
-    True when ``daemon`` (munge, slurmd, slurmctld) runs under ``manager``.
+    True when ``daemon`` (munge, slurmd, slurmctld) really runs under ``manager``.
+
+    Decided by ``/proc``, never by an exit code: systemd's unit is active and its MainPID
+    is the daemon; sysvinit/OpenRC/direct: the daemon's pid file names a live process of
+    that name (an init script's ``status`` is not asked: Debian's slurmd script says 0
+    with no slurm.conf and no process).
 
     CLI Example:
 
@@ -115,17 +140,18 @@ def daemon_running(daemon, manager=None, conf=None):
 
         salt node1 slurm_node.daemon_running slurmd
     """
-    plan = _plan("controller" if daemon == "slurmctld" else "node")
-    manager = manager or plan["service_manager"]
-    conf = conf or plan["slurm_conf"]
+    plan, manager, conf = _resolve(daemon, manager, conf)
     if manager == "direct":
         return daemons.pid_of(daemon, conf) is not None
-    return bool(__salt__["service.status"](_service_name(daemon, plan)))
+    return _service(daemon, plan, manager, conf).running()
 
 
 def daemon_control(daemon, action, manager=None, conf=None):
     """
-    ``start``, ``stop`` or ``restart`` one daemon with the machine's service manager.
+    ``start``, ``stop`` or ``restart`` one daemon with the machine's service manager, and
+    prove it: after a start the daemon's process runs and is still alive after a settle
+    time; a stop waits for the process to exit; a restart runs a new process. On failure
+    the error carries the unit's journal or the daemon's log lines from this start.
 
     CLI Example:
 
@@ -135,13 +161,7 @@ def daemon_control(daemon, action, manager=None, conf=None):
     """
     if action not in ("start", "stop", "restart"):
         raise SaltInvocationError(f"action must be start, stop or restart, got {action!r}")
-    if daemon not in daemons.DAEMONS:
-        raise SaltInvocationError(
-            f"daemon must be one of {', '.join(daemons.DAEMONS)}, got {daemon!r}"
-        )
-    plan = _plan("controller" if daemon == "slurmctld" else "node")
-    manager = manager or plan["service_manager"]
-    conf = conf or plan["slurm_conf"]
+    plan, manager, conf = _resolve(daemon, manager, conf)
     if manager == "direct":
         try:
             if action == "stop":
@@ -151,10 +171,62 @@ def daemon_control(daemon, action, manager=None, conf=None):
         except daemons.DaemonError as err:
             raise CommandExecutionError(str(err)) from err
         return True
-    service = _service_name(daemon, plan)
-    if not __salt__[f"service.{action}"](service):
-        raise CommandExecutionError(f"service.{action} {service} failed ({manager})")
+    try:
+        result = getattr(_service(daemon, plan, manager, conf), action)()
+    except services.ServiceError as err:
+        raise CommandExecutionError(str(err)) from err
+    for note in result.get("notes", ()):
+        log.info("%s %s: %s", daemon, action, note)
     return True
+
+
+DIRECT_BOOT = (
+    "the direct manager has no init, so nothing starts at boot: the minion's state run "
+    "(slurm.node / slurm.controller, e.g. a startup state) starts the daemons"
+)
+
+
+def daemon_enabled(daemon, manager=None):
+    """
+    Whether the init system starts ``daemon`` at boot: systemd ``is-enabled`` says
+    ``enabled``, sysvinit has an ``S??`` link in the default runlevel, OpenRC has it in
+    the ``default`` runlevel. None with the ``direct`` manager (no boot to speak of).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.daemon_enabled slurmd
+    """
+    plan, manager, conf = _resolve(daemon, manager, None)
+    if manager == "direct":
+        return None
+    return _service(daemon, plan, manager, conf).enabled()
+
+
+def daemon_boot(daemon, enable=True, manager=None):
+    """
+    Enable (or with ``enable=False`` disable) ``daemon`` at boot, proven by reading it
+    back: ``systemctl enable/disable``, ``update-rc.d``, ``rc-update add/del … default``.
+
+    Returns ``{"enabled": bool or None, "changed": bool}`` (None, unchanged, with the
+    ``direct`` manager: see ``comment``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.daemon_boot slurmd
+        salt node1 slurm_node.daemon_boot munge enable=False
+    """
+    plan, manager, conf = _resolve(daemon, manager, None)
+    if manager == "direct":
+        return {"enabled": None, "changed": False, "comment": DIRECT_BOOT}
+    try:
+        changed = _service(daemon, plan, manager, conf).set_boot(bool(enable))
+    except services.ServiceError as err:
+        raise CommandExecutionError(str(err)) from err
+    return {"enabled": bool(enable), "changed": changed}
 
 
 def restart(what="all"):
@@ -188,7 +260,7 @@ def restart(what="all"):
     report = {}
     for daemon in targets:
         plan = _plan("controller" if daemon == "slurmctld" else "node")
-        old = _pid(daemon, plan["slurm_conf"])
+        old = _pid(daemon, plan["slurm_conf"], plan)
         daemon_control(daemon, "restart")
         report[daemon] = _proven(daemon, plan, old)
     return {"restarted": targets, "daemons": report}
@@ -205,7 +277,7 @@ def _proven(daemon, plan, old_pid, bound=RESTART_BOUND):
     while True:
         names = ("munge",) if daemon == "munge" else ("munge", daemon)
         running = {d: daemon_running(d, plan["service_manager"], conf) for d in names}
-        entry = _health(conf, running)[daemon]
+        entry = _health(conf, running, plan)[daemon]
         problem = None
         if old_pid and daemons.is_process(old_pid, daemon):
             problem = f"the old process (pid {old_pid}) still runs"
@@ -282,16 +354,19 @@ def _ask_slurmctld():
 _ASK = {"munge": _ask_munge, "slurmd": _ask_slurmd, "slurmctld": _ask_slurmctld}
 
 
-def _pid(daemon, conf):
+def _pid(daemon, conf, plan=None):
+    """The daemon's pid: the unit's MainPID under systemd, else its pid file's process."""
     try:
+        if plan and plan["service_manager"] == "systemd":
+            return _service(daemon, plan, "systemd", conf).pid()
         return daemons.pid_of(daemon, conf)
     except (OSError, ValueError):
         return None
 
 
-def _health(conf, running):
+def _health(conf, running, plan=None):
     """``{daemon: daemons.judge(...)}`` for the daemons in ``running`` ({name: bool})."""
-    pids = {d: _pid(d, conf) if up else None for d, up in running.items()}
+    pids = {d: _pid(d, conf, plan) if up else None for d, up in running.items()}
     letters = {d: daemons.process_state(pid) for d, pid in pids.items()}
     munge_stuck = not running.get("munge") or letters.get("munge") in daemons.STOPPED_STATES
     answers, asks = {}, []
@@ -319,16 +394,49 @@ def _health(conf, running):
     }
 
 
+def health(daemon=None):
+    """
+    Whether each installed daemon (or only ``daemon``) really runs and answers:
+    ``{daemon: {"state": "running" | "hung" | "stopped", "pid", "proc_state",
+    "evidence"}}``. Running is decided by ``/proc`` (see :func:`daemon_running`);
+    answering by bounded requests (``munge | unmunge``, ``scontrol show slurmd``,
+    ``scontrol ping``, a few seconds each, side by side). A daemon stopped by a signal
+    (state ``T``) or silent past the bound is ``hung``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 slurm_node.health
+        salt node1 slurm_node.health slurmd
+    """
+    plan = _plan("node")
+    if daemon is None:
+        return _health(plan["slurm_conf"], _running_daemons(plan), plan)
+    _check_daemon(daemon)
+    # munge's answer decides whether a Slurm daemon's silence means anything
+    names = ("munge",) if daemon == "munge" else ("munge", daemon)
+    running = {d: daemon_running(d, plan["service_manager"], plan["slurm_conf"]) for d in names}
+    return {daemon: _health(plan["slurm_conf"], running, plan)[daemon]}
+
+
+def _running_daemons(plan):
+    return {
+        daemon: daemon_running(daemon, plan["service_manager"], plan["slurm_conf"])
+        for daemon in daemons.DAEMONS
+        if _installed(daemon)
+    }
+
+
 def status():
     """
     This machine's Slurm health: daemons, munge key hash, slurm.conf hash, versions.
 
-    ``daemons`` says which processes exist; ``health`` whether each one also answers, from
-    bounded requests (``munge | unmunge``, ``scontrol show slurmd``, ``scontrol ping``, a
-    few seconds each, run side by side) and ``/proc``: ``{daemon: {"state": "running" |
-    "hung" | "stopped", "pid", "proc_state", "evidence"}}``. A daemon stopped by a signal
-    (state ``T``) or silent past the bound is ``hung``; a hung daemon never makes this
-    call fail or outlast the bounds.
+    ``daemons`` says which processes exist (by ``/proc``: a unit's MainPID or a pid file's
+    process, never an exit code); ``health`` whether each one also answers (see
+    :func:`health`); ``boot`` whether the init system starts each at boot (None with the
+    ``direct`` manager, which has no boot). A hung daemon never makes this call fail or
+    outlast the bounds.
 
     Never returns the key, only ``sha256:…`` of it, so outputs can be compared across nodes.
 
@@ -340,12 +448,14 @@ def status():
     """
     plan = _plan("node")
     conf = plan["slurm_conf"]
-    result = {"service_manager": plan["service_manager"], "daemons": {}}
-    for daemon in daemons.DAEMONS:
-        if not _installed(daemon):
-            continue
-        result["daemons"][daemon] = daemon_running(daemon, plan["service_manager"], conf)
-    result["health"] = _health(conf, result["daemons"])
+    result = {"service_manager": plan["service_manager"], "daemons": _running_daemons(plan)}
+    result["health"] = _health(conf, result["daemons"], plan)
+    result["boot"] = {}
+    for daemon in result["daemons"]:
+        try:
+            result["boot"][daemon] = daemon_enabled(daemon, plan["service_manager"])
+        except (CommandExecutionError, ValueError, OSError) as err:
+            result["boot"][daemon] = f"unknown: {err}"
     try:
         result["munge_key_hash"] = munge_lib.key_hash(plan["munge_key_path"])
     except FileNotFoundError:

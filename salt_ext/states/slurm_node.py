@@ -127,8 +127,13 @@ def daemon_running(name, manager, conf=None):
     The daemon ``name`` (munge, slurmd or slurmctld) runs.
 
     With ``manager: direct`` the extension starts the daemon itself (pid file, health
-    check); otherwise the machine's service manager does. ``watch`` restarts it (slurmctld:
-    ``scontrol reconfigure`` while it runs).
+    check); otherwise the machine's service manager does, and the start is proven by
+    ``/proc`` (the unit's MainPID / the pid file's process is the daemon, still alive after
+    a settle time), never by an exit code. On failure the comment carries the unit's
+    journal or the daemon's log lines from this start. ``watch`` restarts it (slurmctld:
+    ``scontrol reconfigure`` while it runs). Boot is a separate state,
+    :func:`daemon_enabled`: Salt skips ``mod_watch`` when the watching state itself has
+    changes.
 
     name
         munge, slurmd or slurmctld.
@@ -192,16 +197,73 @@ def mod_watch(name, sfun=None, manager=None, conf=None, **kwargs):
     return ret
 
 
+def _ensure_boot(ret, name, manager, enable):
+    """Bring boot enablement of ``name`` to ``enable``; fills ``ret``; False on failure."""
+    if manager == "direct":
+        return True
+    word = "enabled" if enable else "disabled"
+    try:
+        now = __salt__["slurm_node.daemon_enabled"](name, manager)
+        if now == enable:
+            return True
+        if not __opts__["test"]:
+            __salt__["slurm_node.daemon_boot"](name, enable, manager)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return False
+    ret["changes"]["boot"] = {"old": "enabled" if now else "disabled", "new": word}
+    return True
+
+
+def daemon_enabled(name, manager):
+    """
+    The init system starts the daemon ``name`` at boot: ``systemctl enable``,
+    ``update-rc.d`` (sysvinit), ``rc-update add … default`` (OpenRC), each proven by
+    reading it back. A unit someone disabled is a change the next apply repairs
+    (``test=True`` reports it). With ``manager: direct`` there is no boot: nothing to do,
+    the minion's state run starts the daemons.
+
+    name
+        munge, slurmd or slurmctld.
+    manager
+        systemd, openrc, sysvinit or direct.
+    """
+    ret = _ret(name)
+    if manager == "direct":
+        ret["comment"] = f"{name}: no boot under the direct manager (the state run starts it)"
+        return ret
+    if not _ensure_boot(ret, name, manager, True):
+        return ret
+    if not ret["changes"]:
+        ret["comment"] = f"{name} is enabled at boot ({manager})"
+    elif __opts__["test"]:
+        ret.update(result=None, comment=f"{name} would be enabled at boot ({manager})")
+    else:
+        ret["comment"] = f"{name} enabled at boot ({manager})"
+    return ret
+
+
 def daemon_dead(name, manager, conf=None):
     """
-    The daemon ``name`` does not run (used by ``slurm.absent``).
+    The daemon ``name`` does not run and does not start at boot (used by
+    ``slurm.absent``).
 
     name
         munge, slurmd or slurmctld.
     manager
         Service manager, as for :func:`daemon_running`.
     """
-    return _ensure_daemon(name, manager, conf, running=False)
+    ret = _ensure_daemon(name, manager, conf, running=False)
+    if ret["result"] is False:
+        return ret
+    if not _ensure_boot(ret, name, manager, False):
+        return ret
+    if "boot" in ret["changes"]:
+        disabled = "would be disabled" if __opts__["test"] else "disabled"
+        ret["comment"] += f"; {disabled} at boot"
+        if __opts__["test"]:
+            ret["result"] = None
+    return ret
 
 
 def hardware_in_mine(name="slurm_node.hardware"):
@@ -243,10 +305,24 @@ def hardware_in_mine(name="slurm_node.hardware"):
     return ret
 
 
+def _slurmd_problem():
+    """None when the local slurmd runs and answers, else what is wrong (with evidence)."""
+    try:
+        entry = __salt__["slurm_node.health"]("slurmd")["slurmd"]
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return f"cannot check the local slurmd: {err}"
+    if entry.get("state") == "running":
+        return None
+    return f"the local slurmd is {entry.get('state')}: {entry.get('evidence')}"
+
+
 def node_verified(name, timeout=60):
     """
-    Prove the node works: a local munge round trip, then the controller lists it and it is
-    neither down nor unresponsive within ``timeout`` seconds. Changes nothing.
+    Prove the node works: a local munge round trip, the local slurmd runs and answers
+    (``scontrol show slurmd``, its process checked in ``/proc``), then the controller lists
+    the node and it is neither down nor unresponsive within ``timeout`` seconds, and the
+    local slurmd still runs and answers afterwards (the controller notices a dead slurmd
+    only minutes later, so its IDLE alone proves nothing). Changes nothing.
 
     On failure the comment names the cause (e.g. munge key mismatch with the controller)
     and quotes the slurmd/munged log lines that show it.
@@ -268,12 +344,24 @@ def node_verified(name, timeout=60):
     if not local["ok"]:
         ret.update(result=False, comment=f"local munge round trip failed: {local['error']}")
         return ret
+    problem = _slurmd_problem()
+    if problem:
+        ret.update(result=False, comment=f"node {name} not usable: {problem}")
+        return ret
     outcome = __salt__["slurm_node.wait_registered"](name, timeout)
     if outcome["ok"]:
+        problem = _slurmd_problem()
         state = outcome["state"]
+        if problem:
+            ret.update(
+                result=False,
+                comment=f"node {name} not usable: {problem} (the controller still says "
+                f"{state['raw_state']}: it notices a dead slurmd only after SlurmdTimeout)",
+            )
+            return ret
         ret["comment"] = (
-            f"munge round trip ok; {name} is {state['raw_state']} at the controller "
-            f"(after {outcome['waited']}s)"
+            f"munge round trip ok; the local slurmd runs and answers; {name} is "
+            f"{state['raw_state']} at the controller (after {outcome['waited']}s)"
             + (
                 f"; it stays drained ({state.get('reason')}): `salt-run slurm.resume {name}`"
                 if state.get("drained")

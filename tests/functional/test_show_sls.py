@@ -91,12 +91,62 @@ def test_node_sls_per_os(tmp_path, row):
     # no init runs here (PID 1 is not an init system), so auto must pick `direct`
     assert _arg(high["slurm-slurmd"], "slurm_node", "manager") == "direct"
     assert _arg(high["slurm-munge-key"], "slurm_node", "source") == ("salt://slurm_files/munge.key")
+    # the direct manager has no boot: no boot states, the sandbox output stays as it was
+    assert not [sid for sid in high if sid.endswith("-boot")]
 
 
 def test_explicit_service_manager_is_used(tmp_path):
     grains = ROWS["rocky9"][0]
     high = show_sls(tmp_path, grains, pillar={"controller": "ctl", "service_manager": "systemd"})
     assert _arg(high["slurm-slurmd"], "slurm_node", "manager") == "systemd"
+
+
+@pytest.mark.parametrize("manager", ["systemd", "sysvinit", "openrc"])
+def test_node_sls_enables_daemons_at_boot_in_their_own_states(tmp_path, manager):
+    high = show_sls(
+        tmp_path, ROWS["debian12"][0], pillar={"controller": "ctl", "service_manager": manager}
+    )
+    for sid, daemon in (("slurm-munged-boot", "munge"), ("slurm-slurmd-boot", "slurmd")):
+        assert "daemon_enabled" in high[sid]["slurm_node"], high[sid]
+        assert _arg(high[sid], "slurm_node", "name") == daemon
+        assert _arg(high[sid], "slurm_node", "manager") == manager
+        assert _arg(high[sid], "slurm_node", "require") == [{"pkg": "slurm-packages"}]
+    assert "slurm-slurmctld-boot" not in high
+
+
+def test_controller_sls_enables_slurmctld_at_boot(tmp_path):
+    high = show_sls(
+        tmp_path,
+        ROWS["debian12"][0],
+        sls="slurm.controller",
+        pillar={"controller": "ctl", "service_manager": "systemd"},
+    )
+    assert _arg(high["slurm-slurmctld-boot"], "slurm_node", "name") == "slurmctld"
+    assert "slurm-munged-boot" in high and "slurm-slurmd-boot" not in high
+
+
+def test_absent_sls_stops_disables_and_purges_both_roles_packages(tmp_path):
+    pillar = {
+        "controller": "ctl",
+        "service_manager": "systemd",
+        "absent": {"purge_packages": True},
+    }
+    high = show_sls(tmp_path, ROWS["debian12"][0], sls="slurm.absent", pillar=pillar)
+    for daemon in ("slurmd", "slurmctld", "munge"):
+        assert "daemon_dead" in high[f"slurm-absent-{daemon}"]["slurm_node"]
+    purge = high["slurm-absent-packages"]
+    assert _arg(purge, "pkg", "pkgs") == ["munge", "slurmd", "slurm-client", "slurmctld"]
+    assert _arg(purge, "pkg", "require") == [
+        {"slurm_node": "slurm-absent-munge"},
+        {"slurm_node": "slurm-absent-slurmd"},
+        {"slurm_node": "slurm-absent-slurmctld"},
+    ]
+
+
+def test_absent_sls_keeps_packages_by_default(tmp_path):
+    high = show_sls(tmp_path, ROWS["debian12"][0], sls="slurm.absent")
+    assert "slurm-absent-packages" not in high
+    assert "slurm-absent-slurmd" in high
 
 
 def test_ohpc_flavour_on_rocky(tmp_path):

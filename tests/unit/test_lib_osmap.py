@@ -132,3 +132,34 @@ def test_facts_unknown_role_is_rejected():
 def test_pick_service_manager(requested, init_grain, systemd_booted, pid1, family_init, expected):
     chosen = osmap.pick_service_manager(requested, init_grain, systemd_booted, pid1, family_init)
     assert chosen == expected
+
+
+@pytest.mark.parametrize(
+    ("init_grain", "pid1", "openrc_booted", "family_init", "expected"),
+    [
+        # Debian booted by OpenRC: PID 1 is sysvinit's init, the grain says sysvinit
+        ("sysvinit", "init", True, "systemd", "openrc"),
+        ("openrc", "openrc-init", True, "openrc", "openrc"),
+        # plain sysvinit: no /run/openrc
+        ("sysvinit", "init", False, "systemd", "sysvinit"),
+        # /run/openrc without an init as PID 1 (a container's leftover) means nothing
+        ("sysvinit", "bash", True, "systemd", "direct"),
+        (None, "process_api", True, "systemd", "direct"),
+    ],
+)
+def test_pick_service_manager_detects_openrc_by_its_run_dir(
+    init_grain, pid1, openrc_booted, family_init, expected
+):
+    chosen = osmap.pick_service_manager(
+        "auto", init_grain, False, pid1, family_init, openrc_booted=openrc_booted
+    )
+    assert chosen == expected
+
+
+def test_pick_service_manager_systemd_and_explicit_choices_win_over_openrc_dir():
+    assert osmap.pick_service_manager("auto", "systemd", True, "systemd", "systemd", True) == (
+        "systemd"
+    )
+    assert osmap.pick_service_manager("sysvinit", "sysvinit", False, "init", "x", True) == (
+        "sysvinit"
+    )

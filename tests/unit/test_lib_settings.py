@@ -203,6 +203,20 @@ def test_plan_alpine_with_pkg_module_uses_openrc_and_munged():
     assert plan["services"]["munge"] == "munged"
 
 
+def test_plan_debian_booted_by_openrc_uses_openrc():
+    debian = {"os_family": "Debian", "os": "Debian", "osrelease": "12", "init": "sysvinit"}
+    machine = _machine(
+        init_grain="sysvinit", systemd_booted=False, pid1_name="init", openrc_booted=True
+    )
+    assert settings.plan({"controller": "ctl"}, debian, "node", machine)["service_manager"] == (
+        "openrc"
+    )
+    machine["openrc_booted"] = False
+    assert settings.plan({"controller": "ctl"}, debian, "node", machine)["service_manager"] == (
+        "sysvinit"
+    )
+
+
 def test_plan_unsupported_os_family_names_the_grains():
     grains = {"os_family": "Arch", "os": "Arch", "osrelease": "rolling"}
     with pytest.raises(SettingsError) as info:

@@ -11,7 +11,7 @@ from unittest.mock import MagicMock, call
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import command, daemons, scontrol
+from salt_ext.lib import command, daemons, scontrol, services
 from salt_ext.modules import slurm_node
 
 DEBIAN_GRAINS = {
@@ -43,12 +43,61 @@ ZERO_BYTES = (
 
 def _service_salt():
     return {
-        "service.status": MagicMock(return_value=True),
-        "service.start": MagicMock(return_value=True),
-        "service.stop": MagicMock(return_value=True),
-        "service.restart": MagicMock(return_value=True),
         "cmd.which": MagicMock(side_effect=lambda name: f"/usr/sbin/{name}"),
     }
+
+
+class FakeServices:
+    """Stands in for lib.services.Service (tested on its own in test_lib_services): records
+    ``(action, name, manager)``; ``running``/``enabled`` per service name, ``fail`` maps an
+    action to the ServiceError it raises."""
+
+    def __init__(self):
+        self.calls = []
+        self.running = {}
+        self.enabled = {}
+        self.fail = {}
+        self.made = []
+
+    def __call__(self, daemon, plan, manager, conf):
+        name = slurm_node._service_name(daemon, plan)
+        self.made.append((daemon, name, manager, conf))
+        fake = self
+
+        class One:
+            def _do(self, action, result):
+                fake.calls.append((action, name, manager))
+                if action in fake.fail:
+                    raise fake.fail[action]
+                return result
+
+            def running(self):
+                return self._do("running", fake.running.get(name, True))
+
+            def pid(self):
+                return self._do("pid", 4000 if fake.running.get(name, True) else None)
+
+            def start(self):
+                return self._do("start", {"pid": 2, "changed": True, "notes": []})
+
+            def stop(self):
+                return self._do("stop", {"old_pid": 1, "changed": True, "notes": []})
+
+            def restart(self):
+                return self._do("restart", {"old_pid": 1, "pid": 2, "notes": ["zap"]})
+
+            def enabled(self):
+                return self._do("enabled", fake.enabled.get(name, True))
+
+            def set_boot(self, enable):
+                changed = fake.enabled.get(name, True) != enable
+                fake.enabled[name] = enable
+                return self._do("set_boot", changed)
+
+        return One()
+
+    def actions(self, *kinds):
+        return [(a, n) for a, n, _ in self.calls if a in kinds]
 
 
 @pytest.fixture
@@ -59,7 +108,9 @@ def loader(monkeypatch):
         grains=dict(DEBIAN_GRAINS),
         pillar={"slurm": {"controller": "ctl"}},
         opts={"test": False},
+        services=FakeServices(),
     )
+    monkeypatch.setattr(slurm_node, "_service", env.services)
     monkeypatch.setattr(slurm_node, "__salt__", env.salt, raising=False)
     monkeypatch.setattr(slurm_node, "__grains__", env.grains, raising=False)
     monkeypatch.setattr(slurm_node, "__pillar__", env.pillar, raising=False)
@@ -86,17 +137,18 @@ def _use_grains(env, grains):
         (ALPINE_GRAINS, "slurmctld", "slurmctld"),
     ],
 )
-def test_daemon_running_asks_service_status_with_the_os_service_name(
+def test_daemon_running_asks_the_proven_service_with_the_os_service_name(
     loader, manager, grains, daemon, service
 ):
     _use_grains(loader, grains)
     assert slurm_node.daemon_running(daemon, manager) is True
-    loader.salt["service.status"].assert_called_once_with(service)
+    assert loader.services.calls == [("running", service, manager)]
+    assert loader.services.made[0][0] == daemon
 
 
-def test_daemon_running_false_when_service_status_is_false(loader):
-    loader.salt["service.status"].return_value = False
-    assert slurm_node.daemon_running("slurmd", "systemd") is False
+def test_daemon_running_false_when_no_process_runs(loader):
+    loader.services.running["slurmd"] = False
+    assert slurm_node.daemon_running("slurmd", "sysvinit") is False
 
 
 def test_daemon_running_uses_the_planned_manager_when_none_given(loader, monkeypatch):
@@ -104,35 +156,76 @@ def test_daemon_running_uses_the_planned_manager_when_none_given(loader, monkeyp
     pid_of = MagicMock()
     monkeypatch.setattr(daemons, "pid_of", pid_of)
     assert slurm_node.daemon_running("munge") is True
-    loader.salt["service.status"].assert_called_once_with("munge")
+    assert loader.services.calls == [("running", "munge", "openrc")]
     pid_of.assert_not_called()
+
+
+def test_daemon_running_never_asks_salt_service_status(loader):
+    # Debian's init script answers 0 to `status` with no slurmd: service.status is not proof
+    loader.salt["service.status"] = MagicMock(return_value=True)
+    loader.services.running["slurmd"] = False
+    assert slurm_node.daemon_running("slurmd", "sysvinit") is False
+    loader.salt["service.status"].assert_not_called()
 
 
 @pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])
-def test_daemon_control_calls_service_action_with_the_os_service_name(loader, manager, action):
+def test_daemon_control_runs_the_proven_action_with_the_os_service_name(loader, manager, action):
     _use_grains(loader, ALPINE_GRAINS)
     assert slurm_node.daemon_control("munge", action, manager) is True
-    loader.salt[f"service.{action}"].assert_called_once_with("munged")
-    for other in {"start", "stop", "restart"} - {action}:
-        loader.salt[f"service.{other}"].assert_not_called()
+    assert loader.services.calls == [(action, "munged", manager)]
 
 
 def test_daemon_control_debian_munge_service_is_munge(loader):
     slurm_node.daemon_control("munge", "start", "systemd")
-    loader.salt["service.start"].assert_called_once_with("munge")
+    assert loader.services.calls == [("start", "munge", "systemd")]
 
 
 @pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
-def test_daemon_control_false_from_service_start_raises_naming_service_and_manager(loader, manager):
-    _use_grains(loader, ALPINE_GRAINS)
-    loader.salt["service.start"].return_value = False
+def test_daemon_control_failure_raises_with_the_evidence_of_this_start(loader, manager):
+    loader.services.fail["start"] = services.ServiceError(
+        "slurmd started (pid 9) but died within 2 s",
+        ["journal: slurmd[9]: fatal: Invalid option -Z"],
+    )
     with pytest.raises(CommandExecutionError) as excinfo:
-        slurm_node.daemon_control("munge", "start", manager)
+        slurm_node.daemon_control("slurmd", "start", manager)
     message = str(excinfo.value)
-    assert "munged" in message
-    assert manager in message
-    assert "service.start" in message
+    assert "died within 2 s" in message
+    assert "journal: slurmd[9]: fatal: Invalid option -Z" in message
+
+
+def test_daemon_enabled_and_boot_per_manager(loader):
+    loader.services.enabled["slurmd"] = False
+    assert slurm_node.daemon_enabled("slurmd", "systemd") is False
+    assert slurm_node.daemon_boot("slurmd", manager="systemd") == {
+        "enabled": True,
+        "changed": True,
+    }
+    assert slurm_node.daemon_boot("slurmd", manager="systemd") == {
+        "enabled": True,
+        "changed": False,
+    }
+    assert slurm_node.daemon_boot("slurmd", enable=False, manager="openrc")["changed"] is True
+    assert loader.services.enabled["slurmd"] is False
+
+
+def test_daemon_boot_failure_is_a_command_execution_error(loader):
+    loader.services.fail["set_boot"] = services.ServiceError("slurmd is still not enabled")
+    with pytest.raises(CommandExecutionError, match="still not enabled"):
+        slurm_node.daemon_boot("slurmd", manager="sysvinit")
+
+
+def test_direct_manager_has_no_boot(loader):
+    assert slurm_node.daemon_enabled("slurmd", "direct") is None
+    ret = slurm_node.daemon_boot("slurmd", manager="direct")
+    assert ret["enabled"] is None and ret["changed"] is False
+    assert "state run" in ret["comment"]
+    assert loader.services.calls == []
+
+
+def test_daemon_enabled_rejects_unknown_daemon(loader):
+    with pytest.raises(SaltInvocationError, match="daemon must be one of"):
+        slurm_node.daemon_enabled("sshd", "systemd")
 
 
 # --- daemon_running / daemon_control with the direct manager -------------------------------
@@ -143,7 +236,7 @@ def test_daemon_running_direct_uses_pid_of(loader, monkeypatch):
     monkeypatch.setattr(daemons, "pid_of", pid_of)
     assert slurm_node.daemon_running("slurmd", "direct") is True
     pid_of.assert_called_once_with("slurmd", "/etc/slurm/slurm.conf")
-    loader.salt["service.status"].assert_not_called()
+    assert loader.services.calls == []
 
 
 def test_daemon_running_direct_false_without_pid(loader, monkeypatch):
@@ -157,7 +250,7 @@ def test_daemon_running_direct_from_pillar_service_manager(loader, monkeypatch):
     monkeypatch.setattr(daemons, "pid_of", MagicMock(return_value=None))
     assert slurm_node.daemon_running("slurmctld") is False
     daemons.pid_of.assert_called_once_with("slurmctld", "/etc/slurm/slurm.conf")
-    loader.salt["service.status"].assert_not_called()
+    assert loader.services.calls == []
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])
@@ -167,8 +260,7 @@ def test_daemon_control_direct_calls_lib_daemons(loader, monkeypatch, action):
         monkeypatch.setattr(daemons, name, getattr(calls, name))
     assert slurm_node.daemon_control("slurmd", action, "direct") is True
     assert calls.mock_calls == [getattr(call, action)("slurmd", "/etc/slurm/slurm.conf")]
-    for name in ("service.start", "service.stop", "service.restart"):
-        loader.salt[name].assert_not_called()
+    assert loader.services.calls == []
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])
@@ -201,7 +293,7 @@ def test_daemon_control_rejects_unknown_daemon(loader):
     for allowed in daemons.DAEMONS:
         assert allowed in message
     assert "'sshd'" in message
-    loader.salt["service.start"].assert_not_called()
+    assert loader.services.calls == []
 
 
 def test_restart_rejects_unknown_target(loader):
@@ -210,7 +302,7 @@ def test_restart_rejects_unknown_target(loader):
     message = str(excinfo.value)
     for allowed in ("munge", "slurmd", "slurmctld", "all"):
         assert allowed in message
-    loader.salt["service.restart"].assert_not_called()
+    assert loader.services.actions("restart") == []
 
 
 @pytest.fixture
@@ -223,7 +315,7 @@ def proven(monkeypatch):
         return {"old_pid": old_pid, "state": "running", "pid": 2, "evidence": "ok"}
 
     monkeypatch.setattr(slurm_node, "_proven", fake)
-    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf: 1)
+    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf, plan=None: 1)
     return seen
 
 
@@ -232,16 +324,16 @@ def test_restart_all_restarts_munge_first_then_installed_daemons(loader, proven)
         side_effect=lambda name: "/usr/sbin/slurmd" if name == "slurmd" else None
     )
     assert slurm_node.restart("all")["restarted"] == ["munge", "slurmd"]
-    assert loader.salt["service.restart"].mock_calls == [call("munge"), call("slurmd")]
+    assert loader.services.actions("restart") == [("restart", "munge"), ("restart", "slurmd")]
     assert proven == [("munge", 1), ("slurmd", 1)]
 
 
 def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader, proven):
     assert slurm_node.restart()["restarted"] == ["munge", "slurmctld", "slurmd"]
-    assert loader.salt["service.restart"].mock_calls == [
-        call("munge"),
-        call("slurmctld"),
-        call("slurmd"),
+    assert loader.services.actions("restart") == [
+        ("restart", "munge"),
+        ("restart", "slurmctld"),
+        ("restart", "slurmd"),
     ]
 
 
@@ -250,7 +342,7 @@ def test_restart_single_daemon_reports_old_and_new_pid(loader, proven):
         "restarted": ["slurmd"],
         "daemons": {"slurmd": {"old_pid": 1, "state": "running", "pid": 2, "evidence": "ok"}},
     }
-    loader.salt["service.restart"].assert_called_once_with("slurmd")
+    assert loader.services.actions("restart") == [("restart", "slurmd")]
 
 
 def _health_sequence(monkeypatch, entries, alive):
@@ -258,7 +350,9 @@ def _health_sequence(monkeypatch, entries, alive):
     still runs at each look."""
     entries, alive = list(entries), list(alive)
     monkeypatch.setattr(
-        slurm_node, "_health", lambda conf, running: {"slurmd": entries.pop(0), "munge": {}}
+        slurm_node,
+        "_health",
+        lambda conf, running, plan=None: {"slurmd": entries.pop(0), "munge": {}},
     )
     monkeypatch.setattr(daemons, "is_process", lambda pid, name: alive.pop(0))
     monkeypatch.setattr(slurm_node, "daemon_running", lambda *a: True)
@@ -350,7 +444,7 @@ def fake_commands(monkeypatch):
 def procs(monkeypatch):
     """Pids and /proc states of the daemons."""
     table = {"munge": (11, "S"), "slurmd": (22, "S"), "slurmctld": (33, "S")}
-    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf: table[daemon][0])
+    monkeypatch.setattr(slurm_node, "_pid", lambda daemon, conf, plan=None: table[daemon][0])
 
     def process_state(pid):  # the table as the test left it
         return {v[0]: v[1] for v in table.values()}.get(pid)
@@ -440,6 +534,37 @@ def test_health_of_slurmctld_from_scontrol_ping(fake_commands, procs, answer, st
     )
     health = slurm_node._health("/etc/slurm/slurm.conf", {"munge": True, "slurmctld": True})
     assert health["slurmctld"]["state"] == state
+
+
+def test_health_of_one_daemon_asks_munge_too_and_returns_that_daemon(loader, fake_commands, procs):
+    loader.services.running["slurmd"] = True
+    health = slurm_node.health("slurmd")
+    assert list(health) == ["slurmd"]
+    assert health["slurmd"]["state"] == "running"
+    assert loader.services.actions("running") == [("running", "munge"), ("running", "slurmd")]
+
+
+def test_health_of_a_dead_slurmd_is_stopped_whatever_the_controller_says(
+    loader, fake_commands, procs
+):
+    loader.services.running["slurmd"] = False
+    assert slurm_node.health("slurmd")["slurmd"]["state"] == "stopped"
+
+
+def test_status_reports_boot_enablement_per_daemon(loader, fake_commands, procs, monkeypatch):
+    loader.salt["cmd.which"] = MagicMock(
+        side_effect=lambda name: None if name == "slurmctld" else f"/usr/sbin/{name}"
+    )
+    monkeypatch.setattr(daemons, "loaded_conf", lambda *a: {})
+    fake_commands.answers[("slurmd", "-V")] = "slurm 22.05.8"
+    fake_commands.answers[("sinfo", "-V")] = "slurm 22.05.8"
+    fake_commands.answers[("munged", "-V")] = "munge-0.5.15"
+    loader.services.enabled["slurmd"] = False
+    result = slurm_node.status()
+    assert result["service_manager"] == "systemd"
+    assert result["daemons"] == {"munge": True, "slurmd": True}
+    assert result["boot"] == {"munge": True, "slurmd": False}
+    assert result["health"]["slurmd"]["state"] == "running"
 
 
 @pytest.fixture
@@ -598,6 +723,7 @@ def test_machine_reports_runtime_facts(monkeypatch):
     assert facts["accounts"] == {"munge": (1, 2), "slurm": None}
     assert facts["pkg_install_available"] is True
     assert isinstance(facts["systemd_booted"], bool)
+    assert isinstance(facts["openrc_booted"], bool)
 
 
 # --- wait_registered -----------------------------------------------------------------------
@@ -948,20 +1074,20 @@ def test_activate_munge_key_swaps_and_restarts_munged(key_dir, loader):
     assert key_dir.path.read_bytes() == b"n" * 64
     assert stat.S_IMODE(key_dir.path.stat().st_mode) == 0o400
     assert not (key_dir.dir / ".staged.munge.key").exists()
-    loader.salt["service.restart"].assert_called_once_with("munge")
+    assert loader.services.actions("restart") == [("restart", "munge")]
 
 
 def test_activate_munge_key_without_a_staged_key_changes_nothing(key_dir, loader):
     with pytest.raises(CommandExecutionError, match="no staged munge key"):
         slurm_node.activate_munge_key(_hash(b"n" * 64))
     assert key_dir.path.read_bytes() == b"o" * 64
-    loader.salt["service.restart"].assert_not_called()
+    assert loader.services.actions("restart") == []
 
 
 def test_activate_munge_key_already_live_does_not_restart(key_dir, loader):
     ret = slurm_node.activate_munge_key(_hash(b"o" * 64))
     assert ret["swapped"] is False
-    loader.salt["service.restart"].assert_not_called()
+    assert loader.services.actions("restart") == []
 
 
 def test_activate_munge_key_fails_when_the_round_trip_fails(key_dir, monkeypatch):

@@ -58,6 +58,11 @@ def loader(monkeypatch, tmp_path):
             return_value={"ok": True, "output": "Slurmctld(primary) at ctl is UP", "waited": 0}
         ),
         "slurm_node.hardware": MagicMock(),
+        "slurm_node.health": MagicMock(
+            return_value={"slurmd": {"state": "running", "pid": 9, "evidence": "answers"}}
+        ),
+        "slurm_node.daemon_enabled": MagicMock(return_value=True),
+        "slurm_node.daemon_boot": MagicMock(return_value={"enabled": True, "changed": True}),
         "mine.get": MagicMock(return_value={}),
         "mine.send": MagicMock(return_value=True),
     }
@@ -302,6 +307,113 @@ def test_daemon_running_status_failure(loader):
     assert "bad slurm pillar" in ret["comment"]
 
 
+def test_daemon_running_failure_comment_carries_the_journal_of_this_start(loader):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    loader.salt["slurm_node.daemon_control"].side_effect = CommandExecutionError(
+        "slurmd started (pid 9) but died within 2 s (systemd: ActiveState=failed)\n"
+        "  journal: Nov 28 n1 slurmd[9]: slurmd: fatal: Invalid option -Z"
+    )
+    ret = slurm_node.daemon_running("slurmd", "systemd")
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "journal: Nov 28 n1 slurmd[9]: slurmd: fatal: Invalid option -Z" in ret["comment"]
+
+
+# --- daemon_enabled / daemon_dead: boot ------------------------------------------------------
+
+
+def test_daemon_enabled_already_enabled_changes_nothing(loader):
+    ret = slurm_node.daemon_enabled("slurmd", "systemd")
+    assert ret == {
+        "name": "slurmd",
+        "result": True,
+        "changes": {},
+        "comment": "slurmd is enabled at boot (systemd)",
+    }
+    loader.salt["slurm_node.daemon_boot"].assert_not_called()
+
+
+def test_daemon_enabled_test_mode_reports_a_disabled_unit(loader):
+    loader.opts["test"] = True
+    loader.salt["slurm_node.daemon_enabled"].return_value = False
+    ret = slurm_node.daemon_enabled("slurmd", "systemd")
+    assert ret["result"] is None
+    assert ret["changes"] == {"boot": {"old": "disabled", "new": "enabled"}}
+    assert ret["comment"] == "slurmd would be enabled at boot (systemd)"
+    loader.salt["slurm_node.daemon_boot"].assert_not_called()
+
+
+@pytest.mark.parametrize("manager", ["systemd", "sysvinit", "openrc"])
+def test_daemon_enabled_repairs_a_disabled_unit(loader, manager):
+    loader.salt["slurm_node.daemon_enabled"].return_value = False
+    ret = slurm_node.daemon_enabled("munge", manager)
+    assert ret["result"] is True
+    assert ret["changes"] == {"boot": {"old": "disabled", "new": "enabled"}}
+    loader.salt["slurm_node.daemon_boot"].assert_called_once_with("munge", True, manager)
+
+
+def test_daemon_enabled_failure_is_a_failed_state(loader):
+    loader.salt["slurm_node.daemon_enabled"].return_value = False
+    loader.salt["slurm_node.daemon_boot"].side_effect = CommandExecutionError(
+        "slurmd is still not enabled at boot (systemd) (systemctl is-enabled: masked)"
+    )
+    ret = slurm_node.daemon_enabled("slurmd", "systemd")
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "masked" in ret["comment"]
+
+
+def test_daemon_enabled_direct_has_no_boot(loader):
+    ret = slurm_node.daemon_enabled("slurmd", "direct")
+    assert ret["result"] is True and ret["changes"] == {}
+    assert "no boot under the direct manager" in ret["comment"]
+    loader.salt["slurm_node.daemon_enabled"].assert_not_called()
+
+
+def test_daemon_dead_stops_and_disables(loader):
+    ret = slurm_node.daemon_dead("slurmd", "systemd", "/etc/slurm/slurm.conf")
+    assert ret["result"] is True
+    assert ret["changes"] == {
+        "stopped": "slurmd",
+        "boot": {"old": "enabled", "new": "disabled"},
+    }
+    assert ret["comment"] == "slurmd stopped (systemd); disabled at boot"
+    loader.salt["slurm_node.daemon_control"].assert_called_once_with(
+        "slurmd", "stop", "systemd", "/etc/slurm/slurm.conf"
+    )
+    loader.salt["slurm_node.daemon_boot"].assert_called_once_with("slurmd", False, "systemd")
+
+
+def test_daemon_dead_stopped_but_enabled_is_still_a_change(loader):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    ret = slurm_node.daemon_dead("munge", "openrc")
+    assert ret["changes"] == {"boot": {"old": "enabled", "new": "disabled"}}
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+
+
+def test_daemon_dead_test_mode_reports_stop_and_disable(loader):
+    loader.opts["test"] = True
+    ret = slurm_node.daemon_dead("slurmd", "sysvinit")
+    assert ret["result"] is None
+    assert ret["changes"] == {
+        "stopped": "slurmd",
+        "boot": {"old": "enabled", "new": "disabled"},
+    }
+    loader.salt["slurm_node.daemon_control"].assert_not_called()
+    loader.salt["slurm_node.daemon_boot"].assert_not_called()
+
+
+def test_daemon_dead_already_dead_and_disabled_changes_nothing(loader):
+    loader.salt["slurm_node.daemon_running"].return_value = False
+    loader.salt["slurm_node.daemon_enabled"].return_value = False
+    ret = slurm_node.daemon_dead("slurmd", "systemd")
+    assert ret["result"] is True and ret["changes"] == {}
+
+
+def test_daemon_dead_direct_does_not_touch_boot(loader):
+    ret = slurm_node.daemon_dead("slurmd", "direct")
+    assert ret["changes"] == {"stopped": "slurmd"}
+    loader.salt["slurm_node.daemon_enabled"].assert_not_called()
+
+
 # --- mod_watch -----------------------------------------------------------------------------
 
 
@@ -432,6 +544,43 @@ def test_node_verified_ok(loader):
     assert ret["result"] is True
     assert ret["changes"] == {}
     assert "IDLE" in ret["comment"] and "drained" not in ret["comment"]
+
+
+def test_node_verified_fails_when_the_local_slurmd_is_dead_without_waiting(loader):
+    loader.salt["slurm_node.health"].return_value = {
+        "slurmd": {"state": "stopped", "pid": None, "evidence": "slurmd not running"}
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "the local slurmd is stopped: slurmd not running" in ret["comment"]
+    loader.salt["slurm_node.wait_registered"].assert_not_called()
+    loader.salt["slurm_node.health"].assert_called_once_with("slurmd")
+
+
+def test_node_verified_idle_at_the_controller_is_not_enough(loader):
+    # the controller says IDLE for minutes after slurmd died
+    loader.salt["slurm_node.wait_registered"].return_value = {
+        "ok": True,
+        "state": {"state": "IDLE", "raw_state": "IDLE", "drained": False},
+        "waited": 0.1,
+    }
+    loader.salt["slurm_node.health"].side_effect = [
+        {"slurmd": {"state": "running", "pid": 9, "evidence": "answers"}},
+        {"slurmd": {"state": "stopped", "pid": None, "evidence": "slurmd not running"}},
+    ]
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "the local slurmd is stopped" in ret["comment"]
+    assert "controller still says IDLE" in ret["comment"]
+
+
+def test_node_verified_a_hung_slurmd_fails(loader):
+    loader.salt["slurm_node.health"].return_value = {
+        "slurmd": {"state": "hung", "pid": 9, "evidence": "pid 9 state T (stopped)"}
+    }
+    ret = slurm_node.node_verified("n1")
+    assert ret["result"] is False
+    assert "hung: pid 9 state T (stopped)" in ret["comment"]
 
 
 def test_node_verified_drained_node_passes_and_says_how_to_resume(loader):
