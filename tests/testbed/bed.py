@@ -268,6 +268,10 @@ class SandboxCluster:
         self._leaders = {}
         self.startup_seconds = None
         self._local = None
+        from tests.testbed.hosts import Hosts  # noqa: PLC0415 - hosts imports this module
+
+        # booted hosts (hosts.py): containers with a real init, added by add_host()
+        self.hosts = Hosts(self)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -336,6 +340,10 @@ class SandboxCluster:
         """Stop everything this bed started (by pid) and remove its namespaces and bridge."""
         self._local = None
         state = self._load_state()
+        # booted hosts first (their veths hang on the bridge): this object's, and those a
+        # killed run recorded in the state file
+        self.hosts.load(state.get("hosts"))
+        self.hosts.down()
         netns_prefix = f"{self.name}-"
         listed = _ip("netns", "list", check=False).stdout.split("\n")
         stale = [line.split()[0] for line in listed if line.startswith(netns_prefix)]
@@ -570,9 +578,16 @@ class SandboxCluster:
     def hosts_file(self):
         lines = ["127.0.0.1 localhost", f"{self.master_ip} salt saltmaster"]
         lines += [f"{n.ip} {n.name}" for n in self.nodes.values()]
+        lines += [f"{h.ip} {h.name}" for h in self.hosts.hosts.values()]
         path = self.root / "hosts"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join(lines) + "\n")  # same inode: the nodes' bind mounts see it
         return path
+
+    def address(self, name):
+        """IP of sandbox node or booted host ``name``."""
+        if name in self.hosts.hosts:
+            return self.hosts.hosts[name].ip
+        return self.nodes[name].ip
 
     def resolv_conf(self):
         """The nodes' /etc/resolv.conf: no DNS in a sandbox (its network ends at the bridge),
@@ -638,7 +653,10 @@ class SandboxCluster:
             time.sleep(0.05)
 
     def nsenter(self, node_name):
-        """Argument prefix that runs a command inside node ``node_name``."""
+        """Argument prefix that runs a command inside node ``node_name`` (a sandbox, or a
+        booted host: the namespaces of its PID 1)."""
+        if node_name in self.hosts.hosts:
+            return self.hosts.nsenter(node_name)
         node = self.nodes[node_name]
         return ["nsenter", "-t", str(node.holder_pid), "--mount", "--uts", "--net", "--"]
 
@@ -714,6 +732,7 @@ class SandboxCluster:
             "master": self._leaders.get("master"),
             "api": self._leaders.get("api"),
             "nodes": {n.name: {"holder": n.holder_pid, "ip": n.ip} for n in self.nodes.values()},
+            "hosts": self.hosts.state(),
             "master_ip": self.master_ip,
             "root": str(self.root),
         }
@@ -732,7 +751,40 @@ class SandboxCluster:
             raise BedError(f"no running test bed '{self.name}' ({self.state_file} missing)")
         for name, info in state["nodes"].items():
             self.nodes[name].holder_pid = info["holder"]
+        self.hosts.load(state.get("hosts"))
         return self
+
+    # ------------------------------------------------------------------ booted hosts
+    def add_host(self, name, init="systemd", timeout=120):
+        """Boot a Debian 12 container with ``init`` (systemd, sysvinit, openrc) as PID 1 on
+        this bed's bridge (see hosts.py); waits for its minion; returns the Host."""
+        return self.add_hosts({name: init}, timeout=timeout)[name]
+
+    def add_hosts(self, spec, timeout=120):
+        """Boot ``{name: init}`` in parallel; waits for every minion."""
+        added = {name: self.hosts.add(name, init) for name, init in spec.items()}
+        self.hosts_file()
+        self.hosts.sync_hosts_files()
+        self.wait_for_minions(list(spec), timeout=timeout)
+        return added
+
+    def reboot(self, names, timeout=120):
+        """Reboot booted hosts; ``{name: seconds until its minion answers again}``."""
+        return self.hosts.reboot(list(names), timeout=timeout)
+
+    def poweroff(self, name, timeout=60):
+        self.hosts.poweroff(name, timeout=timeout)
+
+    def boot(self, name, timeout=120):
+        """Boot a powered-off host again (its disk, the overlay's upper dir, is kept)."""
+        self.hosts.boot(name)
+        self.wait_for_minions([name], timeout=timeout)
+
+    def remove(self, name):
+        """Stop a booted host and delete its disk and minion key."""
+        self.hosts.remove(name)
+        self.hosts_file()
+        self.hosts.sync_hosts_files()
 
     # ------------------------------------------------------------------ talking to it
     def run(self, node_name, argv, timeout=60, check=False, stdin=None):
@@ -797,6 +849,10 @@ class SandboxCluster:
         missing = set(names)
         while missing:
             for name in list(missing):
+                if name in self.hosts.hosts:
+                    if not self.hosts.running(name):
+                        raise BedError(f"host {name} is not running:\n{self.hosts.console(name)}")
+                    continue
                 pid = self.nodes[name].minion_pid
                 if pid and not _alive(pid):
                     raise BedError(f"salt-minion of {name} exited:\n{self.tail_logs([name])}")
@@ -851,12 +907,11 @@ class SandboxCluster:
         ``proctrack/linuxproc`` and ``task/none`` because the sandboxes share the host's
         cgroup tree; ``NodeAddr`` is each node's own IP.
         """
-        compute = compute or [n for n in self.nodes if n != controller]
+        compute = compute or [n for n in [*self.nodes, *self.hosts.hosts] if n != controller]
         cpus = cpus or os.cpu_count()
-        ctl = self.nodes[controller]
         lines = [
             "ClusterName=testbed",
-            f"SlurmctldHost={ctl.name}({ctl.ip})",
+            f"SlurmctldHost={controller}({self.address(controller)})",
             "AuthType=auth/munge",
             "SlurmUser=slurm",
             "ProctrackType=proctrack/linuxproc",
@@ -878,9 +933,8 @@ class SandboxCluster:
             "MpiDefault=none",
         ]
         for name in compute:
-            node = self.nodes[name]
             lines.append(
-                f"NodeName={name} NodeAddr={node.ip} CPUs={cpus} RealMemory=1000 State=UNKNOWN"
+                f"NodeName={name} NodeAddr={self.address(name)} CPUs={cpus} RealMemory=1000 State=UNKNOWN"
             )
         lines.append(
             f"PartitionName=debug Nodes={','.join(compute)} Default=YES MaxTime=INFINITE State=UP"
@@ -929,11 +983,13 @@ class SandboxCluster:
                 if backing.is_dir():
                     for log_file in sorted(backing.iterdir()):
                         paths[f"{node.name}{log_dir}/{log_file.name}"] = log_file
+        paths.update(self.hosts.log_paths())
         return paths
 
     def tail_logs(self, nodes=None, lines=40):
         """Last ``lines`` of each log (all nodes, or ``nodes``) as one printable string."""
         out = []
+        self.hosts.refresh_journals()
         for label, path in self.log_paths().items():
             owner = label.split("/", 1)[0]
             if nodes is not None and owner not in nodes and not owner.startswith("master"):

@@ -7,7 +7,8 @@ set -euo pipefail
 MUNGE_UID=${MUNGE_UID:-1108}
 SLURM_UID=${SLURM_UID:-1109}
 PACKAGES=(munge slurmd slurmctld slurm-client iproute2 util-linux procps iputils-ping
-          libfaketime python3-venv)
+          libfaketime python3-venv
+          systemd-container debootstrap dpkg-dev)  # the last three: booted hosts (hosts.py)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup_host.sh: must run as root (namespaces, packages, accounts)" >&2
