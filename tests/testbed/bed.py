@@ -934,7 +934,8 @@ class SandboxCluster:
         ]
         for name in compute:
             lines.append(
-                f"NodeName={name} NodeAddr={self.address(name)} CPUs={cpus} RealMemory=1000 State=UNKNOWN"
+                f"NodeName={name} NodeAddr={self.address(name)} CPUs={cpus} "
+                "RealMemory=1000 State=UNKNOWN"
             )
         lines.append(
             f"PartitionName=debug Nodes={','.join(compute)} Default=YES MaxTime=INFINITE State=UP"

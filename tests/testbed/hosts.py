@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,6 @@ from tests.testbed.bed import (
     REPO,
     SBIN_PATH,
     BedError,
-    _alive,
     _boot_id,
     _ip,
     _reap,
@@ -429,7 +427,9 @@ def ensure_images(inits=INITS, log_path=None):
                     tmp.rename(paths[kind])
                 finally:
                     if tmp.exists():
-                        subprocess.run(["umount", "-R", "-l", str(tmp)], capture_output=True)
+                        subprocess.run(
+                            ["umount", "-R", "-l", str(tmp)], capture_output=True, check=False
+                        )
                         shutil.rmtree(tmp, ignore_errors=True)
 
             build("base", _build_base, _salt_version())
