@@ -3,6 +3,7 @@
 import os
 import shutil
 import sys
+import time
 
 import pytest
 import salt._logging.impl as salt_logging
@@ -100,6 +101,22 @@ def cluster(request):
 
 
 _SHARED_BEDS = []
+
+
+@pytest.fixture(scope="session")
+def host_images(request):
+    """The booted hosts' cache (base root, local apt repository, one image per init; see
+    tests/testbed/hosts.py): built once on a fresh machine, checked in a second otherwise."""
+    from tests.testbed import hosts  # noqa: PLC0415
+
+    started = time.monotonic()
+    paths = hosts.ensure_images()
+    _print_now(
+        request.config,
+        f"\n[testbed] booted-host images ready in {time.monotonic() - started:.1f}s "
+        f"({', '.join(p.name for p in paths.values())})",
+    )
+    return paths
 
 
 @pytest.fixture(autouse=True, scope="module")
