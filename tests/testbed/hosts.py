@@ -204,19 +204,24 @@ def _build_base(tmp, log, salt_version):
         + ["--shell", "/bin/bash", "sxuser"],
         log,
     )
-    # Salt in a venv of the image's own python3; pip runs in the chroot (host network),
-    # with the host's pip cache
-    pip_cache = Path("/root/.cache/pip")
-    pip_cache.mkdir(parents=True, exist_ok=True)
-    shutil.copy("/etc/resolv.conf", Path(tmp) / "etc" / "resolv.conf")
-    with _chroot_mounts(tmp, [(pip_cache, "/root/.cache/pip", False)]):
-        _chroot(tmp, ["python3", "-m", "venv", "/opt/saltext-salt"], log)
-        _chroot(
-            tmp,
-            ["/opt/saltext-salt/bin/pip", "install", "-q", "--disable-pip-version-check"]
-            + [f"salt=={salt_version}"],
+    # Salt in a venv of the image's own python3 (3.11, as the host's): the host's pip (its
+    # index, certificates and constraints) makes the wheels, the image's pip installs them
+    wheels = Path(tempfile.mkdtemp(prefix="tmp-wheels-", dir=CACHE_ROOT))
+    try:
+        _run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "-w", wheels, f"salt=={salt_version}"],
             log,
         )
+        with _chroot_mounts(tmp, [(wheels, "/tmp/wheels", True)]):
+            _chroot(tmp, ["python3", "-m", "venv", "/opt/saltext-salt"], log)
+            _chroot(
+                tmp,
+                ["/opt/saltext-salt/bin/pip", "install", "-q", "--disable-pip-version-check"]
+                + ["--no-index", "--find-links=/tmp/wheels", f"salt=={salt_version}"],
+                log,
+            )
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
     _write(Path(tmp) / "etc" / "resolv.conf", "")
     _chroot(tmp, ["apt-get", "clean"], log)
 
