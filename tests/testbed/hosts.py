@@ -392,6 +392,25 @@ def _build_image(tmp, log, init, base, repo):
     _chroot(tmp, ["apt-get", "clean"], log)
 
 
+def _mounts_under(path):
+    """Mount points at or below ``path`` (deepest first)."""
+    prefix = str(path).rstrip("/")
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    found = [p for p in points if p == prefix or p.startswith(prefix + "/")]
+    return sorted(set(found), key=len, reverse=True)
+
+
+def _rmtree_unmounted(path):
+    """Delete ``path`` after unmounting whatever a killed build left mounted below it (its
+    chroot's /proc, /dev binds); never deletes through a mount that stays."""
+    for point in _mounts_under(path):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    if _mounts_under(path):
+        raise BedError(f"{path}: still has mounts {_mounts_under(path)}, not deleting it")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _gc(keys):
     keep = set(keys.values())
     for entry in CACHE_ROOT.iterdir():
@@ -403,9 +422,7 @@ def _gc(keys):
             or entry.name.startswith(".checked")
         ):
             if entry.is_dir() and not entry.is_symlink():
-                # a failed chroot build may have left mounts: never delete through them
-                subprocess.run(["umount", "-R", "-l", str(entry)], capture_output=True, check=False)
-                shutil.rmtree(entry, ignore_errors=True)
+                _rmtree_unmounted(entry)
             else:
                 entry.unlink(missing_ok=True)
 
@@ -432,10 +449,7 @@ def ensure_images(inits=INITS, log_path=None):
                     tmp.rename(paths[kind])
                 finally:
                     if tmp.exists():
-                        subprocess.run(
-                            ["umount", "-R", "-l", str(tmp)], capture_output=True, check=False
-                        )
-                        shutil.rmtree(tmp, ignore_errors=True)
+                        _rmtree_unmounted(tmp)
 
             build("base", _build_base, _salt_version())
             build("repo", _build_repo)
@@ -547,7 +561,7 @@ class Hosts:
         self.hosts[name] = host
         if host.dir.exists():
             self._unmount(host)
-            shutil.rmtree(host.dir)
+            _rmtree_unmounted(host.dir)
         self.boot(name)
         return host
 
@@ -764,7 +778,7 @@ class Hosts:
         self.stop(name)
         host = self.hosts.pop(name, None)
         if host is not None:
-            shutil.rmtree(host.dir, ignore_errors=True)
+            _rmtree_unmounted(host.dir)
         self.cluster.cli(["salt-key", "-y", "-d", name])
         self.cluster._save_state()  # noqa: SLF001
 
