@@ -361,11 +361,12 @@ def _build_image(tmp, log, init, base, repo):
     _write(root / "etc/salt/minion.d/.keep", "")
     if init == "systemd":
         _write(root / "etc/systemd/system/salt-minion.service", SALT_UNIT)
-        _chroot(tmp, ["systemctl", "enable", "salt-minion.service"], log)
+        _chroot(tmp, ["systemctl", "enable", "networking.service", "salt-minion.service"], log)
         for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "getty@tty1.service"):
             _chroot(tmp, ["systemctl", "mask", unit], log)
     elif init == "sysvinit":
         _write(root / "etc/init.d/salt-minion", SALT_INITD, 0o755)
+        _chroot(tmp, ["update-rc.d", "networking", "defaults"], log)
         _chroot(tmp, ["update-rc.d", "salt-minion", "defaults"], log)
     else:
         _write(root / "etc/init.d/salt-minion", SALT_OPENRC, 0o755)
@@ -548,7 +549,7 @@ class Hosts:
                 for i in range(100, 250)
                 if f"{self.cluster.subnet}.{i}" not in used
             )
-        return Host(name=name, init=init, ip=ip, dir=self.cluster.root / "hosts" / name)
+        return Host(name=name, init=init, ip=ip, dir=self.cluster.root / "booted" / name)
 
     # ------------------------------------------------------------------ boot
     def add(self, name, init="systemd"):
@@ -786,7 +787,7 @@ class Hosts:
         for name in list(self.hosts):
             self.stop(name)
         # overlays of hosts this process does not know (killed run, no state)
-        hosts_dir = self.cluster.root / "hosts"
+        hosts_dir = self.cluster.root / "booted"
         if hosts_dir.is_dir():
             for entry in hosts_dir.iterdir():
                 self._unmount(self._host(entry.name, "systemd", "0"))
