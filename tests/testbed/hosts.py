@@ -107,14 +107,44 @@ def _digest(*parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _source(*funcs):
+    """Source of the build steps: a changed step is a new cache key (no stale image)."""
+    import inspect  # noqa: PLC0415
+
+    return [inspect.getsource(f) for f in funcs]
+
+
 def cache_keys(salt_version=None):
-    """``{kind: "<kind>-<hash>"}`` for every cache entry of this script version."""
+    """``{kind: "<kind>-<hash>"}``: each entry's hash covers its inputs (package lists,
+    mirror, Salt version, the code that builds it) and the keys of what it is built from."""
     salt_version = salt_version or _salt_version()
-    base = "base-" + _digest(SCRIPT_VERSION, MIRROR, SUITE, BASE_PACKAGES, ACCOUNTS, salt_version)
-    repo = "repo-" + _digest(SCRIPT_VERSION, MIRROR, SUITE, REPO_PACKAGES, INIT_PACKAGES)
+    base = "base-" + _digest(
+        SCRIPT_VERSION,
+        MIRROR,
+        SUITE,
+        BASE_PACKAGES,
+        ACCOUNTS,
+        SXUSER_UID,
+        salt_version,
+        _source(_build_base, _chroot_mounts),
+    )
+    repo = "repo-" + _digest(
+        SCRIPT_VERSION, MIRROR, SUITE, REPO_PACKAGES, INIT_PACKAGES, _source(_build_repo)
+    )
     keys = {"base": base, "repo": repo}
+    image_code = _source(_build_image, _chroot_mounts)
     for init in INITS:
-        keys[init] = f"{init}-" + _digest(SCRIPT_VERSION, base, repo, init, INIT_PACKAGES[init])
+        keys[init] = f"{init}-" + _digest(
+            SCRIPT_VERSION,
+            base,
+            repo,
+            init,
+            INIT_PACKAGES[init],
+            SALT_UNIT,
+            SALT_INITD,
+            SALT_OPENRC,
+            image_code,
+        )
     return keys
 
 
