@@ -443,7 +443,12 @@ def _rmtree_unmounted(path):
 
 
 def _gc(keys):
+    """Delete entries of other keys, except an image a running host still uses (lowerdir of
+    a mounted overlay: a suite of another checkout may be running)."""
     keep = set(keys.values())
+    with open("/proc/self/mountinfo") as handle:
+        in_use = handle.read()
+    keep |= {e.name for e in CACHE_ROOT.iterdir() if f"lowerdir={e}," in in_use}
     for entry in CACHE_ROOT.iterdir():
         kind = entry.name.split("-", 1)[0]
         stale_tmp = entry.name.startswith(("tmp-", "sxt-apt-"))
