@@ -120,4 +120,4 @@ def test_remove_leaves_no_process_veth_or_mount(booted):
         with open("/proc/self/mountinfo") as handle:
             assert str(host.root) not in handle.read()
         assert not host.dir.exists()
-        assert name not in booted.hosts_file().read_text()
+        assert name not in booted.hosts_file().read_text().split()
