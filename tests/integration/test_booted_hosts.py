@@ -89,7 +89,10 @@ def test_reboot_brings_each_minion_back(booted, request):
     seconds = booted.reboot(list(KINDS))
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\n[booted hosts] reboot -> minion answers: {seconds}")
+        print(
+            f"\n[booted hosts] reboot -> minion answers (s): {seconds}; "
+            f"phases: {booted.hosts.last_reboot}"
+        )
     for name, init in KINDS.items():
         assert booted.hosts.pid1(name) != before[name]
         comm = _sh(booted, name, "cat", "/proc/1/comm").stdout.strip()

@@ -562,6 +562,7 @@ class Hosts:
         self.hosts = {}
         self.leaders = {}  # name -> supervisor session leader {"pid","start","boot"}
         self.images = None
+        self.last_reboot = {}
 
     # ------------------------------------------------------------------ state
     def state(self):
@@ -754,30 +755,41 @@ class Hosts:
         del old
 
     def reboot(self, names, timeout=120):
-        """Reboot ``names`` (in their own init's way); ``{name: seconds until the minion
-        answers again}``."""
-        started, old = {}, {}
+        """Reboot ``names`` (each in its own init's way, all at once); ``{name: seconds from
+        the reboot command until its minion answers again}``. ``self.last_reboot`` also has
+        the seconds until the new PID 1 appeared (``{name: {"init": s, "minion": s}}``)."""
+        from salt.exceptions import SaltClientError  # noqa: PLC0415
+
+        old = {name: self.pid1(name) for name in names}
+        started = time.monotonic()
         for name in names:
-            old[name] = self.pid1(name)
-            started[name] = time.monotonic()
             self._power(name, "reboot")
-        result = {}
-        for name in names:
-            deadline = started[name] + timeout
-            while True:
+        phases = {name: {} for name in names}
+        deadline = started + timeout
+        while any("minion" not in p for p in phases.values()):
+            for name in names:
+                if "init" in phases[name]:
+                    continue
                 session = _session_pids(self.leaders.get(name) or {})
-                pid = _container_init(session) if session else None
-                if pid and pid != old[name]:
-                    break
                 if not session:
                     raise BedError(f"host {name}: supervisor ended on reboot\n{self.console(name)}")
-                if time.monotonic() > deadline:
-                    raise BedError(f"host {name}: did not come back from reboot")
-                time.sleep(0.1)
-        for name in names:
-            self.cluster.wait_for_minions([name], timeout=timeout)
-            result[name] = round(time.monotonic() - started[name], 1)
-        return result
+                pid = _container_init(session)
+                if pid and pid != old[name]:
+                    phases[name]["init"] = round(time.monotonic() - started, 1)
+            waiting = [n for n, p in phases.items() if "init" in p and "minion" not in p]
+            if waiting:
+                try:
+                    answered = self.cluster._ping(waiting, timeout=1)  # noqa: SLF001
+                except SaltClientError:
+                    answered = {}
+                for name in waiting:
+                    if answered.get(name) is True:
+                        phases[name]["minion"] = round(time.monotonic() - started, 1)
+            if time.monotonic() > deadline:
+                raise BedError(f"reboot of {names}: not back after {timeout}s: {phases}")
+            time.sleep(0.2)
+        self.last_reboot = phases
+        return {name: p["minion"] for name, p in phases.items()}
 
     # ------------------------------------------------------------------ teardown
     def stop(self, name):
