@@ -143,6 +143,7 @@ def cache_keys(salt_version=None):
             SALT_UNIT,
             SALT_INITD,
             SALT_OPENRC,
+            TESTBED_SYS_OPENRC,
             image_code,
         )
     return keys
@@ -373,6 +374,29 @@ depend() {
 """
 
 
+# OpenRC's sysinit leaves a plain sysfs mounted over nspawn's /sys (which is a tmpfs with
+# the cgroup v1 tree under /sys/fs/cgroup): slurmd then fails with "No filesystem mounted
+# on /sys/fs/cgroup". Unmount that sysfs early in the boot runlevel.
+TESTBED_SYS_OPENRC = """#!/sbin/openrc-run
+description="Test bed: uncover nspawn's /sys (a sysfs over it hides /sys/fs/cgroup)"
+
+depend() {
+    before salt-minion
+}
+
+start() {
+    n=0
+    while [ "$(stat -f -c %T /sys/fs/cgroup)" = sysfs ] && [ $n -lt 3 ] &&
+        awk '$5 == "/sys" && $9 == "sysfs" { found = 1 } END { exit !found }' /proc/self/mountinfo
+    do
+        umount -l /sys
+        n=$((n + 1))
+    done
+    return 0
+}
+"""
+
+
 def _build_image(tmp, log, init, base, repo):
     _run(["cp", "-a", "--reflink=auto", f"{base}/.", tmp], log)
     root = Path(tmp)
@@ -401,6 +425,8 @@ def _build_image(tmp, log, init, base, repo):
     else:
         _write(root / "etc/init.d/salt-minion", SALT_OPENRC, 0o755)
         _chroot(tmp, ["rc-update", "add", "salt-minion", "default"], log)
+        _write(root / "etc/init.d/testbed-sys", TESTBED_SYS_OPENRC, 0o755)
+        _chroot(tmp, ["rc-update", "add", "testbed-sys", "boot"], log)
     if init in ("sysvinit", "openrc"):
         # no gettys on a container's console; inittab ignores commands over 127 chars
         inittab = root / "etc/inittab"
