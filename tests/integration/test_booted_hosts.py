@@ -102,6 +102,20 @@ def test_reboot_brings_each_minion_back(booted, request):
         assert "install ok installed" in query.stdout, name
 
 
+def test_poweroff_ends_the_host_and_boot_starts_it_again_with_its_disk(booted):
+    name = "brc"
+    host = booted.hosts.hosts[name]
+    booted.poweroff(name)
+    assert not booted.hosts.running(name)
+    assert _ip("link", "show", host.veth, check=False).returncode != 0
+    started = time.monotonic()
+    booted.boot(name)
+    assert time.monotonic() - started < 30
+    assert _sh(booted, name, "cat", "/proc/1/comm").stdout.strip() == "openrc-init"
+    query = _sh(booted, name, "dpkg-query", "-W", "-f=${Status}", "munge")
+    assert "install ok installed" in query.stdout
+
+
 def test_remove_leaves_no_process_veth_or_mount(booted):
     found = {}
     for name in KINDS:
