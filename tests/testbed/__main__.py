@@ -85,6 +85,12 @@ def main(argv=None):
     ping = bed.salt("*", "test.ping", timeout=10)
     for node in bed.nodes.values():
         print(f"  node {node.name:<6} {node.ip:<12} ping={'yes' if ping.get(node.name) else 'NO'}")
+    for host in bed.hosts.hosts.values():
+        state = "running" if bed.hosts.running(host.name) else "off"
+        print(
+            f"  host {host.name:<6} {host.ip:<12} {host.init:<8} {state:<7} "
+            f"ping={'yes' if ping.get(host.name) else 'NO'}"
+        )
     return 0
 
 
