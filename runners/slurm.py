@@ -187,6 +187,22 @@ class SaltMaster:
             load = {"id": self.opts["id"], "fun": "slurm_node.hardware", "tgt": target}
             return funcs._mine_get({**load, "tgt_type": tgt_type}, skip_verify=True) or {}
 
+    def publish_extension(self):
+        out_dir = os.path.join(self.files_dir(), wheel.WHEEL_DIR)
+        path, version = wheel.build(out_dir)
+        for name in os.listdir(out_dir):
+            if name.endswith(".whl") and name != os.path.basename(path):
+                os.unlink(os.path.join(out_dir, name))
+        # the minions' next cp.list_master must see the new wheel, not a cached file list
+        self.files_changed()
+        log.info("published saltext-slurm %s as %s", version, path)
+        return {
+            "version": version,
+            "path": path,
+            "url": cluster_files.salt_url(f"{wheel.WHEEL_DIR}/{os.path.basename(path)}"),
+            "sha256": fsutil.sha256_file(path),
+        }
+
     def forget_hardware(self, minion):
         cache = salt.cache.factory(self.opts)
         # the master keeps mine data in bank "mine", one key per minion (masterapi._mine_delete)
@@ -349,21 +365,7 @@ def publish_extension():
 
         salt-run slurm.publish_extension
     """
-    master = SaltMaster(__opts__, __salt__)
-    out_dir = os.path.join(master.files_dir(), wheel.WHEEL_DIR)
-    path, version = wheel.build(out_dir)
-    for name in os.listdir(out_dir):
-        if name.endswith(".whl") and name != os.path.basename(path):
-            os.unlink(os.path.join(out_dir, name))
-    # the minions' next cp.list_master must see the new wheel, not a cached file list
-    master.files_changed()
-    log.info("published saltext-slurm %s as %s", version, path)
-    return {
-        "version": version,
-        "path": path,
-        "url": cluster_files.salt_url(f"{wheel.WHEEL_DIR}/{os.path.basename(path)}"),
-        "sha256": fsutil.sha256_file(path),
-    }
+    return SaltMaster(__opts__, __salt__).publish_extension()
 
 
 # ---------------------------------------------------------------------- slurm.conf

@@ -1,5 +1,5 @@
 {#- Remove a node's (or controller's) Slurm presence: daemons stopped and disabled at boot,
-    key and config gone, packages of both roles purged only when
+    key and config gone, packages of both roles purged (munge removed) only when
     slurm:absent:purge_packages is true (after every daemon is dead). #}
 {%- set s = salt['slurm_node.settings']('node') %}
 
@@ -30,9 +30,18 @@ slurm-absent-file-{{ path }}:
 
 slurm-absent-packages:
   pkg.purged:
-    - pkgs: {{ packages | json }}
+    - pkgs: {{ packages | reject('equalto', 'munge') | list | json }}
     - require:
       - slurm_node: slurm-absent-munge
       - slurm_node: slurm-absent-slurmd
       - slurm_node: slurm-absent-slurmctld
+
+{#- munge is removed, not purged: Debian's munge postrm purge runs `deluser --system munge`,
+    which fails (and the purge with it) for the cluster-wide UID the account has (>= 1000,
+    slurm:munge_uid), and would drop the account every node must agree on #}
+slurm-absent-munge-package:
+  pkg.removed:
+    - name: munge
+    - require:
+      - pkg: slurm-absent-packages
 {%- endif %}

@@ -135,7 +135,9 @@ def test_absent_sls_stops_disables_and_purges_both_roles_packages(tmp_path):
     for daemon in ("slurmd", "slurmctld", "munge"):
         assert "daemon_dead" in high[f"slurm-absent-{daemon}"]["slurm_node"]
     purge = high["slurm-absent-packages"]
-    assert _arg(purge, "pkg", "pkgs") == ["munge", "slurmd", "slurm-client", "slurmctld"]
+    assert _arg(purge, "pkg", "pkgs") == ["slurmd", "slurm-client", "slurmctld"]
+    # purging munge would delete its account (cluster UID): removed only
+    assert "removed" in high["slurm-absent-munge-package"]["pkg"]
     assert _arg(purge, "pkg", "require") == [
         {"slurm_node": "slurm-absent-munge"},
         {"slurm_node": "slurm-absent-slurmd"},

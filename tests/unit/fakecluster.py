@@ -180,6 +180,14 @@ class FakeCluster:
                 out[target] = (False, 0, ["no return (minion down?)"])
                 continue
             state["tick"] += 1
+            if sls == "slurm.bootstrap":
+                installed = state.get("published", False)
+                machine["extension"] = machine.get("extension", True) or installed
+                out[target] = (installed, int(installed), [] if installed else ["no wheel"])
+                continue
+            if not machine.get("extension", True):
+                out[target] = (False, 0, [f"{sls}: 'slurm_node.settings' is not available"])
+                continue
             changed = self._state(state, target, sls, sls_id)
             out[target] = (True, changed, [])
         state["log"].append([f"state {sls_id or sls}", list(targets), []])
@@ -235,6 +243,11 @@ class FakeCluster:
         with self.edit() as state:
             state["mine"].pop(minion, None)
 
+    def publish_extension(self):
+        with self.edit() as state:
+            state["published"] = True
+        return {"version": "0.0.0", "path": "wheel", "url": "salt://wheel", "sha256": "0"}
+
     # ------------------------------------------------------------------ context
     def context(self, progress=None, clock=None):
         return Context(
@@ -272,6 +285,10 @@ class FakeCluster:
             "accounts": {"munge": [1108, 1108], "slurm": [1109, 1109]},
             "versions": {"slurm": "slurm 22.05.8"},
         }
+
+    def _sys__list_modules(self, state, target, pattern="*"):
+        have = state["machines"][target].get("extension", True)
+        return ["slurm_node"] if have and fnmatch.fnmatch("slurm_node", pattern) else []
 
     def _slurm_node__status(self, state, target):
         return self._status(state, target)

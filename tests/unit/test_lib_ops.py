@@ -249,3 +249,31 @@ def test_a_node_left_out_of_node_target_is_no_unreachable_node(fake, monkeypatch
     assert summary["result"] is True, summary
     assert "unreachable" not in summary
     assert rollout.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n2"]
+
+
+def test_deploy_installs_the_extension_on_minions_that_have_only_salt_minion(fake):
+    """Freshly installed machines (salt-minion only) become a cluster in one deploy: the
+    extension is published and installed with slurm.bootstrap on those only."""
+    with fake.edit() as state:
+        for minion in ("ctl", "n2"):
+            state["machines"][minion]["extension"] = False
+    summary = deploy.deploy(fake.context())
+    assert summary["result"] is True, summary
+    log = fake._load()["log"]  # noqa: SLF001
+    assert [entry[1] for entry in log if entry[0] == "state slurm.bootstrap"] == [["ctl", "n2"]]
+    assert any("installing 0.0.0 from the master" in s for s in summary["steps"])
+    again = deploy.deploy(fake.context())
+    assert again["result"] is True
+    log = fake._load()["log"]  # noqa: SLF001
+    assert sum(1 for entry in log if entry[0] == "state slurm.bootstrap") == 1
+
+
+def test_a_node_the_extension_cannot_reach_fails_the_others_deploy(fake):
+    with fake.edit() as state:
+        state["machines"]["n2"]["extension"] = False
+    fake.publish_extension = lambda: {"version": "0.0.0"}  # a wheel nobody can install
+    summary = deploy.deploy(fake.context())
+    assert summary["result"] is False
+    assert summary["nodes"]["n2"]["prepare"] is False, summary["nodes"]["n2"]
+    assert summary["nodes"]["n1"]["state"] is True
+    assert "n2" in summary["comment"], summary["comment"]

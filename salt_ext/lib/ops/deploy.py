@@ -34,6 +34,33 @@ def _targets(ctx, only):
     return targets, silent
 
 
+def _clean_minions(ctx, minions):
+    """Minions that answer but have no ``slurm_node`` module: salt-minion only, as a
+    freshly installed machine has (a minion that did not answer is left to the steps that
+    report it)."""
+    found = ctx.minions.call(minions, "sys.list_modules", ["slurm_node"], timeout=30)
+    return [m for m in minions if found[m]["ok"] and "slurm_node" not in (found[m]["ret"] or [])]
+
+
+def _bootstrap(ctx, minions, timeout, step):
+    """Install this extension on clean minions from the master (``slurm.bootstrap``, no
+    package index): ``{minion: [failure lines]}`` of those where it did not work."""
+    clean = _clean_minions(ctx, minions)
+    if not clean:
+        return {}
+    published = ctx.master.publish_extension()
+    step(
+        f"{', '.join(clean)}: no saltext-slurm on the minion; installing "
+        f"{published['version']} from the master (slurm.bootstrap)"
+    )
+    failed = {}
+    for minion, (ok, _, failures) in ctx.apply_state(clean, "slurm.bootstrap", timeout).items():
+        if not ok:
+            failed[minion] = failures
+            step(f"{minion}: extension install FAILED: {'; '.join(failures)[:300]}")
+    return failed
+
+
 def deploy(ctx, batch_size=10, timeout=300, only=None):
     """The summary dict: ``result``, ``controller``, ``nodes`` (per minion: prepare,
     state, changed, failures), ``unreachable``, ``rollout``, ``verify``, ``steps``."""
@@ -67,7 +94,14 @@ def _deploy(ctx, batch_size, timeout, only, entry):
             step(f"{minion}: FAILED: its minion does not answer (it is in slurm.conf)")
         else:
             step(f"WARNING: {minion} matches slurm:node_target but does not answer; left out")
-    for batch in rollout.batches(targets, batch_size):
+    not_installed = _bootstrap(ctx, [controller, *targets], timeout, step)
+    if controller in not_installed:
+        summary["comment"] = f"controller {controller}: saltext-slurm could not be installed"
+        return summary
+    for minion, failures in not_installed.items():
+        nodes[minion].update(prepare=False, failures=failures)
+    ready = [m for m in targets if m not in not_installed]
+    for batch in rollout.batches(ready, batch_size):
         for minion, (ok, changed, failures) in ctx.apply_state(
             batch, "slurm.node", timeout, sls_id="slurm-hardware-in-mine"
         ).items():

@@ -56,3 +56,9 @@ class Master:  # pragma: no cover - documents the interface
     def forget_hardware(self, minion):
         """Drop ``minion``'s hardware from the mine (works when the machine is gone)."""
         raise NotImplementedError
+
+    def publish_extension(self):
+        """Serve a wheel of this extension at ``salt://slurm_files/wheels/`` for minions
+        that have only salt-minion (``slurm.bootstrap`` installs it); returns
+        ``{"version", "path", "url", "sha256"}``."""
+        raise NotImplementedError
