@@ -623,18 +623,26 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
 @_errors_as_result
 def add_node(minion, batch_size=10, timeout=300, pillar_minion=None):
     """
-    Add a machine (matched by ``slurm:node_target``) to the cluster: packages, key and
-    hardware on it, slurm.conf re-rendered, the running cluster restarted in Slurm's order
-    for the new node definition, then ``slurm.node`` on it and a cluster-wide verify.
+    Add machines (matched by ``slurm:node_target``) to the cluster: the extension if the
+    minion has only salt-minion, packages, key and hardware on them, slurm.conf re-rendered,
+    the running cluster restarted once in Slurm's order for the new node definitions, then
+    ``slurm.node`` on them and a cluster-wide verify.
+
+    minion
+        One minion id, or a hostlist of them (``n[5-8]``, ``n5,gpu1``): one rollout for all.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run slurm.add_node n5
+        salt-run slurm.add_node 'n[5-8]'
     """
     return deploy(
-        batch_size=batch_size, timeout=timeout, pillar_minion=pillar_minion, only=[minion]
+        batch_size=batch_size,
+        timeout=timeout,
+        pillar_minion=pillar_minion,
+        only=_hostlist_arg("minion", minion),
     )
 
 

@@ -261,3 +261,78 @@ def test_absent_purges_and_disables_then_the_node_state_reinstalls(site, deploye
         ret = apply(site, node, "slurm.node")
         assert not failed(ret), (node, failed(ret))
     assert wait_for(lambda: all_idle(site), 90), sinfo(site)
+
+
+FRESH = {"fs": "systemd", "fv": "sysvinit", "fo": "openrc"}
+
+
+def test_fresh_machines_of_each_kind_join_while_a_job_runs_then_key_rotation_and_removal(
+    site, deployed, request
+):
+    """Machines with only salt-minion (the package's own munge key once munge is installed)
+    join a running cluster in one ``slurm.add_node``; a job started before keeps running
+    through the join, a munge key rotation and the removal of one of them."""
+    release = f"/tmp/{site.name}-release-{os.getpid()}"
+    sbatch = sh(
+        site,
+        CONTROLLER,
+        "sbatch",
+        "--parsable",
+        "-w",
+        "n1",
+        "--mem=32M",
+        "-o",
+        "/dev/null",
+        "--chdir=/tmp",
+        "--wrap",
+        f"for i in $(seq 600); do [ -e {release} ] && exit 0; sleep 0.5; done; exit 1",
+    )
+    assert sbatch.returncode == 0, sbatch.stderr
+    job = sbatch.stdout.strip().split(";")[0]
+
+    def job_state():
+        out = sh(site, CONTROLLER, "scontrol", "show", "job", job).stdout
+        return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), None)
+
+    try:
+        assert wait_for(lambda: job_state() == "RUNNING", 30), job_state()
+        started = time.monotonic()
+        site.add_hosts(FRESH)
+        nodes = [*COMPUTE, *FRESH]
+        site.write_pillar(
+            render_pillar(
+                controller=CONTROLLER, node_target=",".join(nodes), node_target_type="list"
+            )
+        )
+        added, proc = salt_run(site, "slurm.add_node", ",".join(FRESH))
+        assert proc.returncode == 0 and added["result"] is True, (added, proc.stderr[-3000:])
+        say(
+            request,
+            f"\n[booted cluster] 3 fresh machines booted and added in "
+            f"{time.monotonic() - started:.1f}s",
+        )
+        for name in FRESH:
+            assert installed(site, name, "slurmd"), name
+            assert site.salt(name, "slurm_node.daemon_enabled", ["slurmd"])[name] is True
+        states = sinfo(site)
+        assert sorted(states) == sorted(nodes), states
+        assert all(states[n] == "idle" for n in nodes if n != "n1"), states
+        assert job_state() == "RUNNING"
+        srun = sh(site, CONTROLLER, "srun", f"-N{len(nodes)}", "--mem=32M", "hostname")
+        assert srun.returncode == 0, srun.stderr
+        assert sorted(srun.stdout.split()) == sorted(nodes)
+
+        rotated, proc = salt_run(site, "slurm.rotate_munge_key")
+        assert proc.returncode == 0 and rotated["result"] is True, (rotated, proc.stderr[-3000:])
+        assert job_state() == "RUNNING"
+
+        removed, proc = salt_run(site, "slurm.remove_node", "fo")
+        assert proc.returncode == 0 and removed["result"] is True, (removed, proc.stderr[-3000:])
+        assert "fo" not in sinfo(site)
+        assert site.salt("fo", "slurm_node.daemon_running", ["slurmd"])["fo"] is False
+        assert job_state() == "RUNNING"
+    finally:
+        sh(site, "n1", "touch", release)
+    assert wait_for(lambda: job_state() == "COMPLETED", 60), job_state()
+    info = sh(site, CONTROLLER, "scontrol", "show", "job", job).stdout
+    assert "ExitCode=0:0" in info, info
