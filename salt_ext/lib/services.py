@@ -60,6 +60,10 @@ COMMAND_BOUND = 90
 EVIDENCE_LINES = 40
 
 
+_SYSTEMD_START = re.compile(r"systemd\[\d+\]: (Starting|Started) ")
+_SYSTEMD_VERDICT = re.compile(r"Main process exited|Failed with result|Failed to start")
+
+
 class ServiceError(RuntimeError):
     """A daemon did not start/stop/enable; ``evidence`` holds the lines that show why."""
 
@@ -313,6 +317,26 @@ class Service:
         log_lines = daemons.log_since(self.info["log"], log_size, EVIDENCE_LINES)
         lines += [f"{os.path.basename(self.info['log'])}: {line}" for line in log_lines]
         return lines or [f"nothing logged since the start ({self.info['log']}, journal)"]
+
+    def last_run(self, limit=4):
+        """Why a daemon that is not running stopped, from the init system's own record of
+        its LAST run only (systemd: the unit's journal after its last "Starting"/"Started"
+        line, the daemon's own lines first, then systemd's verdict), so ``slurm.diagnose``
+        never quotes a stale log line of an earlier run. ``[]`` for other managers (their
+        daemons' log files are read instead) or when the journal has nothing."""
+        if self.manager != "systemd":
+            return []
+        code, out, _ = self._run(
+            ["journalctl", "-u", self.name, "-n", "80", "--no-pager", "-o", "short"]
+        )
+        if code != 0:
+            return []
+        lines = [line for line in out.splitlines() if line.strip() and not line.startswith("-- ")]
+        starts = [i for i, line in enumerate(lines) if _SYSTEMD_START.search(line)]
+        run = lines[starts[-1] + 1 :] if starts else lines
+        own = [line for line in run if "systemd[" not in line]
+        verdict = [line for line in run if "systemd[" in line and _SYSTEMD_VERDICT.search(line)]
+        return [f"journal: {line}" for line in own[-limit:] + verdict[-1:]]
 
     # --- boot ---------------------------------------------------------------------------
 

@@ -784,10 +784,18 @@ def probe(lines=200):
         ("slurmctld", daemons.spec("slurmctld", conf)["log"]),
     ):
         tail = daemons.log_tail(path, lines)
-        if not tail:
-            continue
-        logs[label] = [line for line in tail if scontrol.is_telling(line)][-8:]
-        logs[label + "_last"] = tail[-3:]
+        if tail:
+            logs[label] = [line for line in tail if scontrol.is_telling(line)][-8:]
+            logs[label + "_last"] = tail[-3:]
+        daemon = "munge" if label == "munged" else label
+        if (result.get("daemons") or {}).get(daemon) is False and plan["service_manager"] in (
+            services.MANAGERS
+        ):
+            # why it is not running, from its last run only: a daemon that died on a bad
+            # option under systemd never wrote its log file, whose lines are an older run's
+            journal = _service(daemon, plan, plan["service_manager"], conf).last_run()
+            if journal:
+                logs[label + "_last"] = journal
     result["logs"] = logs
     return result
 

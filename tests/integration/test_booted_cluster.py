@@ -200,6 +200,13 @@ def test_slurmd_dying_at_start_fails_the_state_with_its_journal_and_deploy_exits
         comment = problems["slurm-slurmd"]
         assert "no-such-option" in comment or "unrecognized" in comment, comment
         assert site.salt("hs", "slurm_node.daemon_running", ["slurmd"])["hs"] is False
+        # diagnose quotes the journal of this failed start, not an old slurmd.log line
+        report, proc = salt_run(site, "slurm.diagnose", "nodes=hs")
+        assert proc.returncode != 0, report
+        evidence = " ".join(
+            line for cause in report["nodes"]["hs"]["causes"] for line in cause["evidence"]
+        )
+        assert "no-such-option" in evidence, report["nodes"]["hs"]
         # the runner's default (table) output exits 1 too (it used to exit 0 with a table
         # naming the failed node; JSON output: tests/integration/test_slurm_ops.py)
         _, proc = salt_run(site, "slurm.deploy", out_json=False)

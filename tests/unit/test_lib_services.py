@@ -497,3 +497,38 @@ def test_sysvinit_with_slurm_conf_missing_is_not_running(host, tmp_path):
     assert svc.info["pidfile"] == "/run/slurmd.pid"  # Slurm's default without a conf
     assert svc.running() is False
     assert host.calls == []
+
+
+JOURNAL = """\
+Nov 28 10:00:01 n1 systemd[1]: Starting slurmd.service - Slurm node daemon...
+Nov 28 10:00:01 n1 slurmd[90]: slurmd: error: an OLD run's error
+Nov 28 10:00:02 n1 systemd[1]: Started slurmd.service - Slurm node daemon.
+Nov 28 10:05:00 n1 systemd[1]: Stopping slurmd.service - Slurm node daemon...
+Nov 28 10:06:00 n1 systemd[1]: Started slurmd.service - Slurm node daemon.
+Nov 28 10:06:00 n1 slurmd[120]: slurmd: unrecognized option '--no-such-option'
+Nov 28 10:06:00 n1 slurmd[120]: Usage: slurmd [OPTIONS]
+Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Main process exited, code=exited, status=1/FAILURE
+Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Failed with result 'exit-code'.
+"""
+
+
+def test_last_run_quotes_the_journal_of_the_last_start_only(host, conf):
+    host.handlers[("journalctl",)] = lambda argv: (0, JOURNAL, "")
+    lines = service(host, "systemd", conf).last_run()
+    assert lines == [
+        "journal: Nov 28 10:06:00 n1 slurmd[120]: slurmd: unrecognized option '--no-such-option'",
+        "journal: Nov 28 10:06:00 n1 slurmd[120]: Usage: slurmd [OPTIONS]",
+        "journal: Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Failed with result 'exit-code'.",
+    ]
+    assert not any("OLD run" in line for line in lines)
+
+
+@pytest.mark.parametrize("manager", ["sysvinit", "openrc"])
+def test_last_run_is_empty_without_a_journal(host, conf, manager):
+    assert service(host, manager, conf).last_run() == []
+    assert not host.commands("journalctl")
+
+
+def test_last_run_survives_a_journal_that_fails(host, conf):
+    host.handlers[("journalctl",)] = lambda argv: (1, "", "No journal files were found.")
+    assert service(host, "systemd", conf).last_run() == []

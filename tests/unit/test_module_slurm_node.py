@@ -58,6 +58,7 @@ class FakeServices:
         self.enabled = {}
         self.fail = {}
         self.made = []
+        self.journal = {}
 
     def __call__(self, daemon, plan, manager, conf):
         name = slurm_node._service_name(daemon, plan)
@@ -88,6 +89,9 @@ class FakeServices:
 
             def enabled(self):
                 return self._do("enabled", fake.enabled.get(name, True))
+
+            def last_run(self):
+                return self._do("last_run", fake.journal.get(name, []))
 
             def set_boot(self, enable):
                 changed = fake.enabled.get(name, True) != enable
@@ -1114,3 +1118,27 @@ def test_node_jobs_pending_lists_only_jobs_asking_for_the_node(loader, monkeypat
     command.run.assert_called_once_with(
         ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"], timeout=30
     )
+
+
+def test_probe_quotes_the_journal_of_a_dead_daemons_last_run_not_its_old_log(
+    probed, fake_commands, monkeypatch
+):
+    """Issue 13: diagnose quoted slurmd.log lines of an earlier run for a slurmd that had
+    died at start under systemd (a bad option: it never wrote its log)."""
+    old = ["[2026-11-27T10:00:00] error: an old run's complaint"]
+    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: old)
+    monkeypatch.setattr(
+        slurm_node,
+        "status",
+        lambda: {
+            "slurm_conf_hash": "sha256:c",
+            "daemons": {"munge": True, "slurmd": False},
+            "health": {"munge": {"state": "running"}},
+        },
+    )
+    probed_journal = ["journal: slurmd[120]: slurmd: unrecognized option '--no-such-option'"]
+    slurm_node._service.journal["slurmd"] = probed_journal  # noqa: SLF001
+    result = slurm_node.probe()
+    assert result["logs"]["slurmd_last"] == probed_journal
+    assert result["logs"]["munged_last"] == old  # munged runs: its log is not replaced
+    assert ("last_run", "munge") not in slurm_node._service.actions("last_run")  # noqa: SLF001
