@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import hostlist, keyvault, ops, provision, render_conf, scale
+from bench import hostlist, hosts, keyvault, ops, provision, render_conf, scale
 
 BENCHMARKS = {
     "hostlist": hostlist.run,
@@ -11,6 +11,7 @@ BENCHMARKS = {
     "ops": ops.run,
     "keyvault": keyvault.run,
     "scale": scale.run,
+    "hosts": hosts.run,
 }
 
 
