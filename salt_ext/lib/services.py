@@ -58,10 +58,29 @@ KILL_BOUND = 5
 POLL = 0.2
 COMMAND_BOUND = 90
 EVIDENCE_LINES = 40
+JOURNAL_LINES = 6  # the daemon's own lines of one failed start that a state comment quotes
 
 
 _SYSTEMD_START = re.compile(r"systemd\[\d+\]: (Starting|Started) ")
 _SYSTEMD_VERDICT = re.compile(r"Main process exited|Failed with result|Failed to start")
+_COMPLAINT = re.compile(
+    r"error|fatal|unrecognized|invalid|denied|refus|cannot|can't|unable|not found|no such",
+    re.IGNORECASE,
+)
+
+
+def journal_story(lines, limit):
+    """The journal lines of a unit's LAST run (after its last "Starting"/"Started" line):
+    the daemon's own complaints (error, fatal, unrecognized option ...) or, when it made
+    none, its first lines, then systemd's verdict ("Main process exited ..."). A usage
+    text of 25 lines or an earlier run's errors never crowd out the line that says why."""
+    lines = [line for line in lines if line.strip() and not line.startswith("-- ")]
+    starts = [i for i, line in enumerate(lines) if _SYSTEMD_START.search(line)]
+    run = lines[starts[-1] + 1 :] if starts else lines
+    own = [line for line in run if "systemd[" not in line]
+    complaints = [line for line in own if _COMPLAINT.search(line)]
+    verdict = [line for line in run if "systemd[" in line and _SYSTEMD_VERDICT.search(line)]
+    return [f"journal: {line}" for line in (complaints[:limit] or own[:limit]) + verdict[-2:]]
 
 
 class ServiceError(RuntimeError):
@@ -309,11 +328,7 @@ class Service:
                     str(EVIDENCE_LINES),
                 ]
             )
-            lines += [
-                f"journal: {line}"
-                for line in out.splitlines()
-                if line.strip() and not line.startswith("-- ")
-            ]
+            lines += journal_story(out.splitlines(), JOURNAL_LINES)
         log_lines = daemons.log_since(self.info["log"], log_size, EVIDENCE_LINES)
         lines += [f"{os.path.basename(self.info['log'])}: {line}" for line in log_lines]
         return lines or [f"nothing logged since the start ({self.info['log']}, journal)"]
@@ -331,12 +346,7 @@ class Service:
         )
         if code != 0:
             return []
-        lines = [line for line in out.splitlines() if line.strip() and not line.startswith("-- ")]
-        starts = [i for i, line in enumerate(lines) if _SYSTEMD_START.search(line)]
-        run = lines[starts[-1] + 1 :] if starts else lines
-        own = [line for line in run if "systemd[" not in line]
-        verdict = [line for line in run if "systemd[" in line and _SYSTEMD_VERDICT.search(line)]
-        return [f"journal: {line}" for line in own[-limit:] + verdict[-1:]]
+        return journal_story(out.splitlines(), limit)
 
     # --- boot ---------------------------------------------------------------------------
 

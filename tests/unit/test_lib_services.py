@@ -499,7 +499,8 @@ def test_sysvinit_with_slurm_conf_missing_is_not_running(host, tmp_path):
     assert host.calls == []
 
 
-JOURNAL = """\
+JOURNAL = (
+    """\
 Nov 28 10:00:01 n1 systemd[1]: Starting slurmd.service - Slurm node daemon...
 Nov 28 10:00:01 n1 slurmd[90]: slurmd: error: an OLD run's error
 Nov 28 10:00:02 n1 systemd[1]: Started slurmd.service - Slurm node daemon.
@@ -507,9 +508,15 @@ Nov 28 10:05:00 n1 systemd[1]: Stopping slurmd.service - Slurm node daemon...
 Nov 28 10:06:00 n1 systemd[1]: Started slurmd.service - Slurm node daemon.
 Nov 28 10:06:00 n1 slurmd[120]: slurmd: unrecognized option '--no-such-option'
 Nov 28 10:06:00 n1 slurmd[120]: Usage: slurmd [OPTIONS]
-Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Main process exited, code=exited, status=1/FAILURE
-Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Failed with result 'exit-code'.
 """
+    + "".join(
+        f"Nov 28 10:06:00 n1 slurmd[120]:    -{c}   an option of slurmd's usage text\n"
+        for c in "bcCdDfFGhLMnNsvVZ"
+    )
+    + "Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Main process exited, code=exited, "
+    "status=1/FAILURE\n"
+    "Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Failed with result 'exit-code'.\n"
+)
 
 
 def test_last_run_quotes_the_journal_of_the_last_start_only(host, conf):
@@ -517,7 +524,8 @@ def test_last_run_quotes_the_journal_of_the_last_start_only(host, conf):
     lines = service(host, "systemd", conf).last_run()
     assert lines == [
         "journal: Nov 28 10:06:00 n1 slurmd[120]: slurmd: unrecognized option '--no-such-option'",
-        "journal: Nov 28 10:06:00 n1 slurmd[120]: Usage: slurmd [OPTIONS]",
+        "journal: Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Main process exited, "
+        "code=exited, status=1/FAILURE",
         "journal: Nov 28 10:06:00 n1 systemd[1]: slurmd.service: Failed with result 'exit-code'.",
     ]
     assert not any("OLD run" in line for line in lines)
@@ -532,3 +540,16 @@ def test_last_run_is_empty_without_a_journal(host, conf, manager):
 def test_last_run_survives_a_journal_that_fails(host, conf):
     host.handlers[("journalctl",)] = lambda argv: (1, "", "No journal files were found.")
     assert service(host, "systemd", conf).last_run() == []
+
+
+def test_journal_story_without_complaints_gives_the_first_lines_of_the_run():
+    lines = [
+        "Nov 28 10:00:00 n1 systemd[1]: Started munge.service - MUNGE.",
+        "Nov 28 10:00:00 n1 munged[5]: munged: Info: starting up",
+        "Nov 28 10:00:01 n1 munged[5]: munged: Info: something else",
+        "Nov 28 10:00:02 n1 systemd[1]: munge.service: Main process exited, code=killed",
+    ]
+    assert services.journal_story(lines, 1) == [
+        "journal: Nov 28 10:00:00 n1 munged[5]: munged: Info: starting up",
+        "journal: Nov 28 10:00:02 n1 systemd[1]: munge.service: Main process exited, code=killed",
+    ]
