@@ -12,8 +12,8 @@ import os
 import salt.utils.crypt
 from salt.exceptions import SaltRunnerError
 
+from salt_ext import runner_support
 from salt_ext.lib import keyvault as kv
-from salt_ext.lib import runner_util
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ def __virtual__():
     return __virtualname__
 
 
-_errors_as_result = runner_util.errors_as_result("keyvault", kv.KeyVaultError)
+_errors_as_result = runner_support.errors_as_result("keyvault", kv.KeyVaultError)
 
 
 def _fire(tag, data):
-    runner_util.fire_master_event(__opts__, tag, data)
+    runner_support.fire_master_event(__opts__, tag, data)
 
 
 def _cfg():

@@ -22,6 +22,7 @@ import salt.pillar
 import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
+from salt_ext import runner_support
 from salt_ext.lib import (
     cluster_files,
     clusterops,
@@ -29,7 +30,6 @@ from salt_ext.lib import (
     fsutil,
     hostlist,
     journal,
-    runner_util,
     settings,
     wheel,
 )
@@ -47,7 +47,7 @@ def __virtual__():
     return __virtualname__
 
 
-_errors_as_result = runner_util.errors_as_result("slurm", journal.LockBusy, OpError)
+_errors_as_result = runner_support.errors_as_result("slurm", journal.LockBusy, OpError)
 
 
 # ---------------------------------------------------------------------- the ports
@@ -183,7 +183,7 @@ class SaltMaster:
     def mine_hardware(self, target="*", tgt_type="glob"):
         # what Salt's mine.get runner does, with its MasterMinion destroyed afterwards (the
         # runner leaves it to the garbage collector: an "unclosed MasterMinion" warning each)
-        with runner_util.remote_funcs(self.opts) as funcs:
+        with runner_support.remote_funcs(self.opts) as funcs:
             load = {"id": self.opts["id"], "fun": "slurm_node.hardware", "tgt": target}
             return funcs._mine_get({**load, "tgt_type": tgt_type}, skip_verify=True) or {}
 
@@ -271,14 +271,14 @@ def _progress(message):
     operation). Not through ``__jid_event__``: ``salt-run`` prints those events on stdout."""
     log.info("slurm: %s", message)
     print(f"[slurm {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-    jid = runner_util.current_jid()
+    jid = runner_support.current_jid()
     data = {"message": message, "jid": jid}
     # one line of many: a bus that is down is worth a debug line, not a warning per step
     if jid:
-        runner_util.fire_master_event(
+        runner_support.fire_master_event(
             __opts__, f"salt/run/{jid}/progress", data, level=logging.DEBUG
         )
-    runner_util.fire_master_event(__opts__, "salt/slurm/progress", data, level=logging.DEBUG)
+    runner_support.fire_master_event(__opts__, "salt/slurm/progress", data, level=logging.DEBUG)
 
 
 def _ctx(pillar_minion=None):

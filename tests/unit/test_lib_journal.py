@@ -122,9 +122,9 @@ def test_a_torn_journal_does_not_block_operations(jrnl):
 
 
 def test_runner_arguments_that_do_not_bind_are_a_failure_with_exit_1():
-    from salt_ext.lib import runner_util  # noqa: PLC0415
+    from salt_ext import runner_support  # noqa: PLC0415
 
-    @runner_util.errors_as_result("slurm")
+    @runner_support.errors_as_result("slurm")
     def drain(nodes, reason):
         return {"result": True}
 

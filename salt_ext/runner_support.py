@@ -1,6 +1,9 @@
 """What every runner module of this extension does the same way: errors come back as a
 result with ``retcode: 1`` (``salt-run`` exits 1) instead of Salt's traceback dump, and
-events go to the master's bus without ever failing the run."""
+events go to the master's bus without ever failing the run.
+
+It imports Salt, so it lives outside :mod:`salt_ext.lib` (which is Salt-free); only
+runner modules use it."""
 
 import contextlib
 import contextvars

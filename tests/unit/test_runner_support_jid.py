@@ -1,19 +1,19 @@
-"""The runner's job id as Salt's runner client hands it over (see runner_util._take_jid)."""
+"""The runner's job id as Salt's runner client hands it over (see runner_support._take_jid)."""
 
-from salt_ext.lib import runner_util
+from salt_ext import runner_support
 
 
 def _entry_points():
     seen = []
 
-    @runner_util.errors_as_result("slurm")
+    @runner_support.errors_as_result("slurm")
     def inner():
-        seen.append(("inner", runner_util.current_jid()))
+        seen.append(("inner", runner_support.current_jid()))
         return {"result": True}
 
-    @runner_util.errors_as_result("slurm")
+    @runner_support.errors_as_result("slurm")
     def outer():
-        seen.append(("outer", runner_util.current_jid()))
+        seen.append(("outer", runner_support.current_jid()))
         inner()
         return {"result": True}
 
@@ -26,7 +26,7 @@ def test_the_injected_jid_is_seen_during_the_call_and_nested_calls_then_gone():
     outer.__globals__["__jid__"] = "20261128101500123456"
     outer()
     assert seen == [("outer", "20261128101500123456"), ("inner", "20261128101500123456")]
-    assert runner_util.current_jid() is None
+    assert runner_support.current_jid() is None
     seen.clear()
     outer()  # the next call without an injection never sees the old job id
     assert seen == [("outer", None), ("inner", None)]
