@@ -43,16 +43,6 @@ class RolloutError(RuntimeError):
         super().__init__(f"{step} failed on {', '.join(sorted(failed))}")
 
 
-def conf_nodes(conf_text, extra_keys=()):
-    """NodeNames a slurm.conf defines, hostlists expanded, DEFAULT skipped, in file order."""
-    conf = slurmconf.parse(conf_text, "slurm.conf", extra_keys)
-    names = []
-    for record in conf.records("NodeName"):
-        if record.name.upper() != "DEFAULT":
-            names += hostlist.expand(record.name)
-    return names
-
-
 def worse(one, two):
     """The class that does both ``one`` and ``two``."""
     return slurmconf.worse_class(one, two)

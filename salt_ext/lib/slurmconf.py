@@ -44,6 +44,7 @@ import difflib
 import itertools
 import re
 
+from salt_ext.lib import hostlist
 from salt_ext.lib.slurmconf_keys import KEYS, RECORD_KEYS, REMOVED_KEYS
 
 RECORD_KINDS = ("NodeName", "PartitionName", "NodeSet", "DownNodes", "FrontendName")
@@ -1162,3 +1163,13 @@ def classify_files(changes, extra_keys=()):
         total = worse_class(total, result["class"])
         reasons.extend(f"{name}: {reason}" for reason in result["reasons"])
     return {"class": total, "reasons": reasons}
+
+
+def conf_nodes(conf_text, extra_keys=()):
+    """NodeNames a slurm.conf defines, hostlists expanded, DEFAULT skipped, in file order."""
+    conf = parse(conf_text, "slurm.conf", extra_keys)
+    names = []
+    for record in conf.records("NodeName"):
+        if record.name.upper() != "DEFAULT":
+            names += hostlist.expand(record.name)
+    return names

@@ -24,7 +24,6 @@ from salt_ext.lib import (
     daemons,
     fsutil,
     hostlist,
-    rollout,
     scontrol,
     services,
     slurmconf,
@@ -803,7 +802,7 @@ def probe(lines=200):
 def _conf_node_names(conf_path):
     """NodeNames a slurm.conf file defines (hostlists expanded)."""
     with open(conf_path, encoding="utf-8") as handle:
-        return set(rollout.conf_nodes(handle.read()))
+        return set(slurmconf.conf_nodes(handle.read()))
 
 
 def cluster_nodes():

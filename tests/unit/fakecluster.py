@@ -15,7 +15,7 @@ import fnmatch
 import json
 import os
 
-from salt_ext.lib import cluster_files, fsutil, hostlist, journal, rollout, settings, slurmconf
+from salt_ext.lib import cluster_files, fsutil, hostlist, journal, settings, slurmconf
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.ops.context import Context
 from salt_ext.lib.ops.masterfiles import MasterKeys
@@ -414,6 +414,6 @@ class FakeCluster:
 
 def _names(conf):
     try:
-        return rollout.conf_nodes(conf)
+        return slurmconf.conf_nodes(conf)
     except slurmconf.ConfError:
         return []

@@ -166,11 +166,6 @@ def test_drift_on_a_node_only_is_fixed_by_reconfigure():
     assert any("n2" in reason for reason in report["reasons"])
 
 
-def test_conf_nodes_expands_hostlists_and_skips_default():
-    text = "NodeName=DEFAULT CPUs=2\nNodeName=n[1-2] RealMemory=5\nNodeName=g01\n"
-    assert rollout.conf_nodes("ClusterName=x\nSlurmctldHost=ctl\n" + text) == ["n1", "n2", "g01"]
-
-
 @pytest.mark.parametrize(
     "size, expected", [(2, [[1, 2], [3]]), (10, [[1, 2, 3]]), (0, [[1], [2], [3]])]
 )

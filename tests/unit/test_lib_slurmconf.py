@@ -892,3 +892,8 @@ def test_many_edits_keep_the_records_right():
         conf.add_record("NodeName", [("NodeName", f"n{i}"), ("CPUs", "4")])
     conf.remove_records("NodeName", [f"n{i}" for i in range(0, 4000, 2)])
     assert [r.name for r in conf.records("NodeName")] == [f"n{i}" for i in range(1, 4000, 2)]
+
+
+def test_conf_nodes_expands_hostlists_and_skips_default():
+    text = "NodeName=DEFAULT CPUs=2\nNodeName=n[1-2] RealMemory=5\nNodeName=g01\n"
+    assert slurmconf.conf_nodes("ClusterName=x\nSlurmctldHost=ctl\n" + text) == ["n1", "n2", "g01"]

@@ -1,7 +1,7 @@
 """What every operation of one runner call shares: the ports, the settings (compiled once),
 the master's files, the journal, progress lines, and the cluster's shape."""
 
-from salt_ext.lib import confgen, rollout, slurmconf
+from salt_ext.lib import confgen, slurmconf
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.ops.masterfiles import ConfStore, MasterKeys
 from salt_ext.lib.ops.ports import Clock
@@ -58,7 +58,7 @@ class Context:
             if isinstance(data, dict)
         }
         try:
-            nodes = rollout.conf_nodes(conf_text, self.extra_keys)
+            nodes = slurmconf.conf_nodes(conf_text, self.extra_keys)
         except slurmconf.ConfError as err:
             raise OpError(f"the master's slurm.conf does not parse: {err}") from err
         return {node: by_name.get(node, node) for node in nodes if node != self.controller}
