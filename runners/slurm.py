@@ -23,20 +23,12 @@ import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
 from salt_ext import runner_support
-from salt_ext.lib import (
-    cluster_files,
-    clusterops,
-    diagnosis,
-    fsutil,
-    hostlist,
-    journal,
-    settings,
-    wheel,
-)
+from salt_ext.lib import cluster_files, clusterops, diagnosis, hostlist, journal, settings, wheel
 from salt_ext.lib.ops import OpError, conf, context, health, keys
 from salt_ext.lib.ops import deploy as deploy_op
 from salt_ext.lib.ops import nodes as node_ops
 from salt_ext.lib.ops.nodes import REMOVE_REASON
+from salt_ext.lib.util import fsutil
 
 log = logging.getLogger(__name__)
 

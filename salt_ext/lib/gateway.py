@@ -140,7 +140,7 @@ named otherwise):
     ``Limits.max_hosts``, and no number above :data:`MAX_HOST_NUMBER` (a range ending at
     2^64-1 never ends in Slurm). Field widths of 10^7 segfault sinfo and squeue: widths
     are capped at ``Limits.max_format_width``. Whatever still prints or runs too long is
-    killed with its process group by :mod:`salt_ext.lib.outcap` (``max_output_bytes``,
+    killed with its process group by :mod:`salt_ext.lib.util.outcap` (``max_output_bytes``,
     the timeout). All limits come from pillar ``slurm:cmd`` (:func:`limits_from_pillar`).
     Tests: ``HOSTILE_11`` ids ``hostnames-*``, ``*-product``, ``*-width*``;
     ``test_hostlist_cap_is_inclusive_and_comes_from_limits``;

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 
-from salt_ext.lib import fsutil
+from salt_ext.lib.util import fsutil
 
 HISTORY = 20
 _local = threading.local()

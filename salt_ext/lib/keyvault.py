@@ -222,7 +222,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
 
-from salt_ext.lib import fsutil
+from salt_ext.lib.util import fsutil
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import urllib.parse
 
 from cryptography.hazmat.primitives import serialization
 
-from salt_ext.lib import fsutil
 from salt_ext.lib import keyvault as kv
+from salt_ext.lib.util import fsutil
 
 DROP_IN = "keyvault.conf"
 TOKEN_ENV = "SALT_KEYVAULT_TOKEN"  # noqa: S105 - a variable name, not a secret

@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import os
 
-from salt_ext.lib import command, fsutil
+from salt_ext.lib.util import command, fsutil
 
 DEFAULT_KEY_PATH = "/etc/munge/munge.key"
 # munged refuses keys shorter than 32 bytes; `mungekey` makes 1024-bit keys by default.

@@ -29,7 +29,8 @@ The cluster is reached through ``minions.call(targets, fun, arg, timeout)`` retu
 not ok), so this module has no Salt imports and is unit-tested with a fake.
 """
 
-from salt_ext.lib import cluster_files, fsutil, hostlist, slurmconf
+from salt_ext.lib import cluster_files, hostlist, slurmconf
+from salt_ext.lib.util import fsutil
 
 CONF_FILES = cluster_files.CONF_FILES
 

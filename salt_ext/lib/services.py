@@ -48,7 +48,8 @@ import re
 import signal
 import time
 
-from salt_ext.lib import command, daemons
+from salt_ext.lib import daemons
+from salt_ext.lib.util import command
 
 MANAGERS = ("systemd", "sysvinit", "openrc")
 START_BOUND = 15

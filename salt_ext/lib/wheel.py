@@ -14,7 +14,7 @@ import io
 import os
 import zipfile
 
-from salt_ext.lib import fsutil
+from salt_ext.lib.util import fsutil
 
 DIST = "saltext-slurm"
 WHEEL_DIR = "wheels"

@@ -12,7 +12,8 @@ import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway, outcap
+from salt_ext.lib import gateway
+from salt_ext.lib.util import outcap
 
 __virtualname__ = "slurm"
 

@@ -17,20 +17,11 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import (
-    cluster_files,
-    command,
-    confgen,
-    daemons,
-    fsutil,
-    hostlist,
-    scontrol,
-    services,
-    slurmconf,
-)
+from salt_ext.lib import cluster_files, confgen, daemons, hostlist, scontrol, services, slurmconf
 from salt_ext.lib import hardware as hardware_lib
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib import settings as settings_lib
+from salt_ext.lib.util import command, fsutil
 
 __virtualname__ = "slurm_node"
 

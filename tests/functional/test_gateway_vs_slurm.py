@@ -21,7 +21,8 @@ import pytest
 import salt.config
 import salt.loader
 
-from salt_ext.lib import gateway, outcap
+from salt_ext.lib import gateway
+from salt_ext.lib.util import outcap
 
 BINARIES = {name: shutil.which(name) for name in gateway.COMMANDS}
 MISSING = sorted(name for name, path in BINARIES.items() if path is None)

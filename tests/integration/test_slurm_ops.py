@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from salt_ext.lib import fsutil
+from salt_ext.lib.util import fsutil
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import (
     BusLog,

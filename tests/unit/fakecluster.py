@@ -15,10 +15,11 @@ import fnmatch
 import json
 import os
 
-from salt_ext.lib import cluster_files, fsutil, hostlist, journal, settings, slurmconf
+from salt_ext.lib import cluster_files, hostlist, journal, settings, slurmconf
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.ops.context import Context
 from salt_ext.lib.ops.masterfiles import MasterKeys
+from salt_ext.lib.util import fsutil
 
 CONTROLLER = "ctl"
 NODES = ("n1", "n2", "n3")

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from salt_ext.lib import fsutil
+from salt_ext.lib.util import fsutil
 
 
 def test_atomic_write_sets_mode_and_content(tmp_path):

@@ -1,4 +1,4 @@
-"""``salt_ext.lib.outcap``: the supervisor that caps a slurm.cmd command's output and time.
+"""``salt_ext.lib.util.outcap``: the supervisor that caps a slurm.cmd command's output and time.
 
 Real processes (sh, yes, sleep), no mocks: what is tested is process-group handling.
 """
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from salt_ext.lib import outcap
+from salt_ext.lib.util import outcap
 
 
 def _run(argv, max_bytes=1000, seconds=10, **popen):
@@ -92,7 +92,7 @@ def test_verdict_only_from_the_supervisors_exit_codes():
 @pytest.mark.parametrize(("script", "code"), [("echo ok", 0), ("exec yes", outcap.EXIT_OUTPUT)])
 def test_wrap_runs_the_supervisor_as_its_own_isolated_python(script, code):
     argv = outcap.wrap(["sh", "-c", script], 64, 10)
-    assert argv[1:4] == ["-I", "-m", "salt_ext.lib.outcap"]
+    assert argv[1:4] == ["-I", "-m", "salt_ext.lib.util.outcap"]
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": "/nonexistent"}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
     assert proc.returncode == code, proc.stderr

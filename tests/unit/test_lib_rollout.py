@@ -2,7 +2,8 @@
 
 import pytest
 
-from salt_ext.lib import fsutil, rollout
+from salt_ext.lib import rollout
+from salt_ext.lib.util import fsutil
 from tests.unit.fakeports import PingViaCall
 
 OLD = """\

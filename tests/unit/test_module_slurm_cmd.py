@@ -10,7 +10,8 @@ import salt.utils.args
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway, outcap
+from salt_ext.lib import gateway
+from salt_ext.lib.util import outcap
 from salt_ext.modules import slurm
 
 USERS = {"alice": 1001, "root": 0}
@@ -47,7 +48,7 @@ def _run_all(loader):
 def _supervised(call):
     """(max_bytes, seconds, Slurm argv) from the outcap supervisor argv cmd.run_all got."""
     argv = call.args[0]
-    assert argv[:4] == [sys.executable, "-I", "-m", "salt_ext.lib.outcap"]
+    assert argv[:4] == [sys.executable, "-I", "-m", "salt_ext.lib.util.outcap"]
     assert call.kwargs.get("runas") is None  # the supervisor switches to runas itself
     rest = argv[6:]
     if rest[0] == "--runas":

@@ -11,7 +11,8 @@ from unittest.mock import MagicMock, call
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import command, daemons, scontrol, services
+from salt_ext.lib import daemons, scontrol, services
+from salt_ext.lib.util import command
 from salt_ext.modules import slurm_node
 
 DEBIAN_GRAINS = {

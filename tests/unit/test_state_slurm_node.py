@@ -11,7 +11,7 @@ from unittest.mock import MagicMock
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from salt_ext.lib import command
+from salt_ext.lib.util import command
 from salt_ext.states import slurm_node
 
 USER = pwd.getpwuid(os.getuid()).pw_name

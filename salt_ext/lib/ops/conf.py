@@ -4,8 +4,9 @@ operation left (the journal's interrupted entries) before anything else."""
 
 import time
 
-from salt_ext.lib import cluster_files, confgen, fsutil, rollout, slurmconf
+from salt_ext.lib import cluster_files, confgen, rollout, slurmconf
 from salt_ext.lib.ops import OpError
+from salt_ext.lib.util import fsutil
 
 
 def _read_base(ctx, base):

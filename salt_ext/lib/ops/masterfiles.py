@@ -6,9 +6,10 @@ import os
 import shutil
 import time
 
-from salt_ext.lib import cluster_files, fsutil
+from salt_ext.lib import cluster_files
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib.ops import OpError
+from salt_ext.lib.util import fsutil
 
 HISTORY_DIR = ".history"
 

@@ -1,4 +1,4 @@
-"""Run a command with its output and wall time capped: ``python -I -m salt_ext.lib.outcap``.
+"""Run a command with its output and wall time capped: ``python -I -m salt_ext.lib.util.outcap``.
 
 ``slurm.cmd`` runs Slurm clients through Salt's ``cmd.run_all``, which keeps every byte of
 output in the minion's memory and on timeout kills only the process it started. Slurm
