@@ -8,7 +8,7 @@ python-hostlist (``collect_hostlist`` / ``expand_hostlist``) measured in the sam
 import statistics
 import time
 
-from salt_ext.lib import hostlist
+from salt_ext.lib.conf import hostlist
 
 N_NAMES = 100_000
 ROUNDS = 5
@@ -41,7 +41,7 @@ def run():
     names = _names()
     print(f"\n[hostlist] compress + expand of {len(names):,} names ({ROUNDS} runs)")
     ours = _median(hostlist.compress, hostlist.expand, names)
-    print(f"  ours (salt_ext.lib.hostlist):   median {ours:7.4f} s")
+    print(f"  ours (salt_ext.lib.conf.hostlist):   median {ours:7.4f} s")
     try:
         import hostlist as python_hostlist  # noqa: PLC0415 -- optional, measured only
     except ImportError:

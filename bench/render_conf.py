@@ -9,7 +9,7 @@ do; the grouping part prints the NodeName lines and slurm.conf bytes for 10,000 
   warning each),
 * ``±64 MiB`` and ``±512 MiB``: uniform jitter in MiB.
 
-The speed part times ``confgen.render`` plus re-parsing the result (what the runner does to
+The speed part times ``generate.render`` plus re-parsing the result (what the runner does to
 classify the change) for 100,000 nodes (±1 % jitter with missing DIMMs), median of 5 runs.
 Both parts also run in a subprocess on the salt_ext of ``BASELINE`` (the commit before the
 grouping and the speed-up) when git can export it, so lines, bytes and the speed ratio are
@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 
-from salt_ext.lib import confgen, settings, slurmconf
+from salt_ext.lib import settings
+from salt_ext.lib.conf import generate, model
 
 N_NODES = 10_000
 N_SPEED = 100_000
@@ -106,8 +107,8 @@ def speed_runs(n_nodes=N_SPEED, rounds=ROUNDS):
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        out = confgen.render(cfg, nodes)
-        slurmconf.parse(out["files"]["slurm.conf"])
+        out = generate.render(cfg, nodes)
+        model.parse(out["files"]["slurm.conf"])
         times.append(time.perf_counter() - started)
     return times
 
@@ -117,7 +118,7 @@ def figures():
     cfg = cluster_settings()
     lines = []
     for _label, jitter, broken in JITTERS:
-        out = confgen.render(cfg, mine(N_NODES, jitter, broken))
+        out = generate.render(cfg, mine(N_NODES, jitter, broken))
         lines.append(
             [out["node_lines"], len(out["files"]["slurm.conf"]), len(out.get("warnings", ()))]
         )

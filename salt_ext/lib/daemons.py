@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from salt_ext.lib import slurmconf
+from salt_ext.lib.conf import model
 
 DAEMONS = {
     "munge": {
@@ -55,7 +55,7 @@ def spec(name, conf_path=None):
         raise ValueError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
     info = dict(DAEMONS[name])
     if conf_path and info.get("takes_conf"):
-        values = slurmconf.read_values(conf_path)
+        values = model.read_values(conf_path)
         info["pidfile"] = values.get(info["pidfile_key"], info["pidfile"])
         info["log"] = values.get(info["log_key"], info["log"])
         info["argv"] = [*info["argv"], "-f", conf_path]

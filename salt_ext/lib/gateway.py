@@ -135,7 +135,7 @@ named otherwise):
     waits on stdin, scontrol without a subcommand is interactive); the module's timeout
     defaults to 60 s. Tests: hostile ids ``too-many-args``, ``over-long-arg``, ``iterate``,
     ``scontrol-interactive``.
-    Hostlists are sized by :func:`salt_ext.lib.hostlist.count` before Slurm expands them
+    Hostlists are sized by :func:`salt_ext.lib.conf.hostlist.count` before Slurm expands them
     (``scontrol show hostnames 'a[0-65535]b[0-9999]'`` prints 655 million names): at most
     ``Limits.max_hosts``, and no number above :data:`MAX_HOST_NUMBER` (a range ending at
     2^64-1 never ends in Slurm). Field widths of 10^7 segfault sinfo and squeue: widths
@@ -179,7 +179,7 @@ import pwd
 import re
 from dataclasses import dataclass, field, fields
 
-from salt_ext.lib import hostlist
+from salt_ext.lib.conf import hostlist
 
 MAX_ARGS = 64
 MAX_ARG_LEN = 1024

@@ -24,7 +24,7 @@ The key never leaves the master except through the file server to the minions; r
 progress lines and events carry ``sha256:`` fingerprints only.
 """
 
-from salt_ext.lib import hostlist
+from salt_ext.lib.conf import hostlist
 from salt_ext.lib.rollout import ClusterSteps, RolloutError, batches
 
 

@@ -1,6 +1,6 @@
 """Roll a new slurm.conf (and gres.conf / cgroup.conf) out to a running cluster.
 
-The order is the one Slurm needs (see ``slurmconf.classify``):
+The order is the one Slurm needs (see ``model.classify``):
 
 - ``reconfigure``: push the files everywhere, then ``scontrol reconfigure``; no daemon
   restarts and running jobs are untouched.
@@ -29,7 +29,7 @@ The cluster is reached through ``minions.call(targets, fun, arg, timeout)`` retu
 not ok), so this module has no Salt imports and is unit-tested with a fake.
 """
 
-from salt_ext.lib import cluster_files, hostlist, slurmconf
+from salt_ext.lib.conf import cluster_files, hostlist, model
 from salt_ext.lib.util import fsutil
 
 CONF_FILES = cluster_files.CONF_FILES
@@ -46,7 +46,7 @@ class RolloutError(RuntimeError):
 
 def worse(one, two):
     """The class that does both ``one`` and ``two``."""
-    return slurmconf.worse_class(one, two)
+    return model.worse_class(one, two)
 
 
 def stale_floor(controller, statuses, applied_files, label=lambda m: m):
@@ -203,11 +203,11 @@ class Rollout(ClusterSteps):
             self.controller
         ]
         changes = {name: (old.get(name), self.new_files.get(name)) for name in CONF_FILES}
-        verdict = slurmconf.classify_files(changes, self.extra_keys)
+        verdict = model.classify_files(changes, self.extra_keys)
         self.report["class"] = verdict["class"]
         self.report["reasons"] = verdict["reasons"]
         self.report["diff"] = "".join(
-            slurmconf.unified_diff(o or "", n or "", name)
+            model.unified_diff(o or "", n or "", name)
             for name, (o, n) in changes.items()
             if (o or "") != (n or "")
         )

@@ -7,7 +7,8 @@ at render time (nothing changed) with the key that was wrong and what was expect
 
 import copy
 
-from salt_ext.lib import cluster_files, confgen, osmap
+from salt_ext.lib import osmap
+from salt_ext.lib.conf import cluster_files, generate
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -122,8 +123,8 @@ def validate(pillar_slurm):
             f"got {cfg['node_target_type']!r}"
         )
     try:
-        confgen.check_settings(cfg)
-    except confgen.ConfGenError as err:
+        generate.check_settings(cfg)
+    except generate.ConfGenError as err:
         raise SettingsError(str(err)) from None
     return cfg
 

@@ -17,10 +17,11 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import cluster_files, confgen, daemons, hostlist, scontrol, services, slurmconf
-from salt_ext.lib import hardware as hardware_lib
+from salt_ext.lib import daemons, scontrol, services
 from salt_ext.lib import munge as munge_lib
 from salt_ext.lib import settings as settings_lib
+from salt_ext.lib.conf import cluster_files, generate, hostlist, model
+from salt_ext.lib.conf import hardware as hardware_lib
 from salt_ext.lib.util import command, fsutil
 
 __virtualname__ = "slurm_node"
@@ -670,7 +671,7 @@ def discard_staged_conf():
 def _managed_by_us(path):
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read(len(confgen.HEADER)) == confgen.HEADER
+            return handle.read(len(generate.HEADER)) == generate.HEADER
     except OSError:
         return False
 
@@ -793,7 +794,7 @@ def probe(lines=200):
 def _conf_node_names(conf_path):
     """NodeNames a slurm.conf file defines (hostlists expanded)."""
     with open(conf_path, encoding="utf-8") as handle:
-        return set(slurmconf.conf_nodes(handle.read()))
+        return set(model.conf_nodes(handle.read()))
 
 
 def cluster_nodes():
@@ -818,7 +819,7 @@ def cluster_nodes():
 
 def _slurm_user():
     conf = _plan("node")["slurm_conf"]
-    return slurmconf.read_values(conf).get("slurmuser") or scontrol.DEFAULT_SLURM_USER
+    return model.read_values(conf).get("slurmuser") or scontrol.DEFAULT_SLURM_USER
 
 
 def node_jobs(node, pending=False, running_only=False):

@@ -1,4 +1,4 @@
-"""Property test: ``salt_ext.lib.hostlist`` against the installed ``scontrol`` (22.05).
+"""Property test: ``salt_ext.lib.conf.hostlist`` against the installed ``scontrol`` (22.05).
 
 ``scontrol show hostlist`` / ``show hostnames`` need a slurm.conf but no daemon. Each
 random list is compressed by us and by scontrol, then scontrol's string is expanded by us
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from salt_ext.lib import hostlist
+from salt_ext.lib.conf import hostlist
 
 SCONTROL = shutil.which("scontrol")
 pytestmark = pytest.mark.skipif(SCONTROL is None, reason="scontrol (slurm-client) not installed")

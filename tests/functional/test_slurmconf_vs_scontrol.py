@@ -1,4 +1,4 @@
-"""``salt_ext.lib.slurmconf`` against the slurm.conf parser of the installed ``scontrol`` (22.05).
+"""``salt_ext.lib.conf.model`` against the slurm.conf parser of the installed ``scontrol`` (22.05).
 
 ``scontrol show hostnames`` reads slurm.conf (from a private ``SLURM_CONF``) and needs no
 daemon: it exits 0 with empty stderr when Slurm accepts the file. Values Slurm read are made
@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from salt_ext.lib import slurmconf
-from salt_ext.lib.slurmconf_keys import KEYS, RECORD_KEYS, REMOVED_KEYS
+from salt_ext.lib.conf import model
+from salt_ext.lib.conf.params import KEYS, RECORD_KEYS, REMOVED_KEYS
 
 SCONTROL = shutil.which("scontrol")
 pytestmark = pytest.mark.skipif(SCONTROL is None, reason="scontrol (slurm-client) not installed")
@@ -68,7 +68,7 @@ def test_every_plain_key_is_known_to_slurm(scontrol):
     # Slurm reports every unrecognized key and keeps parsing, and only "unrecognized key"
     # matters here (some keys reject the value 1); the sentinel at the end proves the whole
     # file was parsed.
-    plain = [key for key in KEYS if key not in slurmconf.RECORD_KINDS]
+    plain = [key for key in KEYS if key not in model.RECORD_KINDS]
     plain = [key for key in plain if key not in ("ClusterName", "SlurmctldHost")]
     body = "".join(f"{key}=1\n" for key in plain)
     _rc, stderr = scontrol(HEAD + body + f"{SENTINEL}=1\n")
@@ -98,8 +98,8 @@ def test_removed_keys_fail_in_slurm_with_the_message_we_give(scontrol, key):
     rc, stderr = scontrol(HEAD + f"{key}=1\n")
     assert rc != 0
     assert f"fatal: {REMOVED_KEYS[key]}" in stderr
-    with pytest.raises(slurmconf.ConfError, match=re.escape(REMOVED_KEYS[key])):
-        slurmconf.parse(HEAD + f"{key}=1\n")
+    with pytest.raises(model.ConfError, match=re.escape(REMOVED_KEYS[key])):
+        model.parse(HEAD + f"{key}=1\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,8 +117,8 @@ def test_made_up_keys_are_rejected_by_both(scontrol, line, key):
     rc, stderr = scontrol(HEAD + "NodeName=n1\n" + line + "\n")
     assert rc != 0
     assert UNRECOGNIZED.findall(stderr) == [key], stderr
-    with pytest.raises(slurmconf.ConfError) as caught:
-        slurmconf.parse(HEAD + "NodeName=n1\n" + line + "\n")
+    with pytest.raises(model.ConfError) as caught:
+        model.parse(HEAD + "NodeName=n1\n" + line + "\n")
     assert caught.value.key == key
     assert caught.value.lineno == 4
 
@@ -141,7 +141,7 @@ def test_a_conf_edited_and_rendered_by_us_is_accepted_by_slurm(scontrol, include
         "PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP\n"
     )
     assert scontrol(original) == (0, "")
-    conf = slurmconf.parse(original)
+    conf = model.parse(original)
     conf.set("SlurmctldHost", ["localhost", "backup(10.0.0.2)"])
     conf.set("SlurmdLogFile", "/var/log/slurm/slurmd #1.log")
     conf.set("MailProg", "/usr/bin/mail")
@@ -159,7 +159,7 @@ def test_a_conf_edited_and_rendered_by_us_is_accepted_by_slurm(scontrol, include
     conf.records("PartitionName")[0].pairs.append(("MaxNodes", "2"))
     rendered = conf.render()
     assert scontrol(rendered) == (0, "")
-    again = slurmconf.parse(rendered)
+    again = model.parse(rendered)
     assert again.get("SlurmdLogFile") == "/var/log/slurm/slurmd #1.log"
     assert again.records("NodeName")[-1].get("Reason") == "disk failed #42"
 
@@ -201,7 +201,7 @@ def test_values_we_read_are_the_values_slurm_reads(scontrol, line):
     _rc, stderr = scontrol(HEAD + line + "\n")
     theirs = _debugflags_seen_by_slurm(stderr)
     assert theirs is not None, stderr
-    assert slurmconf.parse(HEAD + line + "\n").get("DebugFlags") == theirs
+    assert model.parse(HEAD + line + "\n").get("DebugFlags") == theirs
 
 
 REJECTED = [
@@ -228,8 +228,8 @@ REJECTED = [
 def test_lines_slurm_rejects_we_reject(scontrol, line):
     rc, stderr = scontrol(HEAD + "NodeName=n1\n" + line + "\n")
     assert rc != 0 and ("Parse error" in stderr or "unrecognized key" in stderr), stderr
-    with pytest.raises(slurmconf.ConfError):
-        slurmconf.parse(HEAD + "NodeName=n1\n" + line + "\n")
+    with pytest.raises(model.ConfError):
+        model.parse(HEAD + "NodeName=n1\n" + line + "\n")
 
 
 def _accepted_cases(include_file):
@@ -256,7 +256,7 @@ def test_lines_slurm_accepts_we_accept(scontrol, include_file):
     for line, result in zip(cases, results, strict=True):
         assert result == (0, ""), (line, result)
         text = HEAD + "NodeName=n1\n" + line + "\n"
-        assert slurmconf.parse(text).render() == text
+        assert model.parse(text).render() == text
 
 
 STRICTER = [
@@ -274,5 +274,5 @@ def test_where_we_are_stricter_than_slurm(scontrol, line):
     # documents the decisions in slurmconf's docstring; if Slurm starts refusing one of
     # these, move it to REJECTED
     assert scontrol(HEAD + "NodeName=n1\n" + line + "\n") == (0, "")
-    with pytest.raises(slurmconf.ConfError):
-        slurmconf.parse(HEAD + "NodeName=n1\n" + line + "\n")
+    with pytest.raises(model.ConfError):
+        model.parse(HEAD + "NodeName=n1\n" + line + "\n")

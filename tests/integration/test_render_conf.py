@@ -7,7 +7,7 @@ a node definition change (ordered restart), a broken base file (nothing written)
 
 import pytest
 
-from salt_ext.lib import slurmconf
+from salt_ext.lib.conf import model
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import (
     held_job,
@@ -85,7 +85,7 @@ def test_render_uses_mine_hardware_and_nodes_come_up_idle(cluster, rendered):
 
 
 def test_a_job_without_mem_leaves_memory_for_a_second_one(cluster, rendered):
-    conf = slurmconf.parse(master_file(cluster))
+    conf = model.parse(master_file(cluster))
     node = conf.records("NodeName")[0]
     per_cpu = int(node.get("RealMemory")) // int(node.get("CPUs"))
     assert conf.get("DefMemPerCPU") == str(per_cpu)

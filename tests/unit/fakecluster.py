@@ -15,7 +15,8 @@ import fnmatch
 import json
 import os
 
-from salt_ext.lib import cluster_files, hostlist, journal, settings, slurmconf
+from salt_ext.lib import journal, settings
+from salt_ext.lib.conf import cluster_files, hostlist, model
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.ops.context import Context
 from salt_ext.lib.ops.masterfiles import MasterKeys
@@ -415,6 +416,6 @@ class FakeCluster:
 
 def _names(conf):
     try:
-        return slurmconf.conf_nodes(conf)
-    except slurmconf.ConfError:
+        return model.conf_nodes(conf)
+    except model.ConfError:
         return []

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from salt_ext.lib import confgen, hostlist, settings, slurmconf
+from salt_ext.lib import settings
+from salt_ext.lib.conf import generate, hostlist, model
 
 PILLAR = {"cluster_name": "hpc", "controller": "ctl"}
 
@@ -39,7 +40,7 @@ def lines(text, prefix):
 
 
 def test_identical_nodes_share_one_hostlist_line():
-    out = confgen.render(cfg(), mine(hw("n1"), hw("n2"), hw("n3")))
+    out = generate.render(cfg(), mine(hw("n1"), hw("n2"), hw("n3")))
     conf = out["files"]["slurm.conf"]
     assert lines(conf, "NodeName=") == [
         "NodeName=n[1-3] CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
@@ -47,7 +48,7 @@ def test_identical_nodes_share_one_hostlist_line():
     ]
     assert out["node_lines"] == 1
     assert out["nodes"] == {"n1": "n1", "n2": "n2", "n3": "n3"}
-    parsed = slurmconf.parse(conf)
+    parsed = model.parse(conf)
     assert parsed.get("ClusterName") == "hpc"
     assert parsed.get_all("SlurmctldHost") == ["ctl"]
     assert lines(conf, "PartitionName=") == [
@@ -56,8 +57,8 @@ def test_identical_nodes_share_one_hostlist_line():
 
 
 def test_rendering_is_deterministic_whatever_the_mine_order():
-    a = confgen.render(cfg(), mine(hw("n2"), hw("n10"), hw("n1")))
-    b = confgen.render(cfg(), dict(reversed(list(mine(hw("n2"), hw("n10"), hw("n1")).items()))))
+    a = generate.render(cfg(), mine(hw("n2"), hw("n10"), hw("n1")))
+    b = generate.render(cfg(), dict(reversed(list(mine(hw("n2"), hw("n10"), hw("n1")).items()))))
     assert a["files"] == b["files"]
     assert lines(a["files"]["slurm.conf"], "NodeName=")[0].startswith("NodeName=n[1-2,10] ")
 
@@ -69,7 +70,7 @@ def test_ten_thousand_nodes_of_four_kinds_make_four_lines():
         cpus, memory = kinds[i % 4]
         name = f"c{i:05d}"
         nodes[name] = hw(name, cpus, memory + (i % 7))  # a few MiB of jitter per node
-    out = confgen.render(cfg(), nodes)
+    out = generate.render(cfg(), nodes)
     node_lines = lines(out["files"]["slurm.conf"], "NodeName=")
     assert out["node_lines"] == len(node_lines) == 4
     expanded = [n for line in node_lines for n in hostlist.expand(line.split()[0][9:])]
@@ -89,8 +90,8 @@ def test_ten_thousand_nodes_of_four_kinds_make_four_lines():
     ],
 )
 def test_real_memory_reserve_and_rounding(reported, reserve, round_mb, expected):
-    assert confgen.real_memory(reported, reserve, round_mb) == expected
-    assert confgen.real_memory(reported, reserve, round_mb) <= reported
+    assert generate.real_memory(reported, reserve, round_mb) == expected
+    assert generate.real_memory(reported, reserve, round_mb) <= reported
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "120%", -5, "5 %x"])
@@ -106,14 +107,14 @@ def test_gpu_nodes_get_gres_and_a_matching_gres_conf():
         "files": [f"/dev/nvidia{i}" for i in range(4)],
         "autodetect": None,
     }
-    out = confgen.render(cfg(), mine(hw("g1", gpus=a100), hw("g2", gpus=a100), hw("c1")))
+    out = generate.render(cfg(), mine(hw("g1", gpus=a100), hw("g2", gpus=a100), hw("c1")))
     conf = out["files"]["slurm.conf"]
     assert [line for line in lines(conf, "NodeName=") if "Gres=" in line] == [
         "NodeName=g[1-2] CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 "
         "RealMemory=23552 Gres=gpu:a100:4"
     ]
     assert "Gres" not in next(line for line in lines(conf, "NodeName=c1"))
-    assert slurmconf.parse(conf).get("GresTypes") == "gpu"
+    assert model.parse(conf).get("GresTypes") == "gpu"
     gres = out["files"]["gres.conf"]
     assert lines(gres, "NodeName=") == ["NodeName=g[1-2] Name=gpu Type=a100 File=/dev/nvidia[0-3]"]
 
@@ -121,7 +122,7 @@ def test_gpu_nodes_get_gres_and_a_matching_gres_conf():
 def test_gpu_autodetect_and_untyped_gpus():
     nvml = {"count": 2, "type": "h100", "files": [], "autodetect": "nvml"}
     plain = {"count": 1, "type": None, "files": ["/dev/nvidia0"], "autodetect": None}
-    out = confgen.render(cfg(), mine(hw("a1", gpus=nvml), hw("b1", gpus=plain)))
+    out = generate.render(cfg(), mine(hw("a1", gpus=nvml), hw("b1", gpus=plain)))
     assert "Gres=gpu:h100:2" in lines(out["files"]["slurm.conf"], "NodeName=a1")[0]
     assert "Gres=gpu:1" in lines(out["files"]["slurm.conf"], "NodeName=b1")[0]
     assert lines(out["files"]["gres.conf"], "NodeName=") == [
@@ -131,7 +132,7 @@ def test_gpu_autodetect_and_untyped_gpus():
 
 
 def test_no_gpu_no_gres_conf_and_no_cgroup_conf_without_cgroup_plugins():
-    out = confgen.render(
+    out = generate.render(
         cfg(
             conf={"overrides": {"ProctrackType": "proctrack/linuxproc", "TaskPlugin": "task/none"}}
         ),
@@ -142,17 +143,17 @@ def test_no_gpu_no_gres_conf_and_no_cgroup_conf_without_cgroup_plugins():
 
 
 def test_cgroup_conf_defaults_and_pillar_keys():
-    out = confgen.render(
+    out = generate.render(
         cfg(cgroup={"ConstrainSwapSpace": True, "constraincores": None}), mine(hw("n1"))
     )
     assert out["files"]["cgroup.conf"].endswith("ConstrainRAMSpace=yes\nConstrainSwapSpace=yes\n")
     assert "ConstrainCores" not in out["files"]["cgroup.conf"]
-    with pytest.raises(confgen.ConfGenError, match="unknown cgroup.conf key 'ConstrainCPUs'"):
-        confgen.render(cfg(cgroup={"ConstrainCPUs": "yes"}), mine(hw("n1")))
+    with pytest.raises(generate.ConfGenError, match="unknown cgroup.conf key 'ConstrainCPUs'"):
+        generate.render(cfg(cgroup={"ConstrainCPUs": "yes"}), mine(hw("n1")))
 
 
 def test_groups_give_features_weight_and_options_and_split_lines():
-    out = confgen.render(
+    out = generate.render(
         cfg(
             node_groups={
                 "fat": {"nodes": "n[3-4]", "features": ["bigmem"], "weight": 10},
@@ -174,15 +175,15 @@ def test_groups_give_features_weight_and_options_and_split_lines():
 
 
 def test_conflicting_group_weights_name_both_groups():
-    with pytest.raises(confgen.ConfGenError, match="node n1: slurm:node_groups a and b"):
-        confgen.render(
+    with pytest.raises(generate.ConfGenError, match="node n1: slurm:node_groups a and b"):
+        generate.render(
             cfg(node_groups={"a": {"nodes": "n1", "weight": 1}, "b": {"nodes": "n*", "weight": 2}}),
             mine(hw("n1")),
         )
 
 
 def test_partitions_from_pillar_with_groups_hostlists_and_options():
-    out = confgen.render(
+    out = generate.render(
         cfg(
             node_groups={"gpu": {"nodes": "g*"}},
             partitions=[
@@ -203,9 +204,9 @@ def test_partitions_from_pillar_with_groups_hostlists_and_options():
 
 def test_partition_matching_no_node_is_an_error():
     with pytest.raises(
-        confgen.ConfGenError, match="slurm:partitions:0: partition 'x' matches no node"
+        generate.ConfGenError, match="slurm:partitions:0: partition 'x' matches no node"
     ):
-        confgen.render(cfg(partitions=[{"name": "x", "nodes": "zz[1-2]"}]), mine(hw("n1")))
+        generate.render(cfg(partitions=[{"name": "x", "nodes": "zz[1-2]"}]), mine(hw("n1")))
 
 
 def test_base_file_keys_pass_through_and_overrides_win():
@@ -216,14 +217,14 @@ def test_base_file_keys_pass_through_and_overrides_win():
         "PrologFlags=Contain\n"
         "PartitionName=long Nodes=ALL MaxTime=7-0\n"
     )
-    out = confgen.render(
+    out = generate.render(
         cfg(conf={"overrides": {"SlurmctldTimeout": 300, "PrologFlags": None}}),
         mine(hw("n1")),
         base,
     )
     conf = out["files"]["slurm.conf"]
     assert "# site base\nSchedulerType=sched/builtin\n" in conf  # untouched, not our default
-    parsed = slurmconf.parse(conf)
+    parsed = model.parse(conf)
     assert parsed.get("SlurmctldTimeout") == "300"
     assert parsed.get("PrologFlags") is None
     assert "PartitionName=long Nodes=ALL MaxTime=7-0" in conf  # base partition kept
@@ -242,8 +243,8 @@ def test_base_file_keys_pass_through_and_overrides_win():
     ],
 )
 def test_bad_base_files_fail_naming_line_or_key(base, message):
-    with pytest.raises((confgen.ConfGenError, slurmconf.ConfError), match=message):
-        confgen.render(cfg(), mine(hw("n1")), base, "salt://site/base.conf")
+    with pytest.raises((generate.ConfGenError, model.ConfError), match=message):
+        generate.render(cfg(), mine(hw("n1")), base, "salt://site/base.conf")
 
 
 @pytest.mark.parametrize(
@@ -255,12 +256,12 @@ def test_bad_base_files_fail_naming_line_or_key(base, message):
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
-    with pytest.raises(confgen.ConfGenError, match=message):
-        confgen.render(cfg(conf={"overrides": overrides}), mine(hw("n1")))
+    with pytest.raises(generate.ConfGenError, match=message):
+        generate.render(cfg(conf={"overrides": overrides}), mine(hw("n1")))
 
 
 def test_extra_keys_let_newer_slurm_keys_through():
-    out = confgen.render(
+    out = generate.render(
         cfg(conf={"overrides": {"BrandNewKey": "1"}, "extra_keys": ["BrandNewKey"]}),
         mine(hw("n1")),
     )
@@ -268,14 +269,14 @@ def test_extra_keys_let_newer_slurm_keys_through():
 
 
 def test_empty_mine_is_an_error_telling_what_to_do():
-    with pytest.raises(confgen.ConfGenError, match="apply slurm.node on the compute nodes first"):
-        confgen.render(cfg(), {})
+    with pytest.raises(generate.ConfGenError, match="apply slurm.node on the compute nodes first"):
+        generate.render(cfg(), {})
 
 
 def test_two_minions_with_one_hostname_are_refused():
     a, b = hw("n1"), hw("n1")
-    with pytest.raises(confgen.ConfGenError, match="both report NodeName n1"):
-        confgen.render(cfg(), {"m1": a, "m2": b})
+    with pytest.raises(generate.ConfGenError, match="both report NodeName n1"):
+        generate.render(cfg(), {"m1": a, "m2": b})
 
 
 @pytest.mark.parametrize(
@@ -317,7 +318,7 @@ KINDS = [("c", 64, 257_843), ("m", 128, 1_031_000), ("g", 32, 515_700), ("s", 16
 def node_memory(conf):
     """``{node: RealMemory}`` from the NodeName lines of ``conf``."""
     memory = {}
-    for record in slurmconf.parse(conf).records("NodeName"):
+    for record in model.parse(conf).records("NodeName"):
         for node in hostlist.expand(record.name):
             memory[node] = int(record.get("RealMemory"))
     return memory
@@ -326,7 +327,7 @@ def node_memory(conf):
 @pytest.mark.parametrize("spread", [0.01, 64 / 64_300, 512 / 64_300])
 def test_memory_jitter_of_one_model_makes_one_line_per_model(spread):
     nodes = jittered(10_000, KINDS, spread)
-    out = confgen.render(cfg(), nodes)
+    out = generate.render(cfg(), nodes)
     assert out["node_lines"] == 4, lines(out["files"]["slurm.conf"], "NodeName=")
     assert out["warnings"] == []
     memory = node_memory(out["files"]["slurm.conf"])
@@ -336,9 +337,9 @@ def test_memory_jitter_of_one_model_makes_one_line_per_model(spread):
         group = [n for n in nodes if n.startswith(prefix)]
         lowest = min(nodes[n]["RealMemory"] for n in group)
         # the group gets its smallest member minus the reserve: none drains, none is short
-        assert {memory[n] for n in group} == {confgen.real_memory(lowest, reserve, 256)}
+        assert {memory[n] for n in group} == {generate.real_memory(lowest, reserve, 256)}
         assert all(
-            memory[n] <= confgen.real_memory(nodes[n]["RealMemory"], reserve, 256) for n in group
+            memory[n] <= generate.real_memory(nodes[n]["RealMemory"], reserve, 256) for n in group
         )
 
 
@@ -346,7 +347,7 @@ def test_a_node_missing_a_dimm_gets_its_own_line_and_a_warning_naming_it():
     nodes = jittered(400, KINDS, 0.01)
     nodes["c00042"]["RealMemory"] -= 257_843 // 16  # one of 16 DIMMs gone
     nodes["c00043"]["RealMemory"] -= 257_843 // 16 + 50
-    out = confgen.render(cfg(), nodes)
+    out = generate.render(cfg(), nodes)
     node_lines = lines(out["files"]["slurm.conf"], "NodeName=")
     assert out["node_lines"] == 5, node_lines
     assert any(line.startswith("NodeName=c[00042-00043] ") for line in node_lines), node_lines
@@ -358,24 +359,24 @@ def test_a_node_missing_a_dimm_gets_its_own_line_and_a_warning_naming_it():
     healthy = min(
         nodes[n]["RealMemory"] for n in nodes if n.startswith("c") and n not in ("c00042", "c00043")
     )
-    assert memory["c00001"] == confgen.real_memory(healthy, ("percent", 2.0), 256)
+    assert memory["c00001"] == generate.real_memory(healthy, ("percent", 2.0), 256)
 
 
 def test_memory_grouping_ignores_mine_order_and_a_new_node_moves_no_other_group():
     nodes = jittered(200, KINDS, 0.01)
-    forward = confgen.render(cfg(), nodes)
-    backward = confgen.render(cfg(), dict(reversed(list(nodes.items()))))
+    forward = generate.render(cfg(), nodes)
+    backward = generate.render(cfg(), dict(reversed(list(nodes.items()))))
     assert forward["files"] == backward["files"]
     before = node_memory(forward["files"]["slurm.conf"])
     grown = dict(nodes)
     grown["c99999"] = hw("c99999", 64, 257_843 + 1_000)  # one more node of model c
-    after = node_memory(confgen.render(cfg(), grown)["files"]["slurm.conf"])
+    after = node_memory(generate.render(cfg(), grown)["files"]["slurm.conf"])
     assert {n: after[n] for n in before} == before
     assert after["c99999"] == before["c00000"]
 
 
 def test_memory_tolerance_zero_groups_only_equal_real_memory():
-    out = confgen.render(
+    out = generate.render(
         cfg(conf={"memory_tolerance": "0%"}),
         mine(hw("n1", memory=24105), hw("n2", memory=24100), hw("n3", memory=23000)),
     )
@@ -394,15 +395,15 @@ def test_bad_memory_tolerance_names_the_key(value):
 
 @pytest.mark.parametrize("value, percent", [("3%", 3.0), (2, 2.0), ("0.5%", 0.5), (0, 0.0)])
 def test_memory_tolerance_accepts_percentages(value, percent):
-    assert confgen.parse_tolerance(value) == percent
+    assert generate.parse_tolerance(value) == percent
 
 
 def test_default_mem_per_cpu_fits_a_default_job_on_every_cpu_of_every_node():
-    out = confgen.render(
+    out = generate.render(
         cfg(),
         mine(hw("n1", cpus=4, memory=24105), hw("n2", cpus=8, memory=64000), hw("n3")),
     )
-    conf = slurmconf.parse(out["files"]["slurm.conf"])
+    conf = model.parse(out["files"]["slurm.conf"])
     per_cpu = int(conf.get("DefMemPerCPU"))
     # n1: RealMemory 23552 over 4 CPUs is the smallest ratio
     assert per_cpu == 23552 // 4
@@ -412,8 +413,8 @@ def test_default_mem_per_cpu_fits_a_default_job_on_every_cpu_of_every_node():
 
 def test_default_mem_per_cpu_counts_base_file_nodes_and_their_defaults():
     base = "NodeName=DEFAULT CPUs=16 RealMemory=32000\nNodeName=old[1-2]\n"
-    out = confgen.render(cfg(), mine(hw("n1")), base)
-    assert slurmconf.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") == str(32000 // 16)
+    out = generate.render(cfg(), mine(hw("n1")), base)
+    assert model.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") == str(32000 // 16)
 
 
 @pytest.mark.parametrize(
@@ -427,8 +428,8 @@ def test_default_mem_per_cpu_counts_base_file_nodes_and_their_defaults():
     ],
 )
 def test_admin_memory_policy_is_left_alone(conf_settings, base, expected):
-    out = confgen.render(cfg(conf=conf_settings), mine(hw("n1")), base)
-    conf = slurmconf.parse(out["files"]["slurm.conf"])
+    out = generate.render(cfg(conf=conf_settings), mine(hw("n1")), base)
+    conf = model.parse(out["files"]["slurm.conf"])
     key, value = expected
     assert conf.get(key) == value
     others = {"DefMemPerCPU", "DefMemPerNode", "DefMemPerGPU"} - {key}
@@ -436,8 +437,8 @@ def test_admin_memory_policy_is_left_alone(conf_settings, base, expected):
 
 
 def test_no_default_mem_per_cpu_when_a_node_has_no_real_memory():
-    out = confgen.render(cfg(), mine(hw("n1")), "NodeName=old1 CPUs=4\n")
-    assert slurmconf.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") is None
+    out = generate.render(cfg(), mine(hw("n1")), "NodeName=old1 CPUs=4\n")
+    assert model.parse(out["files"]["slurm.conf"]).get("DefMemPerCPU") is None
     assert any("DefMemPerCPU" in w and "old1" in w for w in out["warnings"]), out["warnings"]
 
 
@@ -449,10 +450,10 @@ def test_natural_order_sorts_as_natural_key_does(seed):
         rng.choice(pool) + rng.choice(["", "0", "00", "9", "09", "10", "010", "123456789012"])
         for _ in range(300)
     ]
-    assert confgen._natural_order(names) == sorted(names, key=confgen.natural_key)
+    assert generate._natural_order(names) == sorted(names, key=generate.natural_key)
     # digits inside the name: the general path
     mixed = [*names, "r1n2", "r1n10", "r10n1"]
-    assert confgen._natural_order(mixed) == sorted(mixed, key=confgen.natural_key)
+    assert generate._natural_order(mixed) == sorted(mixed, key=generate.natural_key)
 
 
 @pytest.mark.parametrize(
@@ -466,13 +467,13 @@ def test_natural_order_sorts_as_natural_key_does(seed):
     ],
 )
 def test_bad_mine_data_names_the_minion(data, message):
-    with pytest.raises(confgen.ConfGenError, match=f"mine data of m9: .*{message}"):
-        confgen.render(cfg(), {"m1": hw("n1"), "m9": data})
+    with pytest.raises(generate.ConfGenError, match=f"mine data of m9: .*{message}"):
+        generate.render(cfg(), {"m1": hw("n1"), "m9": data})
 
 
 def test_nodes_missing_topology_keys_still_group_by_what_they_report():
     bare = {k: v for k, v in hw("n3").items() if k not in ("Boards", "ThreadsPerCore")}
-    out = confgen.render(cfg(), mine(hw("n1"), hw("n2"), bare))
+    out = generate.render(cfg(), mine(hw("n1"), hw("n2"), bare))
     assert [line.split()[0] for line in lines(out["files"]["slurm.conf"], "NodeName=")] == [
         "NodeName=n[1-2]",
         "NodeName=n3",
@@ -483,10 +484,10 @@ def test_nodes_missing_topology_keys_still_group_by_what_they_report():
 def test_another_memory_size_on_purpose_is_silenced_by_a_node_group_feature():
     nodes = mine(*[hw(f"a{i}", memory=512_000) for i in range(4)])
     nodes.update(mine(*[hw(f"b{i}", memory=256_000) for i in range(2)]))
-    out = confgen.render(cfg(), nodes)
+    out = generate.render(cfg(), nodes)
     assert out["node_lines"] == 2
     assert [w.split(":")[0] for w in out["warnings"]] == ["NodeName b[0-1]"]
-    grouped = confgen.render(
+    grouped = generate.render(
         cfg(node_groups={"half": {"nodes": "b*", "features": ["m256"]}}), nodes
     )
     assert grouped["node_lines"] == 2 and grouped["warnings"] == []
@@ -494,17 +495,17 @@ def test_another_memory_size_on_purpose_is_silenced_by_a_node_group_feature():
 
 def test_memory_groups_start_a_group_below_the_tolerance_of_the_largest():
     entries = [(1000, "a"), (900, "b"), (975, "c"), (1000, "d"), (960, "e"), (500, "f")]
-    assert confgen.memory_groups(entries, 3) == [
+    assert generate.memory_groups(entries, 3) == [
         [(1000, "a"), (975, "c"), (1000, "d")],  # within 3 % of 1000, in the given order
         [(960, "e")],  # more than 3 % below 1000: starts the next group
         [(900, "b")],
         [(500, "f")],
     ]
-    assert confgen.memory_groups(entries, 0) == [
+    assert generate.memory_groups(entries, 0) == [
         [(1000, "a"), (1000, "d")],
         [(975, "c")],
         [(960, "e")],
         [(900, "b")],
         [(500, "f")],
     ]
-    assert confgen.memory_groups(entries, 25) == [entries[:5], [(500, "f")]]
+    assert generate.memory_groups(entries, 25) == [entries[:5], [(500, "f")]]

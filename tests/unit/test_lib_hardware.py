@@ -1,6 +1,6 @@
 import pytest
 
-from salt_ext.lib import hardware
+from salt_ext.lib.conf import hardware
 
 SLURMD_C = (
     "NodeName=n7 CPUs=64 Boards=1 SocketsPerBoard=2 CoresPerSocket=16 ThreadsPerCore=2 "

@@ -1,8 +1,8 @@
-"""salt_ext.lib.hostlist: outputs observed from Slurm 22.05 ``scontrol`` and edge cases."""
+"""salt_ext.lib.conf.hostlist: outputs observed from Slurm 22.05 ``scontrol`` and edge cases."""
 
 import pytest
 
-from salt_ext.lib.hostlist import compress, count, expand
+from salt_ext.lib.conf.hostlist import compress, count, expand
 
 # (names, scontrol show hostlist) -- all observed with scontrol 22.05.8
 COMPRESS = [

@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from salt_ext.lib import journal, slurmconf
+from salt_ext.lib import journal
+from salt_ext.lib.conf import model
 from salt_ext.lib.ops import OpError, conf, deploy, health, nodes
 from tests.unit.fakecluster import KILLED, NODES, PILLAR, FakeCluster
 
@@ -193,7 +194,7 @@ def test_remove_node_gives_up_after_its_timeout_on_the_injected_clock(fake):
     assert result["result"] is False and "still runs jobs 42 after 600 s" in result["comment"]
     assert 600 <= ctx.clock.monotonic() - started <= 610  # no real second passed
     assert cluster._load()["admin"]["n2"][0] == "DRAIN"
-    assert "n2" in slurmconf.conf_nodes(cluster.master_files()["slurm.conf"])  # nothing else
+    assert "n2" in model.conf_nodes(cluster.master_files()["slurm.conf"])  # nothing else
 
 
 def test_remove_node_without_jobs_renders_it_out_and_rolls_out(fake):
@@ -201,7 +202,7 @@ def test_remove_node_without_jobs_renders_it_out_and_rolls_out(fake):
     deployed(cluster)
     result = nodes.remove(cluster.context(), "n2")
     assert result["result"] is True, result
-    assert slurmconf.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n3"]
+    assert model.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n3"]
     assert cluster._load()["machines"]["n2"]["daemons"] == {"munge": False, "slurmd": False}
 
 
@@ -248,7 +249,7 @@ def test_a_node_left_out_of_node_target_is_no_unreachable_node(fake, monkeypatch
     summary = deploy.deploy(cluster.context())
     assert summary["result"] is True, summary
     assert "unreachable" not in summary
-    assert slurmconf.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n2"]
+    assert model.conf_nodes(cluster.master_files()["slurm.conf"]) == ["n1", "n2"]
 
 
 def test_deploy_installs_the_extension_on_minions_that_have_only_salt_minion(fake):

@@ -1,11 +1,11 @@
-"""salt_ext.lib.slurmconf: the slurm.conf model (parse rules as probed on Slurm 22.05.8)."""
+"""salt_ext.lib.conf.model: the slurm.conf model (parse rules as probed on Slurm 22.05.8)."""
 
 import pickle
 
 import pytest
 
-from salt_ext.lib import slurmconf
-from salt_ext.lib.slurmconf_keys import KEYS, RECORD_KEYS, REMOVED_KEYS
+from salt_ext.lib.conf import model
+from salt_ext.lib.conf.params import KEYS, RECORD_KEYS, REMOVED_KEYS
 
 CONF = """\
 # slurm.conf written by Salt
@@ -25,7 +25,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 def _values(tmp_path, text=CONF):
     path = tmp_path / "slurm.conf"
     path.write_text(text)
-    return slurmconf.read_values(str(path))
+    return model.read_values(str(path))
 
 
 def test_read_values_lower_cases_keys_whatever_their_spelling(tmp_path):
@@ -67,7 +67,7 @@ def test_read_values_only_returns_simple_keys(tmp_path):
 
 
 def test_read_values_missing_file_is_empty(tmp_path):
-    assert slurmconf.read_values(str(tmp_path / "absent.conf")) == {}
+    assert model.read_values(str(tmp_path / "absent.conf")) == {}
 
 
 def test_read_values_reads_values_as_slurm_does(tmp_path):
@@ -135,11 +135,11 @@ PartitionName=gpu Nodes=gpu1
 )
 def test_render_without_edits_returns_the_input_byte_for_byte(text):
     expected = text if not text or text.endswith("\n") else text + "\n"
-    assert slurmconf.parse(text).render() == expected
+    assert model.parse(text).render() == expected
 
 
 def test_parse_reads_plain_values_and_records_of_a_realistic_conf():
-    conf = slurmconf.parse(REALISTIC)
+    conf = model.parse(REALISTIC)
     assert conf.params() == [
         ("ClusterName", "cluster"),
         ("SlurmctldHost", "ctl(10.77.0.10)"),
@@ -190,23 +190,23 @@ def test_parse_reads_plain_values_and_records_of_a_realistic_conf():
     ],
 )
 def test_values_are_read_as_slurm_reads_them(line, value):
-    assert slurmconf.parse(line + "\n").get("MailProg") == value
+    assert model.parse(line + "\n").get("MailProg") == value
 
 
 def test_a_commented_line_never_continues():
-    conf = slurmconf.parse("# a comment \\\nClusterName=c\n")
+    conf = model.parse("# a comment \\\nClusterName=c\n")
     assert conf.get("ClusterName") == "c"
 
 
 def test_python_only_whitespace_table_is_complete():
     python_spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()} - set(" \t\n\r\f\v")
-    assert all(slurmconf._PY_ONLY_SPACE.match(char) for char in python_spaces)
+    assert all(model._PY_ONLY_SPACE.match(char) for char in python_spaces)
 
 
 def test_fast_and_slow_parsing_paths_agree():
     # a character only Python calls whitespace anywhere in the text turns the fast path off
-    slow = slurmconf.parse(REALISTIC + "# \xa0\n")
-    fast = slurmconf.parse(REALISTIC)
+    slow = model.parse(REALISTIC + "# \xa0\n")
+    fast = model.parse(REALISTIC)
     assert slow.params() == fast.params()
     assert slow.records() == fast.records()
 
@@ -227,7 +227,7 @@ PartitionName=p Nodes=n1
 
 
 def test_set_replaces_in_place_keeps_the_comment_and_leaves_other_lines_alone():
-    conf = slurmconf.parse(BASE)
+    conf = model.parse(BASE)
     conf.set("slurmdlogfile", "/var/log/new.log")
     assert conf.render() == BASE.replace(
         "SLURMDLOGFILE = /var/log/old.log   # keep me", "SlurmdLogFile=/var/log/new.log   # keep me"
@@ -235,13 +235,13 @@ def test_set_replaces_in_place_keeps_the_comment_and_leaves_other_lines_alone():
 
 
 def test_set_to_the_current_value_leaves_the_line_byte_identical():
-    conf = slurmconf.parse(BASE)
+    conf = model.parse(BASE)
     conf.set("SlurmdLogFile", "/var/log/old.log")
     assert conf.render() == BASE
 
 
 def test_set_appends_a_new_key_after_the_last_plain_parameter():
-    conf = slurmconf.parse(BASE)
+    conf = model.parse(BASE)
     conf.set("SchedulerType", "sched/backfill")
     conf.set("MaxArraySize", 1001)
     assert conf.render() == BASE.replace(
@@ -251,17 +251,17 @@ def test_set_appends_a_new_key_after_the_last_plain_parameter():
 
 
 def test_set_without_plain_parameters_goes_above_the_comment_introducing_the_records():
-    conf = slurmconf.parse("# header\n\n# nodes\nNodeName=n1\n")
+    conf = model.parse("# header\n\n# nodes\nNodeName=n1\n")
     conf.set("ClusterName", "c")
     assert conf.render() == "# header\n\nClusterName=c\n# nodes\nNodeName=n1\n"
 
 
 def test_set_on_an_empty_conf_and_without_records():
-    conf = slurmconf.Conf()
+    conf = model.Conf()
     conf.set("ClusterName", "c")
     conf.set("SlurmctldHost", "ctl")
     assert conf.render() == "ClusterName=c\nSlurmctldHost=ctl\n"
-    assert slurmconf.parse("# only\n").render() == "# only\n"
+    assert model.parse("# only\n").render() == "# only\n"
 
 
 @pytest.mark.parametrize(
@@ -275,20 +275,20 @@ def test_set_on_an_empty_conf_and_without_records():
     ],
 )
 def test_set_writes_values_so_that_slurm_reads_them_back(value, written):
-    conf = slurmconf.Conf()
+    conf = model.Conf()
     conf.set("MailProg", value)
     assert conf.render() == written + "\n"
-    assert slurmconf.parse(conf.render()).get("MailProg") == value
+    assert model.parse(conf.render()).get("MailProg") == value
 
 
 @pytest.mark.parametrize("value", ['"quoted"', 'a "b c"', "two\nlines", True, None, ["a"]])
 def test_set_refuses_values_that_cannot_be_written(value):
-    with pytest.raises(slurmconf.ConfError, match="MailProg"):
-        slurmconf.Conf().set("MailProg", value)
+    with pytest.raises(model.ConfError, match="MailProg"):
+        model.Conf().set("MailProg", value)
 
 
 def test_remove_deletes_every_occurrence_and_ignores_absent_keys():
-    conf = slurmconf.parse("SlurmctldHost=a\nClusterName=c\nSlurmctldHost=b\n")
+    conf = model.parse("SlurmctldHost=a\nClusterName=c\nSlurmctldHost=b\n")
     conf.remove("slurmctldhost")
     conf.remove("MaxJobCount")
     assert conf.render() == "ClusterName=c\n"
@@ -297,7 +297,7 @@ def test_remove_deletes_every_occurrence_and_ignores_absent_keys():
 
 
 def test_slurmctldhost_may_repeat_and_keeps_its_order():
-    conf = slurmconf.parse("SlurmctldHost=a\nslurmctldhost=b\nSLURMCTLDHOST=c\n")
+    conf = model.parse("SlurmctldHost=a\nslurmctldhost=b\nSLURMCTLDHOST=c\n")
     assert conf.get("SlurmctldHost") == "a"
     assert conf.get_all("slurmctldhost") == ["a", "b", "c"]
 
@@ -317,29 +317,29 @@ def test_slurmctldhost_may_repeat_and_keeps_its_order():
     ids=["same-count", "fewer", "more", "none", "single-value-replaces-primary"],
 )
 def test_set_slurmctldhost_list_replaces_all_occurrences(new, expected):
-    conf = slurmconf.parse("SlurmctldHost=a # primary\nClusterName=c\nSlurmctldHost=b\n")
+    conf = model.parse("SlurmctldHost=a # primary\nClusterName=c\nSlurmctldHost=b\n")
     conf.set("SlurmctldHost", new)
     assert conf.render() == expected
 
 
 def test_set_list_on_a_single_valued_key_is_an_error():
-    with pytest.raises(slurmconf.ConfError, match="ClusterName takes one value"):
-        slurmconf.Conf().set("ClusterName", ["a", "b"])
+    with pytest.raises(model.ConfError, match="ClusterName takes one value"):
+        model.Conf().set("ClusterName", ["a", "b"])
 
 
 @pytest.mark.parametrize("call", ["get", "get_all", "set", "remove"])
 def test_plain_key_access_checks_the_key(call):
-    conf = slurmconf.parse(BASE)
+    conf = model.parse(BASE)
     args = ("SchedulerTyp", "x") if call == "set" else ("SchedulerTyp",)
-    with pytest.raises(slurmconf.ConfError, match="did you mean 'SchedulerType'"):
+    with pytest.raises(model.ConfError, match="did you mean 'SchedulerType'"):
         getattr(conf, call)(*args)
     args = ("NodeName", "x") if call == "set" else ("NodeName",)
-    with pytest.raises(slurmconf.ConfError, match="NodeName lines are records"):
+    with pytest.raises(model.ConfError, match="NodeName lines are records"):
         getattr(conf, call)(*args)
 
 
 def test_get_is_case_insensitive_and_none_when_unset():
-    conf = slurmconf.parse(BASE)
+    conf = model.parse(BASE)
     assert conf.get("maxjobcount") == "10000"
     assert conf.get("SchedulerType") is None
 
@@ -356,9 +356,9 @@ PartitionName=p Nodes=n[1-2]
 
 
 def test_add_record_goes_after_the_last_record_of_its_kind():
-    conf = slurmconf.parse(NODES)
+    conf = model.parse(NODES)
     record = conf.add_record("nodename", [("NodeName", "n3"), ("cpus", 2), ("RealMemory", "1000")])
-    assert record == slurmconf.Record(
+    assert record == model.Record(
         "NodeName", [("NodeName", "n3"), ("CPUs", "2"), ("RealMemory", "1000")]
     )
     assert conf.render() == NODES.replace(
@@ -367,14 +367,14 @@ def test_add_record_goes_after_the_last_record_of_its_kind():
 
 
 def test_add_record_of_a_new_kind_goes_at_the_end_and_takes_a_dict():
-    conf = slurmconf.parse(NODES)
+    conf = model.parse(NODES)
     conf.add_record("NodeSet", {"NodeSet": "big", "Nodes": "n[1-2]"})
     assert conf.render() == NODES + "NodeSet=big Nodes=n[1-2]\n"
     assert [r.name for r in conf.records("NodeSet")] == ["big"]
 
 
 def test_add_record_quotes_values_with_spaces():
-    conf = slurmconf.Conf()
+    conf = model.Conf()
     conf.add_record("NodeName", [("NodeName", "n1"), ("Reason", "bad disk")])
     assert conf.render() == 'NodeName=n1 Reason="bad disk"\n'
 
@@ -399,20 +399,20 @@ def test_add_record_quotes_values_with_spaces():
     ],
 )
 def test_add_record_errors(kind, pairs, message):
-    conf = slurmconf.parse(NODES)
-    with pytest.raises(slurmconf.ConfError, match=message):
+    conf = model.parse(NODES)
+    with pytest.raises(model.ConfError, match=message):
         conf.add_record(kind, pairs)
     assert conf.render() == NODES
 
 
 def test_default_records_may_repeat():
-    conf = slurmconf.parse("NodeName=DEFAULT CPUs=1\nNodeName=n1\nnodename=default CPUs=2\n")
+    conf = model.parse("NodeName=DEFAULT CPUs=1\nNodeName=n1\nnodename=default CPUs=2\n")
     conf.add_record("NodeName", [("NodeName", "DEFAULT"), ("CPUs", "4")])
     assert [r.name for r in conf.records()] == ["DEFAULT", "n1", "default", "DEFAULT"]
 
 
 def test_remove_records_by_name_or_all_of_a_kind():
-    conf = slurmconf.parse(NODES)
+    conf = model.parse(NODES)
     assert conf.remove_records("NodeName", ["n1"]) == 1
     assert conf.render() == NODES.replace("NodeName=n1 CPUs=1\n", "")
     conf.add_record("NodeName", [("NodeName", "n1")])  # the name is free again
@@ -423,15 +423,15 @@ def test_remove_records_by_name_or_all_of_a_kind():
 
 def test_editing_the_pairs_of_a_record_rewrites_only_that_line():
     text = "NodeName=n1 CPUs=1  # first\nnodename=n2 cpus=1  # second\n"
-    conf = slurmconf.parse(text)
+    conf = model.parse(text)
     record = conf.records("NodeName")[1]
     record.pairs[1] = ("CPUs", "8")
     assert conf.render() == "NodeName=n1 CPUs=1  # first\nNodeName=n2 CPUs=8  # second\n"
 
 
 def test_records_of_an_unknown_kind_is_an_error():
-    with pytest.raises(slurmconf.ConfError, match="did you mean 'NodeSet'"):
-        slurmconf.parse(NODES).records("NodeSets")
+    with pytest.raises(model.ConfError, match="did you mean 'NodeSet'"):
+        model.parse(NODES).records("NodeSets")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,8 +539,8 @@ def test_records_of_an_unknown_kind_is_an_error():
     ],
 )
 def test_parse_errors_name_the_line_and_key(text, lineno, key, message):
-    with pytest.raises(slurmconf.ConfError) as caught:
-        slurmconf.parse(text)
+    with pytest.raises(model.ConfError) as caught:
+        model.parse(text)
     assert message in str(caught.value)
     assert caught.value.lineno == lineno
     assert caught.value.key == key
@@ -548,17 +548,17 @@ def test_parse_errors_name_the_line_and_key(text, lineno, key, message):
 
 
 def test_parse_errors_use_the_given_source_name():
-    with pytest.raises(slurmconf.ConfError, match=r"^base.conf line 4: expected Key=Value"):
-        slurmconf.parse("A=1\n" * 0 + "\n\n\nthis is garbage\n", source="base.conf")
+    with pytest.raises(model.ConfError, match=r"^base.conf line 4: expected Key=Value"):
+        model.parse("A=1\n" * 0 + "\n\n\nthis is garbage\n", source="base.conf")
 
 
 def test_partition_names_are_case_sensitive_like_slurms():
-    conf = slurmconf.parse("PartitionName=debug\nPartitionName=DEBUG\n")
+    conf = model.parse("PartitionName=debug\nPartitionName=DEBUG\n")
     assert [r.name for r in conf.records()] == ["debug", "DEBUG"]
 
 
 def test_conf_error_is_a_value_error_and_survives_pickling():
-    err = slurmconf.ConfError("bad", "x.conf", 3, "Key")
+    err = model.ConfError("bad", "x.conf", 3, "Key")
     assert isinstance(err, ValueError)
     assert str(err) == "x.conf line 3: bad"
     copy = pickle.loads(pickle.dumps(err))  # noqa: S301 -- our own bytes
@@ -566,10 +566,10 @@ def test_conf_error_is_a_value_error_and_survives_pickling():
 
 
 def test_canonical_key_spelling_and_error_format():
-    assert slurmconf.canonical_key("schedulertype") == "SchedulerType"
-    assert slurmconf.canonical_key("USEPAM") == "UsePAM"
-    with pytest.raises(slurmconf.ConfError) as caught:
-        slurmconf.canonical_key("SchedulerTyp", source="overrides")
+    assert model.canonical_key("schedulertype") == "SchedulerType"
+    assert model.canonical_key("USEPAM") == "UsePAM"
+    with pytest.raises(model.ConfError) as caught:
+        model.canonical_key("SchedulerTyp", source="overrides")
     assert str(caught.value) == (
         "overrides: unknown slurm.conf key 'SchedulerTyp' for Slurm 22.05 (did you mean "
         "'SchedulerType'?); list it in slurm:conf:extra_keys if your Slurm knows it"
@@ -580,18 +580,18 @@ def test_canonical_key_spelling_and_error_format():
 
 def test_extra_keys_let_newer_keys_through_with_their_given_spelling():
     text = "FutureParam=1\nNodeName=n1 Topology=x\n"
-    with pytest.raises(slurmconf.ConfError):
-        slurmconf.parse(text)
-    conf = slurmconf.parse(text, extra_keys=["futureparam", "Topology"])
+    with pytest.raises(model.ConfError):
+        model.parse(text)
+    conf = model.parse(text, extra_keys=["futureparam", "Topology"])
     assert conf.params() == [("futureparam", "1")]
     assert conf.records()[0].get("topology") == "x"
     assert conf.render() == text
-    assert slurmconf.canonical_key("FUTUREPARAM", ["FutureParam"]) == "FutureParam"
+    assert model.canonical_key("FUTUREPARAM", ["FutureParam"]) == "FutureParam"
 
 
 def test_extra_keys_must_look_like_keys():
-    with pytest.raises(slurmconf.ConfError, match="slurm:conf:extra_keys: 'bad key'"):
-        slurmconf.parse("", extra_keys=["bad key"])
+    with pytest.raises(model.ConfError, match="slurm:conf:extra_keys: 'bad key'"):
+        model.parse("", extra_keys=["bad key"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -609,16 +609,16 @@ def test_extra_keys_must_look_like_keys():
     ],
 )
 def test_render_pairs(pairs, text):
-    assert slurmconf.render_pairs(pairs) == text
-    assert slurmconf.parse(text + "\n").records()[0].pairs == [(k, str(v)) for k, v in pairs]
+    assert model.render_pairs(pairs) == text
+    assert model.parse(text + "\n").records()[0].pairs == [(k, str(v)) for k, v in pairs]
 
 
 def test_unified_diff():
-    assert slurmconf.unified_diff(BASE, BASE) == ""
-    diff = slurmconf.unified_diff("A=1\nB=2\n", "A=1\nB=3\n", name="gres.conf")
+    assert model.unified_diff(BASE, BASE) == ""
+    diff = model.unified_diff("A=1\nB=2\n", "A=1\nB=3\n", name="gres.conf")
     assert diff.splitlines()[:2] == ["--- a/gres.conf", "+++ b/gres.conf"]
     assert "-B=2\n+B=3\n" in diff
-    assert "\\ No newline at end of file" in slurmconf.unified_diff("A=1\n", "A=1\nB=2")
+    assert "\\ No newline at end of file" in model.unified_diff("A=1\n", "A=1\nB=2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,7 +757,7 @@ def _change(old, new):
     ],
 )
 def test_classify(new, cls, reasons):
-    result = slurmconf.classify(CLUSTER, new)
+    result = model.classify(CLUSTER, new)
     assert result["class"] == cls
     if reasons is not None:
         assert result["reasons"] == reasons
@@ -765,20 +765,18 @@ def test_classify(new, cls, reasons):
 
 
 def test_classify_cluster_name_change_warns_about_the_state_save_check():
-    (reason,) = slurmconf.classify(CLUSTER, _change("ClusterName=cluster", "ClusterName=x"))[
-        "reasons"
-    ]
+    (reason,) = model.classify(CLUSTER, _change("ClusterName=cluster", "ClusterName=x"))["reasons"]
     assert reason.startswith("ClusterName cluster -> x (restart slurmctld and all slurmd;")
     assert "CLUSTER NAME MISMATCH" in reason
     assert "StateSaveLocation/clustername" in reason
 
 
 def test_classify_refuses_unknown_keys_on_either_side():
-    with pytest.raises(slurmconf.ConfError, match=r"^slurm.conf \(new\) line 11: unknown"):
-        slurmconf.classify(CLUSTER, CLUSTER + "SchedulerTyp=x\n")
-    with pytest.raises(slurmconf.ConfError, match=r"^slurm.conf \(old\) line 1: unknown"):
-        slurmconf.classify("Bogus=1\n", CLUSTER)
-    assert slurmconf.classify(CLUSTER + "Bogus=1\n", CLUSTER, extra_keys=["Bogus"])["class"] == (
+    with pytest.raises(model.ConfError, match=r"^slurm.conf \(new\) line 11: unknown"):
+        model.classify(CLUSTER, CLUSTER + "SchedulerTyp=x\n")
+    with pytest.raises(model.ConfError, match=r"^slurm.conf \(old\) line 1: unknown"):
+        model.classify("Bogus=1\n", CLUSTER)
+    assert model.classify(CLUSTER + "Bogus=1\n", CLUSTER, extra_keys=["Bogus"])["class"] == (
         "reconfigure"
     )
 
@@ -788,7 +786,7 @@ def test_classify_refuses_unknown_keys_on_either_side():
     [(None, None, "none"), (None, CLUSTER, "restart_all"), (CLUSTER, None, "restart_all")],
 )
 def test_classify_absent_files(old, new, cls):
-    assert slurmconf.classify(old, new)["class"] == cls
+    assert model.classify(old, new)["class"] == cls
 
 
 GRES = "# gres\nName=gpu File=/dev/nvidia0\n"
@@ -848,7 +846,7 @@ CGROUP = "ConstrainCores=yes\n"
     ],
 )
 def test_classify_files(changes, cls, reasons):
-    result = slurmconf.classify_files(changes)
+    result = model.classify_files(changes)
     assert result["class"] == cls
     if reasons is not None:
         assert result["reasons"] == reasons
@@ -861,13 +859,13 @@ def test_classify_files(changes, cls, reasons):
 def test_key_tables_are_consistent():
     lower = [key.lower() for key in KEYS]
     assert len(lower) == len(set(lower))
-    assert set(slurmconf.RECORD_KINDS) <= set(KEYS)
-    assert set(RECORD_KEYS) == set(slurmconf.RECORD_KINDS)
+    assert set(model.RECORD_KINDS) <= set(KEYS)
+    assert set(RECORD_KEYS) == set(model.RECORD_KINDS)
     for kind, keys in RECORD_KEYS.items():
         assert keys[0] == kind
         assert len({key.lower() for key in keys}) == len(keys)
     assert not {key.lower() for key in REMOVED_KEYS} & set(lower)
-    assert slurmconf.CLASSES[0] == "none" and slurmconf.CLASSES[-1] == "restart_all"
+    assert model.CLASSES[0] == "none" and model.CLASSES[-1] == "restart_all"
 
 
 def _big_conf(nodes=9000, partitions=990):
@@ -883,11 +881,11 @@ def _big_conf(nodes=9000, partitions=990):
 def test_a_10000_line_conf_round_trips():
     # speed is measured by `make bench` (bench/render_conf.py), not asserted here
     text = _big_conf()
-    assert slurmconf.parse(text).render() == text
+    assert model.parse(text).render() == text
 
 
 def test_many_edits_keep_the_records_right():
-    conf = slurmconf.parse(_big_conf(nodes=2000, partitions=10))
+    conf = model.parse(_big_conf(nodes=2000, partitions=10))
     for i in range(2000, 4000):
         conf.add_record("NodeName", [("NodeName", f"n{i}"), ("CPUs", "4")])
     conf.remove_records("NodeName", [f"n{i}" for i in range(0, 4000, 2)])
@@ -896,4 +894,4 @@ def test_many_edits_keep_the_records_right():
 
 def test_conf_nodes_expands_hostlists_and_skips_default():
     text = "NodeName=DEFAULT CPUs=2\nNodeName=n[1-2] RealMemory=5\nNodeName=g01\n"
-    assert slurmconf.conf_nodes("ClusterName=x\nSlurmctldHost=ctl\n" + text) == ["n1", "n2", "g01"]
+    assert model.conf_nodes("ClusterName=x\nSlurmctldHost=ctl\n" + text) == ["n1", "n2", "g01"]

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from salt_ext.lib import cluster_files
+from salt_ext.lib.conf import cluster_files
 from salt_ext.loader import loader_dirs
 
 

@@ -954,10 +954,10 @@ def test_sync_conf_writes_changed_files_only(loader, conf_dir):
 
 
 def test_sync_conf_removes_our_stale_gres_conf_but_not_the_admins(loader, conf_dir):
-    from salt_ext.lib import confgen  # noqa: PLC0415
+    from salt_ext.lib.conf import generate  # noqa: PLC0415
 
     _serve(loader, {"slurm.conf": "ClusterName=x\n"})
-    (conf_dir / "gres.conf").write_text(confgen.HEADER + "NodeName=g1 Name=gpu Count=1\n")
+    (conf_dir / "gres.conf").write_text(generate.HEADER + "NodeName=g1 Name=gpu Count=1\n")
     (conf_dir / "cgroup.conf").write_text("# the admin's own\nConstrainCores=yes\n")
     result = slurm_node.sync_conf()
     assert "gres.conf" in result["changed"] and not (conf_dir / "gres.conf").exists()

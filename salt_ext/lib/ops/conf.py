@@ -4,7 +4,8 @@ operation left (the journal's interrupted entries) before anything else."""
 
 import time
 
-from salt_ext.lib import cluster_files, confgen, rollout, slurmconf
+from salt_ext.lib import rollout
+from salt_ext.lib.conf import cluster_files, generate, model
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.util import fsutil
 
@@ -25,15 +26,15 @@ def compare(current, files, extra_keys):
     """``(verdict, unified diff)`` of the files on the master against ``files``."""
     changes = {n: (current.get(n), files.get(n)) for n in cluster_files.CONF_FILES}
     try:
-        verdict = slurmconf.classify_files(
+        verdict = model.classify_files(
             {n: (o, new) for n, (o, new) in changes.items() if o is not None or new is not None},
             extra_keys,
         )
-    except slurmconf.ConfError as err:
+    except model.ConfError as err:
         # the file on the master was edited by hand into something we cannot read
         verdict = {"class": "restart_all", "reasons": [f"current file unreadable ({err})"]}
     diff = "".join(
-        slurmconf.unified_diff(o or "", n or "", name)
+        model.unified_diff(o or "", n or "", name)
         for name, (o, n) in changes.items()
         if (o or "") != (n or "")
     )
@@ -46,8 +47,8 @@ def render(ctx, dry=False):
     hardware = ctx.master.mine_hardware(cfg["node_target"], cfg["node_target_type"])
     base = _read_base(ctx, cfg["conf"]["base"])
     try:
-        rendered = confgen.render(cfg, hardware, base, cfg["conf"]["base"] or "slurm:conf:base")
-    except (confgen.ConfGenError, slurmconf.ConfError) as err:
+        rendered = generate.render(cfg, hardware, base, cfg["conf"]["base"] or "slurm:conf:base")
+    except (generate.ConfGenError, model.ConfError) as err:
         raise OpError(f"nothing written: {err}") from err
     store = ctx.conf_store()
     current = store.read()
@@ -93,7 +94,7 @@ def unfinished(ctx, say=True):
             f"at step '{steps[-1].get('step', '?')}'"
         )
         pending = entry.get("rollout") or {}
-        if pending.get("class") in slurmconf.CLASSES:
+        if pending.get("class") in model.CLASSES:
             klass = rollout.worse(klass, pending["class"])
             stopped += [m for m in pending.get("stopped") or [] if m not in stopped]
             reasons.append(f"{what}: finishing its rollout ({pending['class']})")

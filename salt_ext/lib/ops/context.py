@@ -1,7 +1,7 @@
 """What every operation of one runner call shares: the ports, the settings (compiled once),
 the master's files, the journal, progress lines, and the cluster's shape."""
 
-from salt_ext.lib import confgen, slurmconf
+from salt_ext.lib.conf import generate, model
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.ops.masterfiles import ConfStore, MasterKeys
 from salt_ext.lib.ops.ports import Clock
@@ -58,8 +58,8 @@ class Context:
             if isinstance(data, dict)
         }
         try:
-            nodes = slurmconf.conf_nodes(conf_text, self.extra_keys)
-        except slurmconf.ConfError as err:
+            nodes = model.conf_nodes(conf_text, self.extra_keys)
+        except model.ConfError as err:
             raise OpError(f"the master's slurm.conf does not parse: {err}") from err
         return {node: by_name.get(node, node) for node in nodes if node != self.controller}
 
@@ -75,7 +75,7 @@ class Context:
             for minion, data in hardware.items()
             if isinstance(data, dict) and data.get("NodeName")
         }
-        return self.controller, {n: nodes[n] for n in sorted(nodes, key=confgen.natural_key)}
+        return self.controller, {n: nodes[n] for n in sorted(nodes, key=generate.natural_key)}
 
     # ------------------------------------------------------------------ calls
     def reachable(self, targets, wait=PING_WAIT):

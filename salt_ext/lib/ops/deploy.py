@@ -2,7 +2,8 @@
 cluster to the pillar's description, from bare machines or from a running cluster, in
 Slurm's order, and prove it works."""
 
-from salt_ext.lib import confgen, rollout
+from salt_ext.lib import rollout
+from salt_ext.lib.conf import generate
 from salt_ext.lib.ops import OpError, conf, health
 
 # deploy waits longer for minions than the read-only operations: a machine busy installing
@@ -15,8 +16,8 @@ def _targets(ctx, only):
     answered, silent = ctx.minions.ping(
         cfg["node_target"], cfg["node_target_type"], wait=DEPLOY_PING_WAIT
     )
-    targets = sorted((m for m in answered if m != ctx.controller), key=confgen.natural_key)
-    silent = sorted((m for m in silent if m != ctx.controller), key=confgen.natural_key)
+    targets = sorted((m for m in answered if m != ctx.controller), key=generate.natural_key)
+    silent = sorted((m for m in silent if m != ctx.controller), key=generate.natural_key)
     if only:
         missing = sorted(set(only) - set(targets))
         if missing:

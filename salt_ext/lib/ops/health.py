@@ -5,7 +5,8 @@ unreachable, a failure) and left out of every later call, so one dead node costs
 ping round's few seconds, not a call timeout per step.
 """
 
-from salt_ext.lib import clusterops, diagnosis, hostlist
+from salt_ext.lib import clusterops, diagnosis
+from salt_ext.lib.conf import hostlist
 from salt_ext.lib.ops import OpError
 
 

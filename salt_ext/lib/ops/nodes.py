@@ -2,7 +2,7 @@
 ``slurm.remove_node`` (drain, wait for jobs, out of slurm.conf in Slurm's order,
 ``slurm.absent`` on the machine)."""
 
-from salt_ext.lib import hostlist
+from salt_ext.lib.conf import hostlist
 from salt_ext.lib.ops import OpError, conf
 
 REMOVE_REASON = "being removed (slurm.remove_node)"

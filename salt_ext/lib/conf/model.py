@@ -44,8 +44,8 @@ import difflib
 import itertools
 import re
 
-from salt_ext.lib import hostlist
-from salt_ext.lib.slurmconf_keys import KEYS, RECORD_KEYS, REMOVED_KEYS
+from salt_ext.lib.conf import hostlist
+from salt_ext.lib.conf.params import KEYS, RECORD_KEYS, REMOVED_KEYS
 
 RECORD_KINDS = ("NodeName", "PartitionName", "NodeSet", "DownNodes", "FrontendName")
 # plain keys that may appear more than once; order matters (primary controller first)

@@ -34,8 +34,8 @@ import statistics
 from itertools import repeat
 from operator import itemgetter
 
-from salt_ext.lib import hostlist, slurmconf
-from salt_ext.lib.hardware import TOPOLOGY_KEYS
+from salt_ext.lib.conf import hostlist, model
+from salt_ext.lib.conf.hardware import TOPOLOGY_KEYS
 
 HEADER = (
     "# Managed by saltext-slurm: written by `salt-run slurm.render_conf`.\n"
@@ -279,8 +279,8 @@ def _check_record(kind, name, options, key, extra_keys):
     """Validate pillar options for a record by parsing the line they make."""
     pairs = [(kind, name)] + [(k, conf_value(v)) for k, v in options.items()]
     try:
-        return slurmconf.parse(slurmconf.render_pairs(pairs) + "\n", key, extra_keys).records()[0]
-    except slurmconf.ConfError as err:
+        return model.parse(model.render_pairs(pairs) + "\n", key, extra_keys).records()[0]
+    except model.ConfError as err:
         raise ConfGenError(str(err)) from None
 
 
@@ -452,14 +452,14 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
     Returns ``{"files": {"slurm.conf": text, "gres.conf": text|None, "cgroup.conf":
     text|None}, "nodes": {NodeName: minion_id}, "node_lines": int, "partitions": [...],
     "warnings": [text, ...]}`` (warnings: nodes far below their model's memory, a default
-    memory policy we could not derive). Raises ``ConfGenError`` / ``slurmconf.ConfError``
+    memory policy we could not derive). Raises ``ConfGenError`` / ``model.ConfError``
     naming the key, line or node.
     """
     conf_cfg = cfg["conf"]
     extra_keys = tuple(conf_cfg.get("extra_keys") or ())
     reserve = parse_reserve(conf_cfg.get("memory_reserve", 0))
     tolerance = parse_tolerance(conf_cfg.get("memory_tolerance", 0))
-    conf = slurmconf.parse(base_text or "", base_source, extra_keys)
+    conf = model.parse(base_text or "", base_source, extra_keys)
 
     # -- nodes from the mine
     names = {}
@@ -634,8 +634,8 @@ def _apply_overrides(conf, overrides, extra_keys):
     seen = {}
     for key, value in overrides.items():
         try:
-            canonical = slurmconf.canonical_key(str(key), extra_keys, source="slurm:conf:overrides")
-        except slurmconf.ConfError as err:
+            canonical = model.canonical_key(str(key), extra_keys, source="slurm:conf:overrides")
+        except model.ConfError as err:
             raise ConfGenError(str(err)) from None
         if canonical.lower() in seen:
             raise ConfGenError(
@@ -643,14 +643,14 @@ def _apply_overrides(conf, overrides, extra_keys):
                 "slurm.conf key (keys are case-insensitive)"
             )
         seen[canonical.lower()] = key
-        if canonical in slurmconf.RECORD_KINDS:
+        if canonical in model.RECORD_KINDS:
             raise ConfGenError(
                 f"slurm:conf:overrides: {canonical} lines come from the mine and "
                 "slurm:partitions / slurm:node_groups, not from overrides"
             )
         if value is None:
             conf.remove(canonical)
-        elif isinstance(value, list) and canonical.lower() in slurmconf.REPEATABLE:
+        elif isinstance(value, list) and canonical.lower() in model.REPEATABLE:
             conf.set(canonical, [conf_value(v) for v in value])
         else:
             conf.set(canonical, conf_value(value))
@@ -726,7 +726,7 @@ def _gres_conf(gpu_nodes, node_data):
         return None
     # members are in node order already, and so are the lines by their first member
     body = [
-        slurmconf.render_pairs([("NodeName", hostlist.compress(members)), *pairs])
+        model.render_pairs([("NodeName", hostlist.compress(members)), *pairs])
         for pairs, members in lines.items()
     ]
     return HEADER + "\n".join(body) + "\n"

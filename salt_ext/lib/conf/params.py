@@ -11,7 +11,7 @@ Spelling follows slurm.conf(5) where it documents the key, else Slurm's source.
 scontrol.
 
 Newer Slurm releases add keys: ``slurm:conf:extra_keys`` (the ``extra_keys`` argument of
-:mod:`salt_ext.lib.slurmconf`) lets those through without editing this file.
+:mod:`salt_ext.lib.conf.model`) lets those through without editing this file.
 """
 
 KEYS = (
