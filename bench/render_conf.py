@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 
-from salt_ext.lib import settings
 from salt_ext.lib.conf import generate, model
+from salt_ext.lib.node import settings
 
 N_NODES = 10_000
 N_SPEED = 100_000

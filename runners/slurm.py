@@ -23,8 +23,9 @@ import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
 from salt_ext import runner_support
-from salt_ext.lib import clusterops, diagnosis, journal, settings, wheel
+from salt_ext.lib import clusterops, diagnosis, journal, wheel
 from salt_ext.lib.conf import cluster_files, hostlist
+from salt_ext.lib.node import settings
 from salt_ext.lib.ops import OpError, conf, context, health, keys
 from salt_ext.lib.ops import deploy as deploy_op
 from salt_ext.lib.ops import nodes as node_ops

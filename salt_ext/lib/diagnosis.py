@@ -8,7 +8,7 @@ and the command that fixes it. The failure modes are those of the seed fix guide
 one is produced by a real fault in tests/integration/test_slurm_ops.py.
 """
 
-from salt_ext.lib import scontrol
+from salt_ext.lib.node import scontrol
 
 CLOCK_SKEW_LIMIT = 30  # seconds; munge credentials live 300 s, Slurm warns well before
 

@@ -6,7 +6,7 @@ The key's content never leaves this module: :func:`key_hash` returns its SHA-256
 
 from salt.exceptions import CommandExecutionError
 
-from salt_ext.lib import munge as munge_lib
+from salt_ext.lib.node import munge as munge_lib
 from salt_ext.lib.util import command
 
 __virtualname__ = "munge"

@@ -1,7 +1,7 @@
 """
 Whitelisted Slurm client commands on a minion (``slurm.cmd``): an argument list, never a shell.
 
-What may run is decided in :mod:`salt_ext.lib.gateway`, whose docstring is the threat model;
+What may run is decided in :mod:`salt_ext.lib.node.slurm_cmd`, whose docstring is the threat model;
 this module only translates Salt's arguments, runs the validated argv as ``runas`` and
 reports. It loads where at least one Slurm client command is installed.
 """
@@ -12,13 +12,13 @@ import salt.utils.data
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway
+from salt_ext.lib.node import slurm_cmd
 from salt_ext.lib.util import outcap
 
 __virtualname__ = "slurm"
 
 
-MAX_TIMEOUT = gateway.Limits().max_seconds  # the default of pillar slurm:cmd:max_seconds
+MAX_TIMEOUT = slurm_cmd.Limits().max_seconds  # the default of pillar slurm:cmd:max_seconds
 # cmd.run_all's own timeout, a backstop behind the supervisor's
 _BACKSTOP_SECONDS = 30
 # stderr quoted in an error, from its end (the full text is in the error's info)
@@ -42,11 +42,11 @@ RESERVED_KWARGS = (
 
 
 def __virtual__():
-    if any(salt.utils.path.which(name) for name in gateway.COMMANDS):
+    if any(salt.utils.path.which(name) for name in slurm_cmd.COMMANDS):
         return __virtualname__
     return (
         False,
-        f"slurm: no Slurm client command ({', '.join(gateway.COMMANDS)}) found on PATH",
+        f"slurm: no Slurm client command ({', '.join(slurm_cmd.COMMANDS)}) found on PATH",
     )
 
 
@@ -74,7 +74,7 @@ def _arguments(command, args, kwargs):
             )
         if not command:
             raise SaltInvocationError(
-                f"the command list is empty; allowed commands: {', '.join(gateway.COMMANDS)}"
+                f"the command list is empty; allowed commands: {', '.join(slurm_cmd.COMMANDS)}"
             )
         command, args = command[0], tuple(command[1:])
     elif len(args) == 1 and isinstance(args[0], (list, tuple)):
@@ -106,10 +106,10 @@ def _allow_root():
 
 def _limits():
     try:
-        return gateway.limits_from_pillar(
+        return slurm_cmd.limits_from_pillar(
             salt.utils.data.traverse_dict_and_list(__pillar__, "slurm:cmd", None)
         )
-    except gateway.GatewayError as err:
+    except slurm_cmd.GatewayError as err:
         raise SaltInvocationError(str(err)) from err
 
 
@@ -173,10 +173,10 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
     if json is not None and not isinstance(json, bool):
         raise SaltInvocationError(f"json must be True or False, got {json!r}")
     try:
-        argv = gateway.build_argv(
+        argv = slurm_cmd.build_argv(
             command, tokens, runas=runas, allow_root=_allow_root(), json=json, limits=limits
         )
-    except gateway.GatewayError as err:
+    except slurm_cmd.GatewayError as err:
         raise SaltInvocationError(str(err)) from err
 
     # Resolve on the minion's own PATH: with runas, Salt runs the command in that user's
@@ -216,7 +216,7 @@ def cmd(command, *args, runas=None, timeout=60, json=None, **kwargs):
             info={"retcode": retcode, "stderr": stderr[-_DETAIL_CHARS:]},
         )
     try:
-        data = gateway.parse_output(command, argv[1:], stdout)
+        data = slurm_cmd.parse_output(command, argv[1:], stdout)
     except ValueError as err:
         raise CommandExecutionError(f"{shlex.join(argv)} printed no valid JSON: {err}") from err
     return {"retcode": 0, "stdout": stdout, "stderr": stderr, "data": data, "argv": argv}

@@ -17,11 +17,11 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import daemons, scontrol, services
-from salt_ext.lib import munge as munge_lib
-from salt_ext.lib import settings as settings_lib
 from salt_ext.lib.conf import cluster_files, generate, hostlist, model
 from salt_ext.lib.conf import hardware as hardware_lib
+from salt_ext.lib.node import direct, scontrol, services
+from salt_ext.lib.node import munge as munge_lib
+from salt_ext.lib.node import settings as settings_lib
 from salt_ext.lib.util import command, fsutil
 
 __virtualname__ = "slurm_node"
@@ -99,14 +99,14 @@ def _service_name(daemon, plan):
 
 
 def _service(daemon, plan, manager, conf):
-    """The daemon under an init system (:mod:`salt_ext.lib.services`)."""
+    """The daemon under an init system (:mod:`salt_ext.lib.node.services`)."""
     return services.Service(daemon, manager, _service_name(daemon, plan), conf)
 
 
 def _check_daemon(daemon):
-    if daemon not in daemons.DAEMONS:
+    if daemon not in direct.DAEMONS:
         raise SaltInvocationError(
-            f"daemon must be one of {', '.join(daemons.DAEMONS)}, got {daemon!r}"
+            f"daemon must be one of {', '.join(direct.DAEMONS)}, got {daemon!r}"
         )
 
 
@@ -133,7 +133,7 @@ def daemon_running(daemon, manager=None, conf=None):
     """
     plan, manager, conf = _resolve(daemon, manager, conf)
     if manager == "direct":
-        return daemons.pid_of(daemon, conf) is not None
+        return direct.pid_of(daemon, conf) is not None
     return _service(daemon, plan, manager, conf).running()
 
 
@@ -156,10 +156,10 @@ def daemon_control(daemon, action, manager=None, conf=None):
     if manager == "direct":
         try:
             if action == "stop":
-                daemons.stop(daemon, conf)
+                direct.stop(daemon, conf)
             else:
-                getattr(daemons, action)(daemon, conf)
-        except daemons.DaemonError as err:
+                getattr(direct, action)(daemon, conf)
+        except direct.DaemonError as err:
             raise CommandExecutionError(str(err)) from err
         return True
     try:
@@ -270,9 +270,9 @@ def _proven(daemon, plan, old_pid, bound=RESTART_BOUND):
         running = {d: daemon_running(d, plan["service_manager"], conf) for d in names}
         entry = _health(conf, running, plan)[daemon]
         problem = None
-        if old_pid and daemons.is_process(old_pid, daemon):
+        if old_pid and direct.is_process(old_pid, daemon):
             problem = f"the old process (pid {old_pid}) still runs"
-        elif entry["state"] != daemons.RUNNING:
+        elif entry["state"] != direct.RUNNING:
             problem = f"{entry['state']}: {entry['evidence']}"
         elif old_pid and entry["pid"] == old_pid:
             problem = f"still pid {old_pid}"
@@ -286,7 +286,7 @@ def _proven(daemon, plan, old_pid, bound=RESTART_BOUND):
 
 
 def _installed(daemon):
-    return __salt__["cmd.which"](daemons.DAEMONS[daemon]["argv"][0]) is not None
+    return __salt__["cmd.which"](direct.DAEMONS[daemon]["argv"][0]) is not None
 
 
 def _version(argv):
@@ -350,19 +350,19 @@ def _pid(daemon, conf, plan=None):
     try:
         if plan and plan["service_manager"] == "systemd":
             return _service(daemon, plan, "systemd", conf).pid()
-        return daemons.pid_of(daemon, conf)
+        return direct.pid_of(daemon, conf)
     except (OSError, ValueError):
         return None
 
 
 def _health(conf, running, plan=None):
-    """``{daemon: daemons.judge(...)}`` for the daemons in ``running`` ({name: bool})."""
+    """``{daemon: direct.judge(...)}`` for the daemons in ``running`` ({name: bool})."""
     pids = {d: _pid(d, conf, plan) if up else None for d, up in running.items()}
-    letters = {d: daemons.process_state(pid) for d, pid in pids.items()}
-    munge_stuck = not running.get("munge") or letters.get("munge") in daemons.STOPPED_STATES
+    letters = {d: direct.process_state(pid) for d, pid in pids.items()}
+    munge_stuck = not running.get("munge") or letters.get("munge") in direct.STOPPED_STATES
     answers, asks = {}, []
     for daemon, up in running.items():
-        if not up or letters[daemon] in daemons.STOPPED_STATES:
+        if not up or letters[daemon] in direct.STOPPED_STATES:
             continue
         if daemon != "munge" and munge_stuck:
             answers[daemon] = (None, NOT_ASKED_MUNGE)
@@ -378,7 +378,7 @@ def _health(conf, running, plan=None):
                 answers[daemon] = (None, NOT_ASKED_MUNGE)
     label = {"munge": "munged"}
     return {
-        daemon: daemons.judge(
+        daemon: direct.judge(
             label.get(daemon, daemon), up, pids[daemon], letters[daemon], answers.get(daemon)
         )
         for daemon, up in running.items()
@@ -414,7 +414,7 @@ def health(daemon=None):
 def _running_daemons(plan):
     return {
         daemon: daemon_running(daemon, plan["service_manager"], plan["slurm_conf"])
-        for daemon in daemons.DAEMONS
+        for daemon in direct.DAEMONS
         if _installed(daemon)
     }
 
@@ -456,7 +456,7 @@ def status():
     # files on disk are intent, not proof: did each daemon start after its files changed?
     conf_paths = [os.path.join(plan["conf_dir"], name) for name in cluster_files.CONF_FILES]
     result["loaded"] = {
-        daemon: daemons.loaded_conf(daemon, conf_paths, conf)
+        daemon: direct.loaded_conf(daemon, conf_paths, conf)
         for daemon in ("slurmd", "slurmctld")
         if result["daemons"].get(daemon)
     }
@@ -757,7 +757,7 @@ def probe(lines=200):
         names = None
     result["in_local_conf"] = None if names is None else result["hostname"] in names
     munge = result["health"].get("munge") or {}
-    munge_ok = munge.get("state") == daemons.RUNNING
+    munge_ok = munge.get("state") == direct.RUNNING
     result["munge_roundtrip"] = {
         "ok": munge_ok,
         "error": None if munge_ok else munge.get("evidence", "munge is not installed"),
@@ -770,11 +770,11 @@ def probe(lines=200):
         result["controller_ping"] = _controller_ping()
     logs = {}
     for label, path in (
-        ("slurmd", daemons.spec("slurmd", conf)["log"]),
-        ("munged", daemons.DAEMONS["munge"]["log"]),
-        ("slurmctld", daemons.spec("slurmctld", conf)["log"]),
+        ("slurmd", direct.spec("slurmd", conf)["log"]),
+        ("munged", direct.DAEMONS["munge"]["log"]),
+        ("slurmctld", direct.spec("slurmctld", conf)["log"]),
     ):
-        tail = daemons.log_tail(path, lines)
+        tail = direct.log_tail(path, lines)
         if tail:
             logs[label] = [line for line in tail if scontrol.is_telling(line)][-8:]
             logs[label + "_last"] = tail[-3:]
@@ -1145,10 +1145,10 @@ def _evidence(plan, daemon):
     """Log lines that explain a failure: known causes first, then other errors."""
     lines = []
     for label, path in (
-        (daemon, daemons.spec(daemon, plan["slurm_conf"])["log"]),
-        ("munged", daemons.DAEMONS["munge"]["log"]),
+        (daemon, direct.spec(daemon, plan["slurm_conf"])["log"]),
+        ("munged", direct.DAEMONS["munge"]["log"]),
     ):
-        tail = daemons.log_tail(path, 300)
+        tail = direct.log_tail(path, 300)
         telling = [line for line in tail if scontrol.is_telling(line)]
         errors = [line for line in tail if "error" in line.lower() and line not in telling]
         lines += [f"{label}: {line}" for line in (telling[-6:] + errors[-3:])]

@@ -13,7 +13,7 @@ import stat
 import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import munge as munge_lib
+from salt_ext.lib.node import munge as munge_lib
 from salt_ext.lib.util import fsutil
 
 __virtualname__ = "slurm_node"

@@ -1,4 +1,4 @@
-"""``salt_ext.lib.gateway`` against the installed Slurm 22.05 client binaries (no daemon).
+"""``salt_ext.lib.node.slurm_cmd`` against the installed Slurm 22.05 client binaries (no daemon).
 
 The whitelist may only name real options, and the deny list only real dangers: every option
 we allow or deny is in the binary's ``--help``/``--usage`` (sacct prints its help only after
@@ -21,10 +21,10 @@ import pytest
 import salt.config
 import salt.loader
 
-from salt_ext.lib import gateway
+from salt_ext.lib.node import slurm_cmd
 from salt_ext.lib.util import outcap
 
-BINARIES = {name: shutil.which(name) for name in gateway.COMMANDS}
+BINARIES = {name: shutil.which(name) for name in slurm_cmd.COMMANDS}
 MISSING = sorted(name for name, path in BINARIES.items() if path is None)
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"Slurm client binaries missing: {', '.join(MISSING)}"
@@ -132,7 +132,7 @@ def _same_line(text, short, long):
 
 
 def _option_cases(skip=()):
-    for command, spec in gateway.COMMANDS.items():
+    for command, spec in slurm_cmd.COMMANDS.items():
         if command in skip:
             continue
         for option in spec.options:
@@ -140,7 +140,7 @@ def _option_cases(skip=()):
 
 
 def _denied_cases():
-    for command, spec in gateway.COMMANDS.items():
+    for command, spec in slurm_cmd.COMMANDS.items():
         for spelling in spec.denied:
             yield pytest.param(command, spelling, id=f"{command}{spelling}")
 
@@ -217,14 +217,14 @@ def _scontrol_commands(help_text):
 
 def test_scontrol_subcommands_we_allow_or_refuse_exist(help_text):
     known = _scontrol_commands(help_text)
-    assert set(gateway.SCONTROL_SUBCOMMANDS) <= known
-    assert set(gateway.SCONTROL_DENIED) <= known
+    assert set(slurm_cmd.SCONTROL_SUBCOMMANDS) <= known
+    assert set(slurm_cmd.SCONTROL_DENIED) <= known
 
 
 def test_every_scontrol_subcommand_is_decided(help_text):
     """A subcommand Slurm adds later is refused by default; this lists today's leftovers."""
-    undecided = _scontrol_commands(help_text) - set(gateway.SCONTROL_SUBCOMMANDS)
-    undecided -= set(gateway.SCONTROL_DENIED)
+    undecided = _scontrol_commands(help_text) - set(slurm_cmd.SCONTROL_SUBCOMMANDS)
+    undecided -= set(slurm_cmd.SCONTROL_DENIED)
     # interactive-mode settings and harmless lookups, simply not offered
     assert undecided <= {
         "all",
@@ -247,7 +247,7 @@ def test_every_scontrol_subcommand_is_decided(help_text):
 def test_scontrol_show_entities_exist(help_text):
     block = help_text["scontrol"].split("<ENTITY> may be")[1].split("<ID>")[0]
     entities = {e.lower() for e in re.findall(r'"([A-Za-z_]+)"', block)}
-    assert set(gateway.SCONTROL_SHOW) <= entities
+    assert set(slurm_cmd.SCONTROL_SHOW) <= entities
 
 
 @pytest.mark.parametrize(
@@ -279,14 +279,14 @@ def test_scontrol_update_rejects_an_unknown_key_itself(slurm_env):
 def test_node_states_we_allow_are_valid_node_states(slurm_env):
     output = _run(slurm_env, [BINARIES["scontrol"], "update", "NodeName=gw-absent", "State=BOGUS"])
     valid = output.split("Valid states are:")[1].split("\n")[0].split()
-    assert set(gateway.NODE_STATES) <= {state.upper() for state in valid}
+    assert set(slurm_cmd.NODE_STATES) <= {state.upper() for state in valid}
 
 
 def test_scontrol_abbreviates_subcommands_so_we_match_whole_words(slurm_env):
     output = _run(slurm_env, [BINARIES["scontrol"], "versio"])
     assert output.startswith("slurm")
-    with pytest.raises(gateway.GatewayError):
-        gateway.build_argv("scontrol", ["versio"])
+    with pytest.raises(slurm_cmd.GatewayError):
+        slurm_cmd.build_argv("scontrol", ["versio"])
 
 
 def test_scontrol_show_hostlist_reads_files_so_ids_cannot_be_paths(slurm_env, tmp_path):
@@ -294,8 +294,8 @@ def test_scontrol_show_hostlist_reads_files_so_ids_cannot_be_paths(slurm_env, tm
     secret.write_text("topsecret\n")
     output = _run(slurm_env, [BINARIES["scontrol"], "show", "hostlist", str(secret)])
     assert "topsecret" in output
-    with pytest.raises(gateway.GatewayError):
-        gateway.build_argv("scontrol", ["show", "hostlist", str(secret)])
+    with pytest.raises(slurm_cmd.GatewayError):
+        slurm_cmd.build_argv("scontrol", ["show", "hostlist", str(secret)])
 
 
 # --- issue #11: what Slurm does with the input the gateway now refuses ---------------------
@@ -314,7 +314,7 @@ def test_filename_patterns_are_the_ones_the_man_page_lists(command):
         "Some examples",
     )
     listed = set(re.findall(r"^%(.)$", section, re.M))
-    assert listed == {"%", *gateway.FILENAME_PATTERNS}, listed
+    assert listed == {"%", *slurm_cmd.FILENAME_PATTERNS}, listed
 
 
 def _supervised(env, argv, max_bytes, seconds):
@@ -331,23 +331,23 @@ def test_scontrol_never_finishes_a_range_ending_at_ulong_max(slurm_env):
     argv = ["prlimit", "--as=1000000000", BINARIES["scontrol"], "show", "hostnames", expr]
     code = _supervised(slurm_env, argv, 1_000_000, 10)
     assert code in (outcap.EXIT_TIMEOUT, 128 + 6, 128 + 11), code  # killed, abort, segfault
-    with pytest.raises(gateway.GatewayError, match="18446744073709551615"):
-        gateway.build_argv("scontrol", ["show", "hostnames", expr])
+    with pytest.raises(slurm_cmd.GatewayError, match="18446744073709551615"):
+        slurm_cmd.build_argv("scontrol", ["show", "hostnames", expr])
 
 
 def test_scontrol_expands_a_hostlist_product_in_full(slurm_env):
     expr = "a[0-65535]b[0-9999]"
     argv = [BINARIES["scontrol"], "show", "hostnames", expr]
     assert _supervised(slurm_env, argv, 1_000_000, 30) == outcap.EXIT_OUTPUT
-    with pytest.raises(gateway.GatewayError, match="655360000 hosts"):
-        gateway.build_argv("scontrol", ["show", "hostnames", expr])
+    with pytest.raises(slurm_cmd.GatewayError, match="655360000 hosts"):
+        slurm_cmd.build_argv("scontrol", ["show", "hostnames", expr])
 
 
 def test_scontrol_agrees_with_our_count_up_to_the_cap(slurm_env):
-    expr = f"n[1-{gateway.Limits().max_hosts}]"
+    expr = f"n[1-{slurm_cmd.Limits().max_hosts}]"
     output = _run(slurm_env, [BINARIES["scontrol"], "show", "hostnames", expr])
-    assert len(output.split()) == gateway.Limits().max_hosts
-    gateway.build_argv("scontrol", ["show", "hostnames", expr])
+    assert len(output.split()) == slurm_cmd.Limits().max_hosts
+    slurm_cmd.build_argv("scontrol", ["show", "hostnames", expr])
 
 
 # --- parsing behaviour the gateway mirrors -------------------------------------------------
@@ -356,11 +356,11 @@ def test_scontrol_agrees_with_our_count_up_to_the_cap(slurm_env):
 def test_getopt_accepts_abbreviations_so_we_match_options_exactly(slurm_env):
     complaints, output = _probe(slurm_env, "squeue", ["--partitio=p"])
     assert not complaints and BOGUS in output
-    with pytest.raises(gateway.GatewayError, match="abbreviations"):
-        gateway.build_argv("squeue", ["--partitio=p"])
+    with pytest.raises(slurm_cmd.GatewayError, match="abbreviations"):
+        slurm_cmd.build_argv("squeue", ["--partitio=p"])
 
 
-@pytest.mark.parametrize("command", [c for c, s in gateway.COMMANDS.items() if not s.permute])
+@pytest.mark.parametrize("command", [c for c, s in slurm_cmd.COMMANDS.items() if not s.permute])
 def test_srun_and_sbatch_stop_parsing_at_the_program(slurm_env, command):
     program = "hostname" if command == "srun" else "/nonexistent/job.sh"
     output = _run(slurm_env, [BINARIES[command], "--quiet", program, BOGUS], timeout=60)
@@ -371,7 +371,7 @@ def test_srun_and_sbatch_stop_parsing_at_the_program(slurm_env, command):
     ("command", "positional"),
     [
         (command, "1" if command in ("scancel",) else "ping")
-        for command, spec in gateway.COMMANDS.items()
+        for command, spec in slurm_cmd.COMMANDS.items()
         if spec.permute and command != "sacct"
     ],
 )
@@ -384,7 +384,7 @@ def test_other_commands_take_options_after_positionals(slurm_env, command, posit
 
 
 def test_json_commands_document_json(help_text):
-    for command in gateway.JSON_COMMANDS:
+    for command in slurm_cmd.JSON_COMMANDS:
         assert _mentions(help_text[command], "--json"), command
 
 
@@ -438,7 +438,7 @@ def test_slurm_cmd_failure_carries_stderr(minion_mods):
         minion_mods["slurm.cmd"]("scontrol", "listpids", "4294967000")
 
 
-@pytest.mark.parametrize("command", [c for c in gateway.COMMANDS if c != "sacct"])
+@pytest.mark.parametrize("command", [c for c in slurm_cmd.COMMANDS if c != "sacct"])
 @pytest.mark.parametrize("args", [["--gw-no-such-option=1"], ["-%"]])
 def test_the_probe_notices_options_the_binary_does_not_know(slurm_env, command, args):
     complaints, output = _probe(slurm_env, command, args)

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from salt_ext.lib import settings
 from salt_ext.lib.conf import generate, hostlist, model
+from salt_ext.lib.node import settings
 
 PILLAR = {"cluster_name": "hpc", "controller": "ctl"}
 

@@ -1,12 +1,12 @@
-"""``salt_ext.lib.gateway``: hostile input is refused by name, legitimate commands pass.
+"""``salt_ext.lib.node.slurm_cmd``: hostile input is refused by name, legitimate commands pass.
 
 The threat model in the module docstring names these tests.
 """
 
 import pytest
 
-from salt_ext.lib import gateway
-from salt_ext.lib.gateway import GatewayError, build_argv, parse_output
+from salt_ext.lib.node import slurm_cmd
+from salt_ext.lib.node.slurm_cmd import GatewayError, build_argv, parse_output
 
 USERS = {"alice": 1001, "bob": 1002, "root": 0, "toor": 0}
 
@@ -18,8 +18,8 @@ def users(monkeypatch):
     def uid_of(name):
         return USERS[name]  # KeyError like pwd.getpwnam
 
-    monkeypatch.setattr(gateway, "_uid_of", uid_of)
-    monkeypatch.setattr(gateway.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(slurm_cmd, "_uid_of", uid_of)
+    monkeypatch.setattr(slurm_cmd.os, "geteuid", lambda: 0)
 
 
 def _refused(command, args, runas=None, allow_root=False, json=None):
@@ -185,9 +185,9 @@ HOSTILE = [
     (
         "too-many-args",
         "squeue",
-        ["-h"] * (gateway.MAX_ARGS + 1),
+        ["-h"] * (slurm_cmd.MAX_ARGS + 1),
         None,
-        f"{gateway.MAX_ARGS + 1} arguments",
+        f"{slurm_cmd.MAX_ARGS + 1} arguments",
     ),
     ("over-long-arg", "squeue", ["-u", "a" * 5000], None, "5000 characters"),
     ("empty-arg", "squeue", ["-u", ""], None, "empty"),
@@ -347,7 +347,7 @@ def test_abbreviated_option_is_rejected():
 
 
 def test_every_denied_option_says_why():
-    for command, spec in gateway.COMMANDS.items():
+    for command, spec in slurm_cmd.COMMANDS.items():
         for spelling, reason in spec.denied.items():
             token = spelling + "=x" if spelling.startswith("--") else spelling
             message = _refused(command, [token], runas="alice")
@@ -356,7 +356,7 @@ def test_every_denied_option_says_why():
 
 
 def test_every_scontrol_subcommand_we_refuse_says_why():
-    for word, reason in gateway.SCONTROL_DENIED.items():
+    for word, reason in slurm_cmd.SCONTROL_DENIED.items():
         message = _refused("scontrol", [word])
         assert reason in message
         assert "show" in message and "update" in message  # the allowed list
@@ -443,7 +443,7 @@ def test_srun_and_sbatch_run_as_root_when_allowed(command, args, runas):
 
 
 def test_srun_without_runas_on_a_minion_not_running_as_root(monkeypatch):
-    monkeypatch.setattr(gateway.os, "geteuid", lambda: 1001)
+    monkeypatch.setattr(slurm_cmd.os, "geteuid", lambda: 1001)
     assert build_argv("srun", ["hostname"]) == ["srun", "hostname"]
 
 
@@ -568,8 +568,8 @@ def test_parse_output_raises_on_broken_json():
 
 
 def test_limits_are_inclusive():
-    assert len(build_argv("squeue", ["-h"] * gateway.MAX_ARGS)) == gateway.MAX_ARGS + 1
-    reason = "x" * (gateway.MAX_ARG_LEN - len("Reason="))
+    assert len(build_argv("squeue", ["-h"] * slurm_cmd.MAX_ARGS)) == slurm_cmd.MAX_ARGS + 1
+    reason = "x" * (slurm_cmd.MAX_ARG_LEN - len("Reason="))
     build_argv("scontrol", ["update", "NodeName=n1", "State=DRAIN", f"Reason={reason}"])
 
 
@@ -588,7 +588,7 @@ def test_long_argument_is_shortened_in_the_message():
 
 # --- issue #11: filename patterns, hostlist and width caps, mass actions ---------------------
 
-LIMITS = gateway.Limits()
+LIMITS = slurm_cmd.Limits()
 
 # (id, command, args, runas, text the message must contain)
 HOSTILE_11 = [
@@ -714,7 +714,7 @@ def test_widths_up_to_the_cap_are_allowed():
 
 
 def test_widths_cap_comes_from_limits():
-    limits = gateway.Limits(max_format_width=20)
+    limits = slurm_cmd.Limits(max_format_width=20)
     build_argv("sinfo", ["-o", "%20N"], limits=limits)
     message = _refused_with(limits, "sinfo", ["-o", "%21N"])
     assert "slurm:cmd:max_format_width" in message
@@ -728,7 +728,7 @@ def _refused_with(limits, command, args, runas=None):
 
 def test_hostlist_cap_is_inclusive_and_comes_from_limits():
     build_argv("scontrol", ["show", "hostnames", f"n[1-{LIMITS.max_hosts}]"])
-    limits = gateway.Limits(max_hosts=4)
+    limits = slurm_cmd.Limits(max_hosts=4)
     build_argv("squeue", ["-w", "n[1-4]"], limits=limits)
     message = _refused_with(limits, "squeue", ["-w", "n[1-2],m[1-3]"])
     assert "5 hosts" in message and "slurm:cmd:max_hosts" in message
@@ -776,7 +776,7 @@ def test_runas_may_update_up_to_the_node_cap():
     n = LIMITS.runas_max_nodes
     argv = build_argv("scontrol", ["update", f"NodeName=n[1-{n}]", "State=RESUME"], runas="alice")
     assert argv[2] == f"NodeName=n[1-{n}]"
-    limits = gateway.Limits(runas_max_nodes=1)
+    limits = slurm_cmd.Limits(runas_max_nodes=1)
     message = _refused_with(
         limits, "scontrol", ["update", "NodeName=n[1-2]", "State=RESUME"], runas="alice"
     )
@@ -787,9 +787,9 @@ def test_runas_may_update_up_to_the_node_cap():
 
 
 def test_limits_from_pillar_defaults_and_overrides():
-    assert gateway.limits_from_pillar(None) == gateway.Limits()
-    assert gateway.limits_from_pillar({"allow_root": True}) == gateway.Limits()
-    limits = gateway.limits_from_pillar({"max_hosts": 10, "max_output_bytes": 4096})
+    assert slurm_cmd.limits_from_pillar(None) == slurm_cmd.Limits()
+    assert slurm_cmd.limits_from_pillar({"allow_root": True}) == slurm_cmd.Limits()
+    limits = slurm_cmd.limits_from_pillar({"max_hosts": 10, "max_output_bytes": 4096})
     assert limits.max_hosts == 10 and limits.max_output_bytes == 4096
 
 
@@ -807,7 +807,7 @@ def test_limits_from_pillar_defaults_and_overrides():
 )
 def test_bad_limit_pillar_names_the_key(pillar, key):
     with pytest.raises(GatewayError, match=key):
-        gateway.limits_from_pillar(pillar)
+        slurm_cmd.limits_from_pillar(pillar)
 
 
 def test_chdir_patterns_follow_the_same_rules():

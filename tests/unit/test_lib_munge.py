@@ -1,6 +1,6 @@
 import pytest
 
-from salt_ext.lib import munge
+from salt_ext.lib.node import munge
 
 
 def test_parse_unmunge_success():

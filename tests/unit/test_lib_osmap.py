@@ -1,6 +1,6 @@
 import pytest
 
-from salt_ext.lib import osmap
+from salt_ext.lib.node import osmap
 
 
 def test_facts_debian_node():

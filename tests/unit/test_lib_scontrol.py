@@ -1,6 +1,6 @@
 import pytest
 
-from salt_ext.lib import scontrol
+from salt_ext.lib.node import scontrol
 
 # one `scontrol show node -o n1` record as Slurm 22.05 prints it; OS= holds spaces and "#1"
 _PREFIX = (

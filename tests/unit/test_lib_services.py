@@ -1,4 +1,4 @@
-"""salt_ext.lib.services against fake init systems: commands, /proc, clocks and signals are
+"""salt_ext.lib.node.services against fake init systems: commands, /proc, clocks and signals are
 injected; pid files, logs, rc?.d links and OpenRC runlevels live in a tmp dir."""
 
 import os
@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from salt_ext.lib import daemons, services
+from salt_ext.lib.node import direct, services
 
 
 class Host:
@@ -478,16 +478,16 @@ def test_unknown_manager_is_refused(host, conf):
 
 def test_log_since_returns_only_lines_after_the_remembered_size(tmp_path):
     log = tmp_path / "d.log"
-    assert daemons.log_size(str(log)) == 0
+    assert direct.log_size(str(log)) == 0
     log.write_text("old 1\nold 2\n")
-    size = daemons.log_size(str(log))
+    size = direct.log_size(str(log))
     with open(log, "a") as handle:
         handle.write("new 1\nnew 2\n")
-    assert daemons.log_since(str(log), size) == ["new 1", "new 2"]
-    assert daemons.log_since(str(log), size, lines=1) == ["new 2"]
+    assert direct.log_since(str(log), size) == ["new 1", "new 2"]
+    assert direct.log_since(str(log), size, lines=1) == ["new 2"]
     log.write_text("rotated\n")  # shorter than before: all of it is new
-    assert daemons.log_since(str(log), size) == ["rotated"]
-    assert daemons.log_since(str(tmp_path / "missing.log"), 0) == []
+    assert direct.log_since(str(log), size) == ["rotated"]
+    assert direct.log_since(str(tmp_path / "missing.log"), 0) == []
 
 
 def test_sysvinit_with_slurm_conf_missing_is_not_running(host, tmp_path):

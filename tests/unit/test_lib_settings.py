@@ -1,7 +1,7 @@
 import pytest
 
-from salt_ext.lib import settings
-from salt_ext.lib.settings import SettingsError
+from salt_ext.lib.node import settings
+from salt_ext.lib.node.settings import SettingsError
 
 DEBIAN = {"os_family": "Debian", "os": "Debian", "osrelease": "12", "init": "systemd"}
 ALPINE = {"os_family": "Alpine", "os": "Alpine", "osrelease": "3.20.3", "init": "openrc"}

@@ -10,7 +10,7 @@ import salt.utils.args
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import gateway
+from salt_ext.lib.node import slurm_cmd
 from salt_ext.lib.util import outcap
 from salt_ext.modules import slurm
 
@@ -35,8 +35,8 @@ def loader(monkeypatch):
     monkeypatch.setattr(slurm, "__grains__", env.grains, raising=False)
     monkeypatch.setattr(slurm, "__opts__", env.opts, raising=False)
     monkeypatch.setattr(salt.utils.path, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(gateway, "_uid_of", lambda name: USERS[name])
-    monkeypatch.setattr(gateway.os, "geteuid", lambda: 0)  # the minion runs as root
+    monkeypatch.setattr(slurm_cmd, "_uid_of", lambda name: USERS[name])
+    monkeypatch.setattr(slurm_cmd.os, "geteuid", lambda: 0)  # the minion runs as root
     return env
 
 

@@ -11,7 +11,7 @@ from unittest.mock import MagicMock, call
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib import daemons, scontrol, services
+from salt_ext.lib.node import direct, scontrol, services
 from salt_ext.lib.util import command
 from salt_ext.modules import slurm_node
 
@@ -159,7 +159,7 @@ def test_daemon_running_false_when_no_process_runs(loader):
 def test_daemon_running_uses_the_planned_manager_when_none_given(loader, monkeypatch):
     loader.pillar["slurm"]["service_manager"] = "openrc"
     pid_of = MagicMock()
-    monkeypatch.setattr(daemons, "pid_of", pid_of)
+    monkeypatch.setattr(direct, "pid_of", pid_of)
     assert slurm_node.daemon_running("munge") is True
     assert loader.services.calls == [("running", "munge", "openrc")]
     pid_of.assert_not_called()
@@ -238,23 +238,23 @@ def test_daemon_enabled_rejects_unknown_daemon(loader):
 
 def test_daemon_running_direct_uses_pid_of(loader, monkeypatch):
     pid_of = MagicMock(return_value=4242)
-    monkeypatch.setattr(daemons, "pid_of", pid_of)
+    monkeypatch.setattr(direct, "pid_of", pid_of)
     assert slurm_node.daemon_running("slurmd", "direct") is True
     pid_of.assert_called_once_with("slurmd", "/etc/slurm/slurm.conf")
     assert loader.services.calls == []
 
 
 def test_daemon_running_direct_false_without_pid(loader, monkeypatch):
-    monkeypatch.setattr(daemons, "pid_of", MagicMock(return_value=None))
+    monkeypatch.setattr(direct, "pid_of", MagicMock(return_value=None))
     assert slurm_node.daemon_running("munge", "direct", conf="/tmp/x.conf") is False
-    daemons.pid_of.assert_called_once_with("munge", "/tmp/x.conf")
+    direct.pid_of.assert_called_once_with("munge", "/tmp/x.conf")
 
 
 def test_daemon_running_direct_from_pillar_service_manager(loader, monkeypatch):
     loader.pillar["slurm"]["service_manager"] = "direct"
-    monkeypatch.setattr(daemons, "pid_of", MagicMock(return_value=None))
+    monkeypatch.setattr(direct, "pid_of", MagicMock(return_value=None))
     assert slurm_node.daemon_running("slurmctld") is False
-    daemons.pid_of.assert_called_once_with("slurmctld", "/etc/slurm/slurm.conf")
+    direct.pid_of.assert_called_once_with("slurmctld", "/etc/slurm/slurm.conf")
     assert loader.services.calls == []
 
 
@@ -262,7 +262,7 @@ def test_daemon_running_direct_from_pillar_service_manager(loader, monkeypatch):
 def test_daemon_control_direct_calls_lib_daemons(loader, monkeypatch, action):
     calls = MagicMock()
     for name in ("start", "stop", "restart"):
-        monkeypatch.setattr(daemons, name, getattr(calls, name))
+        monkeypatch.setattr(direct, name, getattr(calls, name))
     assert slurm_node.daemon_control("slurmd", action, "direct") is True
     assert calls.mock_calls == [getattr(call, action)("slurmd", "/etc/slurm/slurm.conf")]
     assert loader.services.calls == []
@@ -272,9 +272,9 @@ def test_daemon_control_direct_calls_lib_daemons(loader, monkeypatch, action):
 def test_daemon_control_direct_daemon_error_becomes_command_execution_error(
     loader, monkeypatch, action
 ):
-    failure = MagicMock(side_effect=daemons.DaemonError("slurmd did not start: fatal: boom"))
+    failure = MagicMock(side_effect=direct.DaemonError("slurmd did not start: fatal: boom"))
     for name in ("start", "stop", "restart"):
-        monkeypatch.setattr(daemons, name, failure)
+        monkeypatch.setattr(direct, name, failure)
     with pytest.raises(CommandExecutionError, match="slurmd did not start: fatal: boom"):
         slurm_node.daemon_control("slurmd", action, "direct")
 
@@ -295,7 +295,7 @@ def test_daemon_control_rejects_unknown_daemon(loader):
     with pytest.raises(SaltInvocationError) as excinfo:
         slurm_node.daemon_control("sshd", "start", "systemd")
     message = str(excinfo.value)
-    for allowed in daemons.DAEMONS:
+    for allowed in direct.DAEMONS:
         assert allowed in message
     assert "'sshd'" in message
     assert loader.services.calls == []
@@ -359,7 +359,7 @@ def _health_sequence(monkeypatch, entries, alive):
         "_health",
         lambda conf, running, plan=None: {"slurmd": entries.pop(0), "munge": {}},
     )
-    monkeypatch.setattr(daemons, "is_process", lambda pid, name: alive.pop(0))
+    monkeypatch.setattr(direct, "is_process", lambda pid, name: alive.pop(0))
     monkeypatch.setattr(slurm_node, "daemon_running", lambda *a: True)
     sleeps = []
     clock = iter(range(0, 1000, 10))
@@ -454,7 +454,7 @@ def procs(monkeypatch):
     def process_state(pid):  # the table as the test left it
         return {v[0]: v[1] for v in table.values()}.get(pid)
 
-    monkeypatch.setattr(daemons, "process_state", process_state)
+    monkeypatch.setattr(direct, "process_state", process_state)
     return table
 
 
@@ -560,7 +560,7 @@ def test_status_reports_boot_enablement_per_daemon(loader, fake_commands, procs,
     loader.salt["cmd.which"] = MagicMock(
         side_effect=lambda name: None if name == "slurmctld" else f"/usr/sbin/{name}"
     )
-    monkeypatch.setattr(daemons, "loaded_conf", lambda *a: {})
+    monkeypatch.setattr(direct, "loaded_conf", lambda *a: {})
     fake_commands.answers[("slurmd", "-V")] = "slurm 22.05.8"
     fake_commands.answers[("sinfo", "-V")] = "slurm 22.05.8"
     fake_commands.answers[("munged", "-V")] = "munge-0.5.15"
@@ -737,7 +737,7 @@ def test_machine_reports_runtime_facts(monkeypatch):
 @pytest.fixture
 def no_logs(monkeypatch):
     """No daemon logs to read (and none of the host's)."""
-    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: [])
+    monkeypatch.setattr(direct, "log_tail", lambda path, lines=20: [])
 
 
 def test_wait_registered_stops_early_on_munge_key_mismatch(loader, monkeypatch, no_logs):
@@ -768,8 +768,8 @@ def test_wait_registered_quotes_telling_log_lines(loader, monkeypatch):
         ],
         "/var/log/munge/munged.log": ["munged: Info: started"],
     }
-    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: logs.get(path, []))
-    monkeypatch.setattr(daemons, "spec", lambda name, conf=None: dict(daemons.DAEMONS[name]))
+    monkeypatch.setattr(direct, "log_tail", lambda path, lines=20: logs.get(path, []))
+    monkeypatch.setattr(direct, "spec", lambda name, conf=None: dict(direct.DAEMONS[name]))
     monkeypatch.setattr(
         command, "run", MagicMock(side_effect=command.CommandFailed([], ZERO_BYTES))
     )
@@ -1127,7 +1127,7 @@ def test_probe_quotes_the_journal_of_a_dead_daemons_last_run_not_its_old_log(
     """Issue 13: diagnose quoted slurmd.log lines of an earlier run for a slurmd that had
     died at start under systemd (a bad option: it never wrote its log)."""
     old = ["[2026-11-27T10:00:00] error: an old run's complaint"]
-    monkeypatch.setattr(daemons, "log_tail", lambda path, lines=20: old)
+    monkeypatch.setattr(direct, "log_tail", lambda path, lines=20: old)
     monkeypatch.setattr(
         slurm_node,
         "status",

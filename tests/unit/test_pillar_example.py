@@ -3,7 +3,7 @@ import pathlib
 import pytest
 import yaml
 
-from salt_ext.lib import settings
+from salt_ext.lib.node import settings
 
 EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "pillar" / "slurm.sls.example"
 

@@ -6,8 +6,8 @@ import os
 import shutil
 import time
 
-from salt_ext.lib import munge as munge_lib
 from salt_ext.lib.conf import cluster_files
+from salt_ext.lib.node import munge as munge_lib
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.util import fsutil
 

@@ -2,7 +2,7 @@
 
 One home for starting, stopping, checking and boot-enabling munged, slurmd and slurmctld
 when an init system owns them (the ``direct`` manager, for machines with no init, lives in
-:mod:`salt_ext.lib.daemons`). The rules:
+:mod:`salt_ext.lib.node.direct`). The rules:
 
 1. **An exit code is never proof.** ``systemctl start`` returns 0 for a ``Type=simple``
    unit that dies a second later; Debian's ``/etc/init.d/slurmd`` exits 0 for every action,
@@ -48,7 +48,7 @@ import re
 import signal
 import time
 
-from salt_ext.lib import daemons
+from salt_ext.lib.node import direct
 from salt_ext.lib.util import command
 
 MANAGERS = ("systemd", "sysvinit", "openrc")
@@ -111,7 +111,7 @@ class Service:
     """One daemon (``munge``, ``slurmd``, ``slurmctld``) under one init system.
 
     daemon
-        Key of :data:`salt_ext.lib.daemons.DAEMONS` (its comm, pid file and log).
+        Key of :data:`salt_ext.lib.node.direct.DAEMONS` (its comm, pid file and log).
     manager
         ``systemd``, ``sysvinit`` or ``openrc``.
     name
@@ -140,9 +140,9 @@ class Service:
         self.daemon = daemon
         self.manager = manager
         self.name = name
-        self.info = daemons.spec(daemon, conf)
+        self.info = direct.spec(daemon, conf)
         self._run = run
-        self._comm = comm or daemons._comm
+        self._comm = comm or direct._comm
         self._sleep = sleep
         self._monotonic = monotonic
         self._now = now
@@ -241,7 +241,7 @@ class Service:
             self._run(["systemctl", "reset-failed", self.name])
             notes.append(f"systemctl reset-failed {self.name}")
         since = self._now()
-        log_size = daemons.log_size(self.info["log"])
+        log_size = direct.log_size(self.info["log"])
         argv = self._command("start")
         code, out, err = self._run(argv)
         said = [line for line in f"{out}\n{err}".splitlines() if line.strip()]
@@ -330,7 +330,7 @@ class Service:
                 ]
             )
             lines += journal_story(out.splitlines(), JOURNAL_LINES)
-        log_lines = daemons.log_since(self.info["log"], log_size, EVIDENCE_LINES)
+        log_lines = direct.log_since(self.info["log"], log_size, EVIDENCE_LINES)
         lines += [f"{os.path.basename(self.info['log'])}: {line}" for line in log_lines]
         return lines or [f"nothing logged since the start ({self.info['log']}, journal)"]
 

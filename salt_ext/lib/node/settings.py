@@ -7,8 +7,8 @@ at render time (nothing changed) with the key that was wrong and what was expect
 
 import copy
 
-from salt_ext.lib import osmap
 from salt_ext.lib.conf import cluster_files, generate
+from salt_ext.lib.node import osmap
 
 DEFAULTS = {
     "cluster_name": "cluster",
