@@ -25,8 +25,13 @@ import sys
 import tempfile
 import time
 
-from salt_ext.lib.conf import generate, model
-from salt_ext.lib.node import settings
+try:
+    from salt_ext.lib.conf import generate, model
+    from salt_ext.lib.node import settings
+except ImportError:  # BASELINE's flat salt_ext.lib, when _baseline_figures runs this module
+    from salt_ext.lib import confgen as generate
+    from salt_ext.lib import settings
+    from salt_ext.lib import slurmconf as model
 
 N_NODES = 10_000
 N_SPEED = 100_000

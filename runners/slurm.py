@@ -23,10 +23,19 @@ import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
 from salt_ext import runner_support
-from salt_ext.lib import clusterops, diagnosis, journal, wheel
 from salt_ext.lib.conf import cluster_files, hostlist
 from salt_ext.lib.node import settings
-from salt_ext.lib.ops import OpError, conf, context, health, keys
+from salt_ext.lib.ops import (
+    OpError,
+    conf,
+    context,
+    diagnosis,
+    extension_wheel,
+    health,
+    journal,
+    keys,
+    views,
+)
 from salt_ext.lib.ops import deploy as deploy_op
 from salt_ext.lib.ops import nodes as node_ops
 from salt_ext.lib.ops.nodes import REMOVE_REASON
@@ -182,8 +191,8 @@ class SaltMaster:
             return funcs._mine_get({**load, "tgt_type": tgt_type}, skip_verify=True) or {}
 
     def publish_extension(self):
-        out_dir = os.path.join(self.files_dir(), wheel.WHEEL_DIR)
-        path, version = wheel.build(out_dir)
+        out_dir = os.path.join(self.files_dir(), extension_wheel.WHEEL_DIR)
+        path, version = extension_wheel.build(out_dir)
         for name in os.listdir(out_dir):
             if name.endswith(".whl") and name != os.path.basename(path):
                 os.unlink(os.path.join(out_dir, name))
@@ -193,7 +202,7 @@ class SaltMaster:
         return {
             "version": version,
             "path": path,
-            "url": cluster_files.salt_url(f"{wheel.WHEEL_DIR}/{os.path.basename(path)}"),
+            "url": cluster_files.salt_url(f"{extension_wheel.WHEEL_DIR}/{os.path.basename(path)}"),
             "sha256": fsutil.sha256_file(path),
         }
 
@@ -477,7 +486,7 @@ def status(pillar_minion=None):
         salt-run slurm.status --out=json
     """
     result = health.status(_ctx(pillar_minion))
-    return _table(result, clusterops.format_table(result["nodes"], result.pop("title")))
+    return _table(result, views.format_table(result["nodes"], result.pop("title")))
 
 
 @_errors_as_result
@@ -497,7 +506,7 @@ def verify(pillar_minion=None, timeout=60):
     """
     timeout = _positive_arg("timeout", timeout)
     result = health.verify(_ctx(pillar_minion), timeout)
-    return _table(result, clusterops.format_verify(result["nodes"], result["comment"]))
+    return _table(result, views.format_verify(result["nodes"], result["comment"]))
 
 
 @_errors_as_result

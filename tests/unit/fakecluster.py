@@ -15,10 +15,9 @@ import fnmatch
 import json
 import os
 
-from salt_ext.lib import journal
 from salt_ext.lib.conf import cluster_files, hostlist, model
 from salt_ext.lib.node import settings
-from salt_ext.lib.ops import OpError
+from salt_ext.lib.ops import OpError, journal
 from salt_ext.lib.ops.context import Context
 from salt_ext.lib.ops.masterfiles import MasterKeys
 from salt_ext.lib.util import fsutil

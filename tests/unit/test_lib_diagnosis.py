@@ -2,7 +2,7 @@
 
 import pytest
 
-from salt_ext.lib import clusterops, diagnosis
+from salt_ext.lib.ops import diagnosis, views
 
 CTL = {
     "munge_key_hash": "sha256:k",
@@ -272,24 +272,24 @@ STATUS = {
 def test_status_rows_compare_with_the_controller():
     statuses = {"n1": STATUS, "n2": {**STATUS, "slurm_conf_hash": "sha256:x"}, "n3": None}
     states = {"n1": IDLE, "n2": IDLE}
-    rows = clusterops.status_rows(STATUS, {"n1": "n1", "n2": "n2", "n3": "n3"}, statuses, states)
+    rows = views.status_rows(STATUS, {"n1": "n1", "n2": "n2", "n3": "n3"}, statuses, states)
     by = {r["node"]: r for r in rows}
-    assert by["n1"]["conf"] is True and clusterops.row_ok(by["n1"])
-    assert by["n2"]["conf"] is False and not clusterops.row_ok(by["n2"])
+    assert by["n1"]["conf"] is True and views.row_ok(by["n1"])
+    assert by["n2"]["conf"] is False and not views.row_ok(by["n2"])
     assert by["n3"]["reachable"] is False and by["n3"]["state"] == "not in slurmctld"
-    text = clusterops.format_table(rows, "controller ctl")
+    text = views.format_table(rows, "controller ctl")
     assert "1/3 nodes healthy; look at: n2, n3" in text
     assert by["n1"]["version"] == "22.05.8"
 
 
 def test_verify_node_names_each_failed_check_with_evidence():
-    ok_decode = {"ok": True, "payload": clusterops.VERIFY_PAYLOAD, "encode_host": "n1"}
-    good = clusterops.verify_node(
+    ok_decode = {"ok": True, "payload": views.VERIFY_PAYLOAD, "encode_host": "n1"}
+    good = views.verify_node(
         "n1", "n1", STATUS, STATUS, "MUNGE:x", ok_decode, {"ok": True}, {"ok": True, "output": "n1"}
     )
     assert all(c["ok"] for c in good.values()), good
     bad_status = {**STATUS, "accounts": {"munge": [1108, 1108], "slurm": [2000, 2000]}}
-    bad = clusterops.verify_node(
+    bad = views.verify_node(
         "n1",
         "n1",
         bad_status,
@@ -308,7 +308,7 @@ def test_verify_node_names_each_failed_check_with_evidence():
     }
     assert "2000:2000 vs controller 1109:1109" in failed["slurm uid/gid"]
     assert "Invalid credential" in failed["munge node->controller"]
-    assert clusterops.verify_node("n1", "n1", None, STATUS, None, None, None, None) == {
+    assert views.verify_node("n1", "n1", None, STATUS, None, None, None, None) == {
         "reachable": {"ok": False, "evidence": "minion n1 did not answer"}
     }
 
@@ -331,15 +331,15 @@ def test_status_rows_show_a_hung_daemon_as_hung_with_its_evidence():
     stopped = {**STATUS, "health": {**HUNG_SLURMD["health"], "slurmd": {"state": "stopped"}}}
     statuses = {"n1": HUNG_SLURMD, "n2": stopped, "n3": STATUS}
     states = {"n1": IDLE, "n2": IDLE, "n3": IDLE}
-    rows = clusterops.status_rows(STATUS, {"n1": "n1", "n2": "n2", "n3": "n3"}, statuses, states)
+    rows = views.status_rows(STATUS, {"n1": "n1", "n2": "n2", "n3": "n3"}, statuses, states)
     by = {r["node"]: r for r in rows}
     assert by["n1"]["slurmd"] == "HUNG" and by["n1"]["munged"] is True
     assert by["n1"]["problems"] == ["slurmd hung: pid 2 state T (stopped)"]
     assert by["n2"]["slurmd"] is False
     # a minion without health checks: the process alone
-    assert by["n3"]["slurmd"] is True and clusterops.row_ok(by["n3"])
-    assert not clusterops.row_ok(by["n1"]) and not clusterops.row_ok(by["n2"])
-    text = clusterops.format_table(rows)
+    assert by["n3"]["slurmd"] is True and views.row_ok(by["n3"])
+    assert not views.row_ok(by["n1"]) and not views.row_ok(by["n2"])
+    text = views.format_table(rows)
     assert "n1: slurmd hung: pid 2 state T (stopped)" in text
     assert "1/3 nodes healthy; look at: n1, n2" in text
     assert "HUNG" in next(line for line in text.splitlines() if line.startswith("n1 "))
@@ -355,26 +355,25 @@ def test_status_title_and_controller_ok():
         },
     }
     assert (
-        clusterops.status_title("ctl", ctl)
-        == "controller ctl: slurmctld up, conf sha256:0123456789ab…"
+        views.status_title("ctl", ctl) == "controller ctl: slurmctld up, conf sha256:0123456789ab…"
     )
-    assert clusterops.controller_ok(ctl)
+    assert views.controller_ok(ctl)
     ctl["health"]["slurmctld"] = {
         "state": "hung",
         "evidence": "no answer to `scontrol ping` in 5 s",
     }
-    title = clusterops.status_title("ctl", ctl)
+    title = views.status_title("ctl", ctl)
     assert "slurmctld HUNG (slurmctld hung: no answer to `scontrol ping` in 5 s)" in title
-    assert not clusterops.controller_ok(ctl)
-    assert clusterops.status_title("ctl", None) == "controller ctl: no answer"
-    assert not clusterops.controller_ok(None)
+    assert not views.controller_ok(ctl)
+    assert views.status_title("ctl", None) == "controller ctl: no answer"
+    assert not views.controller_ok(None)
     old = {**STATUS, "daemons": {"munge": True, "slurmctld": False}}
-    assert "slurmctld DOWN" in clusterops.status_title("ctl", old)
+    assert "slurmctld DOWN" in views.status_title("ctl", old)
 
 
 def test_verify_fails_a_hung_daemon_with_evidence():
-    ok_decode = {"ok": True, "payload": clusterops.VERIFY_PAYLOAD, "encode_host": "n1"}
-    checks = clusterops.verify_node(
+    ok_decode = {"ok": True, "payload": views.VERIFY_PAYLOAD, "encode_host": "n1"}
+    checks = views.verify_node(
         "n1", "n1", HUNG_SLURMD, STATUS, "MUNGE:x", ok_decode, {"ok": True}, None
     )
     assert checks["daemons"] == {
@@ -382,7 +381,7 @@ def test_verify_fails_a_hung_daemon_with_evidence():
         "evidence": "n1: slurmd hung: pid 2 state T (stopped)",
     }
     not_running = {**STATUS, "daemons": {"munge": False, "slurmd": True}}
-    checks = clusterops.verify_node(
+    checks = views.verify_node(
         "n1", "n1", not_running, STATUS, "MUNGE:x", ok_decode, {"ok": True}, None
     )
     assert checks["daemons"]["evidence"] == "n1: munged not running"
@@ -401,9 +400,9 @@ def test_verify_does_not_blame_the_munge_round_trips_on_the_key_when_munged_hang
             "slurmd": {"state": "running", "pid": 2, "evidence": "pid 2: not asked"},
         },
     }
-    assert not clusterops.munge_answers(hung_munge) and not clusterops.munge_answers(None)
-    assert clusterops.munge_answers(STATUS) and clusterops.munge_answers(HUNG_SLURMD)
-    checks = clusterops.verify_node("n3", "n3", hung_munge, STATUS, None, None, None, None)
+    assert not views.munge_answers(hung_munge) and not views.munge_answers(None)
+    assert views.munge_answers(STATUS) and views.munge_answers(HUNG_SLURMD)
+    checks = views.verify_node("n3", "n3", hung_munge, STATUS, None, None, None, None)
     failed = {k: c["evidence"] for k, c in checks.items() if not c["ok"]}
     assert failed == {
         "daemons": "n3: munged hung: pid 1 state T (stopped)",
@@ -422,14 +421,14 @@ def test_a_node_slurm_drained_itself_fails_the_job_step_check():
         "reason_by": "slurm",
     }
     # even when a step ran before the drain
-    check = clusterops.step_check("n2", {"ok": True, "output": "n2"}, state)
+    check = views.step_check("n2", {"ok": True, "output": "n2"}, state)
     assert check["ok"] is False
     assert check["evidence"].startswith("n2 drained by Slurm: Duplicate jobid")
 
 
 def test_a_busy_node_passes_as_busy_with_its_jobs():
     step = {"ok": True, "busy": True, "jobs": ["12", "13"], "output": "busy: 2/2 CPUs ... 12, 13"}
-    check = clusterops.step_check("n1", step)
+    check = views.step_check("n1", step)
     assert check == {
         "ok": True,
         "busy": True,
@@ -437,8 +436,8 @@ def test_a_busy_node_passes_as_busy_with_its_jobs():
         "evidence": "n1 busy: 2/2 CPUs ... 12, 13",
     }
     full_idle = {"ok": False, "busy": True, "jobs": [], "output": "no room ... yet no job runs"}
-    assert clusterops.step_check("n1", full_idle)["ok"] is False
-    text = clusterops.format_verify({"n1": {"job step": check}}, "1 nodes verified")
+    assert views.step_check("n1", full_idle)["ok"] is False
+    text = views.format_verify({"n1": {"job step": check}}, "1 nodes verified")
     assert text.splitlines()[0].split() == [
         "n1",
         "ok",
@@ -453,12 +452,12 @@ def test_a_busy_node_passes_as_busy_with_its_jobs():
 
 def test_job_step_is_skipped_on_a_node_the_admin_drained():
     admin = {"drained": True, "registered": True, "reason": "BIOS update"}
-    check = clusterops.step_check("n2", None, admin)
+    check = views.step_check("n2", None, admin)
     assert check["ok"] is True and "skipped: n2 is drained (BIOS update)" in check["evidence"]
     # drained for bad hardware (INVALID_REG): not the admin's choice, the step must run
     invalid = {"drained": True, "registered": False, "reason": "Low RealMemory"}
-    assert clusterops.step_check("n2", None, invalid)["ok"] is False
-    assert clusterops.step_check("n2", {"ok": True, "output": "n2"})["ok"] is True
+    assert views.step_check("n2", None, invalid)["ok"] is False
+    assert views.step_check("n2", {"ok": True, "output": "n2"})["ok"] is True
 
 
 def test_no_job_step_on_a_node_the_controller_shows_down():
@@ -470,7 +469,7 @@ def test_no_job_step_on_a_node_the_controller_shows_down():
         "drained": False,
         "reason": None,
     }
-    check = clusterops.step_check("n2", None, down)
+    check = views.step_check("n2", None, down)
     assert check == {
         "ok": False,
         "evidence": "not run: n2 is IDLE* at the controller (no reason given); "

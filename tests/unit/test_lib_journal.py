@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from salt_ext.lib import journal
+from salt_ext.lib.ops import journal
 
 
 class Clock:
@@ -29,7 +29,7 @@ def hold_lock_in_child(directory, name="apply_conf"):
     code = textwrap.dedent(
         f"""
         import sys, time
-        from salt_ext.lib import journal
+        from salt_ext.lib.ops import journal
         with journal.Journal({str(directory)!r}).operation({name!r}) as entry:
             print("held", flush=True)
             time.sleep(60)

@@ -1,6 +1,6 @@
 """Munge key rotation order and failure handling against a fake cluster (no Salt, no daemons)."""
 
-from salt_ext.lib import keyrotation
+from salt_ext.lib.ops import keyrotation
 from tests.unit.fakeports import PingViaCall
 
 NODES = {"n1": "n1", "n2": "n2", "n3": "n3"}

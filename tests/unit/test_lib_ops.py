@@ -8,9 +8,8 @@ import threading
 
 import pytest
 
-from salt_ext.lib import journal
 from salt_ext.lib.conf import model
-from salt_ext.lib.ops import OpError, conf, deploy, health, nodes
+from salt_ext.lib.ops import OpError, conf, deploy, health, journal, nodes
 from tests.unit.fakecluster import KILLED, NODES, PILLAR, FakeCluster
 
 

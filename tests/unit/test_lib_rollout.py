@@ -2,7 +2,7 @@
 
 import pytest
 
-from salt_ext.lib import rollout
+from salt_ext.lib.ops import rollout
 from salt_ext.lib.util import fsutil
 from tests.unit.fakeports import PingViaCall
 

@@ -4,9 +4,12 @@ Layers, each importing only the ones below it::
 
     runners/slurm.py        arguments in, results out; Salt's clients behind the ports
     salt_ext/lib/ops/       orchestration: deploy, apply_conf / rollback, add / remove node,
-                            rotate the munge key, drain / resume, status, verify, diagnose
-    salt_ext/lib/*          the pieces: rollout, keyrotation, journal (lock + record),
-                            clusterops (rows, checks), diagnosis, confgen, slurmconf, ...
+                            rotate the munge key, drain / resume, status, verify, diagnose;
+                            and its pieces: rollout, keyrotation, journal (lock + record),
+                            views (rows, checks), diagnosis, extension_wheel
+    salt_ext/lib/node/      one machine: settings, services, munge, scontrol, ...
+    salt_ext/lib/conf/      slurm.conf model and generator, host lists, hardware facts
+    salt_ext/lib/util/      command, fsutil, outcap
 
 The layer talks to the world through two ports and a clock (:mod:`.ports`), so unit tests
 drive every operation against a fake cluster: a master killed at any step, minions that do

@@ -4,9 +4,8 @@ operation left (the journal's interrupted entries) before anything else."""
 
 import time
 
-from salt_ext.lib import rollout
 from salt_ext.lib.conf import cluster_files, generate, model
-from salt_ext.lib.ops import OpError
+from salt_ext.lib.ops import OpError, rollout
 from salt_ext.lib.util import fsutil
 
 

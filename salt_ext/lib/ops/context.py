@@ -16,7 +16,7 @@ class Context:
     """One runner call's view of the cluster.
 
     ``settings`` is a callable returning the validated ``slurm:`` pillar; it is called at
-    most once. ``journal`` is a :class:`salt_ext.lib.journal.Journal`.
+    most once. ``journal`` is a :class:`salt_ext.lib.ops.journal.Journal`.
     """
 
     def __init__(self, minions, master, settings, journal, progress=None, clock=None):

@@ -2,9 +2,8 @@
 cluster to the pillar's description, from bare machines or from a running cluster, in
 Slurm's order, and prove it works."""
 
-from salt_ext.lib import rollout
 from salt_ext.lib.conf import generate
-from salt_ext.lib.ops import OpError, conf, health
+from salt_ext.lib.ops import OpError, conf, health, rollout
 
 # deploy waits longer for minions than the read-only operations: a machine busy installing
 # packages answers late, and leaving it out of a deploy is a failure, not a faster report

@@ -5,9 +5,8 @@ unreachable, a failure) and left out of every later call, so one dead node costs
 ping round's few seconds, not a call timeout per step.
 """
 
-from salt_ext.lib import clusterops, diagnosis
 from salt_ext.lib.conf import hostlist
-from salt_ext.lib.ops import OpError
+from salt_ext.lib.ops import OpError, diagnosis, views
 
 
 def status(ctx):
@@ -16,11 +15,11 @@ def status(ctx):
     answered, _ = ctx.reachable([controller, *node_minions.values()])
     statuses = ctx.returns(answered, "slurm_node.status")
     states = ctx.one(controller, "slurm_node.cluster_nodes") if controller in answered else None
-    rows = clusterops.status_rows(statuses.get(controller), node_minions, statuses, states)
+    rows = views.status_rows(statuses.get(controller), node_minions, statuses, states)
     ctl = statuses.get(controller)
     return {
-        "result": all(clusterops.row_ok(r) for r in rows) and clusterops.controller_ok(ctl),
-        "title": clusterops.status_title(controller, ctl),
+        "result": all(views.row_ok(r) for r in rows) and views.controller_ok(ctl),
+        "title": views.status_title(controller, ctl),
         "controller": {"minion": controller, "status": ctl},
         "nodes": rows,
     }
@@ -32,7 +31,7 @@ def munge_to_controller(ctx, controller, node_minions, targets, timeout):
     if not targets:
         return {}, {}
     by_minion = {m: n for n, m in node_minions.items()}
-    encoded = ctx.returns(targets, "munge.encode", [clusterops.VERIFY_PAYLOAD], timeout)
+    encoded = ctx.returns(targets, "munge.encode", [views.VERIFY_PAYLOAD], timeout)
     credentials = {by_minion[m]: c for m, c in encoded.items() if isinstance(c, str)}
     if not credentials:
         return encoded, {}
@@ -52,9 +51,9 @@ def verify(ctx, timeout=60):
     if ctl is None:
         raise OpError(f"the controller {controller} did not answer slurm_node.status")
     # a hung munged would only spend munge's own timeout: its node fails "daemons" already
-    talking = [m for m in targets if clusterops.munge_answers(statuses.get(m))]
+    talking = [m for m in targets if views.munge_answers(statuses.get(m))]
     encoded, decoded = munge_to_controller(ctx, controller, node_minions, talking, timeout)
-    ctl_credential = ctx.one(controller, "munge.encode", [clusterops.VERIFY_PAYLOAD])
+    ctl_credential = ctx.one(controller, "munge.encode", [views.VERIFY_PAYLOAD])
     reverse = (
         ctx.returns(talking, "munge.decode", [ctl_credential], timeout)
         if ctl_credential and talking
@@ -64,7 +63,7 @@ def verify(ctx, timeout=60):
     # a job step only where everything else passed and the controller can place one: a
     # step on a broken or DOWN node would only wait out its timeout
     nodes = {
-        node: clusterops.verify_node(
+        node: views.verify_node(
             node,
             minion,
             statuses.get(minion),
@@ -80,7 +79,7 @@ def verify(ctx, timeout=60):
         node
         for node, checks in nodes.items()
         if all(c["ok"] for name, c in checks.items() if name != "job step")
-        and not clusterops.drained(states.get(node))
+        and not views.drained(states.get(node))
         and (states.get(node) or {}).get("usable", True)
     ]
     steps = {}
@@ -90,7 +89,7 @@ def verify(ctx, timeout=60):
     for node, checks in nodes.items():
         if "job step" in checks:  # an unreachable node has only its "reachable" check
             step = steps.get(node) or {"ok": False, "output": "not run: the checks above failed"}
-            checks["job step"] = clusterops.step_check(node, step, states.get(node))
+            checks["job step"] = views.step_check(node, step, states.get(node))
         bad = {name: c["evidence"] for name, c in checks.items() if not c["ok"]}
         if bad:
             failed[node] = bad
@@ -141,7 +140,7 @@ def diagnose(ctx, nodes=None, timeout=30):
             )
         )
     states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
-    reachable = [m for m in node_minions.values() if clusterops.munge_answers(probes.get(m))]
+    reachable = [m for m in node_minions.values() if views.munge_answers(probes.get(m))]
     _, decoded = munge_to_controller(ctx, controller, node_minions, reachable, timeout)
     report = {}
     for node, minion in node_minions.items():

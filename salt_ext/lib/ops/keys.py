@@ -1,10 +1,9 @@
 """The cluster's munge key: ``slurm.rotate_munge_key`` (the order and its reasons are in
-``salt_ext.lib.keyrotation``)."""
+``salt_ext.lib.ops.keyrotation``)."""
 
 import os
 
-from salt_ext.lib import keyrotation
-from salt_ext.lib.ops import OpError, health
+from salt_ext.lib.ops import OpError, health, keyrotation
 
 
 def rotate(ctx, batch_size=10, timeout=120, test=False):

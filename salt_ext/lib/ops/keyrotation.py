@@ -25,7 +25,7 @@ progress lines and events carry ``sha256:`` fingerprints only.
 """
 
 from salt_ext.lib.conf import hostlist
-from salt_ext.lib.rollout import ClusterSteps, RolloutError, batches
+from salt_ext.lib.ops.rollout import ClusterSteps, RolloutError, batches
 
 
 class KeyRotation(ClusterSteps):
