@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 from tests.testbed import SandboxCluster
 
 CLIENTS = 64

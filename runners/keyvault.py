@@ -3,7 +3,7 @@ One-time bootstrap tokens for new machines, run on the master with ``salt-run ke
 
 A token is redeemed once, by the minion id it was issued for, at the ``keyvault`` engine's
 HTTPS endpoint (``salt-keyvault-bootstrap`` on the node). The threat model is the docstring of
-``salt_ext/lib/keyvault.py``.
+``salt_ext/lib/keyvault/vault.py``.
 """
 
 import logging
@@ -13,7 +13,7 @@ import salt.utils.crypt
 from salt.exceptions import SaltRunnerError
 
 from salt_ext import runner_support
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 
 log = logging.getLogger(__name__)
 

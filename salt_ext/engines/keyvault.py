@@ -2,7 +2,7 @@
 KeyVault HTTPS endpoint, run inside salt-master: new machines redeem one-time tokens here.
 
 Configure it in the master config (the threat model is the docstring of
-``salt_ext/lib/keyvault.py``; the threats of this network layer are below):
+``salt_ext/lib/keyvault/vault.py``; the threats of this network layer are below):
 
 .. code-block:: yaml
 
@@ -23,7 +23,7 @@ Serves ``POST /v1/redeem`` (JSON, at most 64 KiB) and ``GET /v1/health`` over TL
 Every refusal of a redeem is one generic ``403 {"error": "rejected"}``; the reason goes to the
 master log and the ``salt/keyvault/redeem/rejected`` event.
 
-Threats to the endpoint itself (continuing the numbering of ``salt_ext/lib/keyvault.py``;
+Threats to the endpoint itself (continuing the numbering of ``salt_ext/lib/keyvault/vault.py``;
 E = ``tests/unit/test_engine_keyvault.py``, I = ``tests/integration/test_keyvault.py``,
 B = ``bench/keyvault.py``):
 
@@ -96,7 +96,7 @@ import time
 
 import salt.utils.event
 
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 
 log = logging.getLogger(__name__)
 

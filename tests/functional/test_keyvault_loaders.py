@@ -10,7 +10,7 @@ import salt.config
 import salt.loader
 import salt.utils.crypt
 
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 
 
 @pytest.fixture

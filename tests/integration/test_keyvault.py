@@ -27,7 +27,7 @@ import salt.config
 import salt.runner
 import salt.utils.event
 
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 from tests.integration.helpers import BusLog, wait_for
 from tests.testbed import SandboxCluster
 

@@ -540,9 +540,9 @@ class SandboxCluster:
     def _write_api_cert(self):
         """Self-signed certificate and key (0600) for the master's IP: the same helper that
         makes the KeyVault endpoint's certificate."""
-        from salt_ext.lib import keyvault  # noqa: PLC0415
+        from salt_ext.lib.keyvault import vault  # noqa: PLC0415
 
-        cert, key = keyvault.ensure_tls_cert(str(self.api_dir), ips=[self.master_ip])
+        cert, key = vault.ensure_tls_cert(str(self.api_dir), ips=[self.master_ip])
         return Path(cert), Path(key)
 
     def master_opts(self):

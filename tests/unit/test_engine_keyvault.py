@@ -21,8 +21,8 @@ import salt.utils.process
 import yaml
 
 from salt_ext.engines import keyvault as engine
-from salt_ext.lib import keyvault as kv
-from salt_ext.lib import keyvault_client as client
+from salt_ext.lib.keyvault import client
+from salt_ext.lib.keyvault import vault as kv
 from tests.flood import Flood
 
 

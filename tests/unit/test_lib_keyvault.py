@@ -15,8 +15,8 @@ import time
 import pytest
 import salt.utils.crypt
 
-from salt_ext.lib import keyvault as kv
-from salt_ext.lib import keyvault_client as client
+from salt_ext.lib.keyvault import client
+from salt_ext.lib.keyvault import vault as kv
 
 NOW = 1_800_000_000
 

@@ -34,7 +34,7 @@ import urllib.parse
 
 from cryptography.hazmat.primitives import serialization
 
-from salt_ext.lib import keyvault as kv
+from salt_ext.lib.keyvault import vault as kv
 from salt_ext.lib.util import fsutil
 
 DROP_IN = "keyvault.conf"
