@@ -2,7 +2,7 @@
 
 ``slurmd -C`` is the source of truth: it prints the values slurmd registers with, so a
 conf rendered from it never drains a node for "Low socket*core*thread count" or "Low
-RealMemory" (the reserve in confgen covers memory that varies between boots). Before slurmd
+RealMemory" (the reserve in conf.generate covers memory that varies between boots). Before slurmd
 is installed, grains give CPUs and memory only. GPUs come from ``nvidia-smi -L`` or, without
 the driver tools, from the ``/dev/nvidiaN`` device files.
 """
