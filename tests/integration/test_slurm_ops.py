@@ -618,7 +618,7 @@ def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, repair, journa
     or mid-batch (slurmctld restarted, n1 started, n2 and n3 still stopped). With the
     journal the next deploy finishes the rollout; without it (``lost``) the daemon start
     times against the file times still show slurmctld is stale. (Every other kill point:
-    tests/unit/test_lib_ops.py, against a fake cluster.)"""
+    tests/unit/test_ops.py, against a fake cluster.)"""
     feature = f"cs{journal}{len(kill_at)}"
     repair(lambda: reapply_conf(cluster))
     job_id, release = held_job(cluster, "-w", "n1", "--mem=100M")

@@ -49,7 +49,7 @@ def _service_salt():
 
 
 class FakeServices:
-    """Stands in for lib.services.Service (tested on its own in test_lib_services): records
+    """Stands in for lib.services.Service (tested on its own in test_node_services): records
     ``(action, name, manager)``; ``running``/``enabled`` per service name, ``fail`` maps an
     action to the ServiceError it raises."""
 

@@ -18,7 +18,7 @@ Actors
     read files but is not root; a local user on the new node who is not root (sees every
     process's command line); whoever can read the master's event bus and job cache.
 
-Threats → mitigations → the tests that prove them (``tests/unit/test_lib_keyvault.py`` =
+Threats → mitigations → the tests that prove them (``tests/unit/test_keyvault_vault.py`` =
 U, ``tests/unit/test_engine_keyvault.py`` = E, ``tests/functional/test_keyvault_loaders.py``
 = F, ``tests/integration/test_keyvault.py`` = I):
 

@@ -16,7 +16,7 @@ Assets
     environments, output); the munge key (``/etc/munge/munge.key``, the cluster's root
     credential); ``slurm.conf`` and the running controller.
 
-Threats, mitigations and the tests that prove them (tests/unit/test_lib_gateway.py unless
+Threats, mitigations and the tests that prove them (tests/unit/test_node_slurm_cmd.py unless
 named otherwise):
 
 1. Shell injection through metacharacters (``;``, ``&&``, ``|``, ``$(id)``, backticks,
@@ -144,7 +144,7 @@ named otherwise):
     the timeout). All limits come from pillar ``slurm:cmd`` (:func:`limits_from_pillar`).
     Tests: ``HOSTILE_11`` ids ``hostnames-*``, ``*-product``, ``*-width*``;
     ``test_hostlist_cap_is_inclusive_and_comes_from_limits``;
-    tests/unit/test_lib_outcap.py; functional
+    tests/unit/test_util_outcap.py; functional
     ``test_scontrol_never_finishes_a_range_ending_at_ulong_max``,
     ``test_scontrol_expands_a_hostlist_product_in_full``,
     ``test_slurm_cmd_output_cap_kills_the_real_command``.
