@@ -7,7 +7,7 @@ so re-rendering an unchanged cluster is a no-op and every diff is a real change.
 Order of precedence for slurm.conf, lowest first: our defaults (``DEFAULT_PARAMS``), the
 admin's base file (``slurm:conf:base``), the pillar's cluster_name / controller, then
 ``slurm:conf:overrides``. Keys the base file sets that we do not model pass through
-unchanged (``slurmconf`` keeps unedited lines byte-identical).
+unchanged (:mod:`.model` keeps unedited lines byte-identical).
 
 Nodes with identical hardware (CPUs, boards, sockets, cores, threads, GPUs), features,
 weight and options share one NodeName line whose names are hostlist-compressed, as long as
