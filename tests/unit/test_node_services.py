@@ -101,6 +101,8 @@ class Unit:
     def __init__(self, host, dies_after=None, journal="slurmd: fatal: bad option -Z"):
         self.host, self.dies_after, self.journal = host, dies_after, journal
         self.pid, self.state, self.result, self.starts = 0, "inactive", "success", 0
+        self.exec_status = 0
+        self.spawn_failures = 0  # starts that fail in systemd's own step (219/CGROUP)
         self.enabled = "enabled"
         self.journal_since = None
         host.handlers[("systemctl", "show")] = self.show
@@ -123,12 +125,16 @@ class Unit:
     def show(self, argv):
         text = (
             f"MainPID={self.pid}\nActiveState={self.state}\nSubState=running\n"
-            f"Result={self.result}\n"
+            f"Result={self.result}\nExecMainStatus={self.exec_status}\n"
         )
         return 0, text, ""
 
     def start(self, argv):
         self.starts += 1
+        if self.spawn_failures:
+            self.spawn_failures -= 1
+            self.pid, self.state, self.result, self.exec_status = 0, "failed", "exit-code", 219
+            return 0, "", ""
         self.pid, self.state = self.host.spawn("slurmd"), "active"
         if self.dies_after is not None:
             pid = self.pid
@@ -203,6 +209,38 @@ def test_systemd_failed_unit_is_reset_before_start(host, conf):
     result = service(host, "systemd", conf).start()
     assert ["systemctl", "reset-failed", "slurmd"] in host.calls
     assert result["notes"] == ["systemctl reset-failed slurmd"]
+
+
+def test_systemd_spawn_failure_of_its_own_is_retried_once_and_said(host, conf):
+    unit = Unit(host)
+    unit.spawn_failures = 1
+    result = service(host, "systemd", conf).start()
+    assert result["changed"] is True and result["pid"] == unit.pid and unit.starts == 2
+    assert ["systemctl", "reset-failed", "slurmd"] in host.calls
+    assert "could not spawn slurmd (exit status 219" in result["notes"][0]
+
+
+def test_systemd_spawn_failure_twice_fails_at_once_without_waiting(host, conf):
+    unit = Unit(host)
+    unit.spawn_failures = 2
+    with pytest.raises(services.ServiceError, match=r"no slurmd process \(the unit failed\)"):
+        service(host, "systemd", conf).start()
+    assert unit.starts == 2
+    assert host.clock < 1000 + services.START_BOUND  # a failed unit is not waited for
+
+
+def test_systemd_daemon_exit_1_is_not_retried(host, conf):
+    unit = Unit(host)
+
+    def fails(argv):
+        unit.starts += 1
+        unit.pid, unit.state, unit.result, unit.exec_status = 0, "failed", "exit-code", 1
+        return 0, "", ""
+
+    host.handlers[("systemctl", "start")] = fails
+    with pytest.raises(services.ServiceError, match="the unit failed"):
+        service(host, "systemd", conf).start()
+    assert unit.starts == 1
 
 
 def test_systemd_start_with_no_process_ever_fails_after_start_bound(host, conf):

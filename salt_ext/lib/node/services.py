@@ -93,6 +93,13 @@ class ServiceError(RuntimeError):
         super().__init__(text)
 
 
+def _int_or_none(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def _run(argv, timeout=COMMAND_BOUND):
     """``(returncode, stdout, stderr)``; a missing program is 127, a timeout 124."""
     try:
@@ -156,7 +163,13 @@ class Service:
 
     def _unit(self):
         code, out, err = self._run(
-            ["systemctl", "show", "-p", "MainPID,ActiveState,SubState,Result", self.name]
+            [
+                "systemctl",
+                "show",
+                "-p",
+                "MainPID,ActiveState,SubState,Result,ExecMainStatus",
+                self.name,
+            ]
         )
         props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
         try:
@@ -189,7 +202,10 @@ class Service:
             if pid and not alive:
                 detail += f"; pid {pid} is not {self.info['comm']}"
             running = unit.get("ActiveState") == "active" and alive
-            return {"running": running, "pid": pid if running else None, "detail": detail}
+            status = {"running": running, "pid": pid if running else None, "detail": detail}
+            if unit.get("ActiveState") == "failed":
+                status["failed"] = _int_or_none(unit.get("ExecMainStatus"))
+            return status
         pid = self._pidfile_pid()
         alive = self._is_daemon(pid)
         where = self.info["pidfile"]
@@ -245,16 +261,24 @@ class Service:
         argv = self._command("start")
         code, out, err = self._run(argv)
         said = [line for line in f"{out}\n{err}".splitlines() if line.strip()]
-        deadline = self._monotonic() + START_BOUND
-        current = self.status()
-        while not current["running"] and self._monotonic() < deadline:
-            self._sleep(POLL)
-            current = self.status()
+        current = self._await_start()
+        if self._spawn_failed(current):
+            # systemd failed a step of its own before the daemon ran (seen: 219/CGROUP in a
+            # container, once in hundreds of starts): one more try, said in the notes
+            notes.append(
+                f"systemd could not spawn {self.name} (exit status {current['failed']}: a "
+                "step of systemd's own, before the daemon ran); reset-failed, started again"
+            )
+            self._run(["systemctl", "reset-failed", self.name])
+            code, out, err = self._run(argv)
+            said += [line for line in f"{out}\n{err}".splitlines() if line.strip()]
+            current = self._await_start()
         if not current["running"]:
             raise ServiceError(
                 f"{self.daemon} did not start ({self.manager}: `{' '.join(argv)}` exited "
-                f"{code}; no {self.info['comm']} process after {START_BOUND} s: "
-                f"{current['detail']})",
+                f"{code}; no {self.info['comm']} process"
+                + (" (the unit failed)" if "failed" in current else f" after {START_BOUND} s")
+                + f": {current['detail']})",
                 self._evidence(since, log_size, said),
             )
         pid = current["pid"]
@@ -269,6 +293,24 @@ class Service:
         if code != 0:
             notes.append(f"`{' '.join(argv)}` exited {code}, yet pid {pid} runs")
         return {"pid": pid, "changed": True, "notes": notes}
+
+    def _await_start(self):
+        """Status once the daemon runs, the unit failed (systemd: no point waiting), or
+        :data:`START_BOUND` passed."""
+        deadline = self._monotonic() + START_BOUND
+        current = self.status()
+        while not current["running"] and "failed" not in current:
+            if self._monotonic() >= deadline:
+                break
+            self._sleep(POLL)
+            current = self.status()
+        return current
+
+    def _spawn_failed(self, status):
+        """systemd's own exit codes (systemd.exec(5): 200-243, e.g. 219/CGROUP, 203/EXEC)
+        say the daemon never ran; slurmd/munged exit 1 for their own errors."""
+        code = status.get("failed")
+        return self.manager == "systemd" and code is not None and 200 <= code <= 243
 
     def stop(self):
         """Stop; wait until the old process is gone (SIGKILL after :data:`STOP_BOUND`).
