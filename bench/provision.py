@@ -10,7 +10,7 @@ import statistics
 import time
 
 from tests.testbed import SandboxCluster
-from tests.testbed.bed import PRIVATE_DIRS
+from tests.testbed.bed import PRIVATE_DIRS, render_pillar
 
 NODES = ("b1", "b2", "b3", "b4")
 ROUNDS = 3
@@ -56,9 +56,8 @@ def run():
             f"\n[provision] test bed: master + {len(bed.nodes)} minions up in "
             f"{bed.startup_seconds:.1f}s"
         )
-        results = bed.provision(controller="ctl")
-        bad = {n: _failed(r) for n, r in results.items() if _failed(r)}
-        assert not bad, bad
+        summary, proc = bed.deploy(render_pillar(controller="ctl", node_target="b*"))
+        assert summary["result"] is True, (summary.get("comment"), proc.stderr[-3000:])
         one, four, noop = [], [], []
         for _ in range(ROUNDS):
             _make_bare(bed, ["b1"])

@@ -14,11 +14,9 @@ import os
 import sys
 import time
 
-import salt.cache
 import salt.client
 import salt.fileserver
 import salt.key
-import salt.pillar
 import salt.utils.minions
 from salt.exceptions import SaltRunnerError
 
@@ -207,19 +205,19 @@ class SaltMaster:
         }
 
     def forget_hardware(self, minion):
-        cache = salt.cache.factory(self.opts)
-        # the master keeps mine data in bank "mine", one key per minion (masterapi._mine_delete)
-        data = cache.fetch("mine", minion) or {}
-        if isinstance(data, dict) and "slurm_node.hardware" in data:
-            data.pop("slurm_node.hardware")
-            cache.store("mine", minion, data)
+        # Salt's own runner: drops the one mine function from the master's cache
+        __salt__["cache.clear_mine_func"](
+            tgt=minion, tgt_type="list", clear_mine_func_flag="slurm_node.hardware"
+        )
 
 
 def _pillar_of(minion):
-    minion_id, grains, _ = salt.utils.minions.get_minion_data(minion, __opts__)
+    """The minion's pillar as the master compiles it (Salt's ``pillar.show_pillar``);
+    None for a minion the master has no data of."""
+    minion_id, _, _ = salt.utils.minions.get_minion_data(minion, __opts__)
     if minion_id is None:
         return None
-    return salt.pillar.Pillar(__opts__, grains or {}, minion_id, "base").compile_pillar()
+    return __salt__["pillar.show_pillar"](minion_id)
 
 
 def _accepted_minions():

@@ -3,6 +3,7 @@
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import pytest
@@ -64,40 +65,88 @@ def _testbed_unavailable():
     return None
 
 
-def _print_now(config, text):
-    capture = config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        sys.stderr.write(text + "\n")
+# `make test` runs two pytest-xdist workers (``-n 2 --dist loadgroup``), one per lane; a
+# module runs whole on one lane and the modules of one bed share a lane. The suite mostly
+# waits on daemons (the CPUs are ~40 % busy with one lane), so two lanes nearly halve it.
+# Lane "ops": the day-2 runners on their own bed, plus the bed-less unit/functional tests;
+# lane "beds": the shared bed's modules, the booted hosts and the other own-bed modules.
+OPS_LANE_MODULES = ("tests/integration/test_slurm_ops.py",)
 
 
-@pytest.fixture(scope="session")
-def cluster(request):
-    """Master on the host plus nodes ctl, n1, n2, n3, each with its own salt-minion.
+def lane_of(nodeid):
+    module = nodeid.split("::", 1)[0]
+    if module in OPS_LANE_MODULES or not module.startswith("tests/integration/"):
+        return "ops"
+    return "beds"
 
-    Shared by every integration test of the session; torn down even when tests fail or
-    the run is interrupted, and a run killed midway is cleaned up by the next ``up()``.
-    """
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(lane_of(item.nodeid)))
+
+
+_NOTES = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    # one file for the lines the beds print as they go (xdist workers' output is not shown):
+    # the controller creates it, workers inherit the variable, the summary prints it
+    if not hasattr(config, "workerinput") and "SXT_SUITE_NOTES" not in os.environ:
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="suite-notes-", dir=STATE_ROOT)
+        os.close(fd)
+        os.environ["SXT_SUITE_NOTES"] = path
+        config.stash[_NOTES] = path
+
+
+def say(config, text):
+    """A line for the person running the suite (bed start times, phases): printed now
+    without xdist, and in the summary in any case."""
+    path = os.environ.get("SXT_SUITE_NOTES")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(text.strip("\n") + "\n")
+    if not hasattr(config, "workerinput"):
+        capture = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            sys.stderr.write(text + "\n")
+
+
+def sandbox_bed(config, **kwargs):
+    """A SandboxCluster up for a fixture (a generator: yields the bed, then takes it down
+    even when tests fail or the run is interrupted; a run killed midway is cleaned up by
+    the next ``up()``)."""
     reason = _testbed_unavailable()
     if reason:
         pytest.fail(f"test bed unavailable: {reason}")
-    bed = SandboxCluster(
-        name=TESTBED_NAME,
-        nodes=TESTBED_NODES,
-        subnet=TESTBED_SUBNET,
-        extra_master_config=SALT_API_EAUTH,
-    )
+    bed = SandboxCluster(**kwargs)
     try:
         bed.up()
-        _print_now(
-            request.config,
-            f"\n[testbed] master + {len(bed.nodes)} node minions up in "
+        say(
+            config,
+            f"\n[testbed] {bed.name}: master + {len(bed.nodes)} node minions up in "
             f"{bed.startup_seconds:.1f}s (target <= 60s)",
         )
         _SHARED_BEDS.append(bed)
         yield bed
     finally:
-        _SHARED_BEDS.clear()
+        if bed in _SHARED_BEDS:
+            _SHARED_BEDS.remove(bed)
         bed.down()
+
+
+@pytest.fixture(scope="session")
+def cluster(request):
+    """Master on the host plus nodes ctl, n1, n2, n3, each with its own salt-minion: the
+    bed the integration modules of the "beds" lane share."""
+    yield from sandbox_bed(
+        request.config,
+        name=TESTBED_NAME,
+        nodes=TESTBED_NODES,
+        subnet=TESTBED_SUBNET,
+        extra_master_config=SALT_API_EAUTH,
+    )
 
 
 _SHARED_BEDS = []
@@ -111,7 +160,7 @@ def host_images(request):
 
     started = time.monotonic()
     paths = hosts.ensure_images()
-    _print_now(
+    say(
         request.config,
         f"\n[testbed] booted-host images ready in {time.monotonic() - started:.1f}s "
         f"({', '.join(p.name for p in paths.values())})",
@@ -151,11 +200,28 @@ def pytest_runtest_logreport(report):
     _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Seconds per test module, slowest first, so the suite's budget is visible."""
+def pytest_terminal_summary(terminalreporter, config):
+    """What the beds said, and seconds per test module and per lane, slowest first, so the
+    suite's budget is visible."""
+    path = config.stash.get(_NOTES, None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                notes = [line for line in handle.read().splitlines() if line.strip()]
+            os.unlink(path)
+        except OSError:
+            notes = []
+        if notes:
+            terminalreporter.section("test beds")
+            for line in notes:
+                terminalreporter.write_line(line)
     if not _MODULE_SECONDS:
         return
     terminalreporter.section("seconds per test module")
+    lanes = {}
     for module, seconds in sorted(_MODULE_SECONDS.items(), key=lambda kv: -kv[1]):
         terminalreporter.write_line(f"{seconds:8.1f}  {module}")
+        lanes[lane_of(module)] = lanes.get(lane_of(module), 0.0) + seconds
     terminalreporter.write_line(f"{sum(_MODULE_SECONDS.values()):8.1f}  total")
+    for lane, seconds in sorted(lanes.items()):
+        terminalreporter.write_line(f"{seconds:8.1f}  lane {lane}")

@@ -1,11 +1,12 @@
 """Helpers for reading real state runs and Slurm output in integration tests."""
 
-import json
 import threading
 import time
 import uuid
 
 import salt.utils.event
+
+from tests.testbed import bed
 
 
 def state_results(ret):
@@ -57,10 +58,10 @@ def salt_run(cluster, fun, cli_timeout=600, **kwargs):
 def json_output(stdout, context=None):
     """The JSON document of ``salt-run --out=json`` output (progress lines before it are
     skipped); ``context`` goes into the assertion message when there is none."""
-    lines = stdout.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
-    assert start is not None, (context, stdout)
-    return json.loads("\n".join(lines[start:]))
+    try:
+        return bed.json_output(stdout)
+    except ValueError:
+        raise AssertionError((context, stdout)) from None
 
 
 def job_info(cluster, job_id):

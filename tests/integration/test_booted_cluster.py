@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests import conftest
 from tests.integration.helpers import changed, failed, json_output, state_results, wait_for
 from tests.testbed import SandboxCluster, hosts
 from tests.testbed.bed import render_pillar
@@ -35,9 +36,7 @@ PACKAGES = {"hc": ["munge", "slurmctld"], "hs": ["munge", "slurmd"]}
 
 
 def say(request, text):
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print(text)
+    conftest.say(request.config, text)
 
 
 @pytest.fixture(scope="module")

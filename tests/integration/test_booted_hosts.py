@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.conftest import say
 from tests.testbed import hosts
 from tests.testbed.bed import _ip, _session_pids
 
@@ -18,12 +19,11 @@ KINDS = {"bsys": "systemd", "bsysv": "sysvinit", "brc": "openrc"}
 def booted(cluster, host_images, request):
     started = time.monotonic()
     with hosts.booted(cluster, KINDS):
-        capture = request.config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled():
-            print(
-                f"\n[booted hosts] {', '.join(KINDS)} booted, minions up in "
-                f"{time.monotonic() - started:.1f}s"
-            )
+        say(
+            request.config,
+            f"\n[booted hosts] {', '.join(KINDS)} booted, minions up in "
+            f"{time.monotonic() - started:.1f}s",
+        )
         yield cluster
 
 
@@ -87,12 +87,11 @@ def test_munge_is_not_preinstalled_and_pkg_install_gets_it_from_the_local_repo(b
 def test_reboot_brings_each_minion_back(booted, request):
     before = {name: booted.hosts.pid1(name) for name in KINDS}
     seconds = booted.reboot(list(KINDS))
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print(
-            f"\n[booted hosts] reboot -> minion answers (s): {seconds}; "
-            f"phases: {booted.hosts.last_reboot}"
-        )
+    say(
+        request.config,
+        f"\n[booted hosts] reboot -> minion answers (s): {seconds}; "
+        f"phases: {booted.hosts.last_reboot}",
+    )
     for name, init in KINDS.items():
         assert booted.hosts.pid1(name) != before[name]
         comm = _sh(booted, name, "cat", "/proc/1/comm").stdout.strip()

@@ -1,14 +1,15 @@
 """slurm.conf from the nodes' real hardware, and change rollout, on the test bed.
 
-Starts from the provisioned cluster (hand-written conf), switches it to the rendered conf,
-then makes the changes an admin makes: a partition change while a job runs (reconfigure),
-a node definition change (ordered restart), a broken base file (nothing written), rollback.
+Starts from the cluster ``slurm.deploy`` built (``provisioned``), previews and rolls out a
+node feature, then makes the changes an admin makes: a partition change while a job runs
+(reconfigure), a node definition change (ordered restart), a broken base file (nothing
+written), rollback.
 """
 
 import pytest
 
 from salt_ext.lib.conf import model
-from tests.integration.conftest import COMPUTE, PILLAR
+from tests.integration.conftest import BED_PILLAR, COMPUTE
 from tests.integration.helpers import (
     held_job,
     job_info,
@@ -17,9 +18,9 @@ from tests.integration.helpers import (
     sinfo_nodes,
     wait_for,
 )
-from tests.testbed.bed import render_pillar
 
-RENDER_PILLAR = render_pillar(**PILLAR, node_target="n*")
+# the deployed bed's pillar plus a node feature: a node definition change to preview
+RENDER_PILLAR = {**BED_PILLAR, "node_groups": {"bed": {"nodes": "n*", "features": ["rendered"]}}}
 BED_CONF = RENDER_PILLAR["conf"]
 ALL = ["ctl", *COMPUTE]
 
@@ -56,7 +57,7 @@ def all_idle(cluster):
 
 @pytest.fixture(scope="module")
 def rendered(cluster, provisioned):
-    """The bed switched from the hand-written conf to the rendered one."""
+    """The deployed bed's conf with a node feature added: previewed, written, rolled out."""
     set_pillar(cluster, RENDER_PILLAR)
     preview, proc = salt_run(cluster, "slurm.render_conf", test=True)
     assert proc.returncode == 0, proc.stderr
@@ -102,8 +103,8 @@ def test_a_job_without_mem_leaves_memory_for_a_second_one(cluster, rendered):
 def test_preview_wrote_nothing_and_showed_the_change(cluster, rendered):
     preview = rendered["preview"]
     assert preview["written"] is False
-    assert preview["class"] == "restart_all"  # hand-written node lines -> rendered ones
-    assert "+NodeName=n[1-3]" in preview["diff"]
+    assert preview["class"] == "restart_all"  # a node definition changed
+    assert "+NodeName=n[1-3]" in preview["diff"] and "rendered" in preview["diff"]
     assert rendered["applied"]["class"] == "restart_all"
 
 

@@ -7,7 +7,6 @@ be healthy again (a full ``heal`` otherwise), so one failure does not fail the n
 
 import base64
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from salt_ext.lib.util import fsutil
+from tests.conftest import TESTBED_NODES, sandbox_bed
 from tests.integration.conftest import COMPUTE, PILLAR
 from tests.integration.helpers import (
     BusLog,
@@ -32,7 +32,9 @@ OPS_PILLAR = render_pillar(**PILLAR, node_target="n*")
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
-def deploy(cluster, **kwargs):
+def deploy(cluster, pillar=None, **kwargs):
+    if pillar is not None:
+        cluster.write_pillar(pillar)
     result, proc = salt_run(cluster, "slurm.deploy", **kwargs)
     return result, proc
 
@@ -47,17 +49,23 @@ def diagnose(cluster, **kwargs):
     return report, proc
 
 
+OPS_BED = {
+    "name": os.environ.get("SXT_OPS_BED_NAME", "sxo"),
+    "subnet": os.environ.get("SXT_OPS_BED_SUBNET", "10.69.0"),
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """This module's own bed (master + ctl, n1, n2, n3): its faults and rollouts run in
+    the "ops" lane beside the shared bed's modules (tests/conftest.py)."""
+    yield from sandbox_bed(request.config, nodes=TESTBED_NODES, **OPS_BED)
+
+
 @pytest.fixture(scope="module")
 def deployed(cluster):
-    """The bed made bare again (slurm.absent, no key/conf on the master, empty mine), then
-    ``slurm.deploy`` twice."""
-    cluster.write_pillar(OPS_PILLAR)
-    absent = cluster.salt("*", "state.apply", ["slurm.absent"], timeout=300)
-    assert all(isinstance(r, dict) for r in absent.values()), absent
-    cluster.salt("*", "mine.flush")
-    for path in cluster.cluster_files_dir().iterdir():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    first, proc = deploy(cluster)
+    """The bare bed made a cluster by ``slurm.deploy``, then ``slurm.deploy`` again."""
+    first, proc = deploy(cluster, pillar=OPS_PILLAR)
     second, proc2 = deploy(cluster)
     return {"first": (first, proc), "second": (second, proc2)}
 

@@ -5,37 +5,24 @@ import argparse
 import json
 import sys
 
-from tests.testbed.bed import STATE_ROOT, SandboxCluster
+from tests.testbed.bed import STATE_ROOT, SandboxCluster, render_pillar
 
 DEMO = {"name": "sxdemo", "nodes": ("ctl", "n1", "n2", "n3"), "subnet": "10.78.0"}
-
-
-def _failures(ret):
-    """Failed states of one minion's state.apply (a render error counts as one)."""
-    if not isinstance(ret, dict):
-        return [" ".join(map(str, ret or ["no answer"]))]
-    return [f"{r['__id__']}: {r['comment']}" for r in ret.values() if r["result"] is False]
+DEMO_PILLAR = render_pillar(controller="ctl", node_target="n*")
 
 
 def _provision(bed):
-    print(
-        "\nprovisioning: salt-run slurm.create_munge_key; salt 'n*' mine.send "
-        "slurm_node.hardware; salt-run slurm.render_conf; salt ctl state.apply "
-        "slurm.controller; salt 'n*' state.apply slurm.node"
-    )
-    results = bed.provision(render=True)
-    ok = True
-    for name in bed.nodes:
-        ret = results.get(name)
-        failures = _failures(ret)
-        changed = sum(1 for r in ret.values() if r["changes"]) if isinstance(ret, dict) else 0
-        print(f"  {name:<6} {changed} changed, {len(failures)} failed")
-        for failure in failures:
-            print(f"      {failure}")
-        ok = ok and not failures
+    """The demo cluster from bare the way the README tells an admin: the pillar, then
+    ``salt-run slurm.deploy``; its progress, the rendered NodeName lines, sinfo, a job."""
+    print(f"\nprovisioning: salt-run slurm.deploy (pillar: {DEMO_PILLAR})")
+    summary, proc = bed.deploy(DEMO_PILLAR)
+    print(proc.stderr, end="")
+    ok = proc.returncode == 0 and summary.get("result") is True
+    print(f"\nslurm.deploy: {summary.get('comment')} (exit code {proc.returncode})")
     conf = bed.cluster_files_dir() / "slurm.conf"
-    node_lines = [line for line in conf.read_text().splitlines() if line.startswith("NodeName=")]
-    print(f"\nrendered {conf}:\n  " + "\n  ".join(node_lines))
+    if conf.exists():
+        node_lines = [ln for ln in conf.read_text().splitlines() if ln.startswith("NodeName=")]
+        print(f"\nrendered {conf}:\n  " + "\n  ".join(node_lines))
     for argv in (["sinfo"], ["srun", "-N3", "hostname"]):
         proc = bed.run("ctl", argv, timeout=60)
         print(f"\nctl$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}", end="")

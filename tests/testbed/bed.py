@@ -67,6 +67,16 @@ def render_pillar(controller="ctl", **slurm):
     }
 
 
+def json_output(stdout):
+    """The JSON document of ``salt-run --out=json`` output (progress lines before it are
+    skipped). ValueError when there is none."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("{", "[", '"'))), None)
+    if start is None:
+        raise ValueError("no JSON document in the output")
+    return json.loads("\n".join(lines[start:]))
+
+
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -901,73 +911,23 @@ class SandboxCluster:
     def write_slurm_conf(self, text):
         (self.cluster_files_dir() / "slurm.conf").write_text(text)
 
-    def basic_slurm_conf(self, controller="ctl", compute=None, cpus=None, extra=""):
-        """A hand-written slurm.conf for this bed (until the conf generator exists).
+    def deploy(self, pillar, timeout=900):
+        """Bare machines -> Slurm cluster the way the README tells an admin: the ``slurm:``
+        pillar on the master, then ``salt-run slurm.deploy`` (munge key, hardware in the
+        mine, rendered slurm.conf, controller, nodes, ``slurm.verify``). The one way a bed
+        becomes a cluster: no second conf generator in the tests.
 
-        ``proctrack/linuxproc`` and ``task/none`` because the sandboxes share the host's
-        cgroup tree; ``NodeAddr`` is each node's own IP.
-        """
-        compute = compute or [n for n in [*self.nodes, *self.hosts.hosts] if n != controller]
-        cpus = cpus or os.cpu_count()
-        lines = [
-            "ClusterName=testbed",
-            f"SlurmctldHost={controller}({self.address(controller)})",
-            "AuthType=auth/munge",
-            "SlurmUser=slurm",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "ReturnToService=2",
-            "SlurmctldPidFile=/run/slurmctld.pid",
-            "SlurmdPidFile=/run/slurmd.pid",
-            "SlurmdSpoolDir=/var/spool/slurmd",
-            "StateSaveLocation=/var/spool/slurmctld",
-            "SlurmctldLogFile=/var/log/slurm/slurmctld.log",
-            "SlurmdLogFile=/var/log/slurm/slurmd.log",
-            "SchedulerType=sched/backfill",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "SlurmdTimeout=30",
-            "MpiDefault=none",
-        ]
-        for name in compute:
-            lines.append(
-                f"NodeName={name} NodeAddr={self.address(name)} CPUs={cpus} "
-                "RealMemory=1000 State=UNKNOWN"
-            )
-        lines.append(
-            f"PartitionName=debug Nodes={','.join(compute)} Default=YES MaxTime=INFINITE State=UP"
-        )
-        return "\n".join(lines) + "\n" + extra
-
-    def provision(self, controller="ctl", pillar=None, render=False):
-        """Bare sandboxes -> Slurm cluster the way an admin would do it with this extension:
-        pillar, slurm.conf and a munge key on the master, then ``state.apply
-        slurm.controller`` on the controller and ``slurm.node`` on the other nodes.
-
-        ``render=True``: slurm.conf comes from ``salt-run slurm.render_conf`` over the nodes'
-        hardware (sent to the mine with ``mine.send slurm_node.hardware``); otherwise from
-        :meth:`basic_slurm_conf`. Returns ``{minion: state return}``."""
-        compute = [n for n in self.nodes if n != controller]
-        self.cli(["salt-run", "slurm.create_munge_key"], check=True)
-        if render:
-            self.write_pillar(pillar or render_pillar(controller))
-            sent = self.salt(compute, "mine.send", ["slurm_node.hardware"], tgt_type="list")
-            if sorted(m for m, ok in sent.items() if ok is True) != sorted(compute):
-                raise BedError(f"mine.send slurm_node.hardware: {sent}")
-            proc = self.cli(["salt-run", "slurm.render_conf"])
-            if proc.returncode != 0:
-                raise BedError(f"slurm.render_conf failed:\n{proc.stdout}{proc.stderr}")
-        else:
-            self.write_pillar(pillar or {"cluster_name": "testbed", "controller": controller})
-            self.write_slurm_conf(self.basic_slurm_conf(controller=controller))
-        results = self.salt(controller, "state.apply", ["slurm.controller"], timeout=300)
-        results.update(
-            self.salt(compute, "state.apply", ["slurm.node"], tgt_type="list", timeout=300)
-        )
-        return results
+        Returns ``(summary, CompletedProcess)``; ``summary`` is the runner's JSON return."""
+        self.write_pillar(pillar)
+        proc = self.cli(["salt-run", "--out=json", "slurm.deploy"], timeout=timeout)
+        try:
+            summary = json_output(proc.stdout)
+        except ValueError as exc:
+            raise BedError(
+                f"slurm.deploy gave no JSON (rc={proc.returncode}): {exc}\n"
+                f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            ) from exc
+        return summary, proc
 
     # ------------------------------------------------------------------ diagnosis
     def log_paths(self):
