@@ -71,8 +71,8 @@ def test_dry_run_lists_changes_and_changes_nothing(cluster, provisioned):
     conf_path.write_text(original + "# dry-run marker\n")
     try:
         ret = apply(cluster, "n1", "slurm.node", test=True)["n1"]
-        conf_state = state_results(ret)["slurm-conf-slurm.conf"]
-        assert conf_state["result"] is None and conf_state["changes"]
+        conf_state = state_results(ret)["slurm-conf-files"]
+        assert conf_state["result"] is None and set(conf_state["changes"]) == {"slurm.conf"}
         on_node = cluster.run("n1", ["cat", "/etc/slurm/slurm.conf"]).stdout
         assert "dry-run marker" not in on_node
     finally:
