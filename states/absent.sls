@@ -2,8 +2,10 @@
     key and config gone, packages of both roles purged (munge removed) only when
     slurm:absent:purge_packages is true (after every daemon is dead). #}
 {%- set s = salt['slurm_node.settings']('node') %}
+{#- the Slurm daemons of both roles first, munge (which they need) last #}
+{%- set daemons = s.stop_order | reject('equalto', 'munge') | list %}
 
-{%- for daemon in ['slurmd', 'slurmctld', 'munge'] %}
+{%- for daemon in s.stop_order %}
 slurm-absent-{{ daemon }}:
   slurm_node.daemon_dead:
     - name: {{ daemon }}
@@ -11,15 +13,16 @@ slurm-absent-{{ daemon }}:
     - conf: {{ s.slurm_conf }}
 {%- endfor %}
 
-{%- for path in [s.munge_key_path, s.slurm_conf, s.conf_dir ~ '/gres.conf',
-                 s.conf_dir ~ '/cgroup.conf'] %}
-slurm-absent-file-{{ path }}:
+{%- set files = [s.munge_key_path] %}
+{%- for conf in s.conf_files %}{% do files.append(s.conf_dir ~ '/' ~ conf) %}{% endfor %}
+{%- for path in files %}
+{{ ('slurm-absent-file-' ~ path) | json }}:
   file.absent:
-    - name: {{ path }}
+    - name: {{ path | json }}
     - require:
-      - slurm_node: slurm-absent-munge
-      - slurm_node: slurm-absent-slurmd
-      - slurm_node: slurm-absent-slurmctld
+{%- for daemon in s.stop_order %}
+      - slurm_node: slurm-absent-{{ daemon }}
+{%- endfor %}
 {%- endfor %}
 
 {%- if s.purge_packages %}
@@ -32,9 +35,9 @@ slurm-absent-packages:
   pkg.purged:
     - pkgs: {{ packages | reject('equalto', 'munge') | list | json }}
     - require:
-      - slurm_node: slurm-absent-munge
-      - slurm_node: slurm-absent-slurmd
-      - slurm_node: slurm-absent-slurmctld
+{%- for daemon in ['munge'] + daemons %}
+      - slurm_node: slurm-absent-{{ daemon }}
+{%- endfor %}
 
 {#- munge is removed, not purged: Debian's munge postrm purge runs `deluser --system munge`,
     which fails (and the purge with it) for the cluster-wide UID the account has (>= 1000,

@@ -17,36 +17,6 @@ slurm-extension-just-installed:
 {%- set s = salt['slurm_node.settings']('controller') %}
 {{ base(s) }}
 
-slurm-dir-/var/spool/slurmctld:
-  file.directory:
-    - name: /var/spool/slurmctld
-    - user: slurm
-    - group: slurm
-    - mode: '0700'
-    - makedirs: True
-
-slurm-slurmctld:
-  slurm_node.daemon_running:
-    - name: slurmctld
-    - manager: {{ s.service_manager }}
-    - conf: {{ s.slurm_conf }}
-    - require:
-      - slurm_node: slurm-munged
-      - file: slurm-dir-/var/spool/slurmctld
-      - file: slurm-dir-/var/log/slurm
-    - watch:
-      - file: slurm-conf-*
-
-{%- if s.service_manager != 'direct' %}
-
-slurm-slurmctld-boot:
-  slurm_node.daemon_enabled:
-    - name: slurmctld
-    - manager: {{ s.service_manager }}
-    - require:
-      - pkg: slurm-packages
-{%- endif %}
-
 {%- if s.verify.enabled %}
 
 slurm-controller-verified:

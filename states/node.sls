@@ -22,39 +22,6 @@ slurm-hardware-in-mine:
     - require:
       - pkg: slurm-packages
 
-slurm-dir-/var/spool/slurmd:
-  file.directory:
-    - name: /var/spool/slurmd
-    - user: root
-    - group: root
-    - mode: '0755'
-    - makedirs: True
-
-slurm-slurmd:
-  slurm_node.daemon_running:
-    - name: slurmd
-    - manager: {{ s.service_manager }}
-    - conf: {{ s.slurm_conf }}
-    - require:
-      - slurm_node: slurm-munged
-      - file: slurm-dir-/var/spool/slurmd
-      - file: slurm-dir-/var/log/slurm
-    - watch:
-      - file: slurm-conf-*
-      # munged restarted (new key, or it was down): a restarted slurmd registers at once,
-      # where the old one waits for slurmctld to ping it back into service
-      - slurm_node: slurm-munged
-
-{%- if s.service_manager != 'direct' %}
-
-slurm-slurmd-boot:
-  slurm_node.daemon_enabled:
-    - name: slurmd
-    - manager: {{ s.service_manager }}
-    - require:
-      - pkg: slurm-packages
-{%- endif %}
-
 {%- if s.verify.enabled %}
 
 slurm-node-verified:

@@ -17,7 +17,7 @@ import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib.conf import cluster_files, generate, hostlist, model
+from salt_ext.lib.conf import cluster_files, hostlist, model
 from salt_ext.lib.conf import hardware as hardware_lib
 from salt_ext.lib.node import direct, scontrol, services
 from salt_ext.lib.node import munge as munge_lib
@@ -27,8 +27,6 @@ from salt_ext.lib.util import command, fsutil
 __virtualname__ = "slurm_node"
 
 log = logging.getLogger(__name__)
-
-DAEMONS_BY_ROLE = {"node": ("munge", "slurmd"), "controller": ("munge", "slurmctld")}
 
 
 def __virtual__():
@@ -68,10 +66,18 @@ def _machine():
 
 def settings(role="node"):
     """
-    Validate the ``slurm:`` pillar and return this machine's plan for ``role``.
+    Validate the ``slurm:`` pillar and return this machine's plan for ``role``: what the
+    state tree installs, where every file and directory goes, which daemons run.
 
     Raises with the pillar key that is wrong, before anything is changed; the state tree
-    renders from this, so bad pillar stops ``state.apply`` at render time.
+    renders from this, so bad pillar stops ``state.apply`` at render time. The Slurm
+    directories (log, spool or state) are read from the slurm.conf the master serves; a
+    path there that cannot be made safely (relative, ``..``, a system directory) stops it
+    the same way.
+
+    Besides the pillar's settings the plan holds ``daemons`` (munge, then slurmd or
+    slurmctld), ``conf_files`` (the cluster's conf files, in order), ``conf_on_master``,
+    ``dirs`` (``[{path, user, group, mode}]``), ``munge_key_path`` and ``homes``.
 
     role
         ``node`` or ``controller``.
@@ -81,13 +87,31 @@ def settings(role="node"):
     .. code-block:: bash
 
         salt node1 slurm_node.settings
+        salt ctl slurm_node.settings controller
     """
-    if role not in DAEMONS_BY_ROLE:
+    if role not in settings_lib.DAEMONS_BY_ROLE:
         raise SaltInvocationError(f"role must be 'node' or 'controller', got {role!r}")
-    return _plan(role)
+    url = cluster_files.salt_url(cluster_files.SLURM_CONF)
+    # asks the file server directly (cp.list_master may lag behind a new file), and quietly:
+    # cp.get_file_str logs an error for a file the master does not serve
+    served = __salt__["cp.get_file_str"](url) if __salt__["cp.hash_file"](url) else None
+    try:
+        return settings_lib.machine_plan(
+            __pillar__.get("slurm"),
+            __grains__,
+            role,
+            _machine(),
+            served if isinstance(served, str) else None,
+        )
+    except settings_lib.ConfPathError as err:
+        raise CommandExecutionError(str(err)) from err
+    except settings_lib.SettingsError as err:
+        raise CommandExecutionError(f"bad slurm pillar: {err}") from err
 
 
 def _plan(role="node"):
+    """The pillar's part of the plan (no file server request): what the daemon functions
+    need, cheap enough for every call."""
     try:
         return settings_lib.plan(__pillar__.get("slurm"), __grains__, role, _machine())
     except settings_lib.SettingsError as err:
@@ -532,22 +556,65 @@ STAGED_SUFFIX = ".saltext-new"
 STAGED_MANIFEST = ".saltext-staged.json"
 
 
-def sync_conf():
+def _conf_dir(conf_dir):
+    planned = _plan("node")["conf_dir"]
+    if conf_dir is not None and conf_dir != planned:
+        raise SaltInvocationError(
+            f"conf_dir: this machine's conf dir is {planned} (slurm_node.settings), "
+            f"got {conf_dir!r}"
+        )
+    return planned
+
+
+def _served_conf_files():
+    """``{name: text or None}`` of the conf files the master serves now."""
+    served = {}
+    for name in cluster_files.CONF_FILES:
+        url = cluster_files.salt_url(name)
+        # asks the file server directly; cp.list_master may lag behind a new file
+        if not __salt__["cp.hash_file"](url):
+            if name == cluster_files.SLURM_CONF:
+                raise CommandExecutionError(
+                    f"the master serves no {url}; run `salt-run slurm.render_conf` first"
+                )
+            served[name] = None
+            continue
+        text = __salt__["cp.get_file_str"](url)
+        if text is False or text is None:
+            raise CommandExecutionError(f"could not fetch {url} from the master")
+        served[name] = text
+    return served
+
+
+def sync_conf(test=False, conf_dir=None):
     """
     Fetch the cluster's slurm.conf (and gres.conf / cgroup.conf when the master serves
-    them) from ``salt://slurm_files/`` and write each atomically, mode 0644: ``stage_conf``
-    then ``commit_conf``. No daemon is touched: ``slurm.apply_conf`` decides whether to
-    reconfigure or restart. A gres.conf or cgroup.conf the master no longer serves is
-    removed if saltext-slurm wrote it.
+    them) from ``salt://slurm_files/`` and write each atomically, mode 0644 root:
+    ``stage_conf`` then ``commit_conf``. No daemon is touched: ``slurm.apply_conf`` decides
+    whether to reconfigure or restart (the ``slurm_node.conf_files_synced`` state, through
+    ``watch``). A gres.conf or cgroup.conf the master no longer serves is removed if
+    saltext-slurm wrote it.
 
-    Returns ``{"changed": [names], "hashes": {name: "sha256:..." or None}}``.
+    test
+        Only say what would change; nothing is written or staged.
+    conf_dir
+        When given, must be this machine's conf dir (a guard for the state tree).
+
+    Returns ``{"changed": [names], "actions": {name: "write" | "remove"}, "hashes": {name:
+    "sha256:..." or None}, "previous": {name: "sha256:..." or None}}``: hashes only, never
+    the files' text.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt 'n*' slurm_node.sync_conf
+        salt 'n*' slurm_node.sync_conf test=True
     """
+    directory = _conf_dir(conf_dir)
+    if test:
+        planned = cluster_files.plan_sync(directory, _served_conf_files())
+        return {"changed": sorted(planned["actions"]), **planned}
     stage_conf()
     return commit_conf()
 
@@ -567,32 +634,16 @@ def stage_conf():
     """
     conf_dir = _plan("node")["conf_dir"]
     discard_staged_conf()
-    actions, hashes = {}, {}
     try:
-        for name in cluster_files.CONF_FILES:
-            path = os.path.join(conf_dir, name)
-            url = f"{cluster_files.FILES_PREFIX}/{name}"
-            # asks the file server directly; cp.list_master may lag behind a new file
-            if not __salt__["cp.hash_file"](cluster_files.salt_url(name)):
-                if name == "slurm.conf":
-                    raise CommandExecutionError(
-                        f"the master serves no salt://{url}; run `salt-run slurm.render_conf` first"
-                    )
-                if _managed_by_us(path):
-                    actions[name] = "remove"
-                hashes[name] = None
-                continue
-            text = __salt__["cp.get_file_str"](cluster_files.salt_url(name))
-            if text is False or text is None:
-                raise CommandExecutionError(f"could not fetch salt://{url} from the master")
-            new_hash = fsutil.sha256_bytes(text.encode())
-            if fsutil.sha256_file(path) != new_hash:
+        served = _served_conf_files()
+        planned = cluster_files.plan_sync(conf_dir, served)
+        for name, action in planned["actions"].items():
+            if action == "write":
                 os.makedirs(conf_dir, mode=0o755, exist_ok=True)
-                fsutil.atomic_write(path + STAGED_SUFFIX, text, mode=0o644, uid=0, gid=0)
-                actions[name] = "write"
-            hashes[name] = f"sha256:{new_hash}"
-        if actions:
-            manifest = json.dumps({"actions": actions, "hashes": hashes})
+                path = os.path.join(conf_dir, name) + STAGED_SUFFIX
+                fsutil.atomic_write(path, served[name], mode=0o644, uid=0, gid=0)
+        if planned["actions"]:
+            manifest = json.dumps(planned)
             fsutil.atomic_write(os.path.join(conf_dir, STAGED_MANIFEST), manifest, mode=0o600)
     except OSError as err:
         discard_staged_conf()
@@ -603,7 +654,11 @@ def stage_conf():
     except CommandExecutionError:
         discard_staged_conf()
         raise
-    return {"staged": sorted(actions), "hashes": hashes}
+    return {
+        "staged": sorted(planned["actions"]),
+        "hashes": planned["hashes"],
+        "previous": planned["previous"],
+    }
 
 
 def commit_conf():
@@ -611,7 +666,8 @@ def commit_conf():
     Second half of a push: put the files ``stage_conf`` staged in place (renames, which
     need no free space) and remove the ones the master stopped serving.
 
-    Returns ``{"changed": [names], "hashes": {name: "sha256:..." or None}}``.
+    Returns ``{"changed": [names], "actions": {name: "write" | "remove"}, "hashes": {name:
+    "sha256:..." or None}, "previous": {name: "sha256:..." or None}}``.
 
     CLI Example:
 
@@ -626,13 +682,11 @@ def commit_conf():
             manifest = json.load(handle)
     except FileNotFoundError:
         current = cluster_files.read_conf_files(conf_dir)
-        return {
-            "changed": [],
-            "hashes": {
-                n: (f"sha256:{fsutil.sha256_bytes(t)}" if t is not None else None)
-                for n, t in current.items()
-            },
+        hashes = {
+            n: (f"sha256:{fsutil.sha256_bytes(t)}" if t is not None else None)
+            for n, t in current.items()
         }
+        return {"changed": [], "actions": {}, "hashes": hashes, "previous": dict(hashes)}
     changed = []
     for name, action in sorted(manifest["actions"].items()):
         if name not in cluster_files.CONF_FILES:
@@ -645,7 +699,12 @@ def commit_conf():
         changed.append(name)
     os.unlink(manifest_path)
     fsutil.fsync_dir(conf_dir)
-    return {"changed": changed, "hashes": manifest["hashes"]}
+    return {
+        "changed": changed,
+        "actions": {name: manifest["actions"][name] for name in changed},
+        "hashes": manifest["hashes"],
+        "previous": manifest.get("previous") or {},
+    }
 
 
 def discard_staged_conf():
@@ -666,14 +725,6 @@ def discard_staged_conf():
             os.unlink(path)
             removed.append(name)
     return removed
-
-
-def _managed_by_us(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(len(generate.HEADER)) == generate.HEADER
-    except OSError:
-        return False
 
 
 def reconfigure():
@@ -1051,7 +1102,7 @@ def stage_munge_key(expected_hash):
         )
     staged = munge_lib.staged_path(plan["munge_key_path"])
     try:
-        fsutil.atomic_write(staged, key, mode=munge_lib.KEY_MODE, uid=uid, gid=gid)
+        munge_lib.write_key(staged, key, uid, gid)
     except OSError as err:
         raise CommandExecutionError(f"could not stage the munge key at {staged}: {err}") from err
     return {"staged": got}

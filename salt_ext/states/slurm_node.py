@@ -1,6 +1,7 @@
 """
 States for the parts of a Slurm node that Salt's core states do not cover: the munge key
-(never shown, hash only), daemons under any service manager including ``direct`` (no init),
+(never shown, hash only), the cluster's conf files (the same writer as
+``slurm.apply_conf``), daemons under any service manager including ``direct`` (no init),
 and proof that the node or controller really works.
 
 Used by the SLS tree ``slurm.node`` / ``slurm.controller`` / ``slurm.absent``.
@@ -14,7 +15,6 @@ import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from salt_ext.lib.node import munge as munge_lib
-from salt_ext.lib.util import fsutil
 
 __virtualname__ = "slurm_node"
 
@@ -112,13 +112,56 @@ def munge_key(name, source, user="munge", saltenv="base"):
     if "key_hash" in ret["changes"]:
         if key is None:
             key = _fetch_key(source, saltenv)
-        os.makedirs(os.path.dirname(name), mode=0o700, exist_ok=True)
-        fsutil.atomic_write(name, key, mode=KEY_MODE, uid=owner.pw_uid, gid=owner.pw_gid)
+        munge_lib.write_key(name, key, owner.pw_uid, owner.pw_gid)
         ret["comment"] = f"munge key written ({wanted_hash})"
     else:
         os.chown(name, owner.pw_uid, owner.pw_gid)
         os.chmod(name, KEY_MODE)
         ret["comment"] = "munge key mode/owner fixed"
+    return ret
+
+
+def conf_files_synced(name):
+    """
+    The cluster's conf files in this machine's conf dir ``name`` are the ones the master
+    serves (``salt://slurm_files/``): slurm.conf, and gres.conf / cgroup.conf when served.
+    Written the way ``slurm.apply_conf`` writes them, by the same code
+    (``slurm_node.sync_conf``): atomically, 0644 root, and a gres.conf or cgroup.conf the
+    master stopped serving is removed when saltext-slurm wrote it. Changes name each file
+    with its old and new SHA-256 (None: absent), never its text. Daemons that ``watch``
+    this state restart (slurmctld: reconfigure) when a file changed.
+
+    name
+        The conf dir (``conf_dir`` of ``slurm_node.settings``); another directory is refused.
+
+    .. code-block:: yaml
+
+        slurm-conf-files:
+          slurm_node.conf_files_synced:
+            - name: /etc/slurm
+    """
+    ret = _ret(name)
+    test = bool(__opts__["test"])
+    try:
+        result = __salt__["slurm_node.sync_conf"](test=test, conf_dir=name)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        ret.update(result=False, comment=str(err))
+        return ret
+    previous = result.get("previous") or {}
+    for conf in result["changed"]:
+        ret["changes"][conf] = {"old": previous.get(conf), "new": result["hashes"].get(conf)}
+    if not ret["changes"]:
+        ret["comment"] = f"the conf files in {name} are the master's"
+        return ret
+    done = [
+        f"{conf} {'removed' if result['actions'].get(conf) == 'remove' else 'written'}"
+        for conf in result["changed"]
+    ]
+    if test:
+        ret["result"] = None
+        ret["comment"] = f"in {name}, would be: " + ", ".join(done)
+    else:
+        ret["comment"] = f"in {name}: " + ", ".join(done)
     return ret
 
 

@@ -46,10 +46,14 @@ ROWS = {
 }
 
 
-def _opts(tmp_path, grains, pillar):
+def _opts(tmp_path, grains, pillar, served=None):
     file_root = tmp_path / "states"
     file_root.mkdir()
     (file_root / "slurm").symlink_to(REPO / "states")
+    if served:
+        (file_root / "slurm_files").mkdir()
+        for name, text in served.items():
+            (file_root / "slurm_files" / name).write_text(text)
     pillar_root = tmp_path / "pillar"
     pillar_root.mkdir()
     (pillar_root / "top.sls").write_text(json.dumps({"base": {"*": ["slurm"]}}))
@@ -65,13 +69,20 @@ def _opts(tmp_path, grains, pillar):
         }
     )
     opts["grains"] = {**salt.loader.grains(opts), "host": "node1", **grains}
+    # what the modules read when called directly (state.show_sls compiles its own)
+    opts["pillar"] = {"slurm": pillar}
     return opts
 
 
-def show_sls(tmp_path, grains, sls="slurm.node", pillar=None):
-    opts = _opts(tmp_path, grains, pillar or {"controller": "ctl"})
-    mods = salt.loader.minion_mods(opts)
-    return mods["state.show_sls"](sls)
+def loader(tmp_path, grains, pillar=None, served=None):
+    """Execution modules of a masterless minion whose file server serves ``served``
+    (``{name: text}`` under salt://slurm_files/)."""
+    opts = _opts(tmp_path, grains, pillar or {"controller": "ctl"}, served)
+    return salt.loader.minion_mods(opts)
+
+
+def show_sls(tmp_path, grains, sls="slurm.node", pillar=None, served=None):
+    return loader(tmp_path, grains, pillar, served)["state.show_sls"](sls)
 
 
 def _arg(chunk, state, key):
@@ -87,7 +98,8 @@ def test_node_sls_per_os(tmp_path, row):
     high = show_sls(tmp_path, grains)
     assert isinstance(high, dict), high
     assert _arg(high["slurm-packages"], "pkg", "pkgs") == packages
-    assert _arg(high["slurm-conf-slurm.conf"], "file", "name") == f"{conf_dir}/slurm.conf"
+    assert "conf_files_synced" in high["slurm-conf-files"]["slurm_node"]
+    assert _arg(high["slurm-conf-files"], "slurm_node", "name") == conf_dir
     # no init runs here (PID 1 is not an init system), so auto must pick `direct`
     assert _arg(high["slurm-slurmd"], "slurm_node", "manager") == "direct"
     assert _arg(high["slurm-munge-key"], "slurm_node", "source") == ("salt://slurm_files/munge.key")
@@ -177,3 +189,125 @@ def test_unsupported_os_names_the_grains(tmp_path):
     grains = {"os": "Gentoo", "os_family": "Gentoo", "osrelease": "2.14"}
     result = "\n".join(show_sls(tmp_path, grains))
     assert "os_family='Gentoo'" in result and "os='Gentoo'" in result
+
+
+# --- the state tree and slurm_node.settings agree -------------------------------------------
+
+MOVED = (
+    "ClusterName=c\nSlurmctldHost=ctl\n"
+    "StateSaveLocation=/srv/slurm/ctld-state\n"
+    "SlurmdSpoolDir=/srv/slurm/spool-%n\n"
+    'SlurmdLogFile="/srv/slurm/logs/slurmd.log"\n'
+    "SlurmctldLogFile=/srv/slurm/ctld-logs/slurmctld.log\n"
+    "NodeName=node1 CPUs=1\n"
+)
+
+
+def _planned_states(high):
+    """What the rendered tree does with directories, conf files and daemons."""
+    dirs = []
+    for sid, chunk in high.items():
+        if "file" in chunk and "directory" in chunk["file"]:
+            assert sid == f"slurm-dir-{_arg(chunk, 'file', 'name')}"
+            dirs.append(
+                {
+                    "path": _arg(chunk, "file", "name"),
+                    "user": _arg(chunk, "file", "user"),
+                    "group": _arg(chunk, "file", "group"),
+                    "mode": _arg(chunk, "file", "mode"),
+                }
+            )
+    synced = [c for c in high.values() if "conf_files_synced" in c.get("slurm_node", [])]
+    daemons = [
+        _arg(c, "slurm_node", "name")
+        for c in high.values()
+        if "daemon_running" in c.get("slurm_node", [])
+    ]
+    return dirs, synced, daemons
+
+
+@pytest.mark.parametrize(
+    ("sls", "role", "served"),
+    [
+        ("slurm.node", "node", {"slurm.conf": MOVED}),
+        ("slurm.controller", "controller", {"slurm.conf": MOVED}),
+        ("slurm.node", "node", {"slurm.conf": MOVED, "gres.conf": "Name=gpu\n"}),
+        # no conf on the master yet: Slurm's defaults
+        ("slurm.node", "node", None),
+        ("slurm.controller", "controller", None),
+        # a conf without the keys: Slurm's defaults (log files: syslog, no directory)
+        ("slurm.node", "node", {"slurm.conf": "ClusterName=c\n"}),
+    ],
+)
+def test_sls_dirs_conf_files_and_daemons_are_exactly_the_plans(tmp_path, sls, role, served):
+    mods = loader(tmp_path, ROWS["debian12"][0], served=served)
+    plan = mods["slurm_node.settings"](role)
+    high = mods["state.show_sls"](sls)
+    assert isinstance(high, dict), high
+    dirs, synced, daemons = _planned_states(high)
+    assert dirs == plan["dirs"]
+    assert daemons == plan["daemons"]
+    assert len(synced) == 1 and _arg(synced[0], "slurm_node", "name") == plan["conf_dir"]
+    # the state writes through slurm_node.sync_conf, which manages the plan's conf files
+    from salt_ext.lib.conf import cluster_files  # noqa: PLC0415
+
+    assert plan["conf_files"] == list(cluster_files.CONF_FILES)
+    assert _arg(high["slurm-munge-key"], "slurm_node", "name") == plan["munge_key_path"]
+    assert ("slurm-no-conf-on-master" in high) is (served is None)
+    for daemon in plan["daemons"]:
+        sid = "slurm-munged" if daemon == "munge" else f"slurm-{daemon}"
+        assert _arg(high[sid], "slurm_node", "require")[0] == {"file": "slurm-dir-*"}
+
+
+def test_moved_slurm_dirs_come_from_the_served_conf(tmp_path):
+    node = loader(tmp_path, ROWS["debian12"][0], served={"slurm.conf": MOVED})
+    paths = {d["path"]: (d["user"], d["mode"]) for d in node["slurm_node.settings"]("node")["dirs"]}
+    assert paths["/srv/slurm/spool-node1"] == ("root", "0755")  # %n: the node's name
+    assert paths["/srv/slurm/logs"] == ("slurm", "0755")
+    assert "/var/spool/slurmd" not in paths and "/var/log/slurm" not in paths
+    ctl = node["slurm_node.settings"]("controller")["dirs"]
+    assert {"path": "/srv/slurm/ctld-state", "user": "slurm", "group": "slurm", "mode": "0700"} in (
+        ctl
+    )
+
+
+def test_absent_removes_the_plans_key_and_conf_files(tmp_path):
+    mods = loader(tmp_path, ROWS["debian12"][0])
+    plan = mods["slurm_node.settings"]("node")
+    high = mods["state.show_sls"]("slurm.absent")
+    removed = [_arg(c, "file", "name") for c in high.values() if "absent" in c.get("file", [])]
+    assert removed == [
+        plan["munge_key_path"],
+        *(f"{plan['conf_dir']}/{name}" for name in plan["conf_files"]),
+    ]
+    stopped = [
+        _arg(c, "slurm_node", "name")
+        for c in high.values()
+        if "daemon_dead" in c.get("slurm_node", [])
+    ]
+    assert stopped == plan["stop_order"]
+
+
+def test_a_hostile_served_conf_stops_the_render_naming_the_key(tmp_path):
+    served = {"slurm.conf": "StateSaveLocation=/var/../etc\n"}
+    result = show_sls(tmp_path, ROWS["debian12"][0], sls="slurm.controller", served=served)
+    assert isinstance(result, list), result
+    assert "StateSaveLocation='/var/../etc': '.' and '..' are not allowed" in "\n".join(result)
+
+
+STATES = REPO / "states"
+# paths that are no fact of the plan: the wheel cache of slurm.bootstrap, which runs before
+# the extension (and so slurm_node.settings) exists on the minion
+ALLOWED_LITERAL_PATHS = {("bootstrap.sls", "/var/cache/saltext-slurm/wheels")}
+
+
+def test_state_tree_hard_codes_no_system_paths():
+    import re  # noqa: PLC0415
+
+    found = set()
+    for path in sorted(STATES.iterdir()):
+        for literal in re.findall(
+            r"/(?:etc|var|run|srv|opt|usr|tmp)(?:/[\w.%-]+)*", path.read_text()
+        ):
+            found.add((path.name, literal))
+    assert found <= ALLOWED_LITERAL_PATHS, sorted(found - ALLOWED_LITERAL_PATHS)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from salt_ext.lib.conf import generate
 from tests.integration.conftest import BED_PILLAR, COMPUTE
 from tests.integration.helpers import (
     apply,
@@ -80,12 +81,36 @@ def test_dry_run_lists_changes_and_changes_nothing(cluster, provisioned):
     conf_path.write_text(original + "# dry-run marker\n")
     try:
         ret = apply(cluster, "n1", "slurm.node", test=True)["n1"]
-        conf_state = state_results(ret)["slurm-conf-slurm.conf"]
-        assert conf_state["result"] is None and conf_state["changes"]
+        conf_state = state_results(ret)["slurm-conf-files"]
+        assert conf_state["result"] is None and set(conf_state["changes"]) == {"slurm.conf"}
         on_node = cluster.run("n1", ["cat", "/etc/slurm/slurm.conf"]).stdout
         assert "dry-run marker" not in on_node
     finally:
         conf_path.write_text(original)
+
+
+def test_a_conf_file_the_master_stops_serving_is_removed_by_the_state(cluster, provisioned):
+    """state.apply leaves the same files as slurm.apply_conf: one writer (sync_conf)."""
+    gres = cluster.cluster_files_dir() / "gres.conf"
+    gres.write_text(generate.HEADER + "# no GPUs on this bed\n")
+    try:
+        served = apply(cluster, "n1", "slurm.node")["n1"]
+        assert not failed(served), failed(served)
+        change = changed(served)["slurm-conf-files"]
+        assert set(change) == {"gres.conf"} and change["gres.conf"]["old"] is None, change
+        assert "no GPUs" in cluster.run("n1", ["cat", "/etc/slurm/gres.conf"]).stdout
+    finally:
+        gres.unlink(missing_ok=True)
+    ret = apply(cluster, "n1", "slurm.node")["n1"]
+    assert not failed(ret), failed(ret)
+    assert changed(ret)["slurm-conf-files"] == {
+        "gres.conf": {"old": change["gres.conf"]["new"], "new": None}
+    }
+    assert changed(ret)["slurm-slurmd"] == {"restart": "slurmd"}
+    assert cluster.run("n1", ["ls", "/etc/slurm"]).stdout.split() == ["slurm.conf"]
+    # and the file's text never reaches the state output
+    assert "no GPUs" not in repr(served) + repr(ret)
+    assert wait_for(lambda: sinfo_nodes(cluster).get("n1") == "idle", timeout=60)
 
 
 def test_killed_slurmd_is_restarted_by_reapply(cluster, provisioned):

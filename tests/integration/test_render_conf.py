@@ -11,6 +11,8 @@ import pytest
 from salt_ext.lib.conf import model
 from tests.integration.conftest import BED_PILLAR, COMPUTE
 from tests.integration.helpers import (
+    changed,
+    failed,
     held_job,
     job_info,
     running_job,
@@ -254,4 +256,40 @@ def test_rollout_stops_at_a_node_that_cannot_register_and_names_it(cluster, rend
     rolled, proc = salt_run(cluster, "slurm.rollback_conf")
     assert rolled["result"] is True, rolled
     assert "Weight=5" not in master_file(cluster)
+    assert all_idle(cluster) == {n: "idle" for n in COMPUTE}
+
+
+def test_pillar_moving_the_slurmd_spool_makes_the_state_create_it(cluster, rendered):
+    """The state tree creates the directories the served slurm.conf names (the plan reads
+    them from it), not the ones it used to hard-code."""
+    # inside each node's private /var/spool/slurmd; %n: slurmd's own NodeName
+    moved = "/var/spool/slurmd/moved-%n"
+    conf = {**BED_CONF, "overrides": {**BED_CONF["overrides"], "SlurmdSpoolDir": moved}}
+    set_pillar(cluster, {**RENDER_PILLAR, "conf": conf})
+    try:
+        result, _ = salt_run(cluster, "slurm.render_conf")
+        assert result["written"] is True, result
+        assert f"SlurmdSpoolDir={moved}" in master_file(cluster)
+        ctl = cluster.salt("ctl", "state.apply", ["slurm.controller"], timeout=300)["ctl"]
+        assert not failed(ctl), failed(ctl)
+        nodes = cluster.salt(COMPUTE, "state.apply", ["slurm.node"], tgt_type="list", timeout=300)
+        for name in COMPUTE:
+            spool = f"/var/spool/slurmd/moved-{name}"
+            assert not failed(nodes[name]), (name, failed(nodes[name]))
+            assert f"slurm-dir-{spool}" in changed(nodes[name]), changed(nodes[name])
+            proc = cluster.run(name, ["stat", "-c", "%U:%G %a", spool])
+            assert proc.stdout.strip() == "root:root 755", (name, proc.stdout, proc.stderr)
+            assert cluster.salt(name, "slurm_node.daemon_running", ["slurmd"])[name] is True
+        assert all_idle(cluster) == {n: "idle" for n in COMPUTE}
+        proc = cluster.run("ctl", ["srun", "-N3", "hostname"], timeout=60)
+        assert sorted(proc.stdout.split()) == COMPUTE, proc.stderr
+    finally:
+        set_pillar(cluster, RENDER_PILLAR)
+        salt_run(cluster, "slurm.render_conf")
+        restored = cluster.salt("ctl", "state.apply", ["slurm.controller"], timeout=300)
+        restored.update(
+            cluster.salt(COMPUTE, "state.apply", ["slurm.node"], tgt_type="list", timeout=300)
+        )
+    assert {name: failed(ret) for name, ret in restored.items()} == {n: {} for n in ALL}
+    assert "moved" not in master_file(cluster)
     assert all_idle(cluster) == {n: "idle" for n in COMPUTE}

@@ -45,6 +45,9 @@ ZERO_BYTES = (
 def _service_salt():
     return {
         "cmd.which": MagicMock(side_effect=lambda name: f"/usr/sbin/{name}"),
+        # the master serves no conf files unless a test says so (see _serve)
+        "cp.hash_file": MagicMock(return_value=False),
+        "cp.get_file_str": MagicMock(return_value=False),
     }
 
 
@@ -684,7 +687,36 @@ def test_settings_returns_the_plan(loader):
     assert plan["service_manager"] == "systemd"
     assert plan["services"]["munge"] == "munge"
     assert plan["slurm_conf"] == "/etc/slurm/slurm.conf"
+    assert plan["daemons"] == ["munge", "slurmd"]
+    assert plan["conf_files"] == ["slurm.conf", "gres.conf", "cgroup.conf"]
+    assert plan["munge_key_path"] == "/etc/munge/munge.key"
+    assert plan["conf_on_master"] is False
     assert slurm_node.settings("controller")["role"] == "controller"
+    assert slurm_node.settings("controller")["daemons"] == ["munge", "slurmctld"]
+
+
+def test_settings_reads_the_slurm_dirs_from_the_conf_the_master_serves(loader):
+    _serve(loader, {"slurm.conf": "SlurmdSpoolDir=/data/slurmd\nStateSaveLocation=/data/ctld\n"})
+    node = slurm_node.settings("node")
+    assert node["conf_on_master"] is True
+    assert {"path": "/data/slurmd", "user": "root", "group": "root", "mode": "0755"} in (
+        node["dirs"]
+    )
+    ctl = [d["path"] for d in slurm_node.settings("controller")["dirs"]]
+    assert "/data/ctld" in ctl and "/data/slurmd" not in ctl
+    loader.salt["cp.get_file_str"].assert_called_with("salt://slurm_files/slurm.conf")
+
+
+def test_settings_a_bad_path_in_the_served_conf_is_a_clear_error(loader):
+    _serve(loader, {"slurm.conf": "SlurmdSpoolDir=spool\n"})
+    with pytest.raises(CommandExecutionError, match=r"^the slurm.conf the master serves: "):
+        slurm_node.settings("node")
+
+
+def test_daemon_functions_never_ask_the_file_server(loader):
+    slurm_node.daemon_running("slurmd")
+    loader.salt["cp.hash_file"].assert_not_called()
+    loader.salt["cp.get_file_str"].assert_not_called()
 
 
 @pytest.mark.parametrize(
@@ -1143,3 +1175,47 @@ def test_probe_quotes_the_journal_of_a_dead_daemons_last_run_not_its_old_log(
     assert result["logs"]["slurmd_last"] == probed_journal
     assert result["logs"]["munged_last"] == old  # munged runs: its log is not replaced
     assert ("last_run", "munge") not in slurm_node._service.actions("last_run")  # noqa: SLF001
+
+
+def test_sync_conf_test_mode_lists_changes_and_writes_nothing(loader, conf_dir):
+    from salt_ext.lib.conf import generate  # noqa: PLC0415
+
+    (conf_dir / "slurm.conf").write_text("ClusterName=old\n")
+    (conf_dir / "gres.conf").write_text(generate.HEADER + "NodeName=g1 Name=gpu Count=1\n")
+    _serve(loader, {"slurm.conf": "ClusterName=new\n"})
+    result = slurm_node.sync_conf(test=True)
+    assert result["changed"] == ["gres.conf", "slurm.conf"]
+    assert result["actions"] == {"slurm.conf": "write", "gres.conf": "remove"}
+    assert result["previous"]["slurm.conf"] == _hash(b"ClusterName=old\n")
+    assert result["hashes"]["slurm.conf"] == _hash(b"ClusterName=new\n")
+    assert sorted(p.name for p in conf_dir.iterdir()) == ["gres.conf", "slurm.conf"]
+    assert (conf_dir / "slurm.conf").read_text() == "ClusterName=old\n"
+    assert "ClusterName" not in repr(result)
+
+
+def test_sync_conf_reports_what_it_did_with_old_and_new_hashes(loader, conf_dir):
+    _serve(loader, {"slurm.conf": "ClusterName=new\n"})
+    result = slurm_node.sync_conf()
+    assert result["actions"] == {"slurm.conf": "write"}
+    assert result["previous"]["slurm.conf"] is None
+    assert result["hashes"]["slurm.conf"] == _hash(b"ClusterName=new\n")
+
+
+def test_sync_conf_refuses_another_conf_dir(loader, conf_dir):
+    _serve(loader, {"slurm.conf": "ClusterName=new\n"})
+    with pytest.raises(SaltInvocationError, match="conf_dir"):
+        slurm_node.sync_conf(conf_dir="/tmp/elsewhere")
+    assert not (conf_dir / "slurm.conf").exists()
+
+
+def test_a_rotation_stages_the_key_with_the_states_writer(key_dir, monkeypatch):
+    from salt_ext.states import slurm_node as state_mod  # noqa: PLC0415
+
+    assert state_mod.munge_lib.write_key is slurm_node.munge_lib.write_key
+    calls = []
+    real = slurm_node.munge_lib.write_key
+    monkeypatch.setattr(
+        slurm_node.munge_lib, "write_key", lambda *a: calls.append(a[0]) or real(*a)
+    )
+    slurm_node.stage_munge_key(_hash(b"n" * 64))
+    assert calls == [str(key_dir.dir / ".staged.munge.key")]

@@ -250,3 +250,107 @@ def test_plan_purge_packages_defaults_off():
     plan = settings.plan({"controller": "ctl"}, DEBIAN, "node", _machine())
     assert plan["purge_packages"] is False
     assert plan["verify"] == {"enabled": True, "timeout": 60}
+
+
+# --- machine_plan(): the directories, conf files and daemons of a role ----------------------
+
+GRAINS = {**DEBIAN, "host": "n1", "nodename": "n1.example.org"}
+MUNGE_AND_CONF = [
+    {"path": "/etc/munge", "user": "munge", "group": "munge", "mode": "0700"},
+    {"path": "/var/lib/munge", "user": "munge", "group": "munge", "mode": "0711"},
+    {"path": "/var/log/munge", "user": "munge", "group": "munge", "mode": "0700"},
+    {"path": "/etc/slurm", "user": "root", "group": "root", "mode": "0755"},
+]
+GENERATED = (
+    "StateSaveLocation=/var/spool/slurmctld\nSlurmdSpoolDir=/var/spool/slurmd\n"
+    "SlurmctldLogFile=/var/log/slurm/slurmctld.log\nSlurmdLogFile=/var/log/slurm/slurmd.log\n"
+)
+
+
+def _dirs(role, served):
+    plan = settings.machine_plan({"controller": "ctl"}, GRAINS, role, _machine(), served)
+    return plan["dirs"]
+
+
+def test_machine_plan_names_daemons_conf_files_and_key():
+    plan = settings.machine_plan({"controller": "ctl"}, GRAINS, "node", _machine(), GENERATED)
+    assert plan["daemons"] == ["munge", "slurmd"]
+    assert plan["conf_files"] == ["slurm.conf", "gres.conf", "cgroup.conf"]
+    assert plan["munge_key_path"] == "/etc/munge/munge.key"
+    assert plan["conf_on_master"] is True
+    ctl = settings.machine_plan({"controller": "ctl"}, GRAINS, "controller", _machine(), None)
+    assert ctl["daemons"] == ["munge", "slurmctld"] and ctl["conf_on_master"] is False
+
+
+def test_dirs_of_the_generated_conf_are_todays_owners_and_modes():
+    log = {"path": "/var/log/slurm", "user": "slurm", "group": "slurm", "mode": "0755"}
+    assert _dirs("node", GENERATED) == [
+        *MUNGE_AND_CONF,
+        log,
+        {"path": "/var/spool/slurmd", "user": "root", "group": "root", "mode": "0755"},
+    ]
+    assert _dirs("controller", GENERATED) == [
+        *MUNGE_AND_CONF,
+        log,
+        {"path": "/var/spool/slurmctld", "user": "slurm", "group": "slurm", "mode": "0700"},
+    ]
+
+
+def test_dirs_follow_a_conf_that_moves_them():
+    served = (
+        "SlurmdSpoolDir=/data/spool/%n\nSlurmdLogFile=/data/log/%h/slurmd.log\n"
+        "StateSaveLocation=/data/ctld/\n"
+    )
+    node = [d["path"] for d in _dirs("node", served)]
+    assert node[4:] == ["/data/log/n1.example.org", "/data/spool/n1"]
+    assert [d["path"] for d in _dirs("controller", served)][4:] == ["/data/ctld"]
+
+
+def test_dirs_without_a_conf_or_a_key_use_slurms_defaults():
+    # log files default to syslog: no log directory; StateSaveLocation's default,
+    # /var/spool, is a system directory: left alone (the run stops at "no slurm.conf")
+    assert _dirs("node", None)[4:] == [
+        {"path": "/var/spool/slurmd", "user": "root", "group": "root", "mode": "0755"}
+    ]
+    assert _dirs("node", "ClusterName=c\n") == _dirs("node", None)
+    assert _dirs("controller", None) == MUNGE_AND_CONF
+
+
+def test_a_served_conf_without_state_save_location_asks_for_one():
+    with pytest.raises(settings.ConfPathError, match="StateSaveLocation=/var/spool is Slurm's"):
+        _dirs("controller", "ClusterName=c\n")
+
+
+def test_a_log_file_in_a_system_directory_leaves_the_directory_alone():
+    assert _dirs("node", "SlurmdLogFile=/var/log/slurmd.log\n")[4:] == [
+        {"path": "/var/spool/slurmd", "user": "root", "group": "root", "mode": "0755"}
+    ]
+
+
+def test_a_log_file_in_the_spool_directory_gives_one_entry_the_spools():
+    dirs = _dirs("node", "SlurmdSpoolDir=/data/s\nSlurmdLogFile=/data/s/slurmd.log\n")
+    assert dirs[4:] == [{"path": "/data/s", "user": "root", "group": "root", "mode": "0755"}]
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("SlurmdSpoolDir=spool/slurmd", "not an absolute path"),
+        ("SlurmdSpoolDir=/var/spool/../../etc", "'.' and '..' are not allowed"),
+        ("SlurmdSpoolDir=/", "the root directory"),
+        ("SlurmdSpoolDir=//", "the root directory"),
+        ("SlurmdSpoolDir=/" + "a" * 1100, "longer than 1024 characters"),
+        ('SlurmdSpoolDir="/var/spool/x y"', "only letters, digits"),
+        ("SlurmdSpoolDir=/var/spool/x:\\n", "only letters, digits"),
+        ("SlurmdSpoolDir=/proc/self", "a kernel or device file system"),
+        ("SlurmdSpoolDir=/var/spool", "a system directory"),
+        ("SlurmdSpoolDir=/etc/munge", "munge's or the conf directory"),
+        ("SlurmdLogFile=/etc/slurm/slurmd.log", "munge's or the conf directory"),
+    ],
+)
+def test_a_hostile_or_broken_conf_path_is_refused_naming_the_key(line, why):
+    with pytest.raises(settings.ConfPathError) as info:
+        _dirs("node", line + "\n")
+    message = str(info.value)
+    assert message.startswith("the slurm.conf the master serves: Slurmd"), message
+    assert why in message

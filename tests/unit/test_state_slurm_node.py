@@ -676,3 +676,72 @@ def test_controller_verified_reports_ping(loader):
     ret = slurm_node.controller_verified("ctl", timeout=5)
     assert ret["result"] is False and "is DOWN" in ret["comment"]
     loader.salt["slurm_node.controller_up"].assert_called_with(5)
+
+
+# --- conf_files_synced: the same writer as slurm.apply_conf --------------------------------
+
+
+@pytest.fixture
+def conf_loader(loader, monkeypatch, tmp_path):
+    """The real exec slurm_node.sync_conf behind the state, over a conf dir in tmp_path."""
+    from salt_ext.lib.conf import generate  # noqa: PLC0415
+    from salt_ext.modules import slurm_node as exec_mod  # noqa: PLC0415
+
+    conf_dir = tmp_path / "slurm"
+    conf_dir.mkdir()
+    served = {"slurm.conf": "ClusterName=new\n"}
+    exec_salt = {
+        "cp.hash_file": MagicMock(side_effect=lambda url: url.rsplit("/", 1)[1] in served),
+        "cp.get_file_str": MagicMock(side_effect=lambda url: served[url.rsplit("/", 1)[1]]),
+    }
+    monkeypatch.setattr(exec_mod, "__salt__", exec_salt, raising=False)
+    monkeypatch.setattr(exec_mod, "_plan", lambda role="node": {"conf_dir": str(conf_dir)})
+
+    def write(path, data, mode=0o644, uid=None, gid=None):
+        assert (mode, uid, gid) == (0o644, 0, 0) or path.endswith(exec_mod.STAGED_MANIFEST)
+        with open(path, "w") as handle:
+            handle.write(data)
+
+    monkeypatch.setattr(exec_mod.fsutil, "atomic_write", write)
+    loader.salt["slurm_node.sync_conf"] = exec_mod.sync_conf
+    (conf_dir / "slurm.conf").write_text("ClusterName=old\n")
+    (conf_dir / "gres.conf").write_text(generate.HEADER + "NodeName=g1 Name=gpu Count=1\n")
+    return types.SimpleNamespace(dir=conf_dir, served=served, env=loader)
+
+
+def test_conf_files_synced_test_mode_lists_each_file_and_writes_nothing(conf_loader):
+    conf_loader.env.opts["test"] = True
+    ret = slurm_node.conf_files_synced(str(conf_loader.dir))
+    assert ret["result"] is None
+    assert ret["changes"] == {
+        "gres.conf": {"old": _hash((conf_loader.dir / "gres.conf").read_bytes()), "new": None},
+        "slurm.conf": {"old": _hash(b"ClusterName=old\n"), "new": _hash(b"ClusterName=new\n")},
+    }
+    assert "gres.conf removed" in ret["comment"] and "would be" in ret["comment"]
+    assert (conf_loader.dir / "slurm.conf").read_text() == "ClusterName=old\n"
+    assert (conf_loader.dir / "gres.conf").exists()
+
+
+def test_conf_files_synced_writes_and_removes_an_unserved_gres_conf(conf_loader):
+    ret = slurm_node.conf_files_synced(str(conf_loader.dir))
+    assert ret["result"] is True, ret
+    assert set(ret["changes"]) == {"gres.conf", "slurm.conf"}
+    assert ret["changes"]["gres.conf"]["new"] is None
+    assert (conf_loader.dir / "slurm.conf").read_text() == "ClusterName=new\n"
+    assert sorted(p.name for p in conf_loader.dir.iterdir()) == ["slurm.conf"]
+    # no file's text in what the state returns (state output, events, the job cache)
+    assert "ClusterName" not in repr(ret) and "gpu" not in repr(ret)
+    again = slurm_node.conf_files_synced(str(conf_loader.dir))
+    assert again["result"] is True and again["changes"] == {}
+
+
+def test_conf_files_synced_without_slurm_conf_on_the_master_fails(conf_loader):
+    conf_loader.served.clear()
+    ret = slurm_node.conf_files_synced(str(conf_loader.dir))
+    assert ret["result"] is False and "slurm.render_conf" in ret["comment"]
+    assert (conf_loader.dir / "slurm.conf").read_text() == "ClusterName=old\n"
+
+
+def test_conf_files_synced_refuses_a_name_that_is_not_the_conf_dir(conf_loader):
+    ret = slurm_node.conf_files_synced("/tmp/elsewhere")
+    assert ret["result"] is False and "conf_dir" in ret["comment"]

@@ -6,6 +6,9 @@ directory of the master's ``file_roots``. One home for that mapping so state and
 
 import os
 
+from salt_ext.lib.conf import generate
+from salt_ext.lib.util import fsutil
+
 FILES_PREFIX = "slurm_files"
 MUNGE_KEY = "munge.key"
 SLURM_CONF = "slurm.conf"
@@ -48,3 +51,39 @@ def read_conf_files(directory):
         except FileNotFoundError:
             files[name] = None
     return files
+
+
+def managed_by_us(path):
+    """True when the file at ``path`` was rendered by ``slurm.render_conf`` (its header)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(len(generate.HEADER)) == generate.HEADER
+    except OSError:
+        return False
+
+
+def plan_sync(directory, served):
+    """What bringing ``directory`` to the master's conf files takes, without touching it.
+
+    ``served`` is ``{name: text, or None when the master does not serve it}`` for
+    :data:`CONF_FILES`. Returns ``{"actions": {name: "write" | "remove"}, "hashes": {name:
+    "sha256:..." of the served file or None}, "previous": {name: "sha256:..." of the file
+    here or None}}``. A file the master stopped serving is removed only when saltext-slurm
+    wrote it (an admin's own cgroup.conf stays).
+    """
+    actions, hashes, previous = {}, {}, {}
+    for name in CONF_FILES:
+        path = os.path.join(directory, name)
+        local = fsutil.sha256_file(path)
+        previous[name] = f"sha256:{local}" if local else None
+        text = served.get(name)
+        if text is None:
+            hashes[name] = None
+            if local and managed_by_us(path):
+                actions[name] = "remove"
+            continue
+        new = fsutil.sha256_bytes(text.encode())
+        hashes[name] = f"sha256:{new}"
+        if local != new:
+            actions[name] = "write"
+    return {"actions": actions, "hashes": hashes, "previous": previous}

@@ -762,21 +762,26 @@ def parse(text, source="slurm.conf", extra_keys=()):
 
 
 def read_values(path):
-    """``{lower-case key: value}`` of the plain ``Key=Value`` lines of a slurm.conf.
-
-    Lenient on purpose (daemon pid/log file lookup must not fail on a conf Slurm itself would
-    warn about): unknown keys are kept, malformed lines skipped, a repeated key keeps its last
-    value (as Slurm does). Values are read as Slurm reads them (quotes removed, ``\\#``
-    unescaped). Record lines are skipped; ``Include`` files are not followed. Missing file ->
-    ``{}``.
-    """
+    """``{lower-case key: value}`` of the plain ``Key=Value`` lines of a slurm.conf file
+    (see :func:`values`). Missing file -> ``{}``."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             text = handle.read()
     except FileNotFoundError:
         return {}
-    values = {}
-    for _lineno, content in _logical_lines(text):
+    return values(text)
+
+
+def values(text):
+    """``{lower-case key: value}`` of the plain ``Key=Value`` lines of slurm.conf ``text``.
+
+    Lenient on purpose (daemon pid/log file lookup must not fail on a conf Slurm itself would
+    warn about): unknown keys are kept, malformed lines skipped, a repeated key keeps its last
+    value (as Slurm does). Values are read as Slurm reads them (quotes removed, ``\\#``
+    unescaped). Record lines are skipped; ``Include`` files are not followed.
+    """
+    found = {}
+    for _lineno, content in _logical_lines(text or ""):
         if _is_include(content):
             continue
         match = _PAIR.match(content)
@@ -784,8 +789,8 @@ def read_values(path):
             continue
         key = match.group(1).lower()
         if key not in _KINDS:
-            values[key] = _unquote(match.group(3))
-    return values
+            found[key] = _unquote(match.group(3))
+    return found
 
 
 def _split_keepends(text):

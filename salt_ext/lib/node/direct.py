@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from salt_ext.lib.conf import model
+from salt_ext.lib.node import munge as munge_lib
 
 DAEMONS = {
     "munge": {
@@ -20,7 +21,7 @@ DAEMONS = {
         "comm": "munged",
         "user": "munge",
         "pidfile": "/run/munge/munged.pid",
-        "log": "/var/log/munge/munged.log",
+        "log": f"{munge_lib.LOG_DIR}/munged.log",
         # munged wants its socket dir to exist, owned by itself, on a fresh /run
         "runtime_dirs": [("/run/munge", "munge", 0o755)],
     },

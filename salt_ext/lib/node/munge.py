@@ -10,7 +10,11 @@ import os
 
 from salt_ext.lib.util import command, fsutil
 
-DEFAULT_KEY_PATH = "/etc/munge/munge.key"
+# munge's own places (munged's compiled-in defaults, the same on every OS we support)
+KEY_DIR = "/etc/munge"
+STATE_DIR = "/var/lib/munge"  # also the munge account's home
+LOG_DIR = "/var/log/munge"
+DEFAULT_KEY_PATH = f"{KEY_DIR}/munge.key"
 # munged refuses keys shorter than 32 bytes; `mungekey` makes 1024-bit keys by default.
 KEY_BYTES = 128
 MIN_KEY_BYTES = 32
@@ -61,6 +65,14 @@ def fetch_key(source, cache_file, pillar_value):
     if len(key) < MIN_KEY_BYTES:
         raise KeySourceError(f"{source}: munge key shorter than {MIN_KEY_BYTES} bytes")
     return key
+
+
+def write_key(path, key, uid, gid):
+    """Put key bytes at ``path``, 0400 ``uid``:``gid`` from the first byte, in one atomic
+    rename; the directory is created 0700 when missing. The one writer of a munge key: the
+    ``slurm_node.munge_key`` state writes the live key with it, a rotation the staged one."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fsutil.atomic_write(path, key, mode=KEY_MODE, uid=uid, gid=gid)
 
 
 def staged_path(key_path=DEFAULT_KEY_PATH):

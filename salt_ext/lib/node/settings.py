@@ -6,9 +6,11 @@ at render time (nothing changed) with the key that was wrong and what was expect
 """
 
 import copy
+import os
+import re
 
-from salt_ext.lib.conf import cluster_files, generate
-from salt_ext.lib.node import osmap
+from salt_ext.lib.conf import cluster_files, generate, model
+from salt_ext.lib.node import munge, osmap
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -50,6 +52,46 @@ TARGET_TYPES = ("glob", "pcre", "list", "grain", "grain_pcre", "pillar", "nodegr
 
 class SettingsError(ValueError):
     """Bad pillar: the message names the ``slurm:`` key and what it should be."""
+
+
+class ConfPathError(SettingsError):
+    """The slurm.conf the master serves puts a directory where none can be made safely."""
+
+
+DAEMONS_BY_ROLE = {"node": ("munge", "slurmd"), "controller": ("munge", "slurmctld")}
+# every daemon of either role, Slurm's before munge (they need it): how slurm.absent stops
+STOP_ORDER = ("slurmd", "slurmctld", "munge")
+# the accounts' homes when we create them (Debian's packages use the same)
+HOMES = {"munge": munge.STATE_DIR, "slurm": "/var/lib/slurm"}
+
+# The directories each role's Slurm daemon needs, read from the served slurm.conf:
+# (key, Slurm 22.05's default when the key is absent (slurm.conf(5)), what the value names,
+# owner, mode). A log file key's default is none (the daemon logs to syslog): no directory.
+SLURM_DIRS = {
+    "node": (
+        ("SlurmdLogFile", None, "file", "slurm", "0755"),
+        # slurmd runs as root; job scripts land here
+        ("SlurmdSpoolDir", "/var/spool/slurmd", "dir", "root", "0755"),
+    ),
+    "controller": (
+        ("SlurmctldLogFile", None, "file", "slurm", "0755"),
+        # slurmctld runs as SlurmUser: its state (job and node records) is its own
+        ("StateSaveLocation", "/var/spool", "dir", "slurm", "0700"),
+    ),
+}
+# Directories the OS owns: never created, chowned or chmodded for Slurm. A log file there
+# is fine (its directory is left as it is); a spool or state directory is not (it would have
+# to be handed to the daemon's user).
+SYSTEM_DIRS = frozenset(
+    "/bin /boot /dev /etc /home /lib /lib32 /lib64 /media /mnt /opt /proc /root /run /sbin "
+    "/srv /sys /tmp /usr /usr/bin /usr/lib /usr/local /usr/sbin /usr/share /var /var/cache "
+    "/var/lib /var/local /var/lock /var/log /var/mail /var/opt /var/run /var/spool /var/tmp".split()
+)
+# kernel and device file systems: nothing of Slurm's belongs there
+FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+MAX_PATH = 1024
+# what a path in a slurm.conf may hold here: it ends up in the state tree as a name and an ID
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._+@,~=/-]*")
 
 
 def _merge(base, override, path="slurm"):
@@ -170,6 +212,10 @@ def plan(pillar_slurm, grains, role, machine):
     conf_dir = os_facts["conf_dir"]
     munge_key = cfg["munge_key"]
     return {
+        "daemons": list(DAEMONS_BY_ROLE[role]),
+        "stop_order": list(STOP_ORDER),
+        "conf_files": list(cluster_files.CONF_FILES),
+        "homes": dict(HOMES),
         "role": role,
         "cluster_name": cfg["cluster_name"],
         "controller": cfg["controller"],
@@ -182,7 +228,7 @@ def plan(pillar_slurm, grains, role, machine):
         # accounts we create get a home and shell; existing ones keep theirs
         "create_accounts": [a for a in cfg["users"] if not (machine.get("accounts") or {}).get(a)],
         "nologin": os_facts["nologin"],
-        "munge_key_path": "/etc/munge/munge.key",
+        "munge_key_path": munge.DEFAULT_KEY_PATH,
         "munge_key_source": (
             cluster_files.salt_url(cluster_files.MUNGE_KEY)
             if munge_key["source"] == "salt"
@@ -192,3 +238,102 @@ def plan(pillar_slurm, grains, role, machine):
         "verify": cfg["verify"],
         "purge_packages": bool(cfg["absent"].get("purge_packages")),
     }
+
+
+def machine_plan(pillar_slurm, grains, role, machine, served_conf):
+    """:func:`plan` plus what the cluster's slurm.conf decides for this machine.
+
+    ``served_conf`` is the text of the slurm.conf the master serves, or None when it serves
+    none yet. Adds ``conf_on_master`` (bool) and ``dirs``: every directory this role needs,
+    ``[{"path", "user", "group", "mode"}]``: munge's (key, state, log), the conf dir, then
+    the Slurm daemon's log directory and spool (slurmd) or state (slurmctld) directory as
+    the served slurm.conf sets them, Slurm's defaults where it does not.
+    """
+    result = plan(pillar_slurm, grains, role, machine)
+    result["conf_on_master"] = served_conf is not None
+    result["dirs"] = dirs(role, result["conf_dir"], served_conf, grains)
+    return result
+
+
+def _entry(path, owner, mode):
+    return {"path": path, "user": owner, "group": owner, "mode": mode}
+
+
+def dirs(role, conf_dir, served_conf, grains):
+    """The directories of :func:`machine_plan` (see there); :class:`ConfPathError` when the
+    served slurm.conf names a path that cannot be made safely."""
+    wanted = [
+        _entry(munge.KEY_DIR, "munge", "0700"),
+        _entry(munge.STATE_DIR, "munge", "0711"),
+        _entry(munge.LOG_DIR, "munge", "0700"),
+        _entry(conf_dir, "root", "0755"),
+    ]
+    fixed = {entry["path"] for entry in wanted}
+    values = model.values(served_conf) if served_conf is not None else {}
+    slurm = {}
+    for key, default, kind, owner, mode in SLURM_DIRS[role]:
+        value = values.get(key.lower())
+        if value is None or value == "":
+            if default is None:
+                continue
+            value = default
+        path = _conf_path(key, _substitute(key, value, grains))
+        if kind == "file":
+            path = os.path.dirname(path)
+            if path in SYSTEM_DIRS or path == "/":
+                continue  # the OS's directory, as it is: slurmd (root) writes there
+        elif path in SYSTEM_DIRS:
+            if served_conf is None:
+                continue  # no conf yet: the state run stops at "the master has no slurm.conf"
+            how = "is Slurm's default for it" if value == default else "is set in it"
+            raise ConfPathError(
+                f"the slurm.conf the master serves: {key}={path} {how}; that is a system "
+                f"directory, which saltext-slurm will not hand to {owner} (mode {mode}): set "
+                f"{key} to a directory of its own (slurm:conf:overrides), e.g. "
+                f"{key}={_SUGGESTED[key]}, and render again"
+            )
+        if path in fixed:
+            raise ConfPathError(
+                f"the slurm.conf the master serves: {key}={path} is munge's or the conf "
+                f"directory; give {key} a directory of its own"
+            )
+        # a log file in the spool/state directory: the directory is the daemon's
+        slurm[path] = _entry(path, owner, mode)
+    return wanted + list(slurm.values())
+
+
+_SUGGESTED = {"SlurmdSpoolDir": "/var/spool/slurmd", "StateSaveLocation": "/var/spool/slurmctld"}
+
+
+def _substitute(key, value, grains):
+    """slurmd's ``%h`` (its hostname) and ``%n`` (its NodeName), first occurrence each, as
+    slurm.conf(5) says for SlurmdSpoolDir and SlurmdLogFile."""
+    if not key.startswith("Slurmd"):
+        return value
+    host = str(grains.get("host") or "")
+    value = value.replace("%n", host, 1)
+    return value.replace("%h", str(grains.get("nodename") or host), 1)
+
+
+def _conf_path(key, value):
+    """``value`` as an absolute, normalised path, or :class:`ConfPathError` saying why not."""
+
+    def refuse(why):
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        return ConfPathError(f"the slurm.conf the master serves: {key}={shown!r}: {why}")
+
+    if len(value) > MAX_PATH:
+        raise refuse(f"longer than {MAX_PATH} characters")
+    if not value.startswith("/"):
+        raise refuse("not an absolute path")
+    if not _SAFE_PATH.fullmatch(value):
+        raise refuse("only letters, digits, '/', '.', '_', '-', '+', '@', ',', '~' and '=' here")
+    parts = [part for part in value.split("/") if part]
+    if any(part in (".", "..") for part in parts):
+        raise refuse("'.' and '..' are not allowed")
+    path = "/" + "/".join(parts)
+    if path == "/":
+        raise refuse("the root directory")
+    if any(path == root or path.startswith(root + "/") for root in FORBIDDEN_ROOTS):
+        raise refuse("a kernel or device file system")
+    return path
