@@ -30,7 +30,7 @@ lint: $(VENV)/.installed
 
 # two lanes (pytest-xdist workers), each module whole on one: see tests/conftest.py
 test: setup lint
-	$(PY) -m pytest tests -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n 2 --durations=15 $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -65,7 +65,7 @@ def _testbed_unavailable():
     return None
 
 
-# `make test` runs two pytest-xdist workers (``-n 2 --dist loadgroup``), one per lane; a
+# `make test` runs two pytest-xdist workers (``-n 2``), one per lane; a
 # module runs whole on one lane and the modules of one bed share a lane. The suite mostly
 # waits on daemons (the CPUs are ~40 % busy with one lane), so two lanes nearly halve it.
 # Lane "ops": the day-2 runners on their own bed, plus the bed-less unit/functional tests;
@@ -80,10 +80,17 @@ def lane_of(nodeid):
     return "beds"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(lane_of(item.nodeid)))
+def pytest_xdist_make_scheduler(config, log):
+    """One work unit per lane (xdist's scope scheduling, the scope being the lane): each
+    worker runs one lane's modules in order. (xdist's own ``--dist loadgroup`` marks do not
+    group under pytest 9: it rewrites ``item._nodeid``, which pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 - only under xdist
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return lane_of(nodeid)
+
+    return LaneScheduling(config, log)
 
 
 _NOTES = pytest.StashKey[str]()
