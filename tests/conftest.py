@@ -68,14 +68,15 @@ def _testbed_unavailable():
 # `make test` runs two pytest-xdist workers (``-n 2``), one per lane; a
 # module runs whole on one lane and the modules of one bed share a lane. The suite mostly
 # waits on daemons (the CPUs are ~40 % busy with one lane), so two lanes nearly halve it.
-# Lane "ops": the day-2 runners on their own bed, plus the bed-less unit/functional tests;
-# lane "beds": the shared bed's modules, the booted hosts and the other own-bed modules.
+# Lane "ops": the day-2 runners on their own bed, plus the unit tests; lane "beds": the
+# shared bed's modules, the booted hosts, the other own-bed modules and the functional
+# tests (balanced by the per-lane seconds printed at the end).
 OPS_LANE_MODULES = ("tests/integration/test_slurm_ops.py",)
 
 
 def lane_of(nodeid):
     module = nodeid.split("::", 1)[0]
-    if module in OPS_LANE_MODULES or not module.startswith("tests/integration/"):
+    if module in OPS_LANE_MODULES or module.startswith("tests/unit/"):
         return "ops"
     return "beds"
 

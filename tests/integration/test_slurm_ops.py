@@ -667,8 +667,11 @@ def test_a_killed_rollout_is_finished_by_the_next_deploy(cluster, repair, journa
         cluster, job_id
     )
     assert "ExitCode=0:0" in job_info(cluster, job_id)
-    again, proc = deploy(cluster)
-    assert again["result"] is True and "rollout" not in again, again
+    if kill_at == "slurmd start: n2":
+        # the finished rollout is not rolled out again (once: the journal says the same
+        # for every kill point, tests/unit/test_ops.py)
+        again, proc = deploy(cluster)
+        assert again["result"] is True and "rollout" not in again, again
 
 
 FILL_CONF_DIR = (

@@ -229,6 +229,29 @@ def test_systemd_spawn_failure_twice_fails_at_once_without_waiting(host, conf):
     assert host.clock < 1000 + services.START_BOUND  # a failed unit is not waited for
 
 
+def test_failed_start_waits_for_the_daemons_own_journal_lines(host, conf):
+    """A unit seen failed at once: journald gets the daemon's stderr a moment later."""
+    unit = Unit(host, journal="slurmd: unrecognized option '--no-such-option'")
+    reads = []
+
+    def journal(argv):
+        reads.append(host.clock)
+        if len(reads) < 3:
+            return 0, "Nov 29 hs systemd[1]: slurmd.service: Failed with result 'exit-code'.\n", ""
+        return unit.read_journal(argv)
+
+    def fails(argv):
+        unit.pid, unit.state, unit.result, unit.exec_status = 0, "failed", "exit-code", 1
+        return 0, "", ""
+
+    host.handlers[("journalctl",)] = journal
+    host.handlers[("systemctl", "start")] = fails
+    with pytest.raises(services.ServiceError) as info:
+        service(host, "systemd", conf).start()
+    assert "unrecognized option '--no-such-option'" in str(info.value)
+    assert len(reads) == 3 and reads[-1] - reads[0] <= services.JOURNAL_WAIT
+
+
 def test_systemd_daemon_exit_1_is_not_retried(host, conf):
     unit = Unit(host)
 

@@ -60,6 +60,7 @@ POLL = 0.2
 COMMAND_BOUND = 90
 EVIDENCE_LINES = 40
 JOURNAL_LINES = 6  # the daemon's own lines of one failed start that a state comment quotes
+JOURNAL_WAIT = 3  # seconds a failed start's evidence waits for the daemon's own journal lines
 
 
 _SYSTEMD_START = re.compile(r"systemd\[\d+\]: (Starting|Started) ")
@@ -82,6 +83,15 @@ def journal_story(lines, limit):
     complaints = [line for line in own if _COMPLAINT.search(line)]
     verdict = [line for line in run if "systemd[" in line and _SYSTEMD_VERDICT.search(line)]
     return [f"journal: {line}" for line in (complaints[:limit] or own[:limit]) + verdict[-2:]]
+
+
+def _own_lines(journal_text):
+    """Journal lines of the daemon itself (not systemd's, not journalctl's headers)."""
+    return [
+        line
+        for line in journal_text.splitlines()
+        if line.strip() and not line.startswith("-- ") and "systemd[" not in line
+    ]
 
 
 class ServiceError(RuntimeError):
@@ -359,18 +369,23 @@ class Service:
         if self.manager == "systemd":
             _, out, _ = self._run(["systemctl", "status", self.name, "--no-pager", "-n", "0"])
             lines += [f"systemctl status: {line.strip()}" for line in out.splitlines()[:8]]
-            _, out, _ = self._run(
-                [
-                    "journalctl",
-                    "-u",
-                    self.name,
-                    "--since",
-                    f"@{int(since)}",
-                    "--no-pager",
-                    "-n",
-                    str(EVIDENCE_LINES),
-                ]
-            )
+            argv = [
+                "journalctl",
+                "-u",
+                self.name,
+                "--since",
+                f"@{int(since)}",
+                "--no-pager",
+                "-n",
+                str(EVIDENCE_LINES),
+            ]
+            # a unit seen failed at once: journald may not have the daemon's own lines yet
+            # (they come through its stdout stream); wait for them a little, not for nothing
+            deadline = self._monotonic() + JOURNAL_WAIT
+            _, out, _ = self._run(argv)
+            while not _own_lines(out) and self._monotonic() < deadline:
+                self._sleep(POLL)
+                _, out, _ = self._run(argv)
             lines += journal_story(out.splitlines(), JOURNAL_LINES)
         log_lines = direct.log_since(self.info["log"], log_size, EVIDENCE_LINES)
         lines += [f"{os.path.basename(self.info['log'])}: {line}" for line in log_lines]
