@@ -260,7 +260,23 @@ def _cluster_settings(master, pillar_minion=None):
                 cfg = settings.validate(controller_pillar["slurm"])
             except settings.SettingsError as err:
                 raise OpError(f"bad slurm pillar of {cfg['controller']}: {err}") from err
+    _check_dbd_pillar(cfg)
     return cfg
+
+
+def _check_dbd_pillar(cfg):
+    """With accounting on, the dbd host's own pillar must hold the DB password (it may be
+    the only minion that gets it): checked here, before any operation changes anything."""
+    acct = cfg["accounting"]
+    if not acct["enabled"]:
+        return
+    pillar = _pillar_of(acct["host"])
+    try:
+        settings.require_password(
+            settings.validate((pillar or {}).get("slurm") or {"controller": cfg["controller"]})
+        )
+    except settings.SettingsError as err:
+        raise OpError(f"bad slurm pillar of {acct['host']}: {err}") from err
 
 
 def _progress(message):
