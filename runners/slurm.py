@@ -634,7 +634,19 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
     wanted = _hostlist_arg("nodes", nodes) if nodes else None
     timeout = _positive_arg("timeout", timeout)
     report = health.diagnose(_ctx(pillar_minion), wanted, timeout)
-    return _table(report, diagnosis.format_report(report["nodes"]))
+    text = diagnosis.format_report(report["nodes"])
+    if report.get("accounting"):
+        acct = report["accounting"]
+        text += "\n" + diagnosis.format_report(
+            {
+                f"accounting ({acct['host']})": {
+                    "minion": acct["host"],
+                    "state": None,
+                    "causes": acct["causes"],
+                }
+            }
+        )
+    return _table(report, text)
 
 
 @_errors_as_result

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import socket
 import subprocess
 import time
@@ -1473,3 +1474,105 @@ def cluster_registered(name, test=False):
             f"{(proc.stderr or proc.stdout).strip()[-300:]}"
         )
     return {"changed": True, "comment": f"cluster {name} registered in slurmdbd"}
+
+
+ACCOUNTING_LOG_LINES = 400
+
+
+def _telling(path, pattern, lines=ACCOUNTING_LOG_LINES, keep=6):
+    return [line for line in direct.log_tail(path, lines) if pattern.search(line)][-keep:]
+
+
+def accounting_probe():
+    """
+    Evidence for ``slurm.diagnose`` about accounting, from this machine: on the dbd host
+    the health of mariadb (local storage) and slurmdbd and slurmdbd.log's telling lines;
+    everywhere whether slurmdbd's port answers at ``AccountingStorageHost`` from here; on
+    the controller the clusters slurmdbd knows (``sacctmgr show cluster``) and
+    slurmctld.log's lines about slurmdbd. Every request is bounded; nothing here fails.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.accounting_probe
+    """
+    plan = _plan("node")
+    acct = plan["accounting"]
+    result = {"enabled": acct["enabled"], "is_dbd_host": acct["is_dbd_host"]}
+    if not acct["enabled"]:
+        return result
+    if acct["is_dbd_host"]:
+        names = _dbd_daemons(plan)
+        running = {"munge": daemon_running("munge", plan["service_manager"], plan["slurm_conf"])}
+        running.update(
+            {d: daemon_running(d, plan["service_manager"], plan["slurm_conf"]) for d in names}
+        )
+        result["health"] = _health(plan["slurm_conf"], running, plan)
+        lines = _telling(
+            dbd_lib.SLURMDBD_LOG,
+            re.compile(r"error|fatal|denied|can't connect|started", re.IGNORECASE),
+            keep=40,
+        )
+        # this run's lines only: after the last "slurmdbd version ... started"
+        starts = [
+            i for i, line in enumerate(lines) if re.search(r"slurmdbd version .* started", line)
+        ]
+        result["slurmdbd_log"] = (lines[starts[-1] + 1 :] if starts else lines)[-6:]
+    try:
+        with socket.create_connection((acct["address"], acct["port"]), timeout=ANSWER_BOUND):
+            result["reach"] = {"ok": True, "detail": f"{acct['address']}:{acct['port']} answers"}
+    except OSError as err:
+        result["reach"] = {"ok": False, "detail": f"{acct['address']}:{acct['port']}: {err}"}
+    if __grains__.get("id") == plan["controller"]:
+        try:
+            result["clusters"] = accounting_clusters(bound=10)
+        except CommandExecutionError as err:
+            result["clusters_error"] = str(err)[-300:]
+        ctld_log = direct.spec("slurmctld", plan["slurm_conf"])["log"]
+        result["slurmctld_log"] = _telling(
+            ctld_log, re.compile(r"slurmdbd|persist|accounting_storage", re.IGNORECASE)
+        )
+    return result
+
+
+def accounting_job(timeout=60):
+    """
+    Prove accounting end to end: a one-task job step (``srun --immediate``, 32 MB), then
+    wait until ``sacct`` shows it finished ``COMPLETED|0:0``. Returns ``{"ok", "job",
+    "evidence"}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.accounting_job
+    """
+    name = f"saltext-acct-{int(time.time() * 1000)}"
+    argv = ["srun", "--immediate=10", "-N1", "-n1", f"--mem={VERIFY_STEP_MEM}", "-J", name]
+    try:
+        proc = command.run([*argv, "true"], timeout=60, check=False, env=_c_env())
+    except command.CommandFailed as err:
+        return {"ok": False, "job": None, "evidence": str(err)[-300:]}
+    if proc.returncode != 0:
+        said = (proc.stderr or proc.stdout).strip()[-300:]
+        return {"ok": False, "job": None, "evidence": f"srun exited {proc.returncode}: {said}"}
+    deadline = time.monotonic() + timeout
+    query = ["sacct", "-X", "-n", "-P", f"--name={name}", "-o", "JobID,State,ExitCode"]
+    seen = ""
+    while True:
+        try:
+            out = command.run(query, timeout=15, check=False, env=_c_env())
+            seen = (out.stdout.strip() or out.stderr.strip())[-300:]
+        except command.CommandFailed as err:
+            seen = str(err)[-300:]
+        fields = seen.split("|")
+        if len(fields) == 3 and fields[1:] == ["COMPLETED", "0:0"]:
+            return {"ok": True, "job": fields[0], "evidence": f"sacct: {seen}"}
+        if time.monotonic() > deadline:
+            return {
+                "ok": False,
+                "job": fields[0] if len(fields) == 3 else None,
+                "evidence": f"job {name} ran; after {timeout} s sacct shows: {seen or 'nothing'}",
+            }
+        time.sleep(1)

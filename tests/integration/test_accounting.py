@@ -184,3 +184,65 @@ def test_password_never_leaks(cluster, deployed, bus):
     assert leaks(conf), "the password is not where slurmdbd reads it"
     # the bed logged at debug (a leak at that level would be in the logs searched above)
     assert "[DEBUG" in outputs["log ctl/minion"]
+
+
+def test_status_shows_the_accounting_daemons(cluster, deployed):
+    data, proc = salt_run(cluster, "slurm.status")
+    assert proc.returncode == 0 and data["result"] is True, data
+    rows = {row["daemon"]: row for row in data["accounting"]}
+    assert rows["slurmdbd"]["mark"] is True and rows["mariadb"]["mark"] is True, rows
+    table = cluster.cli(["salt-run", "slurm.status"]).stdout
+    assert "accounting on ctl: mariadb ok, slurmdbd ok" in table, table
+
+
+def test_verify_proves_a_finished_job_reaches_sacct(cluster, deployed):
+    result, proc = salt_run(cluster, "slurm.verify")
+    assert proc.returncode == 0 and result["result"] is True, result
+    assert result["accounting"]["ok"] is True, result["accounting"]
+    assert result["accounting"]["evidence"].endswith("|COMPLETED|0:0"), result["accounting"]
+
+
+def accounting_causes(cluster):
+    report, proc = salt_run(cluster, "slurm.diagnose")
+    return [c["cause"] for c in report["accounting"]["causes"]], report, proc
+
+
+def stop(cluster, daemon):
+    ret = cluster.salt("ctl", "slurm_node.daemon_control", [daemon, "stop"], timeout=60)
+    assert ret == {"ctl": True}, ret
+
+
+def heal(cluster):
+    result, proc = deploy(cluster)
+    assert proc.returncode == 0 and result["result"] is True, (
+        result.get("comment"),
+        result.get("steps"),
+    )
+    causes, report, _ = accounting_causes(cluster)
+    assert causes == [] and report["result"] is True, report
+    return result
+
+
+def test_mariadb_stopped_is_named_and_deploy_heals(cluster, deployed):
+    stop(cluster, "mariadb")
+    causes, _, proc = accounting_causes(cluster)
+    assert "MariaDB is stopped on ctl" in causes, causes
+    assert proc.returncode != 0
+    healed = heal(cluster)
+    assert healed["controller"]["changed"] >= 1
+    job_id = finished_job(cluster)
+    assert wait_for(lambda: sacct(cluster, job_id) == f"{job_id}|COMPLETED|0:0", 30, 0.5)
+
+
+def test_jobs_finishing_while_slurmdbd_is_down_reach_the_db(cluster, deployed):
+    """slurmctld queues the records of jobs that end while slurmdbd is down and sends
+    them when it is back: none is lost."""
+    stop(cluster, "slurmdbd")
+    causes, _, _ = accounting_causes(cluster)
+    assert "slurmdbd is stopped on ctl" in causes, causes
+    jobs = [finished_job(cluster) for _ in range(3)]
+    heal(cluster)
+    want = {job: f"{job}|COMPLETED|0:0" for job in jobs}
+    assert wait_for(lambda: {j: sacct(cluster, j) for j in jobs} == want, 90, 1), {
+        j: sacct(cluster, j) for j in jobs
+    }

@@ -6,14 +6,15 @@ way slurmdbd 22.05 accepts (0600, owned by SlurmUser), and creates the database 
 least-privilege user with the ``mysql`` client. It is the only module that ever holds the
 DB password (``slurm:accounting:storage:password``).
 
-Why the ``mysql`` client and not a Salt MySQL extension: ``saltext.mysql`` (the maintained
-home of Salt's ``mysql_*`` modules since 3008) needs a Python MySQL driver
-(``PyMySQL``/``mysqlclient``) inside the minion's Python, which Debian's salt-minion onedir
-does not have and clean nodes cannot get from an index; its ``mysql_user.present`` also
-takes the password as a state argument, i.e. in the SLS text, in the state's arguments and
-in ``state.show_sls``. The client is in ``mariadb-client`` (pulled in by
-``mariadb-server``), runs as root over the unix socket (``unix_socket`` auth, no password
-of ours), and gets its SQL on stdin.
+Why the ``mysql`` client and not a Salt MySQL extension: ``saltext.mysql`` (1.1.0 on PyPI,
+the home of Salt's ``mysql_*`` modules since they left core) loads only with a Python MySQL
+driver (its ``__virtual__`` needs ``MySQLdb``: the ``pymysql`` or ``mysqlclient`` extra)
+plus ``sqlparse``, none of which the minion's Python has, and clean nodes install this
+extension with ``--no-index --no-deps``. Its ``mysql_user.present`` also takes
+``password`` as a state argument, i.e. in the SLS text, the state's arguments and
+``state.show_sls``. The client is in ``mariadb-client`` (pulled in by ``mariadb-server``),
+runs as root over the unix socket (``unix_socket`` auth, no password of ours), and gets
+its SQL on stdin.
 
 Threat model for the DB password (each threat: mitigation, then the test that proves it;
 tests in ``tests/unit/test_node_dbd.py`` unless named):
