@@ -260,7 +260,23 @@ def _cluster_settings(master, pillar_minion=None):
                 cfg = settings.validate(controller_pillar["slurm"])
             except settings.SettingsError as err:
                 raise OpError(f"bad slurm pillar of {cfg['controller']}: {err}") from err
+    _check_dbd_pillar(cfg)
     return cfg
+
+
+def _check_dbd_pillar(cfg):
+    """With accounting on, the dbd host's own pillar must hold the DB password (it may be
+    the only minion that gets it): checked here, before any operation changes anything."""
+    acct = cfg["accounting"]
+    if not acct["enabled"]:
+        return
+    pillar = _pillar_of(acct["host"])
+    try:
+        settings.require_password(
+            settings.validate((pillar or {}).get("slurm") or {"controller": cfg["controller"]})
+        )
+    except settings.SettingsError as err:
+        raise OpError(f"bad slurm pillar of {acct['host']}: {err}") from err
 
 
 def _progress(message):
@@ -618,7 +634,19 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
     wanted = _hostlist_arg("nodes", nodes) if nodes else None
     timeout = _positive_arg("timeout", timeout)
     report = health.diagnose(_ctx(pillar_minion), wanted, timeout)
-    return _table(report, diagnosis.format_report(report["nodes"]))
+    text = diagnosis.format_report(report["nodes"])
+    if report.get("accounting"):
+        acct = report["accounting"]
+        text += "\n" + diagnosis.format_report(
+            {
+                f"accounting ({acct['host']})": {
+                    "minion": acct["host"],
+                    "state": None,
+                    "causes": acct["causes"],
+                }
+            }
+        )
+    return _table(report, text)
 
 
 @_errors_as_result

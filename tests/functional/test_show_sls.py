@@ -311,3 +311,59 @@ def test_state_tree_hard_codes_no_system_paths():
         ):
             found.add((path.name, literal))
     assert found <= ALLOWED_LITERAL_PATHS, sorted(found - ALLOWED_LITERAL_PATHS)
+
+
+# --- accounting: slurm.dbd and the controller that is the dbd host ---------------------------
+
+DBD_PASSWORD = "Func-Test-Pw-1234"
+DBD_PILLAR = {
+    "controller": "node1",
+    "accounting": {"enabled": True, "storage": {"password": DBD_PASSWORD}},
+}
+DBD_SERVED = {"slurm.conf": "ClusterName=c\nStateSaveLocation=/var/spool/slurmctld\n"}
+
+
+@pytest.mark.parametrize(
+    ("sls", "role"), [("slurm.dbd", "dbd"), ("slurm.controller", "controller")]
+)
+def test_dbd_sls_reads_the_plan(tmp_path, sls, role):
+    """The dbd states take every path, daemon and name from the plan, and no SLS text
+    holds the DB password (threat 2 of salt_ext.lib.node.dbd)."""
+    mods = loader(tmp_path, ROWS["debian12"][0], pillar=DBD_PILLAR, served=DBD_SERVED)
+    plan = mods["slurm_node.settings"](role)
+    high = mods["state.show_sls"](sls)
+    assert isinstance(high, dict), high
+    dirs, _, daemons = _planned_states(high)
+    assert dirs == plan["dirs"] and daemons == plan["daemons"]
+    assert "dbd" in plan["roles"] and {"mariadb", "slurmdbd"} <= set(daemons)
+    acct = plan["accounting"]
+    assert _arg(high["slurm-dbd-conf"], "slurm_node", "name") == acct["slurmdbd_conf"]
+    assert _arg(high["slurm-dbd-database"], "slurm_node", "name") == acct["storage"]["database"]
+    assert _arg(high["slurm-dbd-database"], "slurm_node", "user") == acct["storage"]["user"]
+    assert _arg(high["slurm-packages"], "pkg", "pkgs") == plan["packages"]
+    assert "mariadb-server" in plan["packages"] and "slurmdbd" in plan["packages"]
+    # DB -> slurmdbd (-> cluster registered -> slurmctld)
+    assert {"slurm_node": "slurm-dbd-database"} in _arg(
+        high["slurm-slurmdbd"], "slurm_node", "require"
+    )
+    assert {"slurm_node": "slurm-dbd-conf"} in _arg(high["slurm-slurmdbd"], "slurm_node", "watch")
+    if role == "controller":
+        ctld = _arg(high["slurm-slurmctld"], "slurm_node", "require")
+        assert {"slurm_node": "slurm-dbd-cluster"} in ctld
+        cluster = _arg(high["slurm-dbd-cluster"], "slurm_node", "require")
+        assert {"slurm_node": "slurm-slurmdbd"} in cluster
+    else:
+        assert "slurm-dbd-cluster" not in high and "slurm-slurmctld" not in high
+    text = json.dumps(high, default=str) + json.dumps(plan, default=str)
+    assert DBD_PASSWORD not in text
+
+
+def test_dbd_sls_with_accounting_off_says_so(tmp_path):
+    high = show_sls(tmp_path, ROWS["debian12"][0], sls="slurm.dbd", served=DBD_SERVED)
+    assert list(high) == ["slurm-dbd-accounting-off"]
+
+
+def test_a_missing_password_stops_the_dbd_render_naming_the_key(tmp_path):
+    pillar = {"controller": "node1", "accounting": {"enabled": True}}
+    result = show_sls(tmp_path, ROWS["debian12"][0], "slurm.controller", pillar, DBD_SERVED)
+    assert isinstance(result, list) and "slurm:accounting:storage:password" in "\n".join(result)

@@ -45,6 +45,9 @@ PRIVATE_DIRS = (
     "/var/log/slurm",
     "/var/spool/slurmd",
     "/var/spool/slurmctld",
+    # accounting (slurm.dbd): MariaDB's data and log; its socket and pid live in /run
+    "/var/lib/mysql",
+    "/var/log/mysql",
 )
 
 # slurm.conf keys this machine needs (DESIGN.md, test bed): no cgroup plugins
@@ -249,6 +252,7 @@ class SandboxCluster:
         auto_accept=True,
         master_ports=(4505, 4506),
         extra_master_config=None,
+        log_level="info",
     ):
         if len(name) > 6:
             raise ValueError("bed name must be at most 6 characters (interface name limit)")
@@ -263,6 +267,9 @@ class SandboxCluster:
         # merged over the generated master config (e.g. engines and keyvault settings, or
         # external_auth, which the master reads only when it starts)
         self.extra_master_config = dict(extra_master_config or {})
+        # the master's and minions' log file level (a secrets test raises it: a leak at
+        # any level must show)
+        self.log_level = log_level
         self.nodes = {}
         for index, node in enumerate(nodes, start=10):
             self.nodes[node] = Node(
@@ -396,7 +403,7 @@ class SandboxCluster:
             "sock_dir": str(self.master_dir / "sock"),
             "pidfile": str(self.master_dir / "master.pid"),
             "log_file": str(self.master_log),
-            "log_level_logfile": "info",
+            "log_level_logfile": self.log_level,
             "interface": self.master_ip,
             "publish_port": self.publish_port,
             "ret_port": self.ret_port,
@@ -684,7 +691,7 @@ class SandboxCluster:
             "sock_dir": str(sdir / "sock"),
             "pidfile": str(sdir / "minion.pid"),
             "log_file": str(node.minion_log),
-            "log_level_logfile": "info",
+            "log_level_logfile": self.log_level,
             "user": "root",
             "acceptance_wait_time": 1,
             "acceptance_wait_time_max": 2,
@@ -939,7 +946,7 @@ class SandboxCluster:
         for node in self.nodes.values():
             paths[f"{node.name}/minion"] = node.minion_log
             paths[f"{node.name}/minion.stdout"] = node.dir / "minion.stdout"
-            for log_dir in ("/var/log/munge", "/var/log/slurm"):
+            for log_dir in ("/var/log/munge", "/var/log/slurm", "/var/log/mysql"):
                 backing = node.private_dir(log_dir)
                 if backing.is_dir():
                     for log_file in sorted(backing.iterdir()):

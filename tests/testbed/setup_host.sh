@@ -8,6 +8,7 @@ MUNGE_UID=${MUNGE_UID:-1108}
 SLURM_UID=${SLURM_UID:-1109}
 PACKAGES=(munge slurmd slurmctld slurm-client iproute2 util-linux procps iputils-ping
           libfaketime python3-venv
+          mariadb-server slurmdbd  # accounting (slurm.dbd; slurmdbd pulls slurm-wlm-mysql-plugin)
           systemd-container debootstrap dpkg-dev)  # the last three: booted hosts (hosts.py)
 
 if [ "$(id -u)" != 0 ]; then
@@ -64,6 +65,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# A host daemon the install may have left anyway (a policy-rc.d someone else placed that
+# allows starts, a postinst that bypasses invoke-rc.d): the sandboxes run their own
+# mariadbd/slurmdbd, so none may run on the host. Stopped by its pid file, never by name.
+for pidfile in /run/mysqld/mysqld.pid /run/slurmdbd.pid; do
+    [ -r "$pidfile" ] || continue
+    pid=$(head -n1 "$pidfile" 2>/dev/null || true)
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    case "$comm" in
+        mariadbd|mysqld|slurmdbd)
+            echo "setup_host.sh: stopping the host's $comm (pid $pid) that the install started"
+            kill "$pid"
+            for _ in $(seq 50); do [ -e "/proc/$pid" ] || break; sleep 0.2; done ;;
+    esac
+done
 
 # An ordinary user for job tests (slurm.cmd refuses srun/sbatch as root). Like every user of
 # a real cluster it exists on all nodes: the sandboxes share this /etc/passwd.

@@ -509,3 +509,27 @@ def test_memory_groups_start_a_group_below_the_tolerance_of_the_largest():
         [(500, "f")],
     ]
     assert generate.memory_groups(entries, 25) == [entries[:5], [(500, "f")]]
+
+
+def test_accounting_on_adds_the_slurmdbd_keys_and_a_gather_plugin():
+    from salt_ext.lib.node import settings  # noqa: PLC0415
+
+    pillar = {
+        "controller": "ctl",
+        "cluster_name": "c1",
+        "accounting": {"enabled": True, "address": "10.0.0.5", "port": 7000},
+    }
+    hardware = {"n1": {"NodeName": "n1", "CPUs": 2, "RealMemory": 4000}}
+    text = generate.render(settings.validate(pillar), hardware)["files"]["slurm.conf"]
+    lines = text.splitlines()
+    for line in (
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        "AccountingStorageHost=10.0.0.5",
+        "AccountingStoragePort=7000",
+        "JobAcctGatherType=jobacct_gather/linux",
+        "ClusterName=c1",
+    ):
+        assert line in lines, text
+    off = generate.render(settings.validate({"controller": "ctl"}), hardware)["files"]
+    assert "AccountingStorage" not in off["slurm.conf"]
+    assert "JobAcctGatherType" not in off["slurm.conf"]

@@ -79,7 +79,13 @@ def test_facts_suse_packages(role, packages):
 
 def test_facts_alpine_uses_munged_service_openrc_and_needs_saltext_apk():
     facts = osmap.facts({"os_family": "Alpine", "os": "Alpine", "osrelease": "3.20.3"})
-    assert facts["services"] == {"munge": "munged", "slurmd": "slurmd", "slurmctld": "slurmctld"}
+    assert facts["services"] == {
+        "munge": "munged",
+        "slurmd": "slurmd",
+        "slurmctld": "slurmctld",
+        "slurmdbd": "slurmdbd",
+        "mariadb": "mariadb",
+    }
     assert facts["init"] == "openrc"
     assert facts["needs_pkg_extension"] == "saltext-apk"
 

@@ -34,7 +34,13 @@ def _raises_naming(key, pillar):
 def test_validate_fills_every_default_around_the_controller():
     cfg = settings.validate({"controller": "ctl"})
     users = {"munge": {"uid": 1108, "gid": 1108}, "slurm": {"uid": 1109, "gid": 1109}}
-    assert cfg == {**settings.DEFAULTS, "controller": "ctl", "users": users}
+    accounting = {**settings.DEFAULTS["accounting"], "host": "ctl", "address": "ctl"}
+    assert cfg == {
+        **settings.DEFAULTS,
+        "controller": "ctl",
+        "users": users,
+        "accounting": accounting,
+    }
 
 
 def test_gid_follows_the_uid_unless_set():
@@ -354,3 +360,112 @@ def test_a_hostile_or_broken_conf_path_is_refused_naming_the_key(line, why):
     message = str(info.value)
     assert message.startswith("the slurm.conf the master serves: Slurmd"), message
     assert why in message
+
+
+# --- slurm:accounting: -------------------------------------------------------------------
+
+ACCT_ON = {"controller": "ctl", "accounting": {"enabled": True}}
+DEBIAN = {"os_family": "Debian", "os": "Debian", "osrelease": "12", "id": "ctl", "host": "ctl"}
+NO_INIT = {"pid1_name": "sleep", "accounts": {}}
+
+
+def _with_password(pw="Secret-Pw-123"):
+    return {
+        "controller": "ctl",
+        "accounting": {"enabled": True, "storage": {"password": pw}},
+    }
+
+
+def test_accounting_is_off_by_default_and_defaults_to_the_controller():
+    cfg = settings.validate({"controller": "ctl"})
+    acct = settings.accounting(cfg, "ctl")
+    assert acct["enabled"] is False and acct["is_dbd_host"] is False
+    assert (acct["host"], acct["address"], acct["port"]) == ("ctl", "ctl", 6819)
+    assert acct["storage"] == {
+        "type": "local",
+        "host": None,
+        "port": 3306,
+        "database": "slurm_acct_db",
+        "user": "slurm",
+    }
+
+
+def test_a_missing_password_on_the_dbd_host_names_the_key():
+    with pytest.raises(settings.SettingsError, match=r"^slurm:accounting:storage:password: "):
+        settings.plan(ACCT_ON, DEBIAN, "controller", NO_INIT)
+    # the other machines' pillar may lack it: only the dbd host needs it
+    node = settings.plan(ACCT_ON, {**DEBIAN, "id": "n1", "host": "n1"}, "node", NO_INIT)
+    assert node["roles"] == ["node"] and node["daemons"] == ["munge", "slurmd"]
+    with pytest.raises(settings.SettingsError, match="slurm:accounting:storage:password"):
+        settings.require_password(settings.validate(ACCT_ON))
+
+
+@pytest.mark.parametrize(
+    ("accounting", "key"),
+    [
+        ({"enabled": "yes"}, "slurm:accounting:enabled"),
+        ({"port": 0}, "slurm:accounting:port"),
+        ({"port": "6819"}, "slurm:accounting:port"),
+        ({"host": "a b"}, "slurm:accounting:host"),
+        ({"storage": {"type": "sqlite"}}, "slurm:accounting:storage:type"),
+        ({"storage": {"type": "external"}}, "slurm:accounting:storage:host"),
+        ({"storage": {"database": "acct-db"}}, "slurm:accounting:storage:database"),
+        ({"storage": {"user": "x'y"}}, "slurm:accounting:storage:user"),
+        ({"storage": {"port": 70000}}, "slurm:accounting:storage:port"),
+    ],
+)
+def test_bad_accounting_pillar_names_the_key(accounting, key):
+    with pytest.raises(settings.SettingsError, match=f"^{key}: "):
+        settings.validate({"controller": "ctl", "accounting": accounting})
+
+
+@pytest.mark.parametrize("bad", ["short", "has space 123", "with#hash123", 'quo"te1234', 12345678])
+def test_a_bad_password_is_refused_without_being_shown(bad):
+    with pytest.raises(settings.SettingsError) as caught:
+        settings.validate(_with_password(bad))
+    assert str(caught.value).startswith("slurm:accounting:storage:password: ")
+    assert str(bad) not in str(caught.value)
+
+
+def test_settings_never_hold_the_password():
+    """Threat 2 of salt_ext.lib.node.dbd: the validated settings and the plan (what
+    slurm_node.settings returns and the SLS renders from) carry ``<set>`` at most."""
+    pillar = _with_password("Never-Shown-42")
+    cfg = settings.validate(pillar)
+    assert cfg["accounting"]["storage"]["password"] == "<set>"
+    assert pillar["accounting"]["storage"]["password"] == "Never-Shown-42"  # not modified
+    plan = settings.machine_plan(pillar, DEBIAN, "controller", NO_INIT, None)
+    assert "Never-Shown-42" not in repr(plan) and "password" not in plan["accounting"]["storage"]
+
+
+def test_the_controller_that_is_the_dbd_host_gets_the_dbd_role_first():
+    plan = settings.machine_plan(_with_password(), DEBIAN, "controller", NO_INIT, None)
+    assert plan["roles"] == ["dbd", "controller"]
+    assert plan["daemons"] == ["munge", "mariadb", "slurmdbd", "slurmctld"]
+    assert plan["packages"] == [
+        "munge",
+        "slurmdbd",
+        "slurm-wlm-mysql-plugin",
+        "slurm-client",
+        "mariadb-server",
+        "slurmctld",
+    ]
+    paths = {d["path"]: (d["user"], d["mode"]) for d in plan["dirs"]}
+    assert paths["/var/lib/mysql"] == ("mysql", "0755")
+    assert paths["/var/log/mysql"] == ("mysql", "0750")
+    assert paths["/var/log/slurm"] == ("slurm", "0755")
+    assert plan["accounting"]["slurmdbd_conf"] == "/etc/slurm/slurmdbd.conf"
+
+
+def test_a_dbd_host_of_its_own_with_external_storage_runs_no_mariadb():
+    pillar = _with_password()
+    pillar["accounting"].update(host="dbd1", storage={"type": "external", "host": "db1"})
+    pillar["accounting"]["storage"]["password"] = "Secret-Pw-123"
+    dbd_host = {**DEBIAN, "id": "dbd1", "host": "dbd1"}
+    plan = settings.machine_plan(pillar, dbd_host, "dbd", NO_INIT, None)
+    assert plan["roles"] == ["dbd"] and plan["daemons"] == ["munge", "slurmdbd"]
+    assert "mariadb-server" not in plan["packages"]
+    ctl = settings.plan(
+        {**pillar, "accounting": {**pillar["accounting"]}}, DEBIAN, "controller", NO_INIT
+    )
+    assert ctl["roles"] == ["controller"] and ctl["daemons"] == ["munge", "slurmctld"]

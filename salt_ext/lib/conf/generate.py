@@ -544,6 +544,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
         if conf.get(key) is None:
             conf.set(key, value)
     _pin(conf, "ClusterName", cfg["cluster_name"], "slurm:cluster_name", base_source)
+    _accounting(conf, cfg.get("accounting") or {}, base_source)
     hosts = conf.get_all("SlurmctldHost")
     if not hosts:
         conf.set("SlurmctldHost", cfg["controller"])
@@ -618,6 +619,28 @@ def _default_mem_per_cpu(conf):
             )
         lowest = memory // cpus if lowest is None else min(lowest, memory // cpus)
     return lowest, None
+
+
+# with slurm:accounting:enabled: jobs' usage gathered from /proc (needs no cgroup plugin)
+DEFAULT_JOBACCT_GATHER = "jobacct_gather/linux"
+
+
+def _accounting(conf, acct, base_source):
+    """slurm.conf's side of ``slurm:accounting:``: slurmctld sends job records to slurmdbd
+    on the dbd host. The base file may set the same values, not others; overrides win."""
+    if not acct.get("enabled"):
+        return
+    _pin(
+        conf,
+        "AccountingStorageType",
+        "accounting_storage/slurmdbd",
+        "slurm:accounting:enabled",
+        base_source,
+    )
+    _pin(conf, "AccountingStorageHost", acct["address"], "slurm:accounting:address", base_source)
+    _pin(conf, "AccountingStoragePort", str(acct["port"]), "slurm:accounting:port", base_source)
+    if conf.get("JobAcctGatherType") is None:
+        conf.set("JobAcctGatherType", DEFAULT_JOBACCT_GATHER)
 
 
 def _pin(conf, key, value, pillar_key, base_source):

@@ -917,6 +917,9 @@ _rule(
 _rule(
     "restart_slurmctld",
     (
+        "AccountingStorageBackupHost",
+        "AccountingStorageHost",
+        "AccountingStoragePort",
         "AccountingStorageType",
         "BurstBufferType",
         "ExtSensorsType",

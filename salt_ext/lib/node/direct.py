@@ -1,8 +1,12 @@
-"""The ``direct`` service manager: start, check and stop munged/slurmd/slurmctld ourselves.
+"""The ``direct`` service manager: start, check and stop our daemons ourselves.
 
-For machines with no init system (containers, sandboxes). Each daemon forks into the
+For machines with no init system (containers, sandboxes): munged, slurmd, slurmctld,
+slurmdbd and (accounting with local storage) MariaDB's mariadbd. Each daemon runs in the
 background, writes its pid file, and is recognised by pid file + ``/proc/<pid>/comm``, so a
-stale pid file or a reused pid never counts as "running".
+stale pid file or a reused pid never counts as "running". The Slurm daemons and munged fork
+by themselves; mariadbd does not, so it is started through ``setsid -f`` (a new session,
+the parent returns at once), as user mysql, with its data directory initialised by
+``mariadb-install-db`` when empty.
 """
 
 import grp
@@ -13,6 +17,7 @@ import subprocess
 import time
 
 from salt_ext.lib.conf import model
+from salt_ext.lib.node import dbd
 from salt_ext.lib.node import munge as munge_lib
 
 DAEMONS = {
@@ -42,6 +47,28 @@ DAEMONS = {
         "log_key": "slurmctldlogfile",
         "log": "/var/log/slurm/slurmctld.log",
         "takes_conf": True,
+    },
+    # runs as root, then as slurmdbd.conf's SlurmUser (it drops privileges itself)
+    "slurmdbd": {
+        "argv": ["slurmdbd"],
+        "comm": "slurmdbd",
+        "pidfile": dbd.SLURMDBD_PIDFILE,
+        "log": dbd.SLURMDBD_LOG,
+    },
+    "mariadb": {
+        "argv": [
+            "mariadbd",
+            f"--pid-file={dbd.MARIADB_PIDFILE}",
+            f"--socket={dbd.MARIADB_SOCKET}",
+            f"--log-error={dbd.MARIADB_LOG}",
+        ],
+        "comm": "mariadbd",
+        "user": dbd.MARIADB_USER,
+        "pidfile": dbd.MARIADB_PIDFILE,
+        "log": dbd.MARIADB_LOG,
+        "runtime_dirs": [(dbd.MARIADB_RUNDIR, dbd.MARIADB_USER, 0o755)],
+        "foreground": True,  # does not fork: setsid -f
+        "datadir": dbd.MARIADB_DATADIR,
     },
 }
 
@@ -212,6 +239,30 @@ def _prepare_runtime_dirs(info):
         os.chmod(path, mode)
 
 
+def _init_datadir(info, timeout):
+    """MariaDB's system tables in an empty data directory (``mariadb-install-db``, root
+    over the unix socket only, no test database); nothing when they exist."""
+    datadir = info.get("datadir")
+    if not datadir or os.path.isdir(os.path.join(datadir, "mysql")):
+        return
+    argv = [
+        "mariadb-install-db",
+        f"--user={info['user']}",
+        f"--datadir={datadir}",
+        "--auth-root-authentication-method=socket",
+        "--skip-test-db",
+    ]
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout * 6, check=False, cwd="/"
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DaemonError(f"{argv[0]}: {err}") from err
+    if proc.returncode != 0:
+        said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-15:]
+        raise DaemonError(f"{argv[0]} exited {proc.returncode}:\n" + "\n".join(said))
+
+
 def start(name, conf_path=None, timeout=20):
     """Start the daemon unless it runs; return its pid. :class:`DaemonError` on failure."""
     pid = pid_of(name, conf_path)
@@ -219,6 +270,8 @@ def start(name, conf_path=None, timeout=20):
         return pid
     info = spec(name, conf_path)
     _prepare_runtime_dirs(info)
+    _init_datadir(info, timeout)
+    argv = ["setsid", "-f", *info["argv"]] if info.get("foreground") else info["argv"]
     kwargs = {}
     if info.get("user"):
         entry = pwd.getpwnam(info["user"])
@@ -227,11 +280,15 @@ def start(name, conf_path=None, timeout=20):
             "group": entry.pw_gid,
             "extra_groups": [g.gr_gid for g in grp.getgrall() if info["user"] in g.gr_mem],
         }
+    if info.get("foreground"):
+        # the daemon keeps whatever it inherits: no pipe of ours (run would wait for it)
+        kwargs.update(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        kwargs.update(capture_output=True)
     try:
         # the daemon forks; the parent returns once the child is set up (or failed)
         proc = subprocess.run(
-            info["argv"],
-            capture_output=True,
+            argv,
             text=True,
             timeout=timeout,
             check=False,
@@ -251,7 +308,10 @@ def start(name, conf_path=None, timeout=20):
             break
         time.sleep(0.1)
     detail = "\n".join(
-        filter(None, [proc.stderr.strip(), proc.stdout.strip(), *log_tail(info["log"], 15)])
+        filter(
+            None,
+            [(proc.stderr or "").strip(), (proc.stdout or "").strip(), *log_tail(info["log"], 15)],
+        )
     )
     raise DaemonError(f"{name} did not start (exit {proc.returncode}):\n{detail}")
 

@@ -6,7 +6,7 @@ bookworm/Ubuntu slurm-wlm, EPEL slurm, OpenHPC ``ohpc-slurm-*`` meta-packages, A
 community ``slurm``/``munge``, openSUSE ``slurm``/``slurm-node``).
 """
 
-ROLES = ("node", "controller")
+ROLES = ("node", "controller", "dbd")
 SERVICE_MANAGERS = ("auto", "systemd", "openrc", "sysvinit", "direct")
 
 
@@ -14,48 +14,74 @@ class UnsupportedOS(ValueError):
     """No row of the table matches the machine's grains."""
 
 
+# the OS's service (unit / init script) names of the daemons we manage
+DEFAULT_SERVICES = {
+    "munge": "munge",
+    "slurmd": "slurmd",
+    "slurmctld": "slurmctld",
+    "slurmdbd": "slurmdbd",
+    "mariadb": "mariadb",
+}
+
 # os_family -> facts. "packages" per role; "flavours" replace packages by pillar choice.
 FAMILIES = {
     "Debian": {
         "packages": {
             "node": ["munge", "slurmd", "slurm-client"],
             "controller": ["munge", "slurmctld", "slurm-client"],
+            # accounting_storage/mysql lives in slurm-wlm-mysql-plugin (slurmdbd depends on
+            # it; named so that a purge names it too); slurm-client: sacctmgr
+            "dbd": ["munge", "slurmdbd", "slurm-wlm-mysql-plugin", "slurm-client"],
         },
+        "db_packages": ["mariadb-server"],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
-        "services": {"munge": "munge", "slurmd": "slurmd", "slurmctld": "slurmctld"},
+        "services": DEFAULT_SERVICES,
         "nologin": "/usr/sbin/nologin",
     },
     "RedHat": {
         "packages": {
             "node": ["munge", "munge-libs", "slurm", "slurm-slurmd"],
             "controller": ["munge", "munge-libs", "slurm", "slurm-slurmctld"],
+            "dbd": ["munge", "munge-libs", "slurm", "slurm-slurmdbd"],
         },
         "flavours": {
             "ohpc": {
                 "node": ["munge", "ohpc-slurm-client"],
                 "controller": ["munge", "ohpc-slurm-server"],
+                "dbd": ["munge", "ohpc-slurm-server"],
             },
         },
+        "db_packages": ["mariadb-server"],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
-        "services": {"munge": "munge", "slurmd": "slurmd", "slurmctld": "slurmctld"},
+        "services": DEFAULT_SERVICES,
         "nologin": "/sbin/nologin",
     },
     "Alpine": {
-        "packages": {"node": ["munge", "slurm"], "controller": ["munge", "slurm"]},
+        "packages": {
+            "node": ["munge", "slurm"],
+            "controller": ["munge", "slurm"],
+            "dbd": ["munge", "slurm"],
+        },
+        "db_packages": ["mariadb"],
         "conf_dir": "/etc/slurm",
         "init": "openrc",
-        "services": {"munge": "munged", "slurmd": "slurmd", "slurmctld": "slurmctld"},
+        "services": {**DEFAULT_SERVICES, "munge": "munged"},
         "nologin": "/sbin/nologin",
         # Salt 3008 moved apk support out of core into this extension.
         "needs_pkg_extension": "saltext-apk",
     },
     "Suse": {
-        "packages": {"node": ["munge", "slurm-node"], "controller": ["munge", "slurm"]},
+        "packages": {
+            "node": ["munge", "slurm-node"],
+            "controller": ["munge", "slurm"],
+            "dbd": ["munge", "slurm-slurmdbd"],
+        },
+        "db_packages": ["mariadb"],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
-        "services": {"munge": "munge", "slurmd": "slurmd", "slurmctld": "slurmctld"},
+        "services": DEFAULT_SERVICES,
         "nologin": "/sbin/nologin",
     },
 }
@@ -109,6 +135,7 @@ def facts(grains, role="node", flavour="distro"):
         "services": dict(row["services"]),
         "nologin": row["nologin"],
         "needs_pkg_extension": row.get("needs_pkg_extension"),
+        "db_packages": list(row.get("db_packages", ())),
     }
 
 

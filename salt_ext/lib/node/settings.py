@@ -10,7 +10,7 @@ import os
 import re
 
 from salt_ext.lib.conf import cluster_files, generate, model
-from salt_ext.lib.node import munge, osmap
+from salt_ext.lib.node import dbd, munge, osmap
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -44,6 +44,21 @@ DEFAULTS = {
     "partitions": None,  # list of {name, nodes, groups, default, options}; None: one "main"
     "node_groups": {},  # name -> {nodes, features, weight, options}
     "cgroup": None,  # cgroup.conf Key: value over the defaults
+    # job accounting: slurmdbd on the dbd host, its database local (MariaDB) or external
+    "accounting": {
+        "enabled": False,  # the one switch
+        "host": None,  # the dbd host's minion id (= hostname); None: slurm:controller
+        "address": None,  # AccountingStorageHost in slurm.conf; None: the dbd host's name
+        "port": 6819,  # DbdPort / AccountingStoragePort
+        "storage": {
+            "type": "local",  # local: MariaDB on the dbd host; external: host/port below
+            "host": None,  # external only: the database server
+            "port": 3306,
+            "database": "slurm_acct_db",
+            "user": "slurm",
+            "password": None,  # required when enabled; never shown, logged or in argv
+        },
+    },
 }
 
 
@@ -58,9 +73,21 @@ class ConfPathError(SettingsError):
     """The slurm.conf the master serves puts a directory where none can be made safely."""
 
 
-DAEMONS_BY_ROLE = {"node": ("munge", "slurmd"), "controller": ("munge", "slurmctld")}
+DAEMONS_BY_ROLE = {
+    "node": ("munge", "slurmd"),
+    "controller": ("munge", "slurmctld"),
+    # mariadb only with local storage (see :func:`plan`)
+    "dbd": ("munge", "mariadb", "slurmdbd"),
+}
 # every daemon of either role, Slurm's before munge (they need it): how slurm.absent stops
 STOP_ORDER = ("slurmd", "slurmctld", "munge")
+PASSWORD_KEY = "slurm:accounting:storage:password"  # noqa: S105 - the key, not a value
+# what MariaDB names and slurmdbd.conf values may hold here: no quoting anywhere
+_DB_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+_DB_USER = re.compile(r"[A-Za-z0-9_]{1,32}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?|\[?[0-9A-Fa-f:.]{2,45}\]?")
+# slurmdbd.conf: one line per key, '#' starts a comment, whitespace ends an unquoted value
+_PASSWORD = re.compile(r"[!-~]{8,128}")
 # the accounts' homes when we create them (Debian's packages use the same)
 HOMES = {"munge": munge.STATE_DIR, "slurm": "/var/lib/slurm"}
 
@@ -78,6 +105,7 @@ SLURM_DIRS = {
         # slurmctld runs as SlurmUser: its state (job and node records) is its own
         ("StateSaveLocation", "/var/spool", "dir", "slurm", "0700"),
     ),
+    "dbd": (),  # slurmdbd's come from slurmdbd.conf, which we render: dbd_dirs
 }
 # Directories the OS owns: never created, chowned or chmodded for Slurm. A log file there
 # is fine (its directory is left as it is); a spool or state directory is not (it would have
@@ -164,11 +192,109 @@ def validate(pillar_slurm):
             f"slurm:node_target_type: expected one of {', '.join(TARGET_TYPES)}, "
             f"got {cfg['node_target_type']!r}"
         )
+    _check_accounting(cfg)
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
         raise SettingsError(str(err)) from None
     return cfg
+
+
+def _port(value, key):
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise SettingsError(f"{key}: expected a port number (1-65535), got {value!r}")
+    return value
+
+
+def _check_accounting(cfg):
+    """``slurm:accounting:``; the password is checked for presence and form only and never
+    quoted in a message (:mod:`salt_ext.lib.node.dbd` holds its threat model)."""
+    acct = cfg["accounting"]
+    if not isinstance(acct.get("enabled"), bool):
+        raise SettingsError(
+            f"slurm:accounting:enabled: expected true or false, got {acct.get('enabled')!r}"
+        )
+    if not isinstance(acct.get("storage"), dict):
+        raise SettingsError("slurm:accounting:storage: expected a mapping")
+    host = acct.get("host") or cfg["controller"]
+    if not isinstance(host, str) or not _HOST.fullmatch(host):
+        raise SettingsError(
+            f"slurm:accounting:host: expected the dbd host's minion id, got {acct['host']!r}"
+        )
+    acct["host"] = host
+    address = acct.get("address") or host
+    if not isinstance(address, str) or not _HOST.fullmatch(address):
+        raise SettingsError(
+            f"slurm:accounting:address: expected a host name or address, got {acct['address']!r}"
+        )
+    acct["address"] = address
+    acct["port"] = _port(acct.get("port"), "slurm:accounting:port")
+    storage = acct["storage"]
+    if storage.get("type") not in ("local", "external"):
+        raise SettingsError(
+            "slurm:accounting:storage:type: expected 'local' (MariaDB on the dbd host) or "
+            f"'external', got {storage.get('type')!r}"
+        )
+    if storage["type"] == "external":
+        db_host = storage.get("host")
+        if not isinstance(db_host, str) or not _HOST.fullmatch(db_host):
+            raise SettingsError(
+                "slurm:accounting:storage:host: required with storage type 'external' (the "
+                f"database server's name or address), got {db_host!r}"
+            )
+    else:
+        storage["host"] = None
+    storage["port"] = _port(storage.get("port"), "slurm:accounting:storage:port")
+    for key, pattern, what in (
+        ("database", _DB_NAME, "1-64 letters, digits or '_'"),
+        ("user", _DB_USER, "1-32 letters, digits or '_'"),
+    ):
+        value = storage.get(key)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise SettingsError(f"slurm:accounting:storage:{key}: expected {what}, got {value!r}")
+    password = storage.get("password")
+    if password not in (None, "") and (
+        not isinstance(password, str)
+        or not _PASSWORD.fullmatch(password)
+        or any(c in password for c in "#\"'\\")
+    ):
+        # the value itself is never part of the message
+        raise SettingsError(
+            f"{PASSWORD_KEY}: expected 8-128 printable ASCII characters without spaces, "
+            "quotes, backslashes or '#' (slurmdbd.conf cannot hold others), got a "
+            f"{type(password).__name__} that is not (value not shown)"
+        )
+    # the password leaves the validated settings: nothing derived from them carries it
+    storage["password"] = None if password in (None, "") else "<set>"
+
+
+def require_password(cfg, where="the dbd host"):
+    """:class:`SettingsError` naming the key when accounting is on and the validated
+    ``cfg`` (of the dbd host's pillar) holds no DB password. Only the dbd host needs it:
+    give it in a pillar only that host receives; the other machines' pillar may lack it."""
+    acct = cfg["accounting"]
+    if acct["enabled"] and acct["storage"]["password"] is None:
+        raise SettingsError(
+            f"{PASSWORD_KEY}: required when slurm:accounting:enabled is true, in the pillar "
+            f"of {where} ({acct['host']}): the database password slurmdbd uses"
+        )
+
+
+def accounting(cfg, minion_id=None):
+    """The accounting part of the plan (no password): ``enabled``, ``host`` (the dbd
+    host's minion id), ``address``, ``port``, ``storage`` (type, host, port, database,
+    user), ``local_db`` and ``is_dbd_host`` (``minion_id`` is the dbd host)."""
+    acct = cfg["accounting"]
+    storage = {k: v for k, v in acct["storage"].items() if k != "password"}
+    return {
+        "enabled": acct["enabled"],
+        "host": acct["host"],
+        "address": acct["address"],
+        "port": acct["port"],
+        "storage": storage,
+        "local_db": storage["type"] == "local",
+        "is_dbd_host": bool(acct["enabled"] and minion_id and minion_id == acct["host"]),
+    }
 
 
 def plan(pillar_slurm, grains, role, machine):
@@ -211,8 +337,28 @@ def plan(pillar_slurm, grains, role, machine):
     )
     conf_dir = os_facts["conf_dir"]
     munge_key = cfg["munge_key"]
+    acct = accounting(cfg, grains.get("id"))
+    acct["slurmdbd_conf"] = f"{conf_dir}/slurmdbd.conf"
+    if acct["is_dbd_host"] or role == "dbd":
+        require_password(cfg, "this machine")
+    # the dbd role's parts on this machine: slurm.dbd, or slurm.controller on a controller
+    # that is the dbd host (it runs them before slurmctld: DB -> slurmdbd -> slurmctld)
+    roles = ["dbd", role] if role == "controller" and acct["is_dbd_host"] else [role]
+    daemons, packages = [], []
+    for one in roles:
+        wanted = DAEMONS_BY_ROLE[one]
+        if one == "dbd" and not acct["local_db"]:
+            wanted = tuple(d for d in wanted if d != "mariadb")
+        daemons += [d for d in wanted if d not in daemons]
+        facts = os_facts if one == role else osmap.facts(grains, one, cfg["flavour"])
+        pkgs = facts["packages"] + (
+            facts["db_packages"] if one == "dbd" and acct["local_db"] else []
+        )
+        packages += [p for p in pkgs if p not in packages]
     return {
-        "daemons": list(DAEMONS_BY_ROLE[role]),
+        "daemons": daemons,
+        "roles": roles,
+        "accounting": acct,
         "stop_order": list(STOP_ORDER),
         "conf_files": list(cluster_files.CONF_FILES),
         "homes": dict(HOMES),
@@ -220,7 +366,7 @@ def plan(pillar_slurm, grains, role, machine):
         "cluster_name": cfg["cluster_name"],
         "controller": cfg["controller"],
         "service_manager": manager,
-        "packages": cfg["packages"] or os_facts["packages"],
+        "packages": cfg["packages"] or packages,
         "conf_dir": conf_dir,
         "slurm_conf": f"{conf_dir}/slurm.conf",
         "services": os_facts["services"],
@@ -252,7 +398,22 @@ def machine_plan(pillar_slurm, grains, role, machine, served_conf):
     result = plan(pillar_slurm, grains, role, machine)
     result["conf_on_master"] = served_conf is not None
     result["dirs"] = dirs(role, result["conf_dir"], served_conf, grains)
+    if "dbd" in result["roles"]:
+        known = {entry["path"] for entry in result["dirs"]}
+        result["dirs"] += [d for d in dbd_dirs(result["accounting"]) if d["path"] not in known]
     return result
+
+
+def dbd_dirs(acct):
+    """The dbd role's directories: slurmdbd's log directory and, with local storage,
+    MariaDB's data and log directories (its run directory is the service manager's)."""
+    wanted = [_entry(os.path.dirname(dbd.SLURMDBD_LOG), "slurm", "0755")]
+    if acct["local_db"]:
+        wanted += [
+            _entry(dbd.MARIADB_DATADIR, dbd.MARIADB_USER, "0755"),
+            _entry(dbd.MARIADB_LOG_DIR, dbd.MARIADB_USER, "0750"),
+        ]
+    return wanted
 
 
 def _entry(path, owner, mode):

@@ -61,9 +61,27 @@ def _bootstrap(ctx, minions, timeout, step):
     return failed
 
 
+def dbd_host(cfg):
+    """The accounting dbd host's minion id when it is a machine of its own (not the
+    controller), else None."""
+    acct = cfg.get("accounting") or {}
+    if not acct.get("enabled") or acct.get("host") in (None, cfg["controller"]):
+        return None
+    return acct["host"]
+
+
 def deploy(ctx, batch_size=10, timeout=300, only=None):
     """The summary dict: ``result``, ``controller``, ``nodes`` (per minion: prepare,
-    state, changed, failures), ``unreachable``, ``rollout``, ``verify``, ``steps``."""
+    state, changed, failures), ``unreachable``, ``rollout``, ``verify``, ``steps``
+    (and ``dbd`` when accounting runs on a host of its own).
+
+    With ``slurm:accounting:enabled`` the order is DB -> slurmdbd -> slurmctld -> slurmd:
+    on a dbd host of its own ``slurm.dbd`` is applied after the render (its state syncs
+    the cluster's slurm.conf like every role's) and before ``slurm.controller``, and a
+    failure there stops the deploy as the controller's would; when the dbd host is the
+    controller, ``slurm.controller`` runs the dbd role's states itself before slurmctld
+    (one state run: its plan's ``roles`` are ``["dbd", "controller"]``), so MariaDB,
+    the database, slurmdbd and the cluster's registration come first there too."""
     with ctx.journal.operation("deploy") as entry:
         return _deploy(ctx, batch_size, timeout, only, entry)
 
@@ -94,12 +112,15 @@ def _deploy(ctx, batch_size, timeout, only, entry):
             step(f"{minion}: FAILED: its minion does not answer (it is in slurm.conf)")
         else:
             step(f"WARNING: {minion} matches slurm:node_target but does not answer; left out")
-    not_installed = _bootstrap(ctx, [controller, *targets], timeout, step)
-    if controller in not_installed:
-        summary["comment"] = f"controller {controller}: saltext-slurm could not be installed"
-        return summary
+    dbd = dbd_host(ctx.cfg)
+    not_installed = _bootstrap(ctx, [controller, *([dbd] if dbd else []), *targets], timeout, step)
+    for machine in (controller, dbd):
+        if machine and machine in not_installed:
+            summary["comment"] = f"{machine}: saltext-slurm could not be installed"
+            return summary
     for minion, failures in not_installed.items():
-        nodes[minion].update(prepare=False, failures=failures)
+        if minion in nodes:
+            nodes[minion].update(prepare=False, failures=failures)
     ready = [m for m in targets if m not in not_installed]
     for batch in rollout.batches(ready, batch_size):
         for minion, (ok, changed, failures) in ctx.apply_state(
@@ -120,6 +141,14 @@ def _deploy(ctx, batch_size, timeout, only, entry):
     for warning in rendered["warnings"]:
         step(f"WARNING: {warning}")
     _roll_out_to_running_cluster(ctx, rendered["class"], batch_size, timeout, entry, step, summary)
+    if dbd:
+        ok, changed, failures = ctx.apply_state([dbd], "slurm.dbd", timeout)[dbd]
+        summary["dbd"] = {"minion": dbd, "ok": ok, "changed": changed, "failures": failures}
+        if not ok:
+            step(f"dbd host {dbd} FAILED: {'; '.join(failures)[:500]}")
+            summary["comment"] = f"dbd host {dbd} failed; the controller and nodes were not touched"
+            return summary
+        step(f"dbd host {dbd}: ok ({changed} changed)")
     ok, changed, failures = ctx.apply_state([controller], "slurm.controller", timeout)[controller]
     summary["controller"] = {
         "minion": controller,

@@ -6,7 +6,7 @@ ping round's few seconds, not a call timeout per step.
 """
 
 from salt_ext.lib.conf import hostlist
-from salt_ext.lib.ops import OpError, diagnosis, views
+from salt_ext.lib.ops import OpError, accounting, diagnosis, views
 
 
 def status(ctx):
@@ -17,12 +17,23 @@ def status(ctx):
     states = ctx.one(controller, "slurm_node.cluster_nodes") if controller in answered else None
     rows = views.status_rows(statuses.get(controller), node_minions, statuses, states)
     ctl = statuses.get(controller)
-    return {
+    result = {
         "result": all(views.row_ok(r) for r in rows) and views.controller_ok(ctl),
         "title": views.status_title(controller, ctl),
         "controller": {"minion": controller, "status": ctl},
         "nodes": rows,
     }
+    if accounting.enabled(ctx.cfg):
+        host = ctx.cfg["accounting"]["host"]
+        if host in statuses or host == controller:
+            dbd_status = statuses.get(host)
+        else:
+            dbd_status = ctx.one(host, "slurm_node.status") if ctx.reachable([host])[0] else None
+        acct_rows = accounting.status_rows(ctx.cfg, dbd_status)
+        result["accounting"] = acct_rows
+        result["title"] += "\n" + accounting.status_line(acct_rows)
+        result["result"] = result["result"] and accounting.rows_ok(acct_rows)
+    return result
 
 
 def munge_to_controller(ctx, controller, node_minions, targets, timeout):
@@ -85,6 +96,14 @@ def verify(ctx, timeout=60):
     steps = {}
     if ready:
         steps = ctx.one(controller, "slurm_node.job_steps", [ready, timeout], timeout + 30) or {}
+    acct = None
+    if accounting.enabled(ctx.cfg):
+        # a finished job must reach the database: sacct shows it COMPLETED|0:0
+        acct = ctx.one(controller, "slurm_node.accounting_job", [timeout], timeout + 90) or {
+            "ok": False,
+            "job": None,
+            "evidence": f"no answer from {controller} to slurm_node.accounting_job",
+        }
     failed = {}
     for node, checks in nodes.items():
         if "job step" in checks:  # an unreachable node has only its "reachable" check
@@ -103,6 +122,14 @@ def verify(ctx, timeout=60):
         "failed": failed,
         "nodes": nodes,
     }
+    if acct is not None:
+        result["accounting"] = acct
+        result["result"] = result["result"] and acct["ok"]
+        result["comment"] += (
+            f"; accounting: {acct['evidence']}"
+            if acct["ok"]
+            else f"; accounting FAILED: {acct['evidence']}"
+        )
     ctx.progress(result["comment"])
     return result
 
@@ -164,7 +191,20 @@ def diagnose(ctx, nodes=None, timeout=30):
             }
     faulty = [n for n, entry in report.items() if entry["causes"]]
     ctx.progress(f"{len(faulty)} of {len(node_minions)} nodes with a fault")
-    return {"result": not faulty, "nodes": report}
+    result = {"result": not faulty, "nodes": report}
+    if accounting.enabled(ctx.cfg):
+        host = ctx.cfg["accounting"]["host"]
+        probes_acct = {}
+        wanted = list(dict.fromkeys([controller, host]))
+        up, _ = ctx.reachable(wanted)
+        if up:
+            answers = ctx.minions.call(up, "slurm_node.accounting_probe", [], timeout)
+            probes_acct = {m: a["ret"] for m, a in answers.items() if a["ok"]}
+        found = accounting.causes(ctx.cfg, probes_acct.get(host), probes_acct.get(controller))
+        result["accounting"] = {"host": host, "causes": found}
+        result["result"] = result["result"] and not found
+        ctx.progress(f"accounting: {len(found)} fault(s)")
+    return result
 
 
 def _probe_failed(minion, error):

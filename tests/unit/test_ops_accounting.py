@@ -1,0 +1,93 @@
+"""salt_ext.lib.ops.accounting: the dbd rows of slurm.status and the causes slurm.diagnose
+names for accounting, from what slurm_node.accounting_probe reports."""
+
+from salt_ext.lib.node import settings
+from salt_ext.lib.ops import accounting
+
+CFG = settings.validate(
+    {"controller": "ctl", "cluster_name": "c1", "accounting": {"enabled": True}}
+)
+
+
+def health(**states):
+    return {name: {"state": state, "evidence": f"{name} {state}"} for name, state in states.items()}
+
+
+def probe(dbd=None, clusters=("c1",), reach=True, log=(), ctld_log=()):
+    result = {
+        "enabled": True,
+        "is_dbd_host": True,
+        "health": health(**(dbd or {"mariadb": "running", "slurmdbd": "running"})),
+        "slurmdbd_log": list(log),
+        "reach": {"ok": reach, "detail": "ctl:6819 answers" if reach else "ctl:6819: refused"},
+        "slurmctld_log": list(ctld_log),
+    }
+    if clusters is None:
+        result["clusters_error"] = "sacctmgr: error"
+    else:
+        result["clusters"] = list(clusters)
+    return result
+
+
+def causes(**kwargs):
+    one = probe(**kwargs)
+    return [c["cause"] for c in accounting.causes(CFG, one, one)]
+
+
+def test_healthy_accounting_has_no_cause():
+    assert causes() == []
+
+
+def test_slurmdbd_down_is_named_once_and_not_as_unreachable():
+    found = causes(
+        dbd={"mariadb": "running", "slurmdbd": "stopped"},
+        clusters=None,
+        reach=False,
+        ctld_log=["error: slurm_persist_conn_open_without_init: failed to open persistent"],
+    )
+    assert found == [
+        "slurmdbd is stopped on ctl",
+        "slurmctld cannot reach slurmdbd (it queues job records meanwhile)",
+    ]
+
+
+def test_mariadb_down_is_named():
+    found = causes(
+        dbd={"mariadb": "stopped", "slurmdbd": "running"},
+        clusters=None,
+        log=["error: mysql_real_connect failed: 2002 Can't connect to local server"],
+    )
+    assert found == ["MariaDB is stopped on ctl"]
+
+
+def test_a_wrong_password_is_named_from_slurmdbds_log():
+    found = causes(
+        dbd={"mariadb": "running", "slurmdbd": "stopped"},
+        clusters=None,
+        reach=False,
+        log=["error: mysql_real_connect failed: 1045 Access denied for user 'slurm'@'localhost'"],
+    )
+    assert found[0] == "slurmdbd: the database refuses its user (wrong password?)"
+    assert "slurmdbd is stopped on ctl" in found
+
+
+def test_old_log_lines_do_not_count_when_slurmdbd_answers_from_the_database():
+    assert causes(log=["error: mysql_real_connect failed: 2002 Can't connect"]) == []
+
+
+def test_an_unregistered_cluster_is_named():
+    assert causes(clusters=["other"]) == ["cluster c1 is not registered in slurmdbd"]
+
+
+def test_the_controller_that_cannot_reach_a_running_slurmdbd():
+    assert causes(reach=False) == ["the controller cannot reach slurmdbd"]
+
+
+def test_status_rows_and_line():
+    status = {"daemons": {}, "health": health(mariadb="running", slurmdbd="stopped")}
+    rows = accounting.status_rows(CFG, status)
+    assert [(r["daemon"], r["mark"]) for r in rows] == [("mariadb", True), ("slurmdbd", False)]
+    assert not accounting.rows_ok(rows)
+    line = accounting.status_line(rows)
+    assert line == "accounting on ctl: mariadb ok, slurmdbd DOWN (slurmdbd stopped)"
+    assert accounting.status_rows(CFG, None)[0]["evidence"] == "no answer"
