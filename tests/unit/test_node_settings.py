@@ -354,3 +354,11 @@ def test_a_hostile_or_broken_conf_path_is_refused_naming_the_key(line, why):
     message = str(info.value)
     assert message.startswith("the slurm.conf the master serves: Slurmd"), message
     assert why in message
+
+
+def test_bad_accounting_pillar_fails_at_render_naming_the_key():
+    bad = {"controller": "ctl", "accounting": {"accounts": {"physics": {"parent": "science"}}}}
+    with pytest.raises(settings.SettingsError, match="slurm:accounting:accounts:physics:parent"):
+        settings.validate(bad)
+    good = {"controller": "ctl", "accounting": {"enabled": True, "accounts": {"physics": {}}}}
+    assert settings.validate(good)["accounting"]["accounts"] == {"physics": {}}

@@ -9,6 +9,7 @@ import copy
 import os
 import re
 
+from salt_ext.lib.accounting import pillar as accounting_pillar
 from salt_ext.lib.conf import cluster_files, generate, model
 from salt_ext.lib.node import munge, osmap
 
@@ -44,6 +45,9 @@ DEFAULTS = {
     "partitions": None,  # list of {name, nodes, groups, default, options}; None: one "main"
     "node_groups": {},  # name -> {nodes, features, weight, options}
     "cgroup": None,  # cgroup.conf Key: value over the defaults
+    # accounts / users / QOS as code (state slurm_accounting.managed); checked by
+    # salt_ext.lib.accounting.pillar, which names the key of every problem
+    "accounting": {"purge": False, "qos": {}, "accounts": {}, "users": {}},
 }
 
 
@@ -167,6 +171,10 @@ def validate(pillar_slurm):
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
+        raise SettingsError(str(err)) from None
+    try:
+        accounting_pillar.validate(cfg["accounting"])
+    except accounting_pillar.PillarError as err:
         raise SettingsError(str(err)) from None
     return cfg
 
