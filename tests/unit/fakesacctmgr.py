@@ -493,14 +493,24 @@ class FakeSacctmgr:
             elif sep:
                 cond[key.lower()] = value
         if entity == "qos":
-            rows = [{"Name": n, **f} for n, f in sorted(self.qos.items())]
+            rows = [
+                {"Name": n, **f} for n, f in sorted(self.qos.items()) if n == cond.get("name", n)
+            ]
         elif entity == "account":
             rows = [{"Account": n, **f} for n, f in sorted(self.accounts.items())]
         elif entity == "user":
             rows = [{"User": n, **f} for n, f in sorted(self.users.items())]
+        elif entity == "cluster":
+            rows = [{"Cluster": self.cluster}]
         elif entity in ("assoc", "association", "associations"):
             cluster = cond.get("cluster")
-            rows = [r for r in self.assocs if cluster is None or r["Cluster"] == cluster]
+            rows = [
+                r
+                for r in self.assocs
+                if (cluster is None or r["Cluster"] == cluster)
+                and r["Account"] == cond.get("account", r["Account"])
+                and r["User"] == cond.get("user", r["User"])
+            ]
         else:
             raise SacctmgrError(f" Unknown entity {entity}")
         return "".join("|".join(self._cell(f, row.get(f)) for f in fmt) + "\n" for row in rows)
