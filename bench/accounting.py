@@ -220,7 +220,7 @@ def _reachable(run):
     try:
         out = run([current.SACCTMGR, "-n", "-P", "show", "cluster", "format=Cluster"])
     except (command.CommandFailed, OSError, subprocess.SubprocessError) as err:
-        return None, f"sacctmgr cannot reach slurmdbd: {str(err).strip()[:200]}"
+        return None, "sacctmgr cannot reach slurmdbd: " + " ".join(str(err).split())[:300]
     clusters = [line.strip() for line in out.splitlines() if line.strip()]
     return clusters, None
 

@@ -318,7 +318,14 @@ class FakeSacctmgr:
         ]
     }
 
+    _LONG = {
+        "maxtresperjob": "maxtres",
+        "maxtresminsperjob": "maxtresmins",
+        "mintresperjob": "mintres",
+    }
+
     def _canon(self, key):
+        key = self._LONG.get(key, key)
         if key not in self._CANON:
             raise SacctmgrError(f" Unknown option: {key}")
         return self._CANON[key]
@@ -397,6 +404,12 @@ class FakeSacctmgr:
             if name not in self.qos:
                 raise SacctmgrError(" Nothing modified")
             for key, value in sets.items():
+                if key == "flags-":  # Flags-=A,B removes those flags
+                    drop = set(value.split(","))
+                    self.qos[name]["Flags"] = tuple(
+                        f for f in self.qos[name]["Flags"] if f not in drop
+                    )
+                    continue
                 field = self._canon(key)
                 self.qos[name][field] = self._value(field, value, self.qos[name].get(field))
 

@@ -544,3 +544,18 @@ def test_every_written_word_is_checked():
     assert 'add account name=science cluster=cluster parent=root Description="Science" ' in (
         "\n".join(result["commands"][1]["lines"]) + " "
     )
+
+
+def test_qos_flags_and_per_job_tres_are_written_unambiguously():
+    fake = FakeSacctmgr()
+    data = {"qos": {"q": {"flags": ["NoReserve", "DenyOnLimit"], "limits": {"MaxTRES": "cpu=8"}}}}
+    first = engine.sync(data, CLUSTER, fake)
+    assert first["commands"][0]["lines"] == [
+        "add qos name=q Flags=DenyOnLimit,NoReserve MaxTRESPerJob=cpu=8"
+    ]
+    data["qos"]["q"]["flags"] = []
+    second = engine.sync(data, CLUSTER, fake)
+    assert second["commands"][0]["lines"] == [
+        "modify qos where name=q set Flags-=DenyOnLimit,NoReserve"
+    ]
+    assert fake.qos["q"]["Flags"] == ()

@@ -99,7 +99,12 @@ def _settings(fields, kinds, old=None, skip=()):
     for key in sorted(fields):
         if key in skip:
             continue
-        words.append(f"{key}={values.render(kinds[key], fields[key], (old or {}).get(key))}")
+        before = (old or {}).get(key)
+        if kinds[key] == "flags" and not fields[key] and before:
+            words.append(f"Flags-={','.join(before)}")  # remove exactly the flags set now
+            continue
+        name = values.SET_NAMES.get(key, key)
+        words.append(f"{name}={values.render(kinds[key], fields[key], before)}")
     return " ".join(words)
 
 

@@ -160,6 +160,14 @@ QOS_FIELDS = {
 }
 QOS_KINDS = {**QOS_LIMITS, **{slurm: kind for slurm, kind in QOS_FIELDS.values()}}
 
+# Names written in add/modify commands where the short one is a prefix of other options
+# (sacctmgr matches option names by prefix): the long, unambiguous spelling of the man page.
+SET_NAMES = {
+    "MaxTRES": "MaxTRESPerJob",
+    "MaxTRESMins": "MaxTRESMinsPerJob",
+    "MinTRES": "MinTRESPerJob",
+}
+
 # Values Slurm gives a new entity when a field is not set; used to decide whether a field
 # must be written when the entity is created (a field equal to this is left out).
 CREATE_DEFAULTS = {
