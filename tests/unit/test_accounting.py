@@ -559,3 +559,20 @@ def test_qos_flags_and_per_job_tres_are_written_unambiguously():
         "modify qos where name=q set Flags-=DenyOnLimit,NoReserve"
     ]
     assert fake.qos["q"]["Flags"] == ()
+
+
+@pytest.mark.parametrize("cluster", ["tux WOPLimits", "tux,other", "Tux", "tux\nadd qos name=x"])
+def test_a_hostile_cluster_name_is_refused_before_any_read(cluster):  # T1-T3, T5
+    fake = FakeSacctmgr()
+    with pytest.raises(pillar.PillarError, match="slurm:cluster_name"):
+        engine.sync({}, cluster, fake)
+    assert fake.calls == []
+
+
+def test_a_write_sacctmgr_accepted_but_did_not_make_is_an_error():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake.qos["high"]["Priority"] = 5
+    fake._modify_qos = lambda where, sets: None  # noqa: SLF001 -- says yes, does nothing
+    with pytest.raises(engine.ApplyError, match="still differs from pillar: modify qos"):
+        engine.sync(_pillar(), CLUSTER, fake)

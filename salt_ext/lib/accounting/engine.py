@@ -7,7 +7,7 @@
 
 from salt_ext.lib.util import command
 
-from . import current, diff, pillar
+from . import current, diff, pillar, values
 
 APPLY = [current.SACCTMGR, "-i"]
 
@@ -41,6 +41,10 @@ def sync(accounting, cluster, run, test=False):
     fails or the cluster still differs afterwards.
     """
     wanted = pillar.validate(accounting)
+    try:
+        values.check_name(cluster, "slurm:cluster_name")
+    except values.BadValue as err:
+        raise pillar.PillarError([str(err)]) from None
     count = {"processes": 0}
 
     def counted(argv, stdin=None):
@@ -68,9 +72,7 @@ def sync(accounting, cluster, run, test=False):
     result["applied"] = True
     after = diff.plan(wanted, current.read(counted, cluster), cluster)
     result["processes"] = count["processes"]
-    remaining = [
-        phase for phase in after["commands"] if phase["phase"] != "removals" or wanted["purge"]
-    ]
+    remaining = after["commands"]
     if remaining:
         result["remaining"] = after["commands"]
         raise ApplyError(
