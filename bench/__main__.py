@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import hostlist, hosts, keyvault, ops, provision, render_conf, scale
+from bench import accounting, hostlist, hosts, keyvault, ops, provision, render_conf, scale
 
 BENCHMARKS = {
     "hostlist": hostlist.run,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "keyvault": keyvault.run,
     "scale": scale.run,
     "hosts": hosts.run,
+    "accounting": accounting.run,
 }
 
 

@@ -5,6 +5,7 @@ import stat
 
 import pytest
 import salt.config
+import salt.exceptions
 import salt.loader
 
 
@@ -45,3 +46,14 @@ def test_minion_loader_has_munge_module(minion_opts, tmp_path):
     key.write_bytes(os.urandom(64))
     assert mods["munge.key_hash"](str(key)).startswith("sha256:")
     assert {"munge.encode", "munge.decode"} <= set(mods)
+
+
+def test_minion_loaders_have_slurm_accounting(minion_opts):
+    """The exec and state modules load under their own virtual name, beside Salt's own."""
+    mods = salt.loader.minion_mods(minion_opts)
+    assert {"slurm_accounting.apply", "slurm_accounting.show"} <= set(mods)
+    states = salt.loader.states(minion_opts, mods, salt.loader.utils(minion_opts), {})
+    assert "slurm_accounting.managed" in states
+    # a bad pillar is refused before sacctmgr is looked for
+    with pytest.raises(salt.exceptions.SaltInvocationError, match="accounts:a:parent"):
+        mods["slurm_accounting.apply"](accounting={"accounts": {"a": {"parent": "b"}}})

@@ -4,10 +4,11 @@ Layers, lowest first; a module may import its own layer and the layers it stands
 higher one (README, "Architecture")::
 
     util < conf < node < ops        keyvault stands on util only
+    util < accounting < node, ops   accounting (sacctmgr as code) stands on util only
 
 lib is Salt-free (no ``import salt``), imports nothing of salt_ext outside lib, and holds no
 module of its own besides the layer packages. The exec and state modules run on minions and
-take only util, conf and node.
+take only util, conf, node and accounting.
 """
 
 import ast
@@ -25,12 +26,13 @@ LIB = REPO / "salt_ext" / "lib"
 ALLOWED = {
     "util": {"util"},
     "conf": {"util", "conf"},
-    "node": {"util", "conf", "node"},
-    "ops": {"util", "conf", "node", "ops"},
+    "node": {"util", "conf", "node", "accounting"},
+    "ops": {"util", "conf", "node", "ops", "accounting"},
     "keyvault": {"util", "keyvault"},
+    "accounting": {"util", "accounting"},
 }
 MINION_SIDE = ("salt_ext/modules", "salt_ext/states")
-MINION_LAYERS = {"util", "conf", "node"}
+MINION_LAYERS = {"util", "conf", "node", "accounting"}
 
 
 def _lib_modules():
@@ -105,7 +107,7 @@ def test_lib_module_is_salt_free_and_imports_only_downward(path):
     sorted(p for side in MINION_SIDE for p in (REPO / side).glob("*.py")),
     ids=_rel,
 )
-def test_minion_side_loader_modules_take_only_util_conf_node(path):
+def test_minion_side_loader_modules_take_only_minion_layers(path):
     wrong = [
         f"line {line}: {name}"
         for line, name in _imports(path)

@@ -469,3 +469,11 @@ def test_a_dbd_host_of_its_own_with_external_storage_runs_no_mariadb():
         {**pillar, "accounting": {**pillar["accounting"]}}, DEBIAN, "controller", NO_INIT
     )
     assert ctl["roles"] == ["controller"] and ctl["daemons"] == ["munge", "slurmctld"]
+
+
+def test_bad_accounting_pillar_fails_at_render_naming_the_key():
+    bad = {"controller": "ctl", "accounting": {"accounts": {"physics": {"parent": "science"}}}}
+    with pytest.raises(settings.SettingsError, match="slurm:accounting:accounts:physics:parent"):
+        settings.validate(bad)
+    good = {"controller": "ctl", "accounting": {"enabled": True, "accounts": {"physics": {}}}}
+    assert settings.validate(good)["accounting"]["accounts"] == {"physics": {}}

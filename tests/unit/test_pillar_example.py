@@ -47,3 +47,25 @@ def test_example_values_are_the_documented_defaults(example):
     # the comments state each default; the values must agree with settings.DEFAULTS
     cfg = settings.validate(example["slurm"])
     assert cfg == settings.validate({"controller": example["slurm"]["controller"]})
+
+
+def _commented_example(key):
+    """The commented-out example under ``slurm:accounting:<key>: {}``, as YAML."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index(f"    {key}: {{}}") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("    #   "):
+            break
+        block.append(line[len("    #") :])
+    return yaml.safe_load("\n".join(block))
+
+
+def test_accounting_examples_in_the_comments_validate():
+    from salt_ext.lib.accounting import pillar as accounting_pillar  # noqa: PLC0415
+
+    example = {key: _commented_example(key) for key in ("qos", "accounts", "users")}
+    assert set(example["users"]) == {"alice", "bob"}
+    wanted = accounting_pillar.validate(example)
+    assert wanted["accounts"]["physics"]["parent"] == "science"
+    assert wanted["qos"]["single"]["MaxWall"] == 2880

@@ -9,6 +9,7 @@ import copy
 import os
 import re
 
+from salt_ext.lib.accounting import pillar as accounting_pillar
 from salt_ext.lib.conf import cluster_files, generate, model
 from salt_ext.lib.node import dbd, munge, osmap
 
@@ -58,6 +59,12 @@ DEFAULTS = {
             "user": "slurm",
             "password": None,  # required when enabled; never shown, logged or in argv
         },
+        # accounts / users / QOS as code (state slurm_accounting.managed); checked by
+        # salt_ext.lib.accounting.pillar, which names the key of every problem
+        "purge": False,
+        "qos": {},
+        "accounts": {},
+        "users": {},
     },
 }
 
@@ -196,6 +203,10 @@ def validate(pillar_slurm):
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
+        raise SettingsError(str(err)) from None
+    try:
+        accounting_pillar.validate(cfg["accounting"])
+    except accounting_pillar.PillarError as err:
         raise SettingsError(str(err)) from None
     return cfg
 

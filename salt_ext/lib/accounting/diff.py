@@ -1,0 +1,457 @@
+"""Wanted (pillar) against current (cluster): what to add, modify and remove, the drift,
+the unmanaged entities, and the batched ``sacctmgr`` command lines that make it so.
+
+Batching: entities that take the same command differ only in the name list
+(``add account name=a1,a2,a3 cluster=c parent=p``, ``modify user where name=u1,u2 cluster=c
+set DefaultAccount=a``, ``delete qos where name=q1,q2``), so each distinct command is one
+line with every name that needs it; the lines of a phase go to ONE ``sacctmgr -i`` process
+on its stdin. Four phases, in this order, each its own process so a failure stops the
+rest:
+
+1. ``qos``: new QOS (without Preempt, which may name a QOS of the same batch), then QOS
+   modifications (Preempt of new ones included);
+2. ``accounts``: new accounts, parents before children; re-parenting in the wanted tree's
+   order (a parent is in place before its children move under it); record fields
+   (description, organization); association limits;
+3. ``users``: new users (with their default account), new associations of existing users,
+   admin levels, default accounts, association limits;
+4. ``removals``: user associations, users, accounts (children first), QOS.
+
+A line stays under :data:`LINE_MAX` characters and :data:`WORDS_MAX` words (sacctmgr
+built without readline reads 4096-byte lines and every build refuses 128 words); a longer
+name list is split over several lines of the same phase.
+"""
+
+import re
+
+from . import pillar, values
+
+LINE_MAX = 3500
+WORDS_MAX = 100
+PHASES = ("qos", "accounts", "users", "removals")
+KINDS = ("qos", "accounts", "users")
+_WORD = re.compile(r'(?:[^\s"]+|"[^"]*")+')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnsafeCommand(ValueError):
+    """A command line failed the final check; nothing was run."""
+
+
+def _empty_changes():
+    return {kind: {"added": [], "modified": {}, "removed": []} for kind in KINDS}
+
+
+class _Lines:
+    """Command lines grouped by everything but the name list, kept in phase order."""
+
+    def __init__(self):
+        self.groups = {phase: {} for phase in PHASES}
+
+    def add(self, phase, order, prefix, name, suffix=""):
+        self.groups[phase].setdefault((order, prefix, suffix), []).append(name)
+
+    def render(self):
+        result = []
+        for phase in PHASES:
+            lines = []
+            groups = self.groups[phase]
+            for order, prefix, suffix in sorted(groups, key=lambda k: k[0]):
+                lines += _chunk(prefix, groups[(order, prefix, suffix)], suffix)
+            if lines:
+                result.append({"phase": phase, "lines": lines})
+        return result
+
+
+def _chunk(prefix, names, suffix):
+    lines, current = [], []
+    room = LINE_MAX - len(prefix) - len(suffix)
+    size = 0
+    for name in names:
+        if current and size + len(name) + 1 > room:
+            lines.append(prefix + ",".join(current) + suffix)
+            current, size = [], 0
+        current.append(name)
+        size += len(name) + 1
+    if current:
+        lines.append(prefix + ",".join(current) + suffix)
+    return [check_line(line) for line in lines]
+
+
+def check_line(line):
+    """Defence in depth: every line is re-checked before it can reach sacctmgr."""
+    if _CONTROL.search(line) or len(line) > LINE_MAX + 200:
+        raise UnsafeCommand(
+            f"refusing a command line with a control character or too long: {line[:80]!r}"
+        )
+    words = _WORD.findall(line)
+    if "".join(words).replace(" ", "") != line.replace(" ", "") or len(words) > WORDS_MAX:
+        raise UnsafeCommand(f"refusing an unbalanced or oversized command line: {line[:80]!r}")
+    for word in words[1:]:
+        if not values.token_ok(word):
+            raise UnsafeCommand(f"refusing command word {word[:60]!r}")
+    return line
+
+
+def _settings(fields, kinds, old=None, skip=()):
+    """``Key=value`` words for ``fields`` (normal form), in a stable order."""
+    words = []
+    for key in sorted(fields):
+        if key in skip:
+            continue
+        before = (old or {}).get(key)
+        if kinds[key] == "flags" and not fields[key] and before:
+            words.append(f"Flags-={','.join(before)}")  # remove exactly the flags set now
+            continue
+        name = values.SET_NAMES.get(key, key)
+        words.append(f"{name}={values.render(kinds[key], fields[key], before)}")
+    return " ".join(words)
+
+
+def _create_fields(fields):
+    """Fields worth writing on creation (None / Slurm's own default are left out)."""
+    return {
+        key: value
+        for key, value in fields.items()
+        if value is not None and value != {} and values.CREATE_DEFAULTS.get(key, 0) != value
+    }
+
+
+def _compare(wanted, current, kinds):
+    """{field: (old, new)} for the managed fields that differ."""
+    out = {}
+    for key, new in wanted.items():
+        old = current.get(key, values.parse(kinds[key], None, key) if key in kinds else None)
+        if not values.same(kinds.get(key, "text"), old, new):
+            out[key] = (old, new)
+    return out
+
+
+def _record(changes, drift, kind, name, field, old, new, value_kind):
+    entry = {"old": values.shown(value_kind, old), "new": values.shown(value_kind, new)}
+    changes[kind]["modified"].setdefault(name, {})[field] = entry
+    drift.append(
+        {
+            "kind": kind,
+            "name": name,
+            "field": field,
+            "cluster": entry["old"],
+            "pillar": entry["new"],
+        }
+    )
+
+
+def _safe_name(name):
+    return isinstance(name, str) and bool(values.NAME_RE.fullmatch(name)) and len(name) <= 64
+
+
+def plan(wanted, current, cluster):
+    """The whole difference; see the module docstring. ``wanted`` from
+    :func:`.pillar.validate`, ``current`` from :func:`.current.parse`."""
+    values.check_name(cluster, "slurm:cluster_name")
+    lines = _Lines()
+    changes = _empty_changes()
+    drift = []
+    unmanaged = {"qos": [], "accounts": [], "users": [], "associations": []}
+    kept = []
+    at = f" cluster={cluster}"
+
+    # ------------------------------------------------------------------ QOS
+    qkinds = values.QOS_KINDS
+    for name in sorted(wanted["qos"]):
+        fields = wanted["qos"][name]
+        if name not in current["qos"]:
+            changes["qos"]["added"].append(name)
+            create = _create_fields(fields)
+            words = _settings(create, qkinds, skip=("Preempt",))
+            lines.add("qos", 0, "add qos name=", name, f" {words}" if words else "")
+            if create.get("Preempt"):
+                lines.add(
+                    "qos",
+                    1,
+                    "modify qos where name=",
+                    name,
+                    f" set Preempt={values.render('qoslist', create['Preempt'])}",
+                )
+            continue
+        diff = _compare(fields, current["qos"][name], qkinds)
+        if diff:
+            for field, (old, new) in diff.items():
+                _record(changes, drift, "qos", name, field, old, new, qkinds[field])
+            words = _settings(
+                {k: new for k, (_o, new) in diff.items()},
+                qkinds,
+                {k: old for k, (old, _n) in diff.items()},
+            )
+            lines.add("qos", 1, "modify qos where name=", name, f" set {words}")
+
+    # ------------------------------------------------------------- accounts
+    akinds = values.ASSOC_KINDS
+    waccounts, caccounts = wanted["accounts"], current["accounts"]
+    records = current.get("account_records", {})
+    for name in sorted(waccounts, key=lambda n: (pillar.depth(waccounts, n), n)):
+        want = waccounts[name]
+        level = pillar.depth(waccounts, name)
+        have = caccounts.get(name)
+        text = {k: want[k] for k in ("Description", "Organization") if k in want}
+        if have is None:
+            changes["accounts"]["added"].append(name)
+            create = {**_create_fields(want["assoc"]), **text}
+            words = _settings(create, {**akinds, "Description": "text", "Organization": "text"})
+            lines.add(
+                "accounts",
+                (0, level),
+                "add account name=",
+                name,
+                f"{at} parent={want['parent']}" + (f" {words}" if words else ""),
+            )
+            if name in records:  # the record exists (another cluster): fix its text too
+                have = {**records[name], "assoc": dict(want["assoc"]), "parent": want["parent"]}
+            else:
+                continue
+        if have.get("parent") != want["parent"]:
+            _record(
+                changes,
+                drift,
+                "accounts",
+                name,
+                "Parent",
+                have.get("parent"),
+                want["parent"],
+                "qos",
+            )
+            lines.add(
+                "accounts",
+                (1, level),
+                "modify account where name=",
+                name,
+                f"{at} set Parent={want['parent']}",
+            )
+        for field, (old, new) in _compare(text, have, {}).items():
+            _record(changes, drift, "accounts", name, field, old, new, "text")
+            lines.add(
+                "accounts",
+                (2, 0),
+                "modify account where name=",
+                name,
+                f" set {field}={values.render('text', new)}",
+            )
+        diff = _compare(want["assoc"], have.get("assoc") or {}, akinds)
+        if diff:
+            for field, (old, new) in diff.items():
+                _record(changes, drift, "accounts", name, field, old, new, akinds[field])
+            words = _settings(
+                {k: new for k, (_o, new) in diff.items()},
+                akinds,
+                {k: old for k, (old, _n) in diff.items()},
+            )
+            lines.add("accounts", (3, 0), "modify account where name=", name, f"{at} set {words}")
+
+    # ---------------------------------------------------------------- users
+    wusers, cusers = wanted["users"], current["users"]
+    for name in sorted(wusers):
+        want = wusers[name]
+        have = cusers.get(name)
+        default = want["DefaultAccount"]
+        if have is None:
+            changes["users"]["added"].append(name)
+            first = _create_fields(want["assocs"][default])
+            admin = want.get("AdminLevel", "None")
+            words = _settings(first, akinds)
+            suffix = f"{at} account={default} DefaultAccount={default}"
+            suffix += f" AdminLevel={admin}" if admin != "None" else ""
+            lines.add(
+                "users", (0, 0), "add user name=", name, suffix + (f" {words}" if words else "")
+            )
+            for account in sorted(want["assocs"]):
+                if account != default:
+                    words = _settings(_create_fields(want["assocs"][account]), akinds)
+                    lines.add(
+                        "users",
+                        (1, 0),
+                        "add user name=",
+                        name,
+                        f"{at} account={account}" + (f" {words}" if words else ""),
+                    )
+            continue
+        added = sorted(set(want["assocs"]) - set(have["assocs"]))
+        removed = sorted(set(have["assocs"]) - set(want["assocs"]))
+        if name == pillar.ROOT_USER and pillar.ROOT_ACCOUNT in removed:
+            removed.remove(pillar.ROOT_ACCOUNT)  # root's own association stays
+        for account in added:
+            words = _settings(_create_fields(want["assocs"][account]), akinds)
+            lines.add(
+                "users",
+                (1, 0),
+                "add user name=",
+                name,
+                f"{at} account={account}" + (f" {words}" if words else ""),
+            )
+        if added or removed:
+            assoc = changes["users"]["modified"].setdefault(name, {})
+            assoc["associations"] = {"added": added, "removed": removed}
+            for account in removed:
+                drift.append(
+                    {
+                        "kind": "users",
+                        "name": name,
+                        "field": "association",
+                        "cluster": account,
+                        "pillar": None,
+                    }
+                )
+                if _safe_name(account):
+                    lines.add(
+                        "removals",
+                        (0, 0),
+                        "delete user where name=",
+                        name,
+                        f" account={account}{at}",
+                    )
+        if "AdminLevel" in want and want["AdminLevel"] != have.get("AdminLevel"):
+            _record(
+                changes,
+                drift,
+                "users",
+                name,
+                "AdminLevel",
+                have.get("AdminLevel"),
+                want["AdminLevel"],
+                "qos",
+            )
+            lines.add(
+                "users",
+                (2, 0),
+                "modify user where name=",
+                name,
+                f" set AdminLevel={want['AdminLevel']}",
+            )
+        if have.get("DefaultAccount") != default:
+            _record(
+                changes,
+                drift,
+                "users",
+                name,
+                "DefaultAccount",
+                have.get("DefaultAccount"),
+                default,
+                "qos",
+            )
+            lines.add(
+                "users",
+                (3, 0),
+                "modify user where name=",
+                name,
+                f"{at} set DefaultAccount={default}",
+            )
+        for account in sorted(set(want["assocs"]) & set(have["assocs"])):
+            diff = _compare(want["assocs"][account], have["assocs"][account], akinds)
+            if not diff:
+                continue
+            for field, (old, new) in diff.items():
+                _record(
+                    changes, drift, "users", name, f"{account}:{field}", old, new, akinds[field]
+                )
+            words = _settings(
+                {k: new for k, (_o, new) in diff.items()},
+                akinds,
+                {k: old for k, (old, _n) in diff.items()},
+            )
+            lines.add(
+                "users",
+                (4, 0),
+                "modify user where name=",
+                name,
+                f" account={account}{at} set {words}",
+            )
+
+    # ------------------------------------------------------ unmanaged / purge
+    purge = wanted["purge"]
+    leaving_users = set()
+    for name in sorted(set(cusers) - set(wusers)):
+        if name == pillar.ROOT_USER:
+            continue
+        unmanaged["users"].append(name)
+        if not purge:
+            continue
+        if not _safe_name(name):
+            kept.append(
+                {"kind": "users", "name": name, "why": "name sacctmgr cannot be given safely"}
+            )
+            continue
+        leaving_users.add(name)
+    # accounts that stay someone's default (the cluster's default accounts) are never removed
+    defaults = {pillar.ROOT_ACCOUNT}
+    for name, user in cusers.items():
+        if name not in leaving_users:
+            defaults.add(
+                wusers[name]["DefaultAccount"] if name in wusers else user.get("DefaultAccount")
+            )
+    leaving_accounts = []
+    for name in sorted(set(caccounts) - set(waccounts)):
+        if name == pillar.ROOT_ACCOUNT:
+            continue
+        unmanaged["accounts"].append(name)
+        if not purge:
+            continue
+        if name in defaults:
+            kept.append({"kind": "accounts", "name": name, "why": "a user's default account"})
+        elif not _safe_name(name):
+            kept.append(
+                {"kind": "accounts", "name": name, "why": "name sacctmgr cannot be given safely"}
+            )
+        else:
+            leaving_accounts.append(name)
+    for user, account, partition in current.get("partition_assocs", []):
+        unmanaged["associations"].append({"user": user, "account": account, "partition": partition})
+    for name in sorted(leaving_users):
+        changes["users"]["removed"].append(name)
+        lines.add("removals", (1, 0), "delete user where name=", name, at)
+    cdepth = {
+        name: {"parent": acc.get("parent") or pillar.ROOT_ACCOUNT}
+        for name, acc in caccounts.items()
+    }
+    for name in sorted(leaving_accounts, key=lambda n: (-pillar.depth(cdepth, n), n)):
+        changes["accounts"]["removed"].append(name)
+        lines.add(
+            "removals", (2, -pillar.depth(cdepth, name)), "delete account where name=", name, at
+        )
+    for name in sorted(set(current["qos"]) - set(wanted["qos"])):
+        if name == pillar.DEFAULT_QOS:
+            continue
+        unmanaged["qos"].append(name)
+        if not purge:
+            continue
+        if not _safe_name(name):
+            kept.append(
+                {"kind": "qos", "name": name, "why": "name sacctmgr cannot be given safely"}
+            )
+            continue
+        changes["qos"]["removed"].append(name)
+        lines.add("removals", (3, 0), "delete qos where name=", name)
+
+    return {
+        "changes": changes,
+        "drift": drift,
+        "unmanaged": unmanaged,
+        "kept": kept,
+        "commands": lines.render(),
+    }
+
+
+def summary(changes):
+    """``{"qos": {"added": 2, ...}, ...}`` counts, and the total."""
+    counts = {
+        kind: {what: len(items) for what, items in group.items()} for kind, group in changes.items()
+    }
+    return counts, sum(n for group in counts.values() for n in group.values())
+
+
+def compact(changes):
+    """Only the non-empty groups (what a state puts in ``changes``)."""
+    out = {}
+    for kind, group in changes.items():
+        kept = {what: items for what, items in group.items() if items}
+        if kept:
+            out[kind] = kept
+    return out

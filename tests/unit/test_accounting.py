@@ -1,0 +1,578 @@
+"""salt_ext.lib.accounting: pillar validation, parsing of sacctmgr 22.05 ``-n -P`` output,
+the diff, batching, test mode, idempotence and the threat model (T1-T10 in the package
+docstring), against a fake sacctmgr (tests/unit/fakesacctmgr.py)."""
+
+import copy
+
+import pytest
+
+from salt_ext.lib.accounting import current, diff, engine, pillar, values
+from tests.unit.fakesacctmgr import FakeSacctmgr
+
+CLUSTER = "cluster"
+
+PILLAR = {
+    "qos": {
+        "high": {
+            "description": "High priority",
+            "priority": 100,
+            "flags": ["DenyOnLimit"],
+            "preempt": ["low"],
+            "limits": {"MaxJobsPerUser": 1, "MaxWall": "2-00:00:00", "MaxTRESPerUser": "cpu=64"},
+        },
+        "low": {"priority": 1, "usage_factor": 0.5, "limits": {"GrpTRES": "cpu=512,mem=1T"}},
+    },
+    "accounts": {
+        "science": {"description": "Science", "organization": "uni", "fairshare": 100},
+        "physics": {
+            "parent": "science",
+            "fairshare": 50,
+            "qos": ["normal", "high"],
+            "default_qos": "normal",
+            "limits": {"GrpTRES": "cpu=256,gres/gpu=8", "MaxJobs": 20, "MaxWall": "1-00:00:00"},
+        },
+        "chemistry": {"parent": "science"},
+    },
+    "users": {
+        "alice": {"accounts": ["physics"]},
+        "bob": {
+            "default_account": "chemistry",
+            "admin_level": "operator",
+            "accounts": {"chemistry": {}, "physics": {"limits": {"MaxJobs": 5}}},
+        },
+    },
+}
+
+
+def _pillar(**over):
+    data = copy.deepcopy(PILLAR)
+    data.update(over)
+    return data
+
+
+def _writes(fake):
+    return [call for call in fake.calls if "-i" in call["argv"]]
+
+
+# ------------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (
+            lambda p: p["users"]["alice"].update(qos=["gold"]),
+            "slurm:accounting:users:alice:accounts:physics:qos: QOS 'gold' is not defined",
+        ),
+        (
+            lambda p: p["accounts"]["physics"].update(parent="nowhere"),
+            "slurm:accounting:accounts:physics:parent: account 'nowhere' does not exist",
+        ),
+        (
+            lambda p: p["accounts"]["physics"]["limits"].update(GrpTRES="cpu=abc"),
+            "slurm:accounting:accounts:physics:limits:GrpTRES: cpu: expected a whole count",
+        ),
+        (
+            lambda p: p["accounts"]["physics"]["limits"].update(MaxTRES="gpu:x=1"),
+            "slurm:accounting:accounts:physics:limits:MaxTRES: 'gpu:x' is not a TRES",
+        ),
+        (
+            lambda p: p["qos"]["high"]["limits"].update(MaxWall="2 days"),
+            "slurm:accounting:qos:high:limits:MaxWall: '2 days' is not a duration",
+        ),
+        (
+            lambda p: p["accounts"]["physics"].update(colour="blue"),
+            "slurm:accounting:accounts:physics:colour: unknown key",
+        ),
+        (
+            lambda p: p["accounts"]["physics"]["limits"].update(MaxCPUs=4),
+            "slurm:accounting:accounts:physics:limits:MaxCPUs: unknown limit",
+        ),
+        (
+            lambda p: p["users"]["bob"].pop("default_account"),
+            "slurm:accounting:users:bob:default_account: required",
+        ),
+        (
+            lambda p: p["users"]["bob"]["accounts"].update(biology={}),
+            "slurm:accounting:users:bob:accounts:biology: account 'biology' is not defined",
+        ),
+        (
+            lambda p: p["accounts"]["physics"].update(default_qos="low"),
+            "slurm:accounting:accounts:physics:default_qos: 'low' is not in this association's",
+        ),
+        (
+            lambda p: p["qos"]["high"].update(preempt=["ghost"]),
+            "slurm:accounting:qos:high:preempt: QOS 'ghost' is not defined",
+        ),
+        (
+            lambda p: p["accounts"].update(root={}),
+            "slurm:accounting:accounts:root: the root account is the cluster's own",
+        ),
+        (
+            lambda p: p["accounts"]["science"].update(parent="physics"),
+            "slurm:accounting:accounts:science:parent: the parents form a loop",
+        ),
+        (
+            lambda p: p["qos"]["low"]["limits"].update(GrpJobs=True),
+            "slurm:accounting:qos:low:limits:GrpJobs: expected a non-negative integer",
+        ),
+        (
+            lambda p: p["qos"]["low"]["limits"].update(GrpJobs=-3),
+            "slurm:accounting:qos:low:limits:GrpJobs: expected a non-negative integer",
+        ),
+        (lambda p: p.update(purge="yes"), "slurm:accounting:purge: expected true or false"),
+    ],
+)
+def test_bad_pillar_names_the_key(mutate, key):
+    data = _pillar()
+    mutate(data)
+    with pytest.raises(pillar.PillarError) as err:
+        pillar.validate(data)
+    assert key in str(err.value)
+
+
+def test_every_problem_is_reported_at_once():
+    data = _pillar()
+    data["accounts"]["physics"]["parent"] = "nowhere"
+    data["users"]["alice"]["qos"] = ["gold"]
+    with pytest.raises(pillar.PillarError) as err:
+        pillar.validate(data)
+    assert len(err.value.errors) == 2
+
+
+def test_bad_pillar_fails_before_any_sacctmgr_process():
+    fake = FakeSacctmgr()
+    with pytest.raises(pillar.PillarError):
+        engine.sync({"accounts": {"a": {"parent": "b"}}}, CLUSTER, fake)
+    assert fake.calls == []
+
+
+def test_values_normal_forms():
+    assert values.parse("minutes", "1-00:00:00", "k") == 1440
+    assert values.parse("minutes", "2:30", "k") == 3  # 2 min 30 s rounds up, like Slurm
+    assert values.parse("minutes", 90, "k") == 90
+    assert values.parse("minutes", "1-12", "k") == 36 * 60
+    assert values.parse("tres", "cpu=4,mem=10G,gres/gpu:a100=2", "k") == {
+        "cpu": 4,
+        "mem": 10240,
+        "gres/gpu:a100": 2,
+    }
+    assert values.parse("seconds", "00:05:00", "k") == 300
+    assert values.parse("seconds", 120, "k") == 120
+    assert values.parse("qoslist", ["b", "a", "a"], "k") == ("a", "b")
+    assert values.parse("flags", ["noreserve", "DenyOnLimit"], "k") == ("DenyOnLimit", "NoReserve")
+    assert values.render("tres", {"cpu": 4}, {"cpu": 2, "mem": 5}) == "cpu=4,mem=-1"
+
+
+def test_other_accounting_keys_are_left_to_the_dbd_side():
+    # slurm:accounting also holds the database settings (slice 1); they are not refused here
+    assert pillar.validate({"enabled": True, "storage_host": "db1", "users": {}})["users"] == {}
+
+
+# ------------------------------------------------------------------------ parsing
+# Captured in the shape sacctmgr 22.05 prints with -n -P and our formats: the cluster's
+# root association (no user, no parent, QOS normal) and root user, empty fields empty.
+QOS_OUT = (
+    "normal|0|||cluster|00:00:00|1.000000||||||||||||||||||||||normal qos default\n"
+    "high|100|DenyOnLimit|low|cluster|00:00:00|1.000000|||||||||||1|||||||cpu=48|2-00:00:00"
+    "|||high priority\n"
+)
+ACCOUNT_OUT = "physics|physics dept|science\nroot|default root account|root\nscience|science|uni\n"
+USER_OUT = "alice|physics|None\nroot|root|Administrator\n"
+ASSOC_OUT = (
+    "cluster|root||||1|normal||||||||||||||||\n"
+    "cluster|root|root|||1|||||||||||||||||\n"
+    "cluster|science|||root|100|||||||||||||||||\n"
+    "cluster|physics|||science|50|high,normal|normal||||cpu=256,gres/gpu=8||||20||||||"
+    "1-00:00:00|\n"
+    "cluster|physics|alice|||1|||||||||||||||||\n"
+    "cluster|physics|alice|gpu||1|||||||||||||||||\n"
+    "other|physics|carol|||1|||||||||||||||||\n"
+)
+
+
+def _outputs():
+    return {"qos": QOS_OUT, "accounts": ACCOUNT_OUT, "users": USER_OUT, "assocs": ASSOC_OUT}
+
+
+def test_format_field_counts_match_the_fixtures():
+    # the fixtures above are written for these formats: one cell per field
+    assert QOS_OUT.splitlines()[0].count("|") == len(current.QOS_FORMAT) - 1
+    assert ASSOC_OUT.splitlines()[0].count("|") == len(current.ASSOC_FORMAT) - 1
+
+
+def test_parse_realistic_output():
+    model = current.parse(_outputs(), CLUSTER)
+    assert model["qos"]["high"]["MaxWall"] == 2880
+    assert model["qos"]["high"]["MaxTRESPerUser"] == {"cpu": 48}
+    assert model["qos"]["high"]["Preempt"] == ("low",)
+    assert model["qos"]["normal"]["PreemptMode"] == ("cluster",)
+    assert model["accounts"]["root"]["parent"] is None
+    assert model["accounts"]["physics"]["parent"] == "science"
+    physics = model["accounts"]["physics"]["assoc"]
+    assert physics["GrpTRES"] == {"cpu": 256, "gres/gpu": 8}
+    assert physics["MaxWall"] == 1440 and physics["MaxJobs"] == 20
+    assert physics["QOS"] == ("high", "normal") and physics["DefaultQOS"] == "normal"
+    assert model["users"]["alice"]["assocs"]["physics"]["MaxJobs"] is None
+    assert model["users"]["alice"]["DefaultAccount"] == "physics"
+    assert "carol" not in model["users"]  # another cluster's association
+    assert model["partition_assocs"] == [["alice", "physics", "gpu"]]
+
+
+def test_read_commands_one_per_kind_with_woplimits():
+    argvs = current.read_commands(CLUSTER)
+    assert set(argvs) == {"qos", "accounts", "users", "assocs"}
+    assert all(argv[:4] == ["sacctmgr", "-n", "-P", "show"] for argv in argvs.values())
+    assert "WOPLimits" in argvs["assocs"] and f"cluster={CLUSTER}" in argvs["assocs"]
+
+
+def test_a_shifted_line_stops_the_parse():  # T8
+    outputs = _outputs()
+    outputs["accounts"] += "evil|has a | pipe|org\n"
+    with pytest.raises(current.ParseError, match="line 4: 4 fields where 3"):
+        current.parse(outputs, CLUSTER)
+
+
+# ------------------------------------------------------------------------ diff + apply
+def test_apply_from_empty_then_second_run_is_a_no_op():
+    fake = FakeSacctmgr()
+    first = engine.sync(_pillar(), CLUSTER, fake)
+    assert first["applied"]
+    assert first["changes"]["qos"]["added"] == ["high", "low"]
+    assert first["changes"]["accounts"]["added"] == ["science", "chemistry", "physics"]
+    assert first["changes"]["users"]["added"] == ["alice", "bob"]
+    assert fake.assoc("physics")["ParentName"] == "science"
+    assert fake.assoc("physics", "bob")["MaxJobs"] == 5
+    assert fake.users["bob"] == {"DefaultAccount": "chemistry", "AdminLevel": "Operator"}
+    assert fake.qos["high"]["Preempt"] == ("low",)
+    calls = len(fake.calls)
+    second = engine.sync(_pillar(), CLUSTER, fake)
+    assert second["commands"] == [] and second["drift"] == []
+    assert diff.summary(second["changes"])[1] == 0
+    assert len(fake.calls) - calls == 4  # the four reads, no write
+
+
+def test_drift_is_reported_by_test_mode_and_corrected_by_apply():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake.qos["high"]["MaxJobsPerUser"] = 4  # by hand
+    fake.assoc("physics")["GrpTRES"] = {"cpu": 1000, "mem": 10}
+    fake.accounts["science"]["Description"] = "changed by hand"
+    before = len(_writes(fake))
+    dry = engine.sync(_pillar(), CLUSTER, fake, test=True)
+    assert len(_writes(fake)) == before  # T: test mode writes nothing
+    drift = {(d["kind"], d["name"], d["field"]): (d["cluster"], d["pillar"]) for d in dry["drift"]}
+    assert drift[("qos", "high", "MaxJobsPerUser")] == (4, 1)
+    assert drift[("accounts", "physics", "GrpTRES")] == ("cpu=1000,mem=10", "cpu=256,gres/gpu=8")
+    assert drift[("accounts", "science", "Description")] == ("changed by hand", "Science")
+    lines = [line for phase in dry["commands"] for line in phase["lines"]]
+    assert (
+        "modify account where name=physics cluster=cluster set GrpTRES=cpu=256,gres/gpu=8,mem=-1"
+        in lines
+    )
+    engine.sync(_pillar(), CLUSTER, fake)
+    assert fake.qos["high"]["MaxJobsPerUser"] == 1
+    assert fake.assoc("physics")["GrpTRES"] == {"cpu": 256, "gres/gpu": 8}
+    assert engine.sync(_pillar(), CLUSTER, fake)["drift"] == []
+
+
+def test_a_null_limit_clears_it_and_an_absent_one_is_not_managed():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake.assoc("chemistry")["MaxJobs"] = 7  # chemistry's pillar says nothing about MaxJobs
+    assert engine.sync(_pillar(), CLUSTER, fake, test=True)["drift"] == []
+    data = _pillar()
+    data["accounts"]["chemistry"]["limits"] = {"MaxJobs": None}
+    result = engine.sync(data, CLUSTER, fake)
+    assert result["changes"]["accounts"]["modified"]["chemistry"]["MaxJobs"] == {
+        "old": 7,
+        "new": None,
+    }
+    assert fake.assoc("chemistry")["MaxJobs"] is None
+
+
+def test_unmanaged_entities_are_reported_and_left_without_purge():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake(
+        "sacctmgr -i".split(),
+        "add qos name=legacy\nadd account name=old cluster=cluster\n"
+        "add user name=mallory cluster=cluster account=old\n",
+    )
+    result = engine.sync(_pillar(), CLUSTER, fake)
+    assert result["unmanaged"]["qos"] == ["legacy"]
+    assert result["unmanaged"]["accounts"] == ["old"]
+    assert result["unmanaged"]["users"] == ["mallory"]
+    assert result["commands"] == []
+    assert "legacy" in fake.qos and fake.assoc("old", "mallory")
+
+
+def test_purge_removes_unmanaged_in_reverse_order_but_never_protected():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake(
+        "sacctmgr -i".split(),
+        "add qos name=legacy\nadd account name=old cluster=cluster\n"
+        "add account name=oldchild cluster=cluster parent=old\n"
+        "add user name=mallory cluster=cluster account=oldchild\n"
+        "add user name=trent cluster=cluster account=old\n"
+        "add account name=kept cluster=cluster\n",
+    )
+    result = engine.sync(_pillar(purge=True), CLUSTER, fake)
+    assert result["changes"]["users"]["removed"] == ["mallory", "trent"]
+    assert result["changes"]["accounts"]["removed"] == ["oldchild", "kept", "old"]
+    assert result["changes"]["qos"]["removed"] == ["legacy"]
+    removals = [p for p in result["commands"] if p["phase"] == "removals"][0]["lines"]
+    assert removals[0].startswith("delete user") and removals[-1].startswith("delete qos")
+    assert removals.index("delete account where name=oldchild cluster=cluster") < removals.index(
+        "delete account where name=kept,old cluster=cluster"
+    )
+    # T6: root account, root user, normal QOS remain
+    assert fake.assoc("root") and fake.assoc("root", "root") and "normal" in fake.qos
+    assert "old" not in fake.accounts and "legacy" not in fake.qos
+    assert engine.sync(_pillar(purge=True), CLUSTER, fake)["commands"] == []
+
+
+def test_purge_keeps_an_account_that_stays_a_users_default():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake(
+        "sacctmgr -i".split(),
+        "add account name=house cluster=cluster\n"
+        "modify user where name=root cluster=cluster set DefaultAccount=root\n"
+        "add user name=root cluster=cluster account=house\n"
+        "modify user where name=root cluster=cluster set DefaultAccount=house\n",
+    )
+    result = engine.sync(_pillar(purge=True), CLUSTER, fake, test=True)
+    assert {"kind": "accounts", "name": "house", "why": "a user's default account"} in result[
+        "kept"
+    ]
+    assert "house" not in result["changes"]["accounts"]["removed"]
+    assert all(
+        "root" not in line.split("name=")[-1].split()[0].split(",")
+        for p in result["commands"]
+        for line in p["lines"]
+        if line.startswith("delete")
+    )
+
+
+def test_a_managed_users_extra_association_is_removed_after_the_default_moves():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    data = _pillar()
+    data["users"]["bob"] = {"accounts": ["physics"]}  # chemistry (bob's default) goes
+    result = engine.sync(data, CLUSTER, fake)
+    assert result["changes"]["users"]["modified"]["bob"]["associations"] == {
+        "added": [],
+        "removed": ["chemistry"],
+    }
+    assert fake.users["bob"]["DefaultAccount"] == "physics"
+    assert fake.assoc("chemistry", "bob") is None
+
+
+def test_a_failing_phase_stops_the_rest():
+    fake = FakeSacctmgr()
+    fake.fail_on = "add account name=science"
+    with pytest.raises(engine.ApplyError, match="phase 'accounts'") as err:
+        engine.sync(_pillar(), CLUSTER, fake)
+    assert err.value.result["phases_done"] == ["qos"]
+    assert "alice" not in fake.users  # the users phase never ran
+
+
+def test_reparenting_follows_the_wanted_tree():
+    fake = FakeSacctmgr()
+    data = {"accounts": {"a": {}, "b": {"parent": "a"}}}
+    engine.sync(data, CLUSTER, fake)
+    flipped = {"accounts": {"b": {}, "a": {"parent": "b"}}}
+    result = engine.sync(flipped, CLUSTER, fake)
+    lines = result["commands"][0]["lines"]
+    assert lines == [
+        "modify account where name=b cluster=cluster set Parent=root",
+        "modify account where name=a cluster=cluster set Parent=b",
+    ]
+    assert fake.assoc("a")["ParentName"] == "b"
+
+
+# ------------------------------------------------------------------------ batching
+def _big(accounts=100, users=1000, qos=10):
+    return {
+        "qos": {f"q{i}": {"priority": i, "limits": {"MaxJobsPerUser": i + 1}} for i in range(qos)},
+        "accounts": {
+            f"acct{i:03d}": {
+                "parent": "root" if i < 10 else f"acct{i % 10:03d}",
+                "description": f"Account {i}",
+                "fairshare": 10,
+                "qos": ["normal", f"q{i % qos}"],
+                "limits": {"GrpTRES": f"cpu={64 + i}", "MaxWall": "1-00:00:00"},
+            }
+            for i in range(accounts)
+        },
+        "users": {f"user{i:04d}": {"accounts": [f"acct{i % accounts:03d}"]} for i in range(users)},
+    }
+
+
+def test_a_thousand_users_take_a_bounded_number_of_processes():
+    fake = FakeSacctmgr()
+    result = engine.sync(_big(), CLUSTER, fake)
+    writes = _writes(fake)
+    # 4 reads, one process per phase (qos, accounts, users), 4 reads to prove convergence
+    assert len(writes) == 3 and result["processes"] == len(fake.calls) == 11
+    assert len(fake.users) == 1001 and len(fake.accounts) == 101 and len(fake.qos) == 11
+    lines = [line for call in writes for line in call["stdin"].splitlines()]
+    assert len([line for line in lines if line.startswith("add user")]) <= 100
+    assert all(len(line) <= diff.LINE_MAX for line in lines)
+    again = engine.sync(_big(), CLUSTER, fake)
+    assert again["processes"] == 4 and again["commands"] == []
+
+
+def test_long_name_lists_are_split_into_lines():
+    fake = FakeSacctmgr()
+    data = {
+        "accounts": {"a": {}},
+        "users": {f"user{i:05d}": {"accounts": ["a"]} for i in range(3000)},
+    }
+    result = engine.sync(data, CLUSTER, fake, test=True)
+    users = [p for p in result["commands"] if p["phase"] == "users"][0]["lines"]
+    assert 1 < len(users) <= 12
+    assert sum(line.count("user") - 1 for line in users) == 3000  # every name, once
+    assert all(len(line) <= diff.LINE_MAX for line in users)
+
+
+# ------------------------------------------------------------------------ threats
+HOSTILE = [
+    # T1 newline -> a second command on stdin
+    ("users", "alice\ndelete account physics", "is not a safe name"),
+    ("text", "Physics\ndelete account science", "has a character sacctmgr could misread"),
+    # T2 comma -> two entities
+    ("users", "alice,root", "is not a safe name"),
+    ("accounts", "tmp,root", "is not a safe name"),
+    # T3 space / '=' -> another option
+    ("accounts", "a cluster=other", "is not a safe name"),
+    ("text", "x parent=root", "has a character sacctmgr could misread"),
+    # T4 quotes
+    ("text", 'Physics" parent="root', "has a character sacctmgr could misread"),
+    ("text", "it's", "has a character sacctmgr could misread"),
+    ("qos", "hi'gh", "is not a safe name"),
+    # T5 case folding onto a protected name
+    ("accounts", "Root", "write 'root'"),
+    ("users", "Alice", "write 'alice'"),
+    # T9 lengths
+    ("users", "u" * 33, "a name of 1-32 characters"),
+    ("text", "x" * 201, "text of 1-200 characters"),
+    # '#', '!!' and leading '-' cannot start a name
+    ("accounts", "#comment", "is not a safe name"),
+    ("accounts", "-1", "is not a safe name"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "message"), HOSTILE)
+def test_hostile_values_are_refused_before_any_process(where, value, message):
+    data = {"accounts": {"a": {}}}
+    if where == "users":
+        data["users"] = {value: {"accounts": ["a"]}}
+    elif where == "accounts":
+        data["accounts"][value] = {}
+    elif where == "qos":
+        data["qos"] = {value: {}}
+    else:
+        data["accounts"]["a"]["description"] = value
+    fake = FakeSacctmgr()
+    with pytest.raises(pillar.PillarError, match=message):
+        engine.sync(data, CLUSTER, fake)
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        "cpu=abc",
+        "gpu:x=1",
+        "cpu=1\nmem=2",
+        "cpu=-1",
+        "cpu=4 parent=root",
+        "cpu=1,cpu=2",
+        "gres/gpu=1.5",
+        "mem=10X",
+        ",".join(f"gres/g{i}=1" for i in range(40)),
+    ],
+)
+def test_hostile_tres_is_refused(limit):  # T1, T3, T9, T10
+    with pytest.raises(pillar.PillarError, match="slurm:accounting:accounts:a:limits:GrpTRES"):
+        pillar.validate({"accounts": {"a": {"limits": {"GrpTRES": limit}}}})
+
+
+def test_counts_are_bounded():  # T9
+    with pytest.raises(pillar.PillarError, match="at most 1000 entries"):
+        pillar.validate({"qos": {f"q{i}": {} for i in range(1001)}})
+    with pytest.raises(pillar.PillarError, match="at most 4294967294"):
+        pillar.validate({"accounts": {"a": {"limits": {"MaxJobs": 2**40}}}})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "add user name=a\ndelete account name=b",
+        'add account name=a Description="x" y"',
+        "delete user where name=a,b cluster=c ; rm",
+        "add account name=a Description='x'",
+    ],
+)
+def test_the_last_check_refuses_a_bad_line(line):  # T1, T3, T4: defence in depth
+    with pytest.raises(diff.UnsafeCommand):
+        diff.check_line(line)
+
+
+def test_unsafe_names_from_the_cluster_never_reach_a_command():  # T7
+    fake = FakeSacctmgr()
+    engine.sync({"accounts": {"a": {}}}, CLUSTER, fake)
+    fake.users["Evil User"] = {"DefaultAccount": "a", "AdminLevel": "None"}
+    fake.assocs.append(fake._assoc("a", "Evil User", ""))  # noqa: SLF001 -- hand-made row
+    result = engine.sync({"accounts": {"a": {}}, "purge": True}, CLUSTER, fake)
+    assert result["unmanaged"]["users"] == ["Evil User"]
+    assert {
+        "kind": "users",
+        "name": "Evil User",
+        "why": "name sacctmgr cannot be given safely",
+    } in result["kept"]
+    assert all("Evil" not in (c["stdin"] or "") for c in fake.calls)
+
+
+def test_every_written_word_is_checked():
+    fake = FakeSacctmgr()
+    result = engine.sync(_pillar(), CLUSTER, fake, test=True)
+    for phase in result["commands"]:
+        for line in phase["lines"]:
+            assert diff.check_line(line) == line
+    assert 'add account name=science cluster=cluster parent=root Description="Science" ' in (
+        "\n".join(result["commands"][1]["lines"]) + " "
+    )
+
+
+def test_qos_flags_and_per_job_tres_are_written_unambiguously():
+    fake = FakeSacctmgr()
+    data = {"qos": {"q": {"flags": ["NoReserve", "DenyOnLimit"], "limits": {"MaxTRES": "cpu=8"}}}}
+    first = engine.sync(data, CLUSTER, fake)
+    assert first["commands"][0]["lines"] == [
+        "add qos name=q Flags=DenyOnLimit,NoReserve MaxTRESPerJob=cpu=8"
+    ]
+    data["qos"]["q"]["flags"] = []
+    second = engine.sync(data, CLUSTER, fake)
+    assert second["commands"][0]["lines"] == [
+        "modify qos where name=q set Flags-=DenyOnLimit,NoReserve"
+    ]
+    assert fake.qos["q"]["Flags"] == ()
+
+
+@pytest.mark.parametrize("cluster", ["tux WOPLimits", "tux,other", "Tux", "tux\nadd qos name=x"])
+def test_a_hostile_cluster_name_is_refused_before_any_read(cluster):  # T1-T3, T5
+    fake = FakeSacctmgr()
+    with pytest.raises(pillar.PillarError, match="slurm:cluster_name"):
+        engine.sync({}, cluster, fake)
+    assert fake.calls == []
+
+
+def test_a_write_sacctmgr_accepted_but_did_not_make_is_an_error():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    fake.qos["high"]["Priority"] = 5
+    fake._modify_qos = lambda where, sets: None  # noqa: SLF001 -- says yes, does nothing
+    with pytest.raises(engine.ApplyError, match="still differs from pillar: modify qos"):
+        engine.sync(_pillar(), CLUSTER, fake)
