@@ -252,6 +252,33 @@ def test_failed_start_waits_for_the_daemons_own_journal_lines(host, conf):
     assert len(reads) == 3 and reads[-1] - reads[0] <= services.JOURNAL_WAIT
 
 
+def test_a_forking_units_control_process_spawn_failure_is_retried_too(host, conf):
+    """munge (Type=forking): systemctl start exits 1, ExecMainStatus says 0, the
+    ExecStart record says status=219/CGROUP."""
+    unit = Unit(host)
+    starts = []
+
+    def start(argv):
+        starts.append(host.clock)
+        if len(starts) == 1:
+            unit.pid, unit.state, unit.result, unit.exec_status = 0, "failed", "exit-code", 0
+            return 1, "", "Job for munge.service failed because the control process exited"
+        return unit.start(argv)
+
+    def show(argv):
+        code, text, err = unit.show(argv)
+        if unit.state == "failed":
+            text += "ExecStart={ path=/usr/sbin/munged ; code=exited ; status=219/CGROUP }\n"
+        return code, text, err
+
+    host.handlers[("systemctl", "start")] = start
+    host.handlers[("systemctl", "show")] = show
+    result = service(host, "systemd", conf).start()
+    assert result["changed"] is True and len(starts) == 2
+    assert starts[1] - starts[0] >= services.SPAWN_RETRY_PAUSE
+    assert "exit status 219" in result["notes"][0]
+
+
 def test_systemd_daemon_exit_1_is_not_retried(host, conf):
     unit = Unit(host)
 
@@ -601,6 +628,29 @@ def test_last_run_is_empty_without_a_journal(host, conf, manager):
 def test_last_run_survives_a_journal_that_fails(host, conf):
     host.handlers[("journalctl",)] = lambda argv: (1, "", "No journal files were found.")
     assert service(host, "systemd", conf).last_run() == []
+
+
+def test_journal_story_keeps_the_daemons_lines_logged_before_systemds_started_line():
+    """Seen on a booted host: slurmd's complaint reached journald before "Started"."""
+    lines = [
+        "Nov 29 07:10:00 hs slurmd[90]: slurmd: error: an OLD run's error",
+        "Nov 29 07:15:14 hs systemd[1]: Stopping slurmd.service - Slurm node daemon...",
+        "Nov 29 07:15:14 hs systemd[1]: slurmd.service: Deactivated successfully.",
+        "Nov 29 07:15:14 hs systemd[1]: Stopped slurmd.service - Slurm node daemon.",
+        "Nov 29 07:15:15 hs slurmd[345]: /usr/sbin/slurmd: unrecognized option '--no-such-option'",
+        "Nov 29 07:15:15 hs slurmd[345]: Usage: slurmd [OPTIONS]",
+        "Nov 29 07:15:15 hs systemd[1]: Started slurmd.service - Slurm node daemon.",
+        "Nov 29 07:15:15 hs systemd[1]: slurmd.service: Main process exited, code=exited, "
+        "status=1/FAILURE",
+        "Nov 29 07:15:15 hs systemd[1]: slurmd.service: Failed with result 'exit-code'.",
+    ]
+    story = services.journal_story(lines, 6)
+    assert story[0] == (
+        "journal: Nov 29 07:15:15 hs slurmd[345]: /usr/sbin/slurmd: unrecognized option "
+        "'--no-such-option'"
+    )
+    assert not any("OLD run" in line for line in story)
+    assert story[-1].endswith("Failed with result 'exit-code'.")
 
 
 def test_journal_story_without_complaints_gives_the_first_lines_of_the_run():

@@ -60,10 +60,15 @@ POLL = 0.2
 COMMAND_BOUND = 90
 EVIDENCE_LINES = 40
 JOURNAL_LINES = 6  # the daemon's own lines of one failed start that a state comment quotes
+SPAWN_RETRY_PAUSE = 1  # seconds before the one retry of a start systemd itself failed
 JOURNAL_WAIT = 3  # seconds a failed start's evidence waits for the daemon's own journal lines
 
 
 _SYSTEMD_START = re.compile(r"systemd\[\d+\]: (Starting|Started) ")
+_RUN_BOUNDARY = re.compile(
+    r"systemd\[\d+\]: (Starting |Stopping |Stopped |.*Deactivated successfully"
+    r"|.*Main process exited|.*Failed with result)"
+)
 _SYSTEMD_VERDICT = re.compile(r"Main process exited|Failed with result|Failed to start")
 _COMPLAINT = re.compile(
     r"error|fatal|unrecognized|invalid|denied|refus|cannot|can't|unable|not found|no such",
@@ -78,7 +83,16 @@ def journal_story(lines, limit):
     text of 25 lines or an earlier run's errors never crowd out the line that says why."""
     lines = [line for line in lines if line.strip() and not line.startswith("-- ")]
     starts = [i for i, line in enumerate(lines) if _SYSTEMD_START.search(line)]
-    run = lines[starts[-1] + 1 :] if starts else lines
+    if starts:
+        # the daemon's own lines can reach journald before systemd's "Started" line (seen:
+        # slurmd's "unrecognized option" logged first): the last run begins after the
+        # previous run's end or this run's "Starting" line, not at "Started"
+        bounds = [i for i in range(starts[-1]) if _RUN_BOUNDARY.search(lines[i])]
+        run = lines[bounds[-1] + 1 if bounds else 0 :]
+        if "Starting " in lines[starts[-1]]:
+            run = lines[starts[-1] + 1 :]
+    else:
+        run = lines
     own = [line for line in run if "systemd[" not in line]
     complaints = [line for line in own if _COMPLAINT.search(line)]
     verdict = [line for line in run if "systemd[" in line and _SYSTEMD_VERDICT.search(line)]
@@ -177,7 +191,7 @@ class Service:
                 "systemctl",
                 "show",
                 "-p",
-                "MainPID,ActiveState,SubState,Result,ExecMainStatus",
+                "MainPID,ActiveState,SubState,Result,ExecMainStatus,ExecStart",
                 self.name,
             ]
         )
@@ -214,7 +228,12 @@ class Service:
             running = unit.get("ActiveState") == "active" and alive
             status = {"running": running, "pid": pid if running else None, "detail": detail}
             if unit.get("ActiveState") == "failed":
-                status["failed"] = _int_or_none(unit.get("ExecMainStatus"))
+                # ExecStart's own record has the exit status of the start command also for a
+                # Type=forking unit (munge), whose failure is a "control process" one
+                spawned = re.search(r"\bstatus=(\d+)", unit.get("ExecStart") or "")
+                status["failed"] = _int_or_none(
+                    spawned.group(1) if spawned else unit.get("ExecMainStatus")
+                )
             return status
         pid = self._pidfile_pid()
         alive = self._is_daemon(pid)
@@ -280,6 +299,7 @@ class Service:
                 "step of systemd's own, before the daemon ran); reset-failed, started again"
             )
             self._run(["systemctl", "reset-failed", self.name])
+            self._sleep(SPAWN_RETRY_PAUSE)  # seen: the old cgroup not yet gone after a stop
             code, out, err = self._run(argv)
             said += [line for line in f"{out}\n{err}".splitlines() if line.strip()]
             current = self._await_start()
