@@ -47,8 +47,8 @@ def show(cluster=None):
     """
     The cluster's QOS, accounts (with their association: parent, fairshare, QOS, limits)
     and users (default account, admin level, associations), as the state compares them:
-    four ``sacctmgr -n -P show`` processes, the association limits as set on each
-    association (``WOPLimits``), not inherited.
+    five ``sacctmgr -n -P show`` processes (the TRES slurmdbd knows included), the
+    association limits as set on each association (``WOPLimits``), not inherited.
 
     cluster
         Slurm cluster name (default: pillar ``slurm:cluster_name``, else ``cluster``).

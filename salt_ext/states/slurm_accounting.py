@@ -7,7 +7,7 @@ equal to pillar ``slurm:accounting`` (see ``pillar/slurm.sls.example``).
     slurm-accounting:
       slurm_accounting.managed
 
-It reads the cluster once (four ``sacctmgr -n -P show`` processes), computes the
+It reads the cluster once (five ``sacctmgr -n -P show`` processes), computes the
 difference, and with ``test=True`` stops there (result None, the change list, no write).
 Otherwise it applies only the difference in batches, QOS first, then accounts (parents
 before children), then users, removals last and in reverse, each phase one

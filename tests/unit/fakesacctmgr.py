@@ -117,7 +117,9 @@ def _tres_out(tres):
     parts = []
     for name in sorted(tres, key=lambda n: (order.get(n, 100), n)):
         count = tres[name]
-        if name == "mem" and count and count % 1024 == 0:
+        if name == "mem" and count and count % (1024 * 1024) == 0:
+            parts.append(f"mem={count // (1024 * 1024)}T")  # as the real one: mem=1T
+        elif name == "mem" and count and count % 1024 == 0:
             parts.append(f"mem={count // 1024}G")
         else:
             parts.append(f"{name}={count}")
@@ -131,19 +133,24 @@ class SacctmgrError(Exception):
 class FakeSacctmgr:
     """``run(argv, stdin=None) -> stdout``; ``calls`` records every process."""
 
-    def __init__(self, cluster="cluster"):
+    # `sacctmgr show tres` of slurmdbd 22.05 (captured), plus gres/gpu as if slurm.conf had
+    # AccountingStorageTRES=gres/gpu
+    KNOWN_TRES = ("cpu", "mem", "energy", "node", "billing", "fs/disk", "vmem", "pages", "gres/gpu")
+
+    def __init__(self, cluster="cluster", tres=KNOWN_TRES):
         self.cluster = cluster
+        self.tres = list(tres)
         self.calls = []
         self.fail_on = None  # a substring: a line containing it fails
         self.qos = {}
         self.accounts = {}  # name -> {"Description", "Organization"}
         self.users = {}  # name -> {"DefaultAccount", "AdminLevel"}
         self.assocs = []  # {"Cluster", "Account", "User", "Partition", "ParentName", fields}
-        self._seed_qos("normal", {"Description": "normal qos default"})
+        self._seed_qos("normal", {"Description": "Normal QOS default"})
         self.accounts["root"] = {"Description": "default root account", "Organization": "root"}
         self.assocs.append(self._assoc("root", "", "", QOS=("normal",)))
         self.users["root"] = {"DefaultAccount": "root", "AdminLevel": "Administrator"}
-        self.assocs.append(self._assoc("root", "root", "root"))
+        self.assocs.append(self._assoc("root", "root", ""))  # user rows: no ParentName
 
     # ------------------------------------------------------------------ helpers
     def _assoc(self, account, user, parent, partition="", **fields):
@@ -275,7 +282,9 @@ class FakeSacctmgr:
                     tres[name] = int(count)
             return tres
         if field in ("QOS", "Preempt"):
-            names = () if text == "''" else tuple(sorted(set(text.split(","))))
+            if text in ("''", "-1"):  # what the real one refuses (checked on slurmdbd)
+                raise SacctmgrError(" error: You gave me an empty qos list")
+            names = tuple(sorted({name for name in text.split(",") if name}))
             for name in names:
                 if name not in self.qos:
                     raise SacctmgrError(f" Unknown QOS '{name}'")
@@ -472,7 +481,12 @@ class FakeSacctmgr:
                 if r["User"] == name and (account is None or r["Account"] == account)
             ]
             others = [r for r in self.assocs if r["User"] == name and r not in rows]
-            if others and self.users[name]["DefaultAccount"] in {r["Account"] for r in rows}:
+            default = self.users[name]["DefaultAccount"]
+            # the real one also refuses a whole user with several associations, one of
+            # them the default (sacctmgr 22.05.8, checked on slurmdbd)
+            if (others or (account is None and len(rows) > 1)) and default in {
+                r["Account"] for r in rows
+            }:
                 raise SacctmgrError(
                     " You can not remove the default account of a user while they have "
                     "other associations"
@@ -505,9 +519,14 @@ class FakeSacctmgr:
                 fmt = value.split(",")
             elif sep:
                 cond[key.lower()] = value
-        if entity == "qos":
+        if entity == "tres":
+            rows = [{"Type": t.partition("/")[0], "Name": t.partition("/")[2]} for t in self.tres]
+        elif entity == "qos":
             rows = [
-                {"Name": n, **f} for n, f in sorted(self.qos.items()) if n == cond.get("name", n)
+                # the real one prints QOS in creation (id) order
+                {"Name": n, **f}
+                for n, f in self.qos.items()
+                if n == cond.get("name", n)
             ]
         elif entity == "account":
             rows = [{"Account": n, **f} for n, f in sorted(self.accounts.items())]

@@ -7,6 +7,7 @@ import copy
 import pytest
 
 from salt_ext.lib.accounting import current, diff, engine, pillar, values
+from tests.unit import sacctmgr_captured as captured
 from tests.unit.fakesacctmgr import FakeSacctmgr
 
 CLUSTER = "cluster"
@@ -168,66 +169,137 @@ def test_other_accounting_keys_are_left_to_the_dbd_side():
 
 
 # ------------------------------------------------------------------------ parsing
-# Captured in the shape sacctmgr 22.05 prints with -n -P and our formats: the cluster's
-# root association (no user, no parent, QOS normal) and root user, empty fields empty.
-QOS_OUT = (
-    "normal|0|||cluster|00:00:00|1.000000||||||||||||||||||||||normal qos default\n"
-    "high|100|DenyOnLimit|low|cluster|00:00:00|1.000000|||||||||||1|||||||cpu=48|2-00:00:00"
-    "|||high priority\n"
-)
-ACCOUNT_OUT = "physics|physics dept|science\nroot|default root account|root\nscience|science|uni\n"
-USER_OUT = "alice|physics|None\nroot|root|Administrator\n"
-ASSOC_OUT = (
-    "cluster|root||||1|normal||||||||||||||||\n"
-    "cluster|root|root|||1|||||||||||||||||\n"
-    "cluster|science|||root|100|||||||||||||||||\n"
-    "cluster|physics|||science|50|high,normal|normal||||cpu=256,gres/gpu=8||||20||||||"
-    "1-00:00:00|\n"
-    "cluster|physics|alice|||1|||||||||||||||||\n"
-    "cluster|physics|alice|gpu||1|||||||||||||||||\n"
-    "other|physics|carol|||1|||||||||||||||||\n"
-)
+# Real sacctmgr 22.05.8 output (tests/unit/sacctmgr_captured.py says how it was captured).
 
 
 def _outputs():
-    return {"qos": QOS_OUT, "accounts": ACCOUNT_OUT, "users": USER_OUT, "assocs": ASSOC_OUT}
+    outputs = dict(captured.APPLIED)
+    outputs["assocs"] += captured.PARTITION_ASSOC_LINE
+    return outputs
 
 
-def test_format_field_counts_match_the_fixtures():
-    # the fixtures above are written for these formats: one cell per field
-    assert QOS_OUT.splitlines()[0].count("|") == len(current.QOS_FORMAT) - 1
-    assert ASSOC_OUT.splitlines()[0].count("|") == len(current.ASSOC_FORMAT) - 1
+def captured_tres():
+    return [line.replace("|", "/").rstrip("/") for line in captured.EMPTY["tres"].splitlines()]
 
 
-def test_parse_realistic_output():
-    model = current.parse(_outputs(), CLUSTER)
+def test_format_field_counts_match_the_captures():
+    for kind, fields in (
+        ("tres", current.TRES_FORMAT),
+        ("qos", current.QOS_FORMAT),
+        ("accounts", current.ACCOUNT_FORMAT),
+        ("users", current.USER_FORMAT),
+        ("assocs", current.ASSOC_FORMAT),
+    ):
+        for line in captured.APPLIED[kind].splitlines():
+            assert line.count("|") == len(fields) - 1, (kind, line)
+
+
+def test_parse_real_output():
+    model = current.parse(_outputs(), captured.CLUSTER)
+    assert model["tres"] == ["billing", "cpu", "energy", "fs/disk", "mem", "node", "pages", "vmem"]
     assert model["qos"]["high"]["MaxWall"] == 2880
-    assert model["qos"]["high"]["MaxTRESPerUser"] == {"cpu": 48}
+    assert model["qos"]["high"]["MaxTRESPerUser"] == {"cpu": 64}
     assert model["qos"]["high"]["Preempt"] == ("low",)
+    assert model["qos"]["high"]["Flags"] == ("DenyOnLimit",)
+    assert model["qos"]["high"]["Description"] == "high priority"  # sacctmgr lowered it
+    assert model["qos"]["low"]["GrpTRES"] == {"cpu": 512, "mem": 1024 * 1024}  # "mem=1T"
     assert model["qos"]["normal"]["PreemptMode"] == ("cluster",)
     assert model["accounts"]["root"]["parent"] is None
     assert model["accounts"]["physics"]["parent"] == "science"
     physics = model["accounts"]["physics"]["assoc"]
-    assert physics["GrpTRES"] == {"cpu": 256, "gres/gpu": 8}
+    assert physics["GrpTRES"] == {"cpu": 256, "node": 8}
     assert physics["MaxWall"] == 1440 and physics["MaxJobs"] == 20
     assert physics["QOS"] == ("high", "normal") and physics["DefaultQOS"] == "normal"
+    # WOPLimits: a user association shows only what is set on it, not its account's
     assert model["users"]["alice"]["assocs"]["physics"]["MaxJobs"] is None
+    assert model["users"]["alice"]["assocs"]["physics"]["QOS"] == ()
+    assert model["users"]["bob"]["assocs"]["physics"]["MaxJobs"] == 5
     assert model["users"]["alice"]["DefaultAccount"] == "physics"
-    assert "carol" not in model["users"]  # another cluster's association
+    assert model["users"]["bob"]["AdminLevel"] == "Operator"
     assert model["partition_assocs"] == [["alice", "physics", "gpu"]]
+    # the captured state is the captured pillar: nothing to do
+    wanted = pillar.validate(captured.PILLAR)
+    assert diff.plan(wanted, model, captured.CLUSTER)["commands"] == []
+
+
+def test_the_pillar_applied_from_empty_writes_what_ran_on_slurmdbd():
+    model = current.parse(captured.EMPTY, captured.CLUSTER)
+    planned = diff.plan(pillar.validate(captured.PILLAR), model, captured.CLUSTER)
+    assert ["\n".join(p["lines"]) + "\n" for p in planned["commands"]] == captured.WRITES
+
+
+def test_the_fake_prints_what_real_sacctmgr_printed():
+    """The fake is anchored to reality: from the same empty database, the same pillar
+    leaves it printing what the real sacctmgr printed (association rows in any order:
+    the real one prints the tree, the fake in creation order)."""
+    fake = FakeSacctmgr(cluster=captured.CLUSTER, tres=captured_tres())
+    before = {kind: fake(argv) for kind, argv in current.read_commands(fake.cluster).items()}
+    assert before == captured.EMPTY
+    engine.sync(captured.PILLAR, captured.CLUSTER, fake)
+    after = {kind: fake(argv) for kind, argv in current.read_commands(fake.cluster).items()}
+    assert sorted(after.pop("assocs").splitlines()) == sorted(
+        captured.APPLIED["assocs"].splitlines()
+    )
+    assert after == {k: v for k, v in captured.APPLIED.items() if k != "assocs"}
 
 
 def test_read_commands_one_per_kind_with_woplimits():
     argvs = current.read_commands(CLUSTER)
-    assert set(argvs) == {"qos", "accounts", "users", "assocs"}
+    assert set(argvs) == {"tres", "qos", "accounts", "users", "assocs"}
     assert all(argv[:4] == ["sacctmgr", "-n", "-P", "show"] for argv in argvs.values())
     assert "WOPLimits" in argvs["assocs"] and f"cluster={CLUSTER}" in argvs["assocs"]
+
+
+def test_a_tres_slurmdbd_does_not_know_fails_before_any_write():
+    fake = FakeSacctmgr(tres=captured_tres())  # no gres/gpu: no AccountingStorageTRES
+    with pytest.raises(
+        pillar.PillarError,
+        match="slurm:accounting:accounts:physics:limits:GrpTRES: gres/gpu is not a TRES",
+    ):
+        engine.sync(_pillar(), CLUSTER, fake)
+    assert _writes(fake) == []
+
+
+def test_clearing_a_qos_list_writes_an_empty_value():
+    # sacctmgr 22.05 refuses QOS='' and QOS=-1; QOS= clears the list
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    data = _pillar()
+    data["accounts"]["physics"]["qos"] = []
+    del data["accounts"]["physics"]["default_qos"]
+    result = engine.sync(data, CLUSTER, fake)
+    assert result["commands"][0]["lines"] == [
+        "modify account where name=physics cluster=cluster set QOS="
+    ]
+    assert fake.assoc("physics")["QOS"] == ()
+
+
+def test_purging_a_user_with_several_associations_removes_the_others_first():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    data = _pillar(purge=True)
+    del data["users"]["bob"]
+    result = engine.sync(data, CLUSTER, fake)
+    assert result["commands"][-1]["lines"][:2] == [
+        "delete user where name=bob account=physics cluster=cluster",
+        "delete user where name=bob cluster=cluster",
+    ]
+    assert "bob" not in fake.users
+
+
+def test_a_leftover_user_record_gets_its_admin_level():
+    # the user record outlived its associations: `add user` ignores AdminLevel then
+    fake = FakeSacctmgr()
+    fake.users["bob"] = {"DefaultAccount": "", "AdminLevel": "None"}
+    planned = engine.sync(_pillar(), CLUSTER, fake, test=True)
+    users = next(p["lines"] for p in planned["commands"] if p["phase"] == "users")
+    assert "modify user where name=bob set AdminLevel=Operator" in users
 
 
 def test_a_shifted_line_stops_the_parse():  # T8
     outputs = _outputs()
     outputs["accounts"] += "evil|has a | pipe|org\n"
-    with pytest.raises(current.ParseError, match="line 4: 4 fields where 3"):
+    with pytest.raises(current.ParseError, match="line 5: 4 fields where 3"):
         current.parse(outputs, CLUSTER)
 
 
@@ -247,7 +319,7 @@ def test_apply_from_empty_then_second_run_is_a_no_op():
     second = engine.sync(_pillar(), CLUSTER, fake)
     assert second["commands"] == [] and second["drift"] == []
     assert diff.summary(second["changes"])[1] == 0
-    assert len(fake.calls) - calls == 4  # the four reads, no write
+    assert len(fake.calls) - calls == 5  # the five reads, no write
 
 
 def test_drift_is_reported_by_test_mode_and_corrected_by_apply():
@@ -413,14 +485,14 @@ def test_a_thousand_users_take_a_bounded_number_of_processes():
     fake = FakeSacctmgr()
     result = engine.sync(_big(), CLUSTER, fake)
     writes = _writes(fake)
-    # 4 reads, one process per phase (qos, accounts, users), 4 reads to prove convergence
-    assert len(writes) == 3 and result["processes"] == len(fake.calls) == 11
+    # 5 reads, one process per phase (qos, accounts, users), 5 reads to prove convergence
+    assert len(writes) == 3 and result["processes"] == len(fake.calls) == 13
     assert len(fake.users) == 1001 and len(fake.accounts) == 101 and len(fake.qos) == 11
     lines = [line for call in writes for line in call["stdin"].splitlines()]
     assert len([line for line in lines if line.startswith("add user")]) <= 100
     assert all(len(line) <= diff.LINE_MAX for line in lines)
     again = engine.sync(_big(), CLUSTER, fake)
-    assert again["processes"] == 4 and again["commands"] == []
+    assert again["processes"] == 5 and again["commands"] == []
 
 
 def test_long_name_lists_are_split_into_lines():

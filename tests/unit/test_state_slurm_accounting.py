@@ -47,7 +47,7 @@ def test_test_mode_reports_without_writing(env):
     assert ret["changes"]["qos"] == {"added": ["single"]}
     assert ret["changes"]["users"] == {"added": ["alice"]}
     assert "would change" in ret["comment"]
-    assert _writes(env) == [] and len(env.calls) == 4
+    assert _writes(env) == [] and len(env.calls) == 5
 
 
 def test_apply_then_no_changes(env):
@@ -59,7 +59,7 @@ def test_apply_then_no_changes(env):
         "name": "acct",
         "result": True,
         "changes": {},
-        "comment": "accounting matches pillar (4 sacctmgr processes)",
+        "comment": "accounting matches pillar (5 sacctmgr processes)",
         "unmanaged": {},
         "kept": [],
     }

@@ -1,7 +1,9 @@
 """What the cluster has: one ``sacctmgr -n -P show ...`` per entity kind, parsed into the
 same model :mod:`.pillar` builds (normal-form values from :mod:`.values`).
 
-Four reads, each one process: ``show qos``, ``show account``, ``show user`` (the records:
+Five reads, each one process: ``show tres`` (the TRES slurmdbd knows: a limit naming another
+one, e.g. ``gres/gpu`` without ``AccountingStorageTRES=gres/gpu``, is a pillar error found
+before any write), ``show qos``, ``show account``, ``show user`` (the records:
 descriptions, default accounts, admin levels) and ``show assoc cluster=<name> WOPLimits``
 (every association of this cluster with the limits set *on it*: without ``WOPLimits``
 sacctmgr fills unset limits in from the parents, and every user would seem to carry its
@@ -29,6 +31,7 @@ QOS_FORMAT = (
     *values.QOS_LIMITS,
     "Description",
 )
+TRES_FORMAT = ("Type", "Name")
 ACCOUNT_FORMAT = ("Account", "Description", "Organization")
 USER_FORMAT = ("User", "DefaultAccount", "AdminLevel")
 ASSOC_FORMAT = (
@@ -55,6 +58,7 @@ def read_commands(cluster):
     """The argv of each read: ``{kind: argv}``."""
     base = [SACCTMGR, "-n", "-P", "show"]
     return {
+        "tres": [*base, "tres", "format=" + ",".join(TRES_FORMAT)],
         "qos": [*base, "qos", "format=" + ",".join(QOS_FORMAT)],
         "accounts": [*base, "account", "format=" + ",".join(ACCOUNT_FORMAT)],
         "users": [*base, "user", "format=" + ",".join(USER_FORMAT)],
@@ -139,6 +143,9 @@ def parse(outputs, cluster):
     ``records``: every account and user name in the database, any cluster); an account's
     ``assoc`` and ``parent`` come from its account association (user field empty).
     """
+    tres = set()
+    for _number, row in _rows(outputs.get("tres", ""), TRES_FORMAT, "tres"):
+        tres.add(f"{row['Type']}/{row['Name']}" if row["Name"] else row["Type"])
     qos = {}
     for number, row in _rows(outputs["qos"], QOS_FORMAT, "qos"):
         where = f"sacctmgr show qos, line {number}"
@@ -191,10 +198,12 @@ def parse(outputs, cluster):
         "partition_assocs": partition_assocs,
         "records": {"accounts": sorted(records), "users": sorted(users_rec)},
         "account_records": records,
+        "user_records": users_rec,
+        "tres": sorted(tres),
     }
 
 
 def read(run, cluster):
-    """Run the four reads with ``run(argv) -> stdout`` and parse them."""
+    """Run the five reads with ``run(argv) -> stdout`` and parse them."""
     outputs = {kind: run(argv) for kind, argv in read_commands(cluster).items()}
     return parse(outputs, cluster)

@@ -15,7 +15,8 @@ rest:
    (description, organization); association limits;
 3. ``users``: new users (with their default account), new associations of existing users,
    admin levels, default accounts, association limits;
-4. ``removals``: user associations, users, accounts (children first), QOS.
+4. ``removals``: user associations, users (their other associations before the one to
+   their default account), accounts (children first), QOS.
 
 A line stays under :data:`LINE_MAX` characters and :data:`WORDS_MAX` words (sacctmgr
 built without readline reads 4096-byte lines and every build refuses 128 words); a longer
@@ -263,6 +264,14 @@ def plan(wanted, current, cluster):
             lines.add(
                 "users", (0, 0), "add user name=", name, suffix + (f" {words}" if words else "")
             )
+            record = current.get("user_records", {}).get(name)
+            if record and record.get("AdminLevel", "None") != admin:
+                # the user record outlived its associations here (or has some on another
+                # cluster): `add user` then adds the association only and ignores
+                # AdminLevel (sacctmgr 22.05.8, checked on slurmdbd)
+                lines.add(
+                    "users", (2, 0), "modify user where name=", name, f" set AdminLevel={admin}"
+                )
             for account in sorted(want["assocs"]):
                 if account != default:
                     words = _settings(_create_fields(want["assocs"][account]), akinds)
@@ -406,7 +415,16 @@ def plan(wanted, current, cluster):
         unmanaged["associations"].append({"user": user, "account": account, "partition": partition})
     for name in sorted(leaving_users):
         changes["users"]["removed"].append(name)
-        lines.add("removals", (1, 0), "delete user where name=", name, at)
+        # sacctmgr 22.05 refuses `delete user where name=X cluster=C` for a user with
+        # several associations there, one of them the default ("You can not remove the
+        # default account of a user"; checked on slurmdbd): the others go first
+        default = cusers[name].get("DefaultAccount")
+        for account in sorted(cusers[name]["assocs"]):
+            if account != default and _safe_name(account):
+                lines.add(
+                    "removals", (1, 0), "delete user where name=", name, f" account={account}{at}"
+                )
+        lines.add("removals", (1, 1), "delete user where name=", name, at)
     cdepth = {
         name: {"parent": acc.get("parent") or pillar.ROOT_ACCOUNT}
         for name, acc in caccounts.items()

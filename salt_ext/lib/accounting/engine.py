@@ -36,7 +36,8 @@ def sync(accounting, cluster, run, test=False):
     Returns ``{"changes", "drift", "unmanaged", "kept", "commands", "processes",
     "applied"}``: ``commands`` the phases and their lines (what ran, or would run with
     ``test``), ``processes`` how many sacctmgr processes this call started (reads
-    included). Raises :class:`.pillar.PillarError` before any read on bad pillar,
+    included). Raises :class:`.pillar.PillarError` before any read on bad pillar (and
+    after the reads, before any write, on a TRES slurmdbd does not know),
     :class:`.current.ParseError` on output it cannot read, :class:`ApplyError` when a phase
     fails or the cluster still differs afterwards.
     """
@@ -51,7 +52,9 @@ def sync(accounting, cluster, run, test=False):
         count["processes"] += 1
         return run(argv, stdin) if stdin is not None else run(argv)
 
-    result = diff.plan(wanted, current.read(counted, cluster), cluster)
+    have = current.read(counted, cluster)
+    pillar.check_tres(wanted, have.get("tres"))
+    result = diff.plan(wanted, have, cluster)
     result["applied"] = False
     if test or not result["commands"]:
         result["processes"] = count["processes"]

@@ -294,3 +294,34 @@ def depth(accounts, name):
     while name != ROOT_ACCOUNT and name in accounts and level <= MAX_DEPTH + 1:
         name, level = accounts[name]["parent"], level + 1
     return level
+
+
+def check_tres(wanted, known):
+    """:class:`PillarError` naming each pillar key whose limit names a TRES that slurmdbd
+    does not know (``known``: ``sacctmgr show tres``, e.g. ``gres/gpu`` needs
+    ``AccountingStorageTRES=gres/gpu`` in slurm.conf); sacctmgr would refuse that line
+    after the lines before it were applied."""
+    if not known:
+        return
+    known = set(known)
+    errors = _Errors()
+
+    def check(fields, key):
+        for field, value in sorted(fields.items()):
+            if isinstance(value, dict):
+                for tres in sorted(set(value) - known):
+                    errors.add(
+                        f"{key}:limits:{field}: {tres} is not a TRES slurmdbd knows (it "
+                        f"knows {', '.join(sorted(known))}; a gres/license TRES needs "
+                        "AccountingStorageTRES in slurm.conf, e.g. slurm:conf:overrides)"
+                    )
+
+    for name, fields in wanted["qos"].items():
+        check(fields, f"{ROOT}:qos:{name}")
+    for name, account in wanted["accounts"].items():
+        check(account["assoc"], f"{ROOT}:accounts:{name}")
+    for name, user in wanted["users"].items():
+        for account, assoc in user["assocs"].items():
+            check(assoc, f"{ROOT}:users:{name}:accounts:{account}")
+    if errors.items:
+        raise PillarError(errors.items)

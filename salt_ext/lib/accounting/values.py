@@ -47,7 +47,7 @@ NAME_RE = re.compile(r"[a-z_][a-z0-9_.-]*")
 # either kind, no backslash, no '=' or ',' (sacctmgr's lists and options), no control char.
 TEXT_RE = re.compile(r"[A-Za-z0-9 _.:/@()+&-]+")
 # what a value may look like once rendered (a TRES string, a number, a list of names)
-TOKEN_RE = re.compile(r"[A-Za-z0-9_./:=,+-]+|''")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_./:=,+-]+")
 
 TRES_PLAIN = ("cpu", "mem", "energy", "node", "billing", "vmem", "pages")
 TRES_NAMED = ("gres", "license", "bb", "fs")
@@ -162,10 +162,13 @@ QOS_KINDS = {**QOS_LIMITS, **{slurm: kind for slurm, kind in QOS_FIELDS.values()
 
 # Names written in add/modify commands where the short one is a prefix of other options
 # (sacctmgr matches option names by prefix): the long, unambiguous spelling of the man page.
+# MinPrioThreshold is the man page's and `show`'s name, but sacctmgr 22.05's add/modify
+# compare at most "MinPrioThresh" and refuse it ("Unknown option"; checked on slurmdbd).
 SET_NAMES = {
     "MaxTRES": "MaxTRESPerJob",
     "MaxTRESMins": "MaxTRESMinsPerJob",
     "MinTRES": "MinTRESPerJob",
+    "MinPrioThreshold": "MinPrioThresh",
 }
 
 # Values Slurm gives a new entity when a field is not set; used to decide whether a field
@@ -485,7 +488,9 @@ def render(kind, value, old=None):
         parts += [f"{tres}=-1" for tres in sorted(old or {}) if tres not in value]
         return ",".join(parts)
     if kind == "qoslist":
-        return ",".join(value) if value else "''"
+        # sacctmgr 22.05 clears a QOS list with an empty value; it refuses QOS='' ("You
+        # gave me an empty qos list") and QOS=-1 ("a bad qos '1'"), checked on slurmdbd
+        return ",".join(value)
     if kind == "flags":
         return ",".join(value) if value else "-1"
     if kind == "preemptmode":
