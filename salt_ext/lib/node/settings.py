@@ -66,6 +66,15 @@ DEFAULTS = {
         "accounts": {},
         "users": {},
     },
+    # the autopilot (salt_ext/lib/ops/autopilot.py): beacons on every machine report a
+    # stopped daemon or a key/conf that differs from the master's, the master's reactor
+    # runs slurm.heal, which fixes the smallest thing, with per-node backoff
+    "autopilot": {
+        "enabled": False,  # the one switch (slurm.node / slurm.controller add the beacon)
+        "interval": 5,  # seconds between two beacon checks on a machine (1-300)
+        "max_tries": 3,  # fixes per node within `window`; one more and the node is drained
+        "window": 600,  # seconds
+    },
 }
 
 
@@ -199,6 +208,7 @@ def validate(pillar_slurm):
             f"slurm:node_target_type: expected one of {', '.join(TARGET_TYPES)}, "
             f"got {cfg['node_target_type']!r}"
         )
+    _check_autopilot(cfg["autopilot"])
     _check_accounting(cfg)
     try:
         generate.check_settings(cfg)
@@ -209,6 +219,23 @@ def validate(pillar_slurm):
     except accounting_pillar.PillarError as err:
         raise SettingsError(str(err)) from None
     return cfg
+
+
+AUTOPILOT_BOUNDS = {"interval": (1, 300), "max_tries": (1, 20), "window": (10, 86400)}
+
+
+def _check_autopilot(auto):
+    if not isinstance(auto.get("enabled"), bool):
+        raise SettingsError(
+            f"slurm:autopilot:enabled: expected true or false, got {auto.get('enabled')!r}"
+        )
+    for key, (low, high) in AUTOPILOT_BOUNDS.items():
+        value = auto.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise SettingsError(
+                f"slurm:autopilot:{key}: expected a whole number from {low} to {high}, "
+                f"got {value!r}"
+            )
 
 
 def _port(value, key):
@@ -393,6 +420,7 @@ def plan(pillar_slurm, grains, role, machine):
         ),
         "files_prefix": cluster_files.FILES_PREFIX,
         "verify": cfg["verify"],
+        "autopilot": cfg["autopilot"],
         "purge_packages": bool(cfg["absent"].get("purge_packages")),
     }
 

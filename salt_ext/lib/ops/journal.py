@@ -88,9 +88,12 @@ class Journal:
         return held
 
     @contextlib.contextmanager
-    def operation(self, name, **data):
+    def operation(self, name, history=True, **data):
         """Hold the cluster lock and a journal entry for ``name``; nested calls in this
-        thread join the outer operation. Raises :class:`LockBusy`."""
+        thread join the outer operation. Raises :class:`LockBusy`. ``history=False``: a
+        short operation that keeps its own record (``slurm.heal``, see autopilot.py)
+        leaves no entry in the history when it ends (a busy autopilot would push the
+        admin's operations out of it)."""
         held = self._held()
         if self.lock_path in held:
             held[self.lock_path]["depth"] += 1
@@ -107,6 +110,8 @@ class Journal:
             except BlockingIOError:
                 raise LockBusy(self._current(), self.clock()) from None
             entry = self._begin(name, data)
+            if not history:
+                entry["no_history"] = True
             held[self.lock_path] = {"depth": 1, "entry": entry}
             try:
                 yield entry
@@ -171,7 +176,8 @@ class Journal:
         journal = self._load()
         journal["current"] = None
         entry["state"] = state
-        journal["history"] = ([entry] + list(journal.get("history") or []))[:HISTORY]
+        if not entry.get("no_history"):
+            journal["history"] = ([entry] + list(journal.get("history") or []))[:HISTORY]
         self._save(journal)
 
     @staticmethod
