@@ -25,6 +25,7 @@ from salt_ext.lib.conf import cluster_files, hostlist
 from salt_ext.lib.node import settings
 from salt_ext.lib.ops import (
     OpError,
+    autopilot,
     conf,
     context,
     diagnosis,
@@ -499,7 +500,9 @@ def status(pillar_minion=None):
         salt-run slurm.status
         salt-run slurm.status --out=json
     """
-    result = health.status(_ctx(pillar_minion))
+    ctx = _ctx(pillar_minion)
+    result = health.status(ctx)
+    autopilot.annotate(result["nodes"], _autopilot_store(), time.time(), autopilot.policy(ctx.cfg))
     return _table(result, views.format_table(result["nodes"], result.pop("title")))
 
 
@@ -727,3 +730,79 @@ def rotate_munge_key(batch_size=10, timeout=120, test=False, pillar_minion=None)
     batch_size = _positive_arg("batch_size", batch_size)
     timeout = _positive_arg("timeout", timeout)
     return keys.rotate(_ctx(pillar_minion), batch_size, timeout, test=bool(test))
+
+
+# ---------------------------------------------------------------------- autopilot
+def _autopilot_store():
+    return autopilot.Store(os.path.join(__opts__["cachedir"], "slurm"), time)
+
+
+def _fire(tag, data):
+    runner_support.fire_master_event(__opts__, tag, data)
+
+
+@_errors_as_result
+def heal(node=None, cause=None, pillar_minion=None):
+    """
+    The autopilot's fix for one node (the reactor runs it on a ``slurm`` beacon event; an
+    admin may run it too). Re-checks the node with ``slurm.diagnose`` (the controller: its
+    daemons and files against the master's) and applies the smallest fix: restart munged,
+    slurmd or slurmctld, or re-sync the munge key or slurm.conf through ``slurm.node``'s
+    own states; then resumes the node only if Slurm itself set it down for a reason the fix
+    removed (never an admin's drain). Does nothing while another operation holds the
+    cluster lock, at most one heal per node every few seconds, and at most
+    ``slurm:autopilot:max_tries`` fixes per node in ``window`` seconds: one more and the
+    node is drained with reason ``autopilot gave up: <cause>`` and left alone until an
+    admin resumes it. Each decision is logged (``slurm.autopilot_log``) and sent as
+    ``salt/slurm/autopilot/<node>/<action>``. Exits 1 when the node still has a fault.
+
+    node
+        The node's name or minion id (or the controller's).
+    cause
+        What the beacon saw (comma-separated cause names): a hint, checked, never trusted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.heal node=n2
+    """
+    if node is None or str(node).strip() == "":
+        raise SaltRunnerError("node: give the node's name or minion id")
+    result = autopilot.heal(_ctx(pillar_minion), _autopilot_store(), str(node), cause, _fire)
+    log.info("slurm.heal %s: %s: %s", result["node"], result["action"], result["comment"])
+    return result
+
+
+@_errors_as_result
+def autopilot_log(node=None, limit=50):
+    """
+    What the autopilot did, oldest first: per event the node, the cause, the action (fix,
+    give_up, skip, none), the fixes run with their outcome, whether the node was resumed
+    or drained. Repeated identical "did nothing" entries are counted, not repeated.
+
+    node
+        Only this node's entries.
+    limit
+        The last this many entries (0: all that are kept, up to 500).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.autopilot_log
+        salt-run slurm.autopilot_log node=n2 --out=json
+    """
+    try:
+        limit = int(limit)
+    except (TypeError, ValueError):
+        raise SaltRunnerError(f"limit: a whole number, got {limit!r}") from None
+    if limit < 0:
+        raise SaltRunnerError(f"limit: a whole number, got {limit!r}")
+    entries = _autopilot_store().log(str(node) if node else None, limit)
+    result = {"result": True, "entries": entries}
+
+    def when(stamp):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+    return _table(result, autopilot.format_log(entries, when))

@@ -17,6 +17,7 @@ _LOADER_PACKAGES = {
     "states": "salt_ext.states",
     "runners": "salt_ext.runners",
     "engines": "salt_ext.engines",
+    "beacons": "salt_ext.beacons",
 }
 
 

@@ -367,3 +367,22 @@ def test_a_missing_password_stops_the_dbd_render_naming_the_key(tmp_path):
     pillar = {"controller": "node1", "accounting": {"enabled": True}}
     result = show_sls(tmp_path, ROWS["debian12"][0], "slurm.controller", pillar, DBD_SERVED)
     assert isinstance(result, list) and "slurm:accounting:storage:password" in "\n".join(result)
+
+
+def test_autopilot_beacon_only_when_the_pillar_enables_it(tmp_path):
+    grains = ROWS["debian12"][0]
+    for sub in ("off", "on", "ctl"):
+        (tmp_path / sub).mkdir()
+    off = show_sls(tmp_path / "off", grains)
+    assert "absent" in off["slurm-autopilot-beacon"]["beacon"]
+    pillar = {"controller": "ctl", "autopilot": {"enabled": True, "interval": 7}}
+    on = show_sls(tmp_path / "on", grains, pillar=pillar)
+    chunk = on["slurm-autopilot-beacon"]
+    assert "present" in chunk["beacon"]
+    assert _arg(chunk, "beacon", "name") == "slurm"
+    assert _arg(chunk, "beacon", "interval") == 7
+    assert _arg(chunk, "beacon", "daemons") == ["munge", "slurmd"]
+    assert _arg(chunk, "beacon", "disable_during_state_run") is True
+    ctl = show_sls(tmp_path / "ctl", grains, sls="slurm.controller", pillar=pillar)
+    assert _arg(ctl["slurm-autopilot-beacon"], "beacon", "daemons") == ["munge", "slurmctld"]
+    assert _arg(ctl["slurm-autopilot-beacon"], "beacon", "role") == "controller"

@@ -83,6 +83,12 @@ def json_output(stdout):
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+# the master config the README gives for the autopilot (a bed asks for it: autopilot=True)
+AUTOPILOT_REACTOR = {
+    "reactor": [{"salt/beacon/*/slurm/*": ["salt://slurm/reactor/autopilot.sls"]}],
+}
+
+
 class BedError(RuntimeError):
     """The test bed could not be brought up; the message says which step and why."""
 
@@ -253,6 +259,7 @@ class SandboxCluster:
         master_ports=(4505, 4506),
         extra_master_config=None,
         log_level="info",
+        autopilot=False,
     ):
         if len(name) > 6:
             raise ValueError("bed name must be at most 6 characters (interface name limit)")
@@ -267,6 +274,8 @@ class SandboxCluster:
         # merged over the generated master config (e.g. engines and keyvault settings, or
         # external_auth, which the master reads only when it starts)
         self.extra_master_config = dict(extra_master_config or {})
+        if autopilot:  # the reactor that runs slurm.heal on the slurm beacon's events
+            self.extra_master_config = {**AUTOPILOT_REACTOR, **self.extra_master_config}
         # the master's and minions' log file level (a secrets test raises it: a leak at
         # any level must show)
         self.log_level = log_level

@@ -31,7 +31,7 @@ ALLOWED = {
     "keyvault": {"util", "keyvault"},
     "accounting": {"util", "accounting"},
 }
-MINION_SIDE = ("salt_ext/modules", "salt_ext/states")
+MINION_SIDE = ("salt_ext/modules", "salt_ext/states", "salt_ext/beacons")
 MINION_LAYERS = {"util", "conf", "node", "accounting"}
 
 

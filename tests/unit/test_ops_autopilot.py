@@ -398,3 +398,21 @@ def test_signals_fire_at_once_then_back_off():
     # a new fault set fires at once; no fault resets
     assert signals.due(memory, ["munged not running"], 2000, 5) is True
     assert signals.due(memory, [], 2001, 5) is False and memory == {}
+
+
+def test_status_shows_last_action_and_backoff(world):
+    from salt_ext.lib.ops import views  # noqa: PLC0415
+
+    world["diagnosed"]["n2"] = ["slurmd not running"]
+    world["heal"]("n2")
+    rows = [{"node": "n1"}, {"node": "n2"}]
+    autopilot.annotate(rows, world["store"], world["clock"].now, POL)
+    assert rows[0]["autopilot"] is None
+    assert rows[1]["autopilot"].startswith("fix restart slurmd") and "[1/3]" in rows[1]["autopilot"]
+    full = dict.fromkeys(("reachable", "munged", "slurmd", "usable", "conf", "key"), True)
+    table = views.format_table([{**full, **r} for r in rows])
+    assert "AUTOPILOT" in table.splitlines()[0]
+    assert "AUTOPILOT" not in views.format_table([{**full, "node": "n1"}])
+    off = [{"node": "n2"}]
+    assert autopilot.annotate(off, world["store"], 0, {**POL, "enabled": False}) == off
+    assert "autopilot" not in off[0]

@@ -482,6 +482,17 @@ def node_summary(history, now, pol):
     return f"{text} [{tries}/{pol['max_tries']}]" if tries else text
 
 
+def annotate(rows, store, now, pol):
+    """``slurm.status`` rows get an ``autopilot`` cell (last action, backoff) when the
+    autopilot is on."""
+    if not pol["enabled"]:
+        return rows
+    histories = store.nodes()
+    for row in rows:
+        row["autopilot"] = node_summary(histories.get(row["node"]), now, pol)
+    return rows
+
+
 def format_log(entries, clock_fmt):
     lines = []
     for e in entries:

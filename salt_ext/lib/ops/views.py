@@ -123,8 +123,11 @@ def row_ok(row):
 
 def format_table(rows, title=None):
     """Fixed-width text table of status rows (for people; JSON gets the rows)."""
-    header = [label for _, label in STATUS_COLUMNS]
-    body = [[_mark(row.get(key)) for key, _ in STATUS_COLUMNS] for row in rows]
+    columns = STATUS_COLUMNS + (
+        (("autopilot", "AUTOPILOT"),) if any("autopilot" in row for row in rows) else ()
+    )
+    header = [label for _, label in columns]
+    body = [[_mark(row.get(key)) for key, _ in columns] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=False)]
     lines = [title] if title else []
     for cells in [header, *body]:

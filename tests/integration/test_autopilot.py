@@ -1,0 +1,171 @@
+"""The autopilot on the test bed: real faults, and nobody runs a command after injecting them.
+
+The module has its own bed (master + ctl, n1, n2; name and subnet from
+``SXT_AUTO_BED_NAME`` / ``SXT_AUTO_BED_SUBNET``) whose master has the README's reactor
+config (``SandboxCluster(autopilot=True)``), deployed by ``salt-run slurm.deploy`` with
+``slurm:autopilot:enabled``: the ``slurm`` beacon runs on every machine, its events reach
+the reactor, which runs ``slurm.heal``.
+"""
+
+import os
+import time
+
+import pytest
+
+from salt_ext.lib.ops import journal
+from tests.conftest import sandbox_bed, say
+from tests.integration.helpers import held_job, job_info, salt_run, sinfo_nodes, wait_for
+from tests.testbed.bed import render_pillar
+
+NODES = ("ctl", "n1", "n2")
+AUTO_BED = {
+    "name": os.environ.get("SXT_AUTO_BED_NAME", "sxp"),
+    "subnet": os.environ.get("SXT_AUTO_BED_SUBNET", "10.61.0"),
+}
+PILLAR = render_pillar(
+    cluster_name="autobed", node_target="n*", autopilot={"enabled": True, "interval": 5}
+)
+HEAL_LIMIT = 60  # seconds a fault may take to heal here (the target is 15 s)
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """This module's own bed, with the autopilot's reactor in the master config."""
+    yield from sandbox_bed(request.config, nodes=NODES, autopilot=True, **AUTO_BED)
+
+
+@pytest.fixture(scope="module")
+def deployed(cluster):
+    cluster.write_pillar(PILLAR)
+    summary, proc = salt_run(cluster, "slurm.deploy")
+    assert proc.returncode == 0 and summary["result"] is True, (
+        summary.get("comment"),
+        proc.stderr[-3000:],
+    )
+    return summary
+
+
+def daemon_pid(cluster, node, daemon="slurmd"):
+    """The daemon's pid when it runs and answers, else None."""
+    ret = cluster.salt(node, "slurm_node.health", [daemon], timeout=30).get(node)
+    entry = (ret or {}).get(daemon) if isinstance(ret, dict) else None
+    return entry["pid"] if entry and entry.get("state") == "running" else None
+
+
+def log_entries(cluster, node):
+    data, proc = salt_run(cluster, "slurm.autopilot_log", node=node, limit=0)
+    assert proc.returncode == 0, (data, proc.stderr[-2000:])
+    return data["entries"]
+
+
+def kill(cluster, node, pid):
+    proc = cluster.run(node, ["kill", "-9", str(pid)])
+    assert proc.returncode == 0, proc.stderr
+    return time.monotonic()
+
+
+def node_reason(cluster, node):
+    return cluster.run("ctl", ["sinfo", "-h", "-n", node, "-N", "-o", "%E"]).stdout.strip()
+
+
+def healed(cluster, node, old_pid, before, daemon="slurmd", want="idle"):
+    """A new daemon runs, sinfo shows ``want`` and the autopilot logged a fix."""
+    pid = daemon_pid(cluster, node, daemon)
+    if not pid or pid == old_pid or sinfo_nodes(cluster).get(node) != want:
+        return False
+    fixes = [e for e in log_entries(cluster, node)[before:] if e["action"] == "fix"]
+    return fixes[-1] if fixes and fixes[-1]["result"] is True else False
+
+
+def test_beacon_configured_on_every_machine(cluster, deployed):
+    for node in NODES:
+        beacons = cluster.salt(node, "beacons.list", return_yaml=False, timeout=30)[node]
+        assert "slurm" in beacons, (node, beacons)
+        cfg = {k: v for item in beacons["slurm"] for k, v in item.items()}
+        assert cfg["daemons"] == (["munge", "slurmctld"] if node == "ctl" else ["munge", "slurmd"])
+
+
+def test_slurmd_killed_on_n2_heals_while_a_job_runs_on_n1(cluster, deployed, request):
+    job_id, release = held_job(cluster, "-w", "n1")
+    old = daemon_pid(cluster, "n2")
+    assert old, cluster.tail_logs(["n2"])
+    before = len(log_entries(cluster, "n2"))
+    started = kill(cluster, "n2", old)
+    fix = wait_for(lambda: healed(cluster, "n2", old, before), HEAL_LIMIT, 1)
+    seconds = time.monotonic() - started
+    assert fix, (log_entries(cluster, "n2"), sinfo_nodes(cluster), cluster.tail_logs(["n2"]))
+    say(request.config, f"[autopilot] slurmd killed on n2 -> n2 idle again in {seconds:.1f}s")
+    assert fix["cause"] == "slurmd not running"
+    assert fix["steps"][0]["fix"] == "restart slurmd" and fix["steps"][0]["ok"]
+    assert "JobState=RUNNING" in job_info(cluster, job_id)
+    release()
+    assert wait_for(lambda: "JobState=COMPLETED" in job_info(cluster, job_id), 60, 1), job_info(
+        cluster, job_id
+    )
+    assert "ExitCode=0:0" in job_info(cluster, job_id)
+
+
+def test_an_admins_drain_stays_while_slurmd_is_restarted(cluster, deployed):
+    drained, proc = salt_run(cluster, "slurm.drain", nodes="n1", reason="disk swap")
+    assert proc.returncode == 0, drained
+    try:
+        old = daemon_pid(cluster, "n1")
+        before = len(log_entries(cluster, "n1"))
+        kill(cluster, "n1", old)
+        fix = wait_for(lambda: healed(cluster, "n1", old, before, want="drain"), HEAL_LIMIT, 1)
+        assert fix, (log_entries(cluster, "n1"), sinfo_nodes(cluster))
+        assert "the admin's drain stays" in fix["comment"]
+        assert not fix.get("resumed")
+        # and it stays so: a few more beacon intervals change nothing
+        time.sleep(8)
+        assert sinfo_nodes(cluster)["n1"] == "drain"
+        assert node_reason(cluster, "n1") == "disk swap"
+    finally:
+        salt_run(cluster, "slurm.resume", nodes="n1")
+
+
+def test_nothing_happens_while_an_operation_holds_the_cluster_lock(cluster, deployed):
+    jrnl = journal.Journal(str(cluster.master_dir / "cache" / "slurm"))
+    before = len(log_entries(cluster, "n2"))
+    with jrnl.operation("rotate_munge_key"):
+        old = daemon_pid(cluster, "n2")
+        kill(cluster, "n2", old)
+        time.sleep(14)  # three beacon intervals
+        assert daemon_pid(cluster, "n2") is None
+        entries = log_entries(cluster, "n2")[before:]
+        assert entries, "the reactor never ran slurm.heal"
+        assert all(e["action"] == "skip" for e in entries), entries
+        assert any("slurm.rotate_munge_key holds the cluster lock" in e["comment"] for e in entries)
+    # the lock is free: the next beacon event heals it
+    fix = wait_for(lambda: healed(cluster, "n2", old, before), HEAL_LIMIT, 1)
+    assert fix, (log_entries(cluster, "n2"), sinfo_nodes(cluster))
+
+
+def test_munged_killed_heals_itself(cluster, deployed, request):
+    old = daemon_pid(cluster, "n2", "munge")
+    before = len(log_entries(cluster, "n2"))
+    started = kill(cluster, "n2", old)
+    fix = wait_for(lambda: healed(cluster, "n2", old, before, daemon="munge"), HEAL_LIMIT, 1)
+    assert fix, (log_entries(cluster, "n2"), cluster.tail_logs(["n2"]))
+    say(
+        request.config,
+        f"[autopilot] munged killed on n2 -> healed in {time.monotonic() - started:.1f}s",
+    )
+    assert fix["cause"] == "munged not running"
+
+
+def test_slurm_conf_edited_by_hand_is_put_back(cluster, deployed, request):
+    conf = cluster.nodes["n1"].private_dir("/etc/slurm") / "slurm.conf"
+    want = conf.read_text()
+    old = daemon_pid(cluster, "n1")
+    before = len(log_entries(cluster, "n1"))
+    started = time.monotonic()
+    conf.write_text(want + "# edited by hand\n")
+    fix = wait_for(lambda: healed(cluster, "n1", old, before), HEAL_LIMIT, 1)
+    assert fix, (log_entries(cluster, "n1"), cluster.tail_logs(["n1"]))
+    say(
+        request.config,
+        f"[autopilot] slurm.conf edited on n1 -> put back in {time.monotonic() - started:.1f}s",
+    )
+    assert conf.read_text() == want
+    assert fix["steps"][0]["fix"] == "sync conf"
