@@ -57,3 +57,33 @@ def test_minion_loaders_have_slurm_accounting(minion_opts):
     # a bad pillar is refused before sacctmgr is looked for
     with pytest.raises(salt.exceptions.SaltInvocationError, match="accounts:a:parent"):
         mods["slurm_accounting.apply"](accounting={"accounts": {"a": {"parent": "b"}}})
+
+
+def test_beacon_loader_runs_the_slurm_beacon(minion_opts, tmp_path):
+    """Salt's beacon loader finds ours; a stopped daemon and a key that differs from the
+    master's become one event with cause names only, repeated no faster than ``repeat``."""
+    mods = salt.loader.minion_mods(minion_opts)
+    key = tmp_path / "munge.key"
+    key.write_bytes(os.urandom(64))
+    mods["slurm_node.daemon_running"] = lambda daemon, manager=None, conf=None: daemon == "munge"
+    mods["cp.hash_file"] = lambda url: {"hash_type": "sha256", "hsum": "0" * 64}
+    beacons = salt.loader.beacons(minion_opts, mods)
+    config = [
+        {"role": "node"},
+        {"repeat": 5},
+        {"munge_key": str(key)},
+        {"munge_key_source": "salt://slurm_files/munge.key"},
+        {"slurm_conf": str(tmp_path / "missing.conf")},
+    ]
+    assert beacons["slurm.validate"](config) == (True, "valid")
+    assert beacons["slurm.validate"]([{"role": "dbd"}])[0] is False
+    events = beacons["slurm.beacon"](config)
+    assert events == [
+        {
+            "tag": "fault",
+            "causes": ["slurmd not running", "munge key differs from the master's"],
+            "role": "node",
+        }
+    ]
+    assert key.read_bytes().hex() not in repr(events)
+    assert beacons["slurm.beacon"](config) == []  # the same fault again within `repeat`

@@ -1,7 +1,7 @@
 """The autopilot on the test bed: real faults, and nobody runs a command after injecting them.
 
-The module has its own bed (master + ctl, n1, n2; name and subnet from
-``SXT_AUTO_BED_NAME`` / ``SXT_AUTO_BED_SUBNET``) whose master has the README's reactor
+The module has its own bed (master + ctl, n1, n2, and n3 for the give-up rule; name and
+subnet from ``SXT_AUTO_BED_NAME`` / ``SXT_AUTO_BED_SUBNET``) whose master has the README's reactor
 config (``SandboxCluster(autopilot=True)``), deployed by ``salt-run slurm.deploy`` with
 ``slurm:autopilot:enabled``: the ``slurm`` beacon runs on every machine, its events reach
 the reactor, which runs ``slurm.heal``.
@@ -17,7 +17,7 @@ from tests.conftest import sandbox_bed, say
 from tests.integration.helpers import held_job, job_info, salt_run, sinfo_nodes, wait_for
 from tests.testbed.bed import render_pillar
 
-NODES = ("ctl", "n1", "n2")
+NODES = ("ctl", "n1", "n2", "n3")
 AUTO_BED = {
     "name": os.environ.get("SXT_AUTO_BED_NAME", "sxp"),
     "subnet": os.environ.get("SXT_AUTO_BED_SUBNET", "10.61.0"),
@@ -169,3 +169,40 @@ def test_slurm_conf_edited_by_hand_is_put_back(cluster, deployed, request):
     )
     assert conf.read_text() == want
     assert fix["steps"][0]["fix"] == "sync conf"
+
+
+def test_a_fault_that_comes_back_gets_three_tries_then_a_drain(cluster, deployed):
+    """slurmd cannot start on n3 (its binary made non-executable by a bind mount in n3's
+    own mount namespace: the host's /usr stays untouched) -> 3 fixes, then n3 drained with
+    "autopilot gave up: slurmd not running", and nothing more."""
+    node = cluster.nodes["n3"]
+    binary = cluster.run("n3", ["sh", "-c", "command -v slurmd"]).stdout.strip()
+    assert binary.startswith("/"), binary
+    copy = node.dir / "slurmd-not-executable"
+    copy.write_bytes(b"#!/bin/sh\nexit 1\n")
+    copy.chmod(0o644)
+    before = len(log_entries(cluster, "n3"))
+    try:
+        mounted = cluster.run("n3", ["mount", "--bind", str(copy), binary])
+        assert mounted.returncode == 0, mounted.stderr
+        kill(cluster, "n3", daemon_pid(cluster, "n3"))
+
+        def gave_up():
+            return [e for e in log_entries(cluster, "n3")[before:] if e["action"] == "give_up"]
+
+        assert wait_for(gave_up, 120, 2), log_entries(cluster, "n3")
+        entries = log_entries(cluster, "n3")[before:]
+        fixes = [e for e in entries if e["action"] == "fix"]
+        assert len(fixes) == 3 and not any(e["result"] for e in fixes), entries
+        assert all(e["steps"][0]["fix"] == "restart slurmd" for e in fixes)
+        assert sinfo_nodes(cluster)["n3"] in ("drain", "drng", "down*", "drain*")
+        assert node_reason(cluster, "n3") == "autopilot gave up: slurmd not running"
+        # and stops: more beacon events, no more fixes
+        time.sleep(12)
+        later = log_entries(cluster, "n3")[before:]
+        assert [e for e in later if e["action"] == "fix"] == fixes
+        assert daemon_pid(cluster, "n3") is None
+    finally:
+        cluster.run("n3", ["umount", binary])
+        cluster.salt("n3", "slurm_node.restart", ["slurmd"], timeout=60)
+        salt_run(cluster, "slurm.resume", nodes="n3")

@@ -168,7 +168,7 @@ class FakeMinions:
     def call(self, targets, fun, arg=(), timeout=120):
         (target,) = targets
         self.calls.append((fun, target, list(arg)))
-        if fun == "slurm_node.cluster_nodes":
+        if fun == "slurm_controller.cluster_nodes":
             return {target: {"ok": True, "ret": dict(self.states), "error": None}}
         if fun == "slurm_node.restart":
             if not self.restart_works:
@@ -179,7 +179,7 @@ class FakeMinions:
             elif current["reason_by"] != "slurm":
                 self.states[target] = state()
             return {target: {"ok": True, "ret": {"restarted": arg}, "error": None}}
-        if fun == "slurm_node.update_nodes":
+        if fun == "slurm_controller.update_nodes":
             nodes, what, reason = arg
             if what == "RESUME":
                 self.states[nodes] = state()
@@ -307,7 +307,7 @@ def test_heal_backs_off_then_drains_and_stops(world):
     clock.now += 60
     later = world["heal"]("n1")
     assert later["action"] == "skip" and len(fixes_run(world)) == 3
-    assert [c[0] for c in world["minions"].calls[calls:]] == ["slurm_node.cluster_nodes"]
+    assert [c[0] for c in world["minions"].calls[calls:]] == ["slurm_controller.cluster_nodes"]
     # the admin resumes it: re-armed
     world["minions"].states["n1"] = state()
     world["minions"].restart_works = True

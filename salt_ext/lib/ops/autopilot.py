@@ -325,7 +325,7 @@ def _controller_causes(ctx, controller):
 
 
 def _node_state(ctx, controller, name):
-    states = ctx.one(controller, "slurm_node.cluster_nodes")
+    states = ctx.one(controller, "slurm_controller.cluster_nodes")
     return (states or {}).get(name) if states is not None else None
 
 

@@ -33,6 +33,10 @@ def run(argv, stdin=None, timeout=60, check=True, env=None):
         )
     except FileNotFoundError as err:
         raise CommandFailed(argv, f"{argv[0]}: command not found") from err
+    except PermissionError as err:
+        # a binary made non-executable (or a noexec mount) is a failed command, not a crash
+        # of the caller (slurm_node.probe asks `slurmd -V` on a node whose slurmd is broken)
+        raise CommandFailed(argv, f"{argv[0]}: cannot execute: {err.strerror}") from err
     except subprocess.TimeoutExpired as err:
         raise CommandFailed(argv, f"{' '.join(argv)}: timed out after {timeout}s") from err
     if check and proc.returncode != 0:
