@@ -164,12 +164,15 @@ class FakeMinions:
         self.states = states
         self.calls = []
         self.restart_works = restart_works
+        self.daemon_running = True
 
     def call(self, targets, fun, arg=(), timeout=120):
         (target,) = targets
         self.calls.append((fun, target, list(arg)))
         if fun == "slurm_controller.cluster_nodes":
             return {target: {"ok": True, "ret": dict(self.states), "error": None}}
+        if fun == "slurm_node.daemon_running":
+            return {target: {"ok": True, "ret": self.daemon_running, "error": None}}
         if fun == "slurm_node.restart":
             if not self.restart_works:
                 return {target: {"ok": False, "ret": None, "error": "slurmd did not start"}}
@@ -416,3 +419,16 @@ def test_status_shows_last_action_and_backoff(world):
     off = [{"node": "n2"}]
     assert autopilot.annotate(off, world["store"], 0, {**POL, "enabled": False}) == off
     assert "autopilot" not in off[0]
+
+
+def test_a_daemon_diagnose_misses_is_asked_about_directly(world):
+    # diagnose's probe leaves out a slurmd whose binary cannot run; Slurm shows it down
+    world["diagnosed"]["n1"] = ["node IDLE+NOT_RESPONDING"]
+    world["minions"].daemon_running = False
+    result = world["heal"]("n1", "slurmd not running")
+    assert result["action"] == "fix" and result["record"]["diagnosed"][0] == "slurmd not running"
+    # the event alone proves nothing: the node's own answer decides
+    world["minions"].daemon_running = True
+    world["clock"].now += 60
+    world["diagnosed"]["n2"] = []
+    assert world["heal"]("n2", "slurmd not running")["action"] == "none"

@@ -324,6 +324,18 @@ def _controller_causes(ctx, controller):
     return found, evidence
 
 
+def _recheck_daemons(ctx, minion, hint, diagnosed, evidence):
+    """A daemon the event says is down and diagnose does not name (its probe leaves out a
+    daemon whose binary cannot run: "not installed") is asked about directly, the way the
+    beacon asks; the master's answer counts, not the event's."""
+    for daemon, cause in (("munge", "munged not running"), ("slurmd", "slurmd not running")):
+        if cause in hint and cause not in diagnosed:
+            if ctx.one(minion, "slurm_node.daemon_running", [daemon]) is False:
+                diagnosed = [cause, *diagnosed]
+                evidence = [f"{minion}: slurm_node.daemon_running {daemon}: False", *evidence]
+    return diagnosed, evidence
+
+
 def _node_state(ctx, controller, name):
     states = ctx.one(controller, "slurm_controller.cluster_nodes")
     return (states or {}).get(name) if states is not None else None
@@ -418,6 +430,7 @@ def _heal(ctx, store, pol, base, controller, role, fire):
         report = health.diagnose(ctx, [name]).get("nodes", {}).get(name) or {}
         diagnosed = [c["cause"] for c in report.get("causes", [])]
         evidence = [line for c in report.get("causes", []) for line in c["evidence"]][:12]
+        diagnosed, evidence = _recheck_daemons(ctx, minion, base["event"], diagnosed, evidence)
     decision = decide(diagnosed, state, history, now, pol)
     if decision["rearm"]:
         store.rearm(name)
