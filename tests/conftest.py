@@ -74,6 +74,7 @@ def _testbed_unavailable():
 OPS_LANE_MODULES = (
     "tests/integration/test_slurm_ops.py",
     "tests/integration/test_testbed_recovery.py",
+    "tests/integration/test_autopilot.py",
 )
 
 
