@@ -22,13 +22,19 @@ the machine's plan (``slurm_node.settings``), and remove it otherwise:
         - munge_key: /etc/munge/munge.key
         - munge_key_source: salt://slurm_files/munge.key   # pillar:… is not compared
         - conf_source: salt://slurm_files/slurm.conf
+        - health_config: /etc/slurm/saltext-health.json    # compute nodes only
+
+With ``health_config`` (a compute node), the node's health checks
+(:mod:`salt_ext.lib.node.healthcheck`, check only: the drain is Slurm's program's or the
+master's) run at every check: a failing one is the cause ``health:<check name>``; none
+failing while the node remembers its own health drain is ``health checks pass again``.
 """
 
 import logging
 import time
 
+from salt_ext.lib.node import healthcheck, signals
 from salt_ext.lib.node import munge as munge_lib
-from salt_ext.lib.node import signals
 from salt_ext.lib.util import fsutil
 
 __virtualname__ = "slurm"
@@ -67,7 +73,7 @@ def validate(config):
     repeat = cfg.get("repeat", 5)
     if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not 1 <= repeat <= 300:
         return False, "slurm beacon: repeat must be a number of seconds from 1 to 300"
-    for key in ("slurm_conf", "munge_key"):
+    for key in ("slurm_conf", "munge_key", "health_config"):
         if key in cfg and not (isinstance(cfg[key], str) and cfg[key].startswith("/")):
             return False, f"slurm beacon: {key} must be an absolute path"
     return True, "valid"
@@ -101,6 +107,21 @@ def _running(cfg):
     return running
 
 
+def _health(cfg):
+    """``(failed check names, own health drain remembered)`` or None without checks."""
+    path = cfg.get("health_config")
+    if not path:
+        return None
+    try:
+        out = healthcheck.run(path, do_apply=False)
+    except (healthcheck.HealthError, OSError) as err:
+        log.warning("slurm beacon: health checks: %s", err)
+        return None
+    if out["node"] is None and out["record"] is None:
+        return None
+    return out["failed"], out["record"] is not None
+
+
 def beacon(config):
     """One check: ``[{"tag": "fault", "causes": [...], "role": ...}]`` or ``[]``."""
     cfg = _config(config)
@@ -115,6 +136,7 @@ def beacon(config):
         _running(cfg),
         (local_key, _served_hash(cfg.get("munge_key_source"))),
         (f"sha256:{conf_hash}" if conf_hash else None, _served_hash(cfg.get("conf_source"))),
+        _health(cfg),
     )
     memory = __context__.setdefault(_MEMORY, {})
     if signals.due(memory, found, time.monotonic(), float(cfg.get("repeat", 5))):

@@ -165,12 +165,15 @@ class FakeMinions:
         self.calls = []
         self.restart_works = restart_works
         self.daemon_running = True
+        self.health = {}
 
     def call(self, targets, fun, arg=(), timeout=120):
         (target,) = targets
         self.calls.append((fun, target, list(arg)))
         if fun == "slurm_controller.cluster_nodes":
             return {target: {"ok": True, "ret": dict(self.states), "error": None}}
+        if fun == "slurm_health.run":
+            return {target: {"ok": True, "ret": self.health[target], "error": None}}
         if fun == "slurm_node.daemon_running":
             return {target: {"ok": True, "ret": self.daemon_running, "error": None}}
         if fun == "slurm_node.restart":
@@ -432,3 +435,83 @@ def test_a_daemon_diagnose_misses_is_asked_about_directly(world):
     world["clock"].now += 60
     world["diagnosed"]["n2"] = []
     assert world["heal"]("n2", "slurmd not running")["action"] == "none"
+
+
+# ---------------------------------------------------------------------- health checks
+def health_answer(action, failed=(), comment=""):
+    results = [
+        {"name": n, "kind": "mount", "ok": False, "detail": f"/{n} is not mounted"} for n in failed
+    ]
+    record = f"health: {failed[0]}: /{failed[0]} is not mounted" if failed else None
+    return {
+        "node": "n1",
+        "results": results,
+        "failed": list(failed),
+        "action": action,
+        "record": record,
+        "comment": comment or (record or ""),
+    }
+
+
+def test_health_causes_are_known_event_causes():
+    assert autopilot.check_cause("health:scratch,health checks pass again") == [
+        "health:scratch",
+        "health checks pass again",
+    ]
+    with pytest.raises(OpError, match="not one the autopilot knows"):
+        autopilot.check_cause("health:a b")
+    with pytest.raises(OpError, match="not one the autopilot knows"):
+        autopilot.check_cause("health:")
+
+
+def test_a_failing_health_check_is_drained_by_the_node_and_logged(world):
+    world["minions"].health["n1"] = health_answer("drain", ["scratch"])
+    result = world["heal"]("n1", "health:scratch")
+    assert result["action"] == "drain" and result["result"] is True
+    # the node decides (it runs its checks with apply); no diagnose, no daemon fix
+    assert ("slurm_health.run", "n1", [True]) in world["minions"].calls
+    assert fixes_run(world) == []
+    rec = world["store"].log("n1")[-1]
+    assert rec["cause"] == "health:scratch"
+    assert rec["drained"] == "health: scratch: /scratch is not mounted"
+    assert world["events"][-1][0] == "salt/slurm/autopilot/n1/drain"
+    assert "drained: health: scratch" in autopilot.format_log([rec], str)
+
+
+def test_health_passing_again_resumes_through_the_node(world):
+    world["minions"].health["n1"] = health_answer("resume", comment="every check passes again")
+    result = world["heal"]("n1", "health checks pass again")
+    assert result["action"] == "resume" and result["result"] is True
+    rec = world["store"].log("n1")[-1]
+    assert rec["cause"] == "health checks pass again" and rec["resumed"] is True
+
+
+def test_a_forged_health_event_changes_nothing_the_node_does_not_find(world):
+    # the node's own checks pass and it remembers no drain: nothing done, nothing resumed
+    world["minions"].health["n1"] = health_answer(None, comment="every check passes")
+    result = world["heal"]("n1", "health checks pass again")
+    assert result["action"] == "none" and result["result"] is True
+    assert not any(c[0] == "slurm_controller.update_nodes" for c in world["minions"].calls)
+
+
+def test_health_events_wait_for_the_lock_and_a_gave_up_node(world):
+    out = {}
+    with world["ctx"].journal.operation("apply_conf"):
+        thread = threading.Thread(target=lambda: out.update(world["heal"]("n1", "health:scratch")))
+        thread.start()
+        thread.join()
+    assert out["action"] == "skip" and "slurm.apply_conf holds the cluster lock" in out["comment"]
+    assert not any(c[0] == "slurm_health.run" for c in world["minions"].calls)
+    world["store"].update("n1", gave_up={"at": 0, "cause": "slurmd not running"})
+    world["minions"].states["n1"] = dict(GAVE_UP)
+    world["clock"].sleep(60)
+    world["heal"]("n1", "health:scratch")
+    assert not any(c[0] == "slurm_health.run" for c in world["minions"].calls)
+
+
+def test_signals_report_health_checks():
+    assert signals.faults({}, health=(["scratch"], False)) == ["health:scratch"]
+    assert signals.faults({}, health=([], True)) == ["health checks pass again"]
+    assert signals.faults({}, health=([], False)) == []
+    event = signals.event(["health:scratch", "health:bad name!"], "node")
+    assert event["causes"] == ["health:scratch"]

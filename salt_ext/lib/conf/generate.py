@@ -557,6 +557,8 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
         types = [t for t in (conf.get("GresTypes") or "").split(",") if t]
         if "gpu" not in types:
             conf.set("GresTypes", ",".join(types + ["gpu"]))
+    for key, value in health_params(cfg.get("health")).items():
+        conf.set(key, value)
     overrides = conf_cfg.get("overrides") or {}
     # an admin's memory policy, even an override removing one (null), is theirs to keep
     admin_memory = any(conf.get(key) is not None for key in MEMORY_DEFAULT_KEYS) or any(
@@ -586,6 +588,18 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
         "node_lines": len(node_records),
         "partitions": partitions,
         "warnings": warnings,
+    }
+
+
+def health_params(health):
+    """slurm.conf's health check keys for the validated ``slurm:health``
+    (salt_ext/lib/node/healthcheck.py): none without checks; overrides still win."""
+    if not health or not health.get("checks"):
+        return {}
+    return {
+        "HealthCheckProgram": health["program"],
+        "HealthCheckInterval": str(health["interval"]),
+        "HealthCheckNodeState": health["node_state"],
     }
 
 

@@ -11,7 +11,7 @@ import re
 
 from salt_ext.lib.accounting import pillar as accounting_pillar
 from salt_ext.lib.conf import cluster_files, generate, model
-from salt_ext.lib.node import dbd, munge, osmap
+from salt_ext.lib.node import dbd, healthcheck, munge, osmap
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -75,6 +75,9 @@ DEFAULTS = {
         "max_tries": 3,  # fixes per node within `window`; one more and the node is drained
         "window": 600,  # seconds
     },
+    # node health checks run by Slurm's HealthCheckProgram and the autopilot's beacon
+    # (salt_ext/lib/node/healthcheck.py: keys, check kinds, the drain / resume rule)
+    "health": healthcheck.DEFAULTS,
 }
 
 
@@ -209,6 +212,10 @@ def validate(pillar_slurm):
             f"got {cfg['node_target_type']!r}"
         )
     _check_autopilot(cfg["autopilot"])
+    try:
+        cfg["health"] = healthcheck.validate(cfg["health"])
+    except healthcheck.HealthError as err:
+        raise SettingsError(str(err)) from None
     _check_accounting(cfg)
     try:
         generate.check_settings(cfg)
@@ -421,6 +428,8 @@ def plan(pillar_slurm, grains, role, machine):
         "files_prefix": cluster_files.FILES_PREFIX,
         "verify": cfg["verify"],
         "autopilot": cfg["autopilot"],
+        "health": cfg["health"],
+        "health_config": healthcheck.CONFIG_PATH,
         "purge_packages": bool(cfg["absent"].get("purge_packages")),
     }
 

@@ -41,7 +41,12 @@ Threat model and safety rules (each has a unit test in tests/unit/test_ops_autop
    daemon does not count twice: the beacon skips checks during a state run
    (``disable_during_state_run``), the cooldown drops events that arrive during and
    right after a heal, and a heal that finds nothing wrong does nothing and counts no try.
-7. **Events and records never carry secrets**: cause names, actions, node names, the
+7. **Health checks decide on the node.** A ``health:<check>`` or "health checks pass
+   again" event makes the node run its own checks (``slurm_health.run apply=True``); the
+   node drains with ``health: <check>: <detail>`` or resumes only the drain it made and
+   remembers (salt_ext/lib/node/healthcheck.py), never another drain. A forged event costs
+   one run of the node's checks.
+8. **Events and records never carry secrets**: cause names, actions, node names, the
    evidence lines of diagnose (hashes at most) and the fix calls' error texts, cut short.
 
 No Salt imports: the runner passes the context (ports, clock, journal) and the store's
@@ -102,11 +107,11 @@ def check_cause(cause):
         return []
     names = cause if isinstance(cause, (list, tuple)) else str(cause).split(",")
     names = [str(n).strip() for n in names if str(n).strip()]
-    unknown = [n for n in names if n not in signals.CAUSES]
+    unknown = [n for n in names if not signals.is_cause(n)]
     if unknown:
         raise OpError(
             f"cause: {unknown[0][:80]!r} is not one the autopilot knows "
-            f"({', '.join(signals.CAUSES)})"
+            f"({', '.join(signals.CAUSES)}, {signals.HEALTH_PREFIX}<check name>)"
         )
     return names
 
@@ -419,8 +424,68 @@ def _text(decision):
 
 
 def _heal(ctx, store, pol, base, controller, role, fire):
-    name, minion, now = base["node"], base["minion"], base["at"]
+    name = base["node"]
     history = store.node(name)
+    health_hint = [c for c in base["event"] if signals.is_health(c)]
+    if role == "node" and health_hint:
+        if history.get("gave_up"):
+            health_hint = []  # left alone until an admin resumes it
+        elif len(health_hint) == len(base["event"]):
+            return _heal_health(ctx, store, base, fire)
+    result = _heal_faults(ctx, store, pol, base, controller, role, fire, history)
+    if health_hint:
+        _heal_health(ctx, store, {**base, "event": health_hint}, fire)
+    return result
+
+
+def _heal_health(ctx, store, base, fire):
+    """A health check's event: the node runs its checks and applies the drain / resume
+    rule itself (``slurm_health.run apply=True``, salt_ext/lib/node/healthcheck.py: it
+    only ever resumes the drain it made, which only the node remembers)."""
+    name, minion = base["node"], base["minion"]
+    out = ctx.one(minion, "slurm_health.run", [True], timeout=90)
+    rec = {**base, "fixes": [], "diagnosed": [], "evidence": []}
+    if not isinstance(out, dict):
+        rec.update(
+            action="none",
+            cause=base["event"][0],
+            result=False,
+            comment=f"slurm_health.run on {minion}: {str(out)[:200] if out else 'no answer'}",
+        )
+    else:
+        failed = [r for r in out.get("results") or [] if not r.get("ok")]
+        action = out.get("action") or "none"
+        rec.update(
+            action=action if action in ("drain", "resume") else "none",
+            cause=(
+                f"{signals.HEALTH_PREFIX}{failed[0]['name']}"
+                if failed
+                else signals.HEALTH_PASSES
+                if action == "resume"
+                else None
+            ),
+            diagnosed=[f"{signals.HEALTH_PREFIX}{r['name']}" for r in failed],
+            evidence=[f"{minion}: {r['name']}: {str(r.get('detail'))[:200]}" for r in failed][:12],
+            result=action in ("drain", "resume") or not failed,
+            comment=str(out.get("comment") or "")[:300],
+        )
+        if action == "drain":
+            rec["drained"] = out.get("record")
+        if action == "resume":
+            rec["resumed"] = True
+    rec = store.record(rec)
+    fire(f"salt/slurm/autopilot/{name}/{rec['action']}", rec)
+    return {
+        "result": rec["result"],
+        "node": name,
+        "action": rec["action"],
+        "comment": rec["comment"],
+        "record": rec,
+    }
+
+
+def _heal_faults(ctx, store, pol, base, controller, role, fire, history):
+    name, minion, now = base["node"], base["minion"], base["at"]
     state = _node_state(ctx, controller, name) if role == "node" else None
     if history.get("gave_up") and (state is None or own_give_up(state)):
         diagnosed, evidence = [], []  # left alone: no probe until an admin resumes it
@@ -518,7 +583,11 @@ def format_log(entries, clock_fmt):
         for step in e.get("steps") or []:
             lines.append(f"    {step['fix']}: {'ok' if step['ok'] else 'FAILED'} {step['text']}")
         if e.get("resumed"):
-            lines.append("    resumed (Slurm's own reason, removed by the fix)")
+            lines.append(
+                "    resumed (the health drain it made)"
+                if e["action"] == "resume"
+                else "    resumed (Slurm's own reason, removed by the fix)"
+            )
         if e.get("drained"):
             lines.append(f"    drained: {e['drained']}")
     return "\n".join(lines) if lines else "the autopilot has done nothing yet"
