@@ -2,7 +2,17 @@
 
 import sys
 
-from bench import accounting, hostlist, hosts, keyvault, ops, provision, render_conf, scale
+from bench import (
+    accounting,
+    autopilot,
+    hostlist,
+    hosts,
+    keyvault,
+    ops,
+    provision,
+    render_conf,
+    scale,
+)
 
 BENCHMARKS = {
     "hostlist": hostlist.run,
@@ -13,6 +23,7 @@ BENCHMARKS = {
     "scale": scale.run,
     "hosts": hosts.run,
     "accounting": accounting.run,
+    "autopilot": autopilot.run,
 }
 
 

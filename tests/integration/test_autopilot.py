@@ -8,7 +8,9 @@ the reactor, which runs ``slurm.heal``.
 """
 
 import os
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +24,22 @@ AUTO_BED = {
     "name": os.environ.get("SXT_AUTO_BED_NAME", "sxp"),
     "subnet": os.environ.get("SXT_AUTO_BED_SUBNET", "10.61.0"),
 }
+# a health check on a tmpfs each node mounts in its own mount namespace (the host has
+# only the empty directory); HealthCheckInterval is long so that the autopilot's beacon,
+# not slurmd's own run of the program, is what acts in the health test
+SCRATCH = f"/var/lib/saltext-slurm-testbed/{AUTO_BED['name']}/scratch"
+PROGRAM = str(Path(sys.prefix) / "bin" / "saltext-slurm-healthcheck")
 PILLAR = render_pillar(
-    cluster_name="autobed", node_target="n*", autopilot={"enabled": True, "interval": 5}
+    cluster_name="autobed",
+    node_target="n*",
+    autopilot={"enabled": True, "interval": 5},
+    health={
+        "interval": 600,
+        "program": PROGRAM,
+        "checks": [{"name": "scratch", "kind": "mount", "path": SCRATCH, "timeout": 5}],
+    },
 )
+COMPUTE = ("n1", "n2", "n3")
 HEAL_LIMIT = 60  # seconds a fault may take to heal here (the target is 15 s)
 
 
@@ -36,6 +51,9 @@ def cluster(request):
 
 @pytest.fixture(scope="module")
 def deployed(cluster):
+    os.makedirs(SCRATCH, exist_ok=True)
+    for node in COMPUTE:
+        mount_scratch(cluster, node)
     cluster.write_pillar(PILLAR)
     summary, proc = salt_run(cluster, "slurm.deploy")
     assert proc.returncode == 0 and summary["result"] is True, (
@@ -43,6 +61,11 @@ def deployed(cluster):
         proc.stderr[-3000:],
     )
     return summary
+
+
+def mount_scratch(cluster, node):
+    proc = cluster.run(node, ["mount", "-t", "tmpfs", "-o", "size=1m", "scratch", SCRATCH])
+    assert proc.returncode == 0, proc.stderr
 
 
 def daemon_pid(cluster, node, daemon="slurmd"):
@@ -171,6 +194,44 @@ def test_slurm_conf_edited_by_hand_is_put_back(cluster, deployed, request):
     assert fix["steps"][0]["fix"] == "sync conf"
 
 
+def key_hash(cluster, node):
+    proc = cluster.run(node, ["sha256sum", "/etc/munge/munge.key"])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()[0]
+
+
+def test_a_wrong_munge_key_on_a_node_is_put_back(cluster, deployed, request):
+    want = key_hash(cluster, "n2")
+    old = daemon_pid(cluster, "n1", "munge")
+    before = len(log_entries(cluster, "n1"))
+    started = time.monotonic()
+    # same file, owner and mode: only the content is wrong (1 KiB of random bytes)
+    wrote = cluster.run(
+        "n1", ["dd", "if=/dev/urandom", "of=/etc/munge/munge.key", "bs=1024", "count=1"]
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    assert key_hash(cluster, "n1") != want
+
+    def put_back():
+        if key_hash(cluster, "n1") != want:
+            return False
+        return healed(cluster, "n1", old, before, daemon="munge")
+
+    fix = wait_for(put_back, HEAL_LIMIT, 1)
+    assert fix, (log_entries(cluster, "n1")[before:], cluster.tail_logs(["n1"]))
+    say(
+        request.config,
+        f"[autopilot] wrong munge.key on n1 -> put back in {time.monotonic() - started:.1f}s",
+    )
+    fixes = [e for e in log_entries(cluster, "n1")[before:] if e["action"] == "fix"]
+    assert len(fixes) == 1, fixes
+    assert fixes[0]["cause"] in ("munge key differs from the master's", "munge key mismatch")
+    assert fixes[0]["steps"][0]["fix"] == "sync key" and fixes[0]["steps"][0]["ok"]
+    # the node works with the cluster again: a job runs there
+    proc = cluster.run("ctl", ["srun", "-w", "n1", "-t", "1", "--mem=32M", "true"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_a_fault_that_comes_back_gets_three_tries_then_a_drain(cluster, deployed):
     """slurmd cannot start on n3 (its binary made non-executable by a bind mount in n3's
     own mount namespace: the host's /usr stays untouched) -> 3 fixes, then n3 drained with
@@ -206,3 +267,61 @@ def test_a_fault_that_comes_back_gets_three_tries_then_a_drain(cluster, deployed
         cluster.run("n3", ["umount", binary])
         cluster.salt("n3", "slurm_node.restart", ["slurmd"], timeout=60)
         salt_run(cluster, "slurm.resume", nodes="n3")
+
+
+def test_a_missing_mount_drains_the_node_and_its_return_resumes_it(cluster, deployed, request):
+    """/scratch unmounted in n1's own mount namespace -> n1 drained "health: scratch: …" by
+    the autopilot; mounted again -> resumed; nobody runs a command in between."""
+    conf = (cluster.nodes["n1"].private_dir("/etc/slurm") / "slurm.conf").read_text()
+    assert f"HealthCheckProgram={PROGRAM}" in conf and "HealthCheckInterval=600" in conf
+    # the program Slurm runs, as Slurm runs it, on a healthy node: every check passes
+    proc = cluster.run("n1", [PROGRAM])
+    assert proc.returncode == 0 and proc.stdout == f"ok   scratch: {SCRATCH} is mounted\n", (
+        proc.stdout,
+        proc.stderr,
+    )
+    before = len(log_entries(cluster, "n1"))
+    started = time.monotonic()
+    umounted = cluster.run("n1", ["umount", SCRATCH])
+    assert umounted.returncode == 0, umounted.stderr
+    try:
+        drained = wait_for(lambda: sinfo_nodes(cluster).get("n1") == "drain", HEAL_LIMIT, 1)
+        drain_s = time.monotonic() - started
+        assert drained, (sinfo_nodes(cluster), log_entries(cluster, "n1")[before:])
+        assert node_reason(cluster, "n1") == f"health: scratch: {SCRATCH} is not mounted"
+        entries = log_entries(cluster, "n1")[before:]
+        drains = [e for e in entries if e["action"] == "drain"]
+        assert len(drains) == 1 and drains[0]["cause"] == "health:scratch", entries
+        # the other nodes' scratch is still there: they stay in service
+        assert sinfo_nodes(cluster)["n2"] == "idle"
+    finally:
+        mount_scratch(cluster, "n1")
+    started = time.monotonic()
+    resumed = wait_for(lambda: sinfo_nodes(cluster).get("n1") == "idle", HEAL_LIMIT, 1)
+    assert resumed, (sinfo_nodes(cluster), node_reason(cluster, "n1"), log_entries(cluster, "n1"))
+    resume_s = time.monotonic() - started
+    entries = log_entries(cluster, "n1")[before:]
+    resumes = [e for e in entries if e["action"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["cause"] == "health checks pass again", entries
+    say(
+        request.config,
+        f"[autopilot] scratch unmounted on n1 -> drained in {drain_s:.1f}s; "
+        f"mounted again -> resumed in {resume_s:.1f}s",
+    )
+
+
+def test_a_health_check_never_resumes_an_admins_drain(cluster, deployed):
+    drained, proc = salt_run(cluster, "slurm.drain", nodes="n2", reason="cable check")
+    assert proc.returncode == 0, drained
+    try:
+        assert cluster.run("n2", ["umount", SCRATCH]).returncode == 0
+        time.sleep(8)  # beacon intervals: the check fails, the admin's reason stays
+        assert node_reason(cluster, "n2") == "cable check"
+        mount_scratch(cluster, "n2")
+        time.sleep(8)  # and passes again: still the admin's drain
+        assert sinfo_nodes(cluster)["n2"] == "drain"
+        assert node_reason(cluster, "n2") == "cable check"
+    finally:
+        if cluster.run("n2", ["mountpoint", "-q", SCRATCH]).returncode != 0:
+            mount_scratch(cluster, "n2")
+        salt_run(cluster, "slurm.resume", nodes="n2")

@@ -457,6 +457,8 @@ def main(argv=None):
     parser.add_argument("--config", default=CONFIG_PATH)
     parser.add_argument("--check-only", action="store_true", help="no drain / resume")
     args = parser.parse_args(argv)
+    # slurmd may run the program with an empty environment: scontrol / munge still resolve
+    os.environ.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     try:
         out = run(args.config, do_apply=not args.check_only)
     except (HealthError, command.CommandFailed, OSError) as err:
