@@ -809,7 +809,8 @@ def rotate_jwt_key(timeout=120, pillar_minion=None):
     """
     Replace the cluster's JWT key: a new random key on the master (never printed),
     delivered to the controller and the dbd host (0600 slurm), slurmdbd restarted (it reads
-    the key only at start; SIGHUP does not reload it), slurmctld reconfigured, slurmrestd
+    the key only at start; SIGHUP does not reload it), slurmctld restarted (``scontrol
+    reconfigure`` does not reload the key in 22.05), slurmrestd
     restarted, then one REST call with a token of the new key must answer. Every token
     made before is refused afterwards. Holds the cluster lock. Output shows ``sha256:``
     fingerprints only.

@@ -264,15 +264,15 @@ def test_diagnose_names_a_key_mismatch_and_a_refused_start(cluster, deployed):
     report, proc = salt_run(cluster, "slurm.diagnose")
     causes = [c["cause"] for c in report["restd"]["causes"]]
     assert proc.returncode != 0 and "JWT key mismatch on ctl" in causes, report["restd"]
-    # slurmrestd refused to start: its user made SlurmUser's by hand
+    # slurmrestd refused to start: its user made root by hand
     ret = cluster.salt("ctl", "slurm_node.daemon_control", ["slurmrestd", "stop"], timeout=60)
     assert ret == {"ctl": True}, ret
     env = "/etc/slurm/slurmrestd.env"
     cluster.run(
-        "ctl", ["sed", "-i", "s/^SALTEXT_SLURMRESTD_USER=.*/SALTEXT_SLURMRESTD_USER=slurm/", env]
+        "ctl", ["sed", "-i", "s/^SALTEXT_SLURMRESTD_USER=.*/SALTEXT_SLURMRESTD_USER=root/", env]
     )
     ret = cluster.salt("ctl", "slurm_node.daemon_control", ["slurmrestd", "start"], timeout=60)
-    assert "did not start" in str(ret["ctl"]) and "SlurmUser" in str(ret["ctl"]), ret
+    assert "did not start" in str(ret["ctl"]) and "root user" in str(ret["ctl"]), ret
     report, proc = salt_run(cluster, "slurm.diagnose")
     found = {c["cause"]: c for c in report["restd"]["causes"]}
     assert "slurmrestd refused to start on ctl" in found, found
