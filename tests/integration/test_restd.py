@@ -161,6 +161,16 @@ def curl(cluster, path, made=None, user="sxuser", node="n1"):
     return int(status or 0), body
 
 
+def accepted(status, body):
+    """slurmrestd 22.05 may answer 200 with the error of slurmctld/slurmdbd in the body
+    (seen: an old token after a rotation, slurmctld logging ``jwt_decode failure``)."""
+    try:
+        errors = json.loads(body).get("errors")
+    except ValueError:
+        return False
+    return status == 200 and not errors
+
+
 def finished_job(cluster):
     argv = ["sbatch", "--parsable", "-o", "/dev/null", "--chdir=/tmp", "--wrap", "true"]
     proc = cluster.run("ctl", ["runuser", "-u", "sxuser", "--", *argv])
@@ -203,9 +213,9 @@ def test_a_token_gets_200_and_none_401(cluster, deployed):
     job_id = finished_job(cluster)
     made = token(cluster)
     status, body = curl(cluster, "/slurm/v0.0.38/diag", made)
-    assert status == 200 and "statistics" in body, (status, body[:500])
+    assert accepted(status, body) and "statistics" in body, (status, body[:500])
     status, body = curl(cluster, "/slurmdb/v0.0.38/jobs", made)
-    assert status == 200, (status, body[:500])
+    assert accepted(status, body), (status, body[:500])
     jobs = {str(job["job_id"]): job for job in json.loads(body)["jobs"]}
     assert job_id in jobs and jobs[job_id]["state"]["current"] == "COMPLETED", body[:800]
     status, _ = curl(cluster, "/slurm/v0.0.38/diag")
@@ -242,17 +252,17 @@ def test_status_and_verify_cover_the_rest_api(cluster, deployed):
 def test_rotation_refuses_old_tokens_and_new_ones_work(cluster, deployed):
     old_key = master_key(cluster)
     old = token(cluster)
-    assert curl(cluster, "/slurm/v0.0.38/diag", old)[0] == 200
+    assert accepted(*curl(cluster, "/slurm/v0.0.38/diag", old))
     result, proc = salt_run(cluster, "slurm.rotate_jwt_key")
     assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-2000:])
     assert master_key(cluster) != old_key
     status, body = curl(cluster, "/slurm/v0.0.38/diag", old)
-    assert status != 200, body[:300]
-    status, _ = curl(cluster, "/slurmdb/v0.0.38/jobs", old)
-    assert status != 200
+    assert not accepted(status, body), (status, body[:300])
+    status, body = curl(cluster, "/slurmdb/v0.0.38/jobs", old)
+    assert not accepted(status, body), (status, body[:300])
     new = token(cluster)
-    assert curl(cluster, "/slurm/v0.0.38/diag", new)[0] == 200
-    assert curl(cluster, "/slurmdb/v0.0.38/jobs", new)[0] == 200
+    assert accepted(*curl(cluster, "/slurm/v0.0.38/diag", new))
+    assert accepted(*curl(cluster, "/slurmdb/v0.0.38/jobs", new))
     # and the cluster is as the pillar says: a deploy changes nothing
     again, proc = salt_run(cluster, "slurm.deploy")
     assert proc.returncode == 0 and again["controller"]["changed"] == 0, again.get("comment")
@@ -277,7 +287,7 @@ def test_diagnose_names_a_key_mismatch_and_a_refused_start(cluster, deployed):
     found = {c["cause"]: c for c in report["restd"]["causes"]}
     assert "slurmrestd refused to start on ctl" in found, found
     assert any(
-        "SlurmUser" in line for line in found["slurmrestd refused to start on ctl"]["evidence"]
+        "root user" in line for line in found["slurmrestd refused to start on ctl"]["evidence"]
     )
     healed, proc = salt_run(cluster, "slurm.deploy")
     assert proc.returncode == 0 and healed["result"] is True, healed.get("comment")
