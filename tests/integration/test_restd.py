@@ -214,10 +214,21 @@ def test_a_token_gets_200_and_none_401(cluster, deployed):
     made = token(cluster)
     status, body = curl(cluster, "/slurm/v0.0.38/diag", made)
     assert accepted(status, body) and "statistics" in body, (status, body[:500])
-    status, body = curl(cluster, "/slurmdb/v0.0.38/jobs", made)
-    assert accepted(status, body), (status, body[:500])
-    jobs = {str(job["job_id"]): job for job in json.loads(body)["jobs"]}
-    assert job_id in jobs and jobs[job_id]["state"]["current"] == "COMPLETED", body[:800]
+    seen = {}
+
+    def job_listed():
+        status, body = curl(cluster, "/slurmdb/v0.0.38/jobs", made)
+        assert accepted(status, body), (status, body[:500])
+        seen.update(
+            {
+                str(j["job_id"]): (j.get("state") or {}).get("current")
+                for j in json.loads(body)["jobs"]
+            }
+        )
+        return seen.get(job_id) == "COMPLETED"
+
+    # sacct shows it at once; /slurmdb/jobs was seen a few seconds later
+    assert wait_for(job_listed, 30, 2), (job_id, seen)
     status, _ = curl(cluster, "/slurm/v0.0.38/diag")
     assert status == 401
     # the unix socket answers too (the same JWT rule)
