@@ -535,6 +535,25 @@ def status():
     return result
 
 
+def stale(daemon, files, conf=None):
+    """
+    True when the running ``daemon`` started before one of ``files`` was last written
+    (it runs with their older content unless it re-reads them); False when it started
+    after all of them, or does not run.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.stale slurmctld '[/etc/slurm/jwt_hs256.key]'
+    """
+    _check_daemon(daemon)
+    if isinstance(files, str):
+        files = [f for f in files.split(",") if f]
+    conf = conf or _plan("node")["slurm_conf"]
+    return bool(direct.loaded_conf(daemon, list(files), conf)["stale"])
+
+
 def hardware():
     """
     This node's hardware as slurmd will register it, for ``slurm.render_conf``.

@@ -302,12 +302,6 @@ def test_diagnose_names_a_key_mismatch_and_a_refused_start(cluster, deployed):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: after the key file was overwritten by hand (previous test), deploy writes "
-    "the master's key back and restarts slurmdbd, but slurmctld (not restarted) then refuses "
-    "tokens of that key with 'jwt_decode failure'; cause not found yet",
-)
 def test_deploy_heals_the_rest_api_faults(cluster, deployed):
     healed, proc = salt_run(cluster, "slurm.deploy")
     assert proc.returncode == 0 and healed["result"] is True, healed.get("comment")
