@@ -121,8 +121,10 @@ def run():
             render_pillar(cluster_name="benchap", node_target="n*", autopilot={"enabled": True})
         )
         summary, proc = salt_run(bed, "slurm.deploy")
-        if proc.returncode != 0:
-            raise RuntimeError(f"slurm.deploy failed: {summary}\n{proc.stderr[-3000:]}")
+        if proc.returncode != 0 or summary.get("result") is not True:
+            raise RuntimeError(
+                f"slurm.deploy failed: {str(summary.get('comment'))[:2000]}\n{proc.stderr[-3000:]}"
+            )
         times = {}
         for name, (inject, _, _) in FAULTS.items():
             times[name] = []

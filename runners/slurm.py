@@ -22,6 +22,7 @@ from salt.exceptions import SaltRunnerError
 
 from salt_ext import runner_support
 from salt_ext.lib.conf import cluster_files, hostlist
+from salt_ext.lib.node import restd as restd_lib
 from salt_ext.lib.node import settings
 from salt_ext.lib.ops import (
     OpError,
@@ -37,6 +38,7 @@ from salt_ext.lib.ops import (
 )
 from salt_ext.lib.ops import deploy as deploy_op
 from salt_ext.lib.ops import nodes as node_ops
+from salt_ext.lib.ops import restd as restd_ops
 from salt_ext.lib.ops.nodes import REMOVE_REASON
 from salt_ext.lib.util import fsutil
 
@@ -649,6 +651,17 @@ def diagnose(nodes=None, pillar_minion=None, timeout=30):
                 }
             }
         )
+    if report.get("restd"):
+        rest = report["restd"]
+        text += "\n" + diagnosis.format_report(
+            {
+                f"REST API ({rest['host']})": {
+                    "minion": rest["host"],
+                    "state": None,
+                    "causes": rest["causes"],
+                }
+            }
+        )
     return _table(report, text)
 
 
@@ -806,3 +819,86 @@ def autopilot_log(node=None, limit=50):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
     return _table(result, autopilot.format_log(entries, when))
+
+
+# ---------------------------------------------------------------------- REST API (JWT)
+def _bool_arg(name, value):
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise SaltRunnerError(f"{name}: expected True or False, got {value!r}")
+
+
+@_errors_as_result
+def token(user=None, lifespan=restd_lib.DEFAULT_LIFESPAN, to_tty=None, pillar_minion=None):
+    """
+    A JSON Web Token for Slurm's REST API (slurmrestd) as ``user``, valid ``lifespan``
+    seconds: the ``X-SLURM-USER-TOKEN`` header, with ``X-SLURM-USER-NAME: <user>``.
+
+    The token is signed on the master with the cluster's JWT key (HS256, the claims
+    ``scontrol token`` makes: ``iat``, ``exp``, ``sun``), so no minion makes it and no job
+    return (which the master's job cache keeps) holds it. In ``salt-run`` it goes to the
+    terminal (``/dev/tty``) only and the return says ``<token: printed on the terminal>``:
+    Salt logs runner returns at debug, keeps them in the job cache and publishes them as
+    ``salt/run/<jid>/ret``. ``to_tty=False`` returns it (and puts it in all of those).
+
+    user
+        The Slurm user the token speaks for (a login name on the cluster).
+    lifespan
+        Seconds the token stays valid (default 1800, at most 604800).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.token user=alice lifespan=3600
+    """
+    if user is None:
+        raise SaltRunnerError("user: give the Slurm user the token is for (user=alice)")
+    asked = _bool_arg("to_tty", to_tty)
+    in_salt_run = __opts__.get("__cli") == "salt-run"
+    tty = (
+        runner_support.open_tty(asked, "the token")
+        if (in_salt_run if asked is None else asked)
+        else None
+    )
+    try:
+        made = restd_ops.token(_ctx(pillar_minion), str(user), lifespan)
+    except BaseException:
+        if tty is not None:
+            os.close(tty)
+        raise
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(made["expires"]))
+    log.info("slurm: issued a REST API token for %s, expires %s", made["user"], expires)
+    result = {"result": True, "user": made["user"], "expires": expires, "token": made["token"]}
+    if tty is None:
+        return result
+    try:
+        os.write(tty, f"token: {made['token']}\n".encode())
+    finally:
+        os.close(tty)
+    result["token"] = "<token: printed on the terminal>"  # noqa: S105 - a placeholder
+    return result
+
+
+@_errors_as_result
+def rotate_jwt_key(timeout=120, pillar_minion=None):
+    """
+    Replace the cluster's JWT key: a new random key on the master (never printed),
+    delivered to the controller and the dbd host (0600 slurm), slurmdbd restarted (it reads
+    the key only at start; SIGHUP does not reload it), slurmctld restarted (``scontrol
+    reconfigure`` does not reload the key in 22.05), slurmrestd
+    restarted, then one REST call with a token of the new key must answer. Every token
+    made before is refused afterwards. Holds the cluster lock. Output shows ``sha256:``
+    fingerprints only.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run slurm.rotate_jwt_key
+    """
+    timeout = _positive_arg("timeout", timeout)
+    return restd_ops.rotate(_ctx(pillar_minion), timeout)

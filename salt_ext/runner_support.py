@@ -10,6 +10,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 
 import salt.daemons.masterapi
 import salt.utils.event
@@ -100,3 +101,24 @@ def remote_funcs(opts):
         funcs.destroy()
         if mminion is not None:
             mminion.returners = mminion.functions = mminion.utils = None
+
+
+def open_tty(asked, what="the secret"):
+    """A write-only descriptor of ``salt-run``'s terminal (``/dev/tty``) for a secret that
+    must not be a runner return (Salt logs returns at debug, keeps them in the job cache and
+    publishes them as ``salt/run/<jid>/ret``); ``SaltRunnerError`` naming ``to_tty`` when
+    there is none. ``asked``: the caller passed ``to_tty=True`` explicitly."""
+    try:
+        return os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
+    except OSError as err:
+        if asked:
+            hint = "run it in a terminal, or without to_tty=True"
+        else:
+            hint = (
+                f"salt-run prints {what} on its terminal only, as its return would reach "
+                "salt-run's debug log, the job cache and the salt/run/<jid>/ret event: run it "
+                "in a terminal, or pass to_tty=False to accept that"
+            )
+        raise SaltRunnerError(
+            f"to_tty: salt-run has no controlling terminal ({err.strerror}); {hint}"
+        ) from None

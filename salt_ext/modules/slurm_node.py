@@ -19,6 +19,7 @@ from salt_ext.lib.conf import hardware as hardware_lib
 from salt_ext.lib.node import dbd as dbd_lib
 from salt_ext.lib.node import direct, scontrol, services
 from salt_ext.lib.node import munge as munge_lib
+from salt_ext.lib.node import restd as restd_lib
 from salt_ext.lib.node import settings as settings_lib
 from salt_ext.lib.util import command, fsutil
 from salt_ext.modules import _minion_plan as minion_plan
@@ -110,7 +111,12 @@ def _check_daemon(daemon):
         )
 
 
-ROLE_OF = {"slurmctld": "controller", "slurmdbd": "dbd", "mariadb": "dbd"}
+ROLE_OF = {
+    "slurmctld": "controller",
+    "slurmdbd": "dbd",
+    "mariadb": "dbd",
+    "slurmrestd": "controller",
+}
 
 
 def _resolve(daemon, manager, conf):
@@ -373,6 +379,7 @@ _ASK = {
     "slurmctld": _ask_slurmctld,
     "mariadb": _ask_mariadb,
     "slurmdbd": _ask_slurmdbd,
+    "slurmrestd": lambda: restd_lib.ask(6820),
 }
 
 
@@ -387,7 +394,7 @@ def _pid(daemon, conf, plan=None):
 
 
 # daemons whose answer does not go through munge
-NO_MUNGE = ("munge", "mariadb")
+NO_MUNGE = ("munge", "mariadb", "slurmrestd")
 
 
 def _health(conf, running, plan=None):
@@ -406,7 +413,12 @@ def _health(conf, running, plan=None):
     if asks:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(asks)) as pool:
             port = ((plan or {}).get("accounting") or {}).get("port", 6819)
-            calls = {**_ASK, "slurmdbd": lambda: _ask_slurmdbd(port)}
+            rest_port = ((plan or {}).get("restd") or {}).get("port", 6820)
+            calls = {
+                **_ASK,
+                "slurmdbd": lambda: _ask_slurmdbd(port),
+                "slurmrestd": lambda: restd_lib.ask(rest_port),
+            }
             answers.update(zip(asks, pool.map(lambda d: calls[d](), asks), strict=True))
     if answers.get("munge", (True,))[0] is False:
         # Slurm's requests carry munge credentials: their silence says nothing of slurmd
@@ -463,10 +475,13 @@ def _dbd_daemons(plan):
 
 def _running_daemons(plan):
     mine = _dbd_daemons(plan)
+    if (plan.get("restd") or {}).get("is_host"):
+        mine = (*mine, "slurmrestd")
     return {
         daemon: daemon_running(daemon, plan["service_manager"], plan["slurm_conf"])
         for daemon in direct.DAEMONS
-        if (daemon in mine or daemon not in ("mariadb", "slurmdbd")) and _installed(daemon)
+        if (daemon in mine or daemon not in ("mariadb", "slurmdbd", "slurmrestd"))
+        and _installed(daemon)
     }
 
 
@@ -518,6 +533,25 @@ def status():
         "munge": _version(["munged", "-V"]),
     }
     return result
+
+
+def stale(daemon, files, conf=None):
+    """
+    True when the running ``daemon`` started before one of ``files`` was last written
+    (it runs with their older content unless it re-reads them); False when it started
+    after all of them, or does not run.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_node.stale slurmctld '[/etc/slurm/jwt_hs256.key]'
+    """
+    _check_daemon(daemon)
+    if isinstance(files, str):
+        files = [f for f in files.split(",") if f]
+    conf = conf or _plan("node")["slurm_conf"]
+    return bool(direct.loaded_conf(daemon, list(files), conf)["stale"])
 
 
 def hardware():

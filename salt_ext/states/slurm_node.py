@@ -165,7 +165,7 @@ def conf_files_synced(name):
     return ret
 
 
-def daemon_running(name, manager, conf=None):
+def daemon_running(name, manager, conf=None, restart_for=None):
     """
     The daemon ``name`` (munge, slurmd or slurmctld) runs.
 
@@ -184,6 +184,10 @@ def daemon_running(name, manager, conf=None):
         systemd, openrc, sysvinit or direct (``auto`` is resolved by ``slurm_node.settings``).
     conf
         slurm.conf path (pid and log file locations are read from it).
+    restart_for
+        Files the daemon reads only at start (slurmctld: the JWT key, which ``scontrol
+        reconfigure`` does not reload in 22.05): when ``watch`` fires and one of them is
+        newer than the running process, it is restarted instead of reconfigured.
     """
     return _ensure_daemon(name, manager, conf, running=True)
 
@@ -214,14 +218,18 @@ def _ensure_daemon(name, manager, conf, running):
     return ret
 
 
-def mod_watch(name, sfun=None, manager=None, conf=None, **kwargs):
-    """Restart the daemon when a watched state (key, config) changed."""
+def mod_watch(name, sfun=None, manager=None, conf=None, restart_for=None, **kwargs):
+    """Restart the daemon when a watched state (key, config) changed; slurmctld is
+    reconfigured instead, unless a file it reads only at start (``restart_for``) changed
+    since it started."""
     ret = _ret(name)
     if sfun != "daemon_running":
         ret.update(result=False, comment=f"watch is not supported by slurm_node.{sfun}")
         return ret
     running = __salt__["slurm_node.daemon_running"](name, manager, conf)
     reconfigure = name == "slurmctld" and running
+    if reconfigure and restart_for:
+        reconfigure = not __salt__["slurm_node.stale"](name, restart_for, conf)
     action = "reconfigure" if reconfigure else ("restart" if running else "start")
     if __opts__["test"]:
         ret.update(result=None, comment=f"{name} would {action}")

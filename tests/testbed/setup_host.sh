@@ -9,6 +9,7 @@ SLURM_UID=${SLURM_UID:-1109}
 PACKAGES=(munge slurmd slurmctld slurm-client iproute2 util-linux procps iputils-ping
           libfaketime python3-venv
           mariadb-server slurmdbd  # accounting (slurm.dbd; slurmdbd pulls slurm-wlm-mysql-plugin)
+          slurmrestd slurm-wlm-jwt-plugin  # REST API (slurm:restd; auth/jwt is not in basic-plugins)
           systemd-container debootstrap dpkg-dev)  # the last three: booted hosts (hosts.py)
 
 if [ "$(id -u)" != 0 ]; then

@@ -59,8 +59,8 @@ def test_spec_does_not_modify_the_daemon_table(slurm_conf):
 
 
 def test_spec_unknown_daemon_raises_value_error():
-    with pytest.raises(ValueError, match="unknown daemon 'slurmrestd'"):
-        direct.spec("slurmrestd")
+    with pytest.raises(ValueError, match="unknown daemon 'slurmfoo'"):
+        direct.spec("slurmfoo")
 
 
 def _pidfile(tmp_path):

@@ -85,6 +85,7 @@ def test_facts_alpine_uses_munged_service_openrc_and_needs_saltext_apk():
         "slurmctld": "slurmctld",
         "slurmdbd": "slurmdbd",
         "mariadb": "mariadb",
+        "slurmrestd": "slurmrestd",
     }
     assert facts["init"] == "openrc"
     assert facts["needs_pkg_extension"] == "saltext-apk"

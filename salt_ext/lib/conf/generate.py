@@ -545,6 +545,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
             conf.set(key, value)
     _pin(conf, "ClusterName", cfg["cluster_name"], "slurm:cluster_name", base_source)
     _accounting(conf, cfg.get("accounting") or {}, base_source)
+    _restd(conf, cfg.get("restd") or {}, base_source)
     hosts = conf.get_all("SlurmctldHost")
     if not hosts:
         conf.set("SlurmctldHost", cfg["controller"])
@@ -655,6 +656,26 @@ def _accounting(conf, acct, base_source):
     _pin(conf, "AccountingStoragePort", str(acct["port"]), "slurm:accounting:port", base_source)
     if conf.get("JobAcctGatherType") is None:
         conf.set("JobAcctGatherType", DEFAULT_JOBACCT_GATHER)
+
+
+# slurm:restd: where slurmctld (and slurmdbd) read the cluster's JWT key (the node side,
+# salt_ext.lib.node.restd, takes it from here)
+JWT_KEY_PATH = "/etc/slurm/jwt_hs256.key"
+
+
+def _restd(conf, restd, base_source):
+    """slurm.conf's side of ``slurm:restd:``: JWT as the alternative authentication, which
+    slurmctld checks the tokens slurmrestd forwards with."""
+    if not restd.get("enabled"):
+        return
+    _pin(conf, "AuthAltTypes", "auth/jwt", "slurm:restd:enabled", base_source)
+    _pin(
+        conf,
+        "AuthAltParameters",
+        f"jwt_key={JWT_KEY_PATH}",
+        "slurm:restd:enabled",
+        base_source,
+    )
 
 
 def _pin(conf, key, value, pillar_key, base_source):

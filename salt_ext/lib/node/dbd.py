@@ -129,6 +129,10 @@ def render_conf(acct, password, slurm_user="slurm"):
         ("StorageUser", storage["user"]),
         ("StoragePass", password),
     ]
+    if acct.get("jwt_key"):
+        # slurm:restd: slurmdbd checks the tokens slurmrestd forwards (it reads the key only
+        # at start: a new key needs a restart, SIGHUP does not reload it)
+        lines += [("AuthAltTypes", "auth/jwt"), ("AuthAltParameters", f"jwt_key={acct['jwt_key']}")]
     return HEADER + "".join(f"{key}={value}\n" for key, value in lines)
 
 

@@ -6,7 +6,9 @@ background, writes its pid file, and is recognised by pid file + ``/proc/<pid>/c
 stale pid file or a reused pid never counts as "running". The Slurm daemons and munged fork
 by themselves; mariadbd does not, so it is started through ``setsid -f`` (a new session,
 the parent returns at once), as user mysql, with its data directory initialised by
-``mariadb-install-db`` when empty.
+``mariadb-install-db`` when empty. slurmrestd neither forks nor writes a pid file: it is
+started as the user its environment file names (:mod:`salt_ext.lib.node.restd`), in a
+session of its own, its output appended to its log, and its pid file is written here.
 """
 
 import grp
@@ -17,8 +19,9 @@ import subprocess
 import time
 
 from salt_ext.lib.conf import model
-from salt_ext.lib.node import dbd
+from salt_ext.lib.node import dbd, restd
 from salt_ext.lib.node import munge as munge_lib
+from salt_ext.lib.util import fsutil
 
 DAEMONS = {
     "munge": {
@@ -70,7 +73,18 @@ DAEMONS = {
         "foreground": True,  # does not fork: setsid -f
         "datadir": dbd.MARIADB_DATADIR,
     },
+    # slurm:restd: in the foreground as its own user, configured by its environment file
+    "slurmrestd": {
+        "argv": ["slurmrestd"],
+        "comm": "slurmrestd",
+        "pidfile": restd.PIDFILE,
+        "log": restd.LOG,
+        "env_file": restd.ENV_FILE,
+    },
 }
+# a daemon we run in the foreground must still be there this long after its start (a bad
+# option or a refused user makes slurmrestd exit within milliseconds)
+FOREGROUND_SETTLE = 1.5
 
 
 class DaemonError(RuntimeError):
@@ -269,6 +283,8 @@ def start(name, conf_path=None, timeout=20):
     if pid:
         return pid
     info = spec(name, conf_path)
+    if info.get("env_file"):
+        return _start_foreground(name, info, timeout)
     _prepare_runtime_dirs(info)
     _init_datadir(info, timeout)
     argv = ["setsid", "-f", *info["argv"]] if info.get("foreground") else info["argv"]
@@ -313,6 +329,53 @@ def start(name, conf_path=None, timeout=20):
             [(proc.stderr or "").strip(), (proc.stdout or "").strip(), *log_tail(info["log"], 15)],
         )
     )
+    raise DaemonError(f"{name} did not start (exit {proc.returncode}):\n{detail}")
+
+
+def _start_foreground(name, info, timeout):
+    """Start a daemon that stays in the foreground and writes no pid file (slurmrestd):
+    as the user its environment file names, with that environment only."""
+    values = restd.read_env(info["env_file"])
+    user = values.pop(restd.RUN_AS, None)
+    if not user:
+        raise DaemonError(
+            f"{name}: {info['env_file']} is missing or names no user ({restd.RUN_AS}); "
+            "apply slurm.controller"
+        )
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise DaemonError(f"{name}: user {user!r} does not exist") from None
+    run_dir = os.path.dirname(info["pidfile"])
+    os.makedirs(run_dir, exist_ok=True)
+    os.chown(run_dir, entry.pw_uid, entry.pw_gid)
+    os.chmod(run_dir, 0o755)  # noqa: S103 - its socket directory: clients must reach it
+    os.makedirs(os.path.dirname(info["log"]), exist_ok=True)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", **values}
+    size = log_size(info["log"])
+    try:
+        with open(info["log"], "ab") as log:
+            proc = subprocess.Popen(
+                info["argv"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                env=env,
+                start_new_session=True,
+                user=entry.pw_uid,
+                group=entry.pw_gid,
+                extra_groups=[],
+            )
+    except OSError as err:
+        raise DaemonError(f"{name}: could not run {info['argv'][0]}: {err}") from err
+    fsutil.atomic_write(info["pidfile"], f"{proc.pid}\n", mode=0o644)
+    deadline = time.monotonic() + min(timeout, FOREGROUND_SETTLE)
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if proc.poll() is None and pid_of(name) == proc.pid:
+        return proc.pid
+    detail = "\n".join(log_since(info["log"], size, 15))
     raise DaemonError(f"{name} did not start (exit {proc.returncode}):\n{detail}")
 
 

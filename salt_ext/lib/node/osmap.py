@@ -21,6 +21,7 @@ DEFAULT_SERVICES = {
     "slurmctld": "slurmctld",
     "slurmdbd": "slurmdbd",
     "mariadb": "mariadb",
+    "slurmrestd": "slurmrestd",
 }
 
 # os_family -> facts. "packages" per role; "flavours" replace packages by pillar choice.
@@ -34,6 +35,11 @@ FAMILIES = {
             "dbd": ["munge", "slurmdbd", "slurm-wlm-mysql-plugin", "slurm-client"],
         },
         "db_packages": ["mariadb-server"],
+        # slurm:restd: slurmrestd does not pull in auth/jwt (slurm-wlm-jwt-plugin: it needs
+        # libjwt); its OpenAPI plugins (openapi/v0.0.38, dbv0.0.38) are in
+        # slurm-wlm-basic-plugins, which every daemon package depends on
+        "restd_packages": ["slurmrestd"],
+        "jwt_packages": ["slurm-wlm-jwt-plugin"],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
         "services": DEFAULT_SERVICES,
@@ -53,6 +59,9 @@ FAMILIES = {
             },
         },
         "db_packages": ["mariadb-server"],
+        # EPEL builds auth/jwt into the slurm package
+        "restd_packages": ["slurm-slurmrestd"],
+        "jwt_packages": [],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
         "services": DEFAULT_SERVICES,
@@ -65,6 +74,8 @@ FAMILIES = {
             "dbd": ["munge", "slurm"],
         },
         "db_packages": ["mariadb"],
+        "restd_packages": ["slurm"],
+        "jwt_packages": [],
         "conf_dir": "/etc/slurm",
         "init": "openrc",
         "services": {**DEFAULT_SERVICES, "munge": "munged"},
@@ -79,6 +90,8 @@ FAMILIES = {
             "dbd": ["munge", "slurm-slurmdbd"],
         },
         "db_packages": ["mariadb"],
+        "restd_packages": ["slurm-rest"],
+        "jwt_packages": [],
         "conf_dir": "/etc/slurm",
         "init": "systemd",
         "services": DEFAULT_SERVICES,
@@ -136,6 +149,8 @@ def facts(grains, role="node", flavour="distro"):
         "nologin": row["nologin"],
         "needs_pkg_extension": row.get("needs_pkg_extension"),
         "db_packages": list(row.get("db_packages", ())),
+        "restd_packages": list(row.get("restd_packages", ())),
+        "jwt_packages": list(row.get("jwt_packages", ())),
     }
 
 

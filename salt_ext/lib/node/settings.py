@@ -11,7 +11,7 @@ import re
 
 from salt_ext.lib.accounting import pillar as accounting_pillar
 from salt_ext.lib.conf import cluster_files, generate, model
-from salt_ext.lib.node import dbd, healthcheck, munge, osmap
+from salt_ext.lib.node import dbd, healthcheck, munge, osmap, restd
 
 DEFAULTS = {
     "cluster_name": "cluster",
@@ -78,6 +78,12 @@ DEFAULTS = {
     # node health checks run by Slurm's HealthCheckProgram and the autopilot's beacon
     # (salt_ext/lib/node/healthcheck.py: keys, check kinds, the drain / resume rule)
     "health": healthcheck.DEFAULTS,
+    # slurmrestd on the controller with JWT (salt_ext.lib.node.restd holds its threat model)
+    "restd": {
+        "enabled": False,  # the one switch
+        "port": 6820,  # TCP port (all addresses) beside the unix socket /run/slurmrestd/
+        "user": "slurmrestd",  # its own unprivileged account (not root, not SlurmUser)
+    },
 }
 
 
@@ -217,6 +223,7 @@ def validate(pillar_slurm):
     except healthcheck.HealthError as err:
         raise SettingsError(str(err)) from None
     _check_accounting(cfg)
+    _check_restd(cfg)
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
@@ -313,6 +320,52 @@ def _check_accounting(cfg):
     storage["password"] = None if password in (None, "") else "<set>"
 
 
+# Slurm's own ports: slurmrestd may not take one
+_SLURM_PORTS = {6817: "SlurmctldPort", 6818: "SlurmdPort"}
+
+
+def _check_restd(cfg):
+    """``slurm:restd:``: the switch, the TCP port, the daemon's own user."""
+    restd_cfg = cfg["restd"]
+    if not isinstance(restd_cfg.get("enabled"), bool):
+        raise SettingsError(
+            f"slurm:restd:enabled: expected true or false, got {restd_cfg.get('enabled')!r}"
+        )
+    port = _port(restd_cfg.get("port"), "slurm:restd:port")
+    taken = dict(_SLURM_PORTS)
+    if cfg["accounting"]["enabled"]:
+        taken[cfg["accounting"]["port"]] = "slurm:accounting:port"
+    if port in taken:
+        raise SettingsError(f"slurm:restd:port: {port} is {taken[port]}'s; pick another port")
+    try:
+        user = restd.check_user(restd_cfg.get("user"), "slurm:restd:user")
+    except restd.RestdError as err:
+        raise SettingsError(str(err)) from None
+    overrides = {str(k).lower(): v for k, v in (cfg["conf"].get("overrides") or {}).items()}
+    slurm_user = str(overrides.get("slurmuser") or "slurm")
+    if user in ("root", slurm_user, "munge"):
+        raise SettingsError(
+            f"slurm:restd:user: {user!r} is root, SlurmUser or munge; slurmrestd refuses root "
+            "and SlurmUser (and their groups): give it an account of its own, e.g. slurmrestd"
+        )
+
+
+def restd_plan(cfg, minion_id=None):
+    """The REST part of the plan: ``enabled``, ``port``, ``user``, ``is_host`` (slurmrestd
+    runs on the controller), ``jwt_key`` (the key's path, None when off), ``socket``."""
+    restd_cfg = cfg["restd"]
+    on = restd_cfg["enabled"]
+    return {
+        "enabled": on,
+        "port": restd_cfg["port"],
+        "user": restd_cfg["user"],
+        "is_host": bool(on and minion_id and minion_id == cfg["controller"]),
+        "jwt_key": restd.KEY_PATH if on else None,
+        "socket": restd.SOCKET,
+        "env_file": restd.ENV_FILE,
+    }
+
+
 def require_password(cfg, where="the dbd host"):
     """:class:`SettingsError` naming the key when accounting is on and the validated
     ``cfg`` (of the dbd host's pillar) holds no DB password. Only the dbd host needs it:
@@ -384,6 +437,9 @@ def plan(pillar_slurm, grains, role, machine):
     munge_key = cfg["munge_key"]
     acct = accounting(cfg, grains.get("id"))
     acct["slurmdbd_conf"] = f"{conf_dir}/slurmdbd.conf"
+    rest = restd_plan(cfg, grains.get("id"))
+    # slurmdbd.conf gets AuthAltTypes/AuthAltParameters from it (dbd.render_conf)
+    acct["jwt_key"] = rest["jwt_key"]
     if acct["is_dbd_host"] or role == "dbd":
         require_password(cfg, "this machine")
     # the dbd role's parts on this machine: slurm.dbd, or slurm.controller on a controller
@@ -394,16 +450,24 @@ def plan(pillar_slurm, grains, role, machine):
         wanted = DAEMONS_BY_ROLE[one]
         if one == "dbd" and not acct["local_db"]:
             wanted = tuple(d for d in wanted if d != "mariadb")
+        if one == "controller" and rest["is_host"]:
+            wanted = (*wanted, "slurmrestd")
         daemons += [d for d in wanted if d not in daemons]
         facts = os_facts if one == role else osmap.facts(grains, one, cfg["flavour"])
         pkgs = facts["packages"] + (
             facts["db_packages"] if one == "dbd" and acct["local_db"] else []
         )
+        if rest["enabled"]:
+            # every daemon reading AuthAltTypes=auth/jwt loads the plugin
+            pkgs = pkgs + facts["jwt_packages"]
+            if one == "controller":
+                pkgs = pkgs + facts["restd_packages"]
         packages += [p for p in pkgs if p not in packages]
     return {
         "daemons": daemons,
         "roles": roles,
         "accounting": acct,
+        "restd": rest,
         "stop_order": list(STOP_ORDER),
         "conf_files": list(cluster_files.CONF_FILES),
         "homes": dict(HOMES),

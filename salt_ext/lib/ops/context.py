@@ -3,7 +3,7 @@ the master's files, the journal, progress lines, and the cluster's shape."""
 
 from salt_ext.lib.conf import generate, model
 from salt_ext.lib.ops import OpError
-from salt_ext.lib.ops.masterfiles import ConfStore, MasterKeys
+from salt_ext.lib.ops.masterfiles import ConfStore, JwtKey, MasterKeys
 from salt_ext.lib.ops.ports import Clock
 
 # a minion that has not answered test.ping this long after the round began (and 1 s after
@@ -47,6 +47,9 @@ class Context:
 
     def master_keys(self):
         return MasterKeys(self.master.files_dir(), self.master.files_changed)
+
+    def jwt_key(self):
+        return JwtKey(self.master.files_dir(), self.master.files_changed)
 
     # ------------------------------------------------------------------ the cluster
     def node_minions(self, conf_text):

@@ -100,6 +100,9 @@ def _deploy(ctx, batch_size, timeout, only, entry):
         f"munge key {'created' if key.get('created') else 'present'} "
         f"({key.get('key_hash', '')[:19]}…)"
     )
+    if ctx.cfg.get("restd", {}).get("enabled"):
+        jwt = ctx.jwt_key().create()
+        step(f"JWT key {'created' if jwt['created'] else 'present'} ({jwt['key_hash'][:19]}…)")
     targets, silent = _targets(ctx, only)
     nodes = {m: {"prepare": None, "state": None, "changed": 0, "failures": []} for m in targets}
     summary["nodes"] = nodes

@@ -7,6 +7,7 @@ ping round's few seconds, not a call timeout per step.
 
 from salt_ext.lib.conf import hostlist
 from salt_ext.lib.ops import OpError, accounting, diagnosis, views
+from salt_ext.lib.ops import restd as restd_ops
 
 
 def status(ctx):
@@ -35,6 +36,11 @@ def status(ctx):
         result["accounting"] = acct_rows
         result["title"] += "\n" + accounting.status_line(acct_rows)
         result["result"] = result["result"] and accounting.rows_ok(acct_rows)
+    if restd_ops.enabled(ctx.cfg):
+        row = restd_ops.status_row(ctx.cfg, ctl)
+        result["restd"] = row
+        result["title"] += "\n" + restd_ops.status_line(row)
+        result["result"] = result["result"] and row["mark"] is True
     return result
 
 
@@ -108,6 +114,7 @@ def verify(ctx, timeout=60):
             "job": None,
             "evidence": f"no answer from {controller} to slurm_dbd.job_recorded",
         }
+    rest = restd_ops.verify(ctx, timeout) if restd_ops.enabled(ctx.cfg) else None
     failed = {}
     for node, checks in nodes.items():
         if "job step" in checks:  # an unreachable node has only its "reachable" check
@@ -133,6 +140,14 @@ def verify(ctx, timeout=60):
             f"; accounting: {acct['evidence']}"
             if acct["ok"]
             else f"; accounting FAILED: {acct['evidence']}"
+        )
+    if rest is not None:
+        result["restd"] = rest
+        result["result"] = result["result"] and rest["ok"]
+        result["comment"] += (
+            f"; REST API: {rest['evidence']}"
+            if rest["ok"]
+            else f"; REST API FAILED: {rest['evidence']}"
         )
     ctx.progress(result["comment"])
     return result
@@ -208,6 +223,18 @@ def diagnose(ctx, nodes=None, timeout=30):
         result["accounting"] = {"host": host, "causes": found}
         result["result"] = result["result"] and not found
         ctx.progress(f"accounting: {len(found)} fault(s)")
+    if restd_ops.enabled(ctx.cfg):
+        hosts = restd_ops.key_hosts(ctx.cfg)
+        up, _ = ctx.reachable(hosts)
+        answers = ctx.minions.call(up, "slurm_restd.probe", [], timeout) if up else {}
+        probes = {
+            h: (answers.get(h) or {}).get("ret") if (answers.get(h) or {}).get("ok") else None
+            for h in hosts
+        }
+        found = restd_ops.causes(ctx.cfg, ctx.jwt_key().current_hash(), probes)
+        result["restd"] = {"host": controller, "causes": found}
+        result["result"] = result["result"] and not found
+        ctx.progress(f"REST API: {len(found)} fault(s)")
     return result
 
 

@@ -8,6 +8,7 @@ import time
 
 from salt_ext.lib.conf import cluster_files
 from salt_ext.lib.node import munge as munge_lib
+from salt_ext.lib.node import restd as restd_lib
 from salt_ext.lib.ops import OpError
 from salt_ext.lib.util import fsutil
 
@@ -119,3 +120,40 @@ class MasterKeys:
 
     def commit(self):
         os.unlink(self.previous)
+
+
+class JwtKey:
+    """The cluster's JWT key on the master (``slurm_files/jwt_hs256.key``, 0600): made
+    here, served to the controller and the dbd host, used here to sign users' tokens. Only
+    ``sha256:`` hashes leave this class (and tokens, through :func:`restd.sign`)."""
+
+    def __init__(self, directory, changed=lambda: None):
+        self.directory = directory
+        self.path = os.path.join(directory, restd_lib.KEY_NAME)
+        self.changed = changed
+
+    def create(self, force=False):
+        """A new random key unless one exists (or ``force``): ``{"created", "key_hash"}``."""
+        if os.path.exists(self.path) and not force:
+            return {"created": False, "key_hash": restd_lib.key_hash(self.path)}
+        os.makedirs(self.directory, mode=0o755, exist_ok=True)
+        fsutil.atomic_write(self.path, restd_lib.new_key(), mode=restd_lib.KEY_MODE)
+        self.changed()
+        return {"created": True, "key_hash": restd_lib.key_hash(self.path)}
+
+    def current_hash(self):
+        try:
+            return restd_lib.key_hash(self.path)
+        except FileNotFoundError:
+            return None
+
+    def read(self):
+        try:
+            return restd_lib.read_key(self.path)
+        except FileNotFoundError as err:
+            raise OpError(
+                f"the master has no JWT key ({self.path}); `salt-run slurm.deploy` with "
+                "slurm:restd:enabled creates one"
+            ) from err
+        except restd_lib.RestdError as err:
+            raise OpError(str(err)) from err
