@@ -41,6 +41,11 @@ def _fixes(bed):
     return [e for e in data["entries"] if e["action"] == "fix" and e["result"] is True]
 
 
+def _evidence(bed):
+    data, _ = salt_run(bed, "slurm.autopilot_log", node=NODE, limit=4)
+    return f"sinfo {sinfo_nodes(bed)}; autopilot log: {data.get('entries')}"
+
+
 def _idle(bed):
     return sinfo_nodes(bed).get(NODE) == "idle"
 
@@ -65,7 +70,9 @@ def _kill(bed, daemon):
         return pid and pid != old and _idle(bed) and len(_fixes(bed)) > fixes
 
     if not wait_for(healed, LIMIT, 0.5):
-        raise RuntimeError(f"{daemon} killed on {NODE}: not healed within {LIMIT} s")
+        raise RuntimeError(
+            f"{daemon} killed on {NODE}: not healed within {LIMIT} s; {_evidence(bed)}"
+        )
     return time.monotonic() - started
 
 
@@ -80,7 +87,9 @@ def _conf_drift(bed):
         return conf.read_text() == want and _idle(bed) and len(_fixes(bed)) > fixes
 
     if not wait_for(healed, LIMIT, 0.5):
-        raise RuntimeError(f"slurm.conf edited on {NODE}: not put back within {LIMIT} s")
+        raise RuntimeError(
+            f"slurm.conf edited on {NODE}: not put back within {LIMIT} s; {_evidence(bed)}"
+        )
     return time.monotonic() - started
 
 
@@ -131,6 +140,7 @@ def run():
             for _ in range(ROUNDS):
                 _settle(bed)
                 times[name].append(inject(bed))
+                print(f"    {name}: {times[name][-1]:.1f} s", flush=True)
         print(
             f"  fault on {NODE} -> {NODE} idle again, no command run (beacon interval 5 s; "
             f"medians of {ROUNDS})"

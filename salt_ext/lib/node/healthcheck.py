@@ -28,7 +28,10 @@ run's), and acts through ``scontrol``:
 * every check passes and the node is drained with exactly the reason remembered: resume it.
 
 A drain with any other reason (an admin's, the autopilot's "gave up", Slurm's own) is never
-changed or resumed. No Salt import: the program runs under slurmd, the beacon and the
+changed or resumed. A check's detail goes into the drain reason, the autopilot's log and
+its events: a ``command`` check contributes only its program's name, exit code and the last
+line of its output cut to 100 characters; a command that prints a secret must not be a
+check. No Salt import: the program runs under slurmd, the beacon and the
 ``slurm_health`` execution module call the same functions.
 """
 
