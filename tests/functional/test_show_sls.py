@@ -4,6 +4,7 @@ No daemons: a masterless minion config (``file_client: local``) serves states/ a
 salt://slurm and the pillar from a temp dir; grains are replaced by each OS row's.
 """
 
+import copy
 import json
 
 import pytest
@@ -367,3 +368,33 @@ def test_a_missing_password_stops_the_dbd_render_naming_the_key(tmp_path):
     pillar = {"controller": "node1", "accounting": {"enabled": True}}
     result = show_sls(tmp_path, ROWS["debian12"][0], "slurm.controller", pillar, DBD_SERVED)
     assert isinstance(result, list) and "slurm:accounting:storage:password" in "\n".join(result)
+
+
+@pytest.mark.parametrize(
+    ("accounting", "managed"),
+    [
+        ({}, False),
+        ({"qos": {"single": {"limits": {"MaxJobsPerUser": 1}}}}, True),
+        ({"accounts": {"physics": {}}}, True),
+        ({"purge": True}, True),
+    ],
+)
+def test_the_controller_applies_accounts_as_code_after_the_cluster_is_registered(
+    tmp_path, accounting, managed
+):
+    """With accounts / users / QOS (or purge) in pillar the controller's SLS carries
+    slurm_accounting.managed, after the cluster's registration; without them it does not."""
+    pillar = copy.deepcopy(DBD_PILLAR)
+    pillar["accounting"].update(accounting)
+    mods = loader(tmp_path, ROWS["debian12"][0], pillar=pillar, served=DBD_SERVED)
+    assert mods["slurm_node.settings"]("controller")["accounting"]["managed"] is managed
+    high = mods["state.show_sls"]("slurm.controller")
+    assert isinstance(high, dict), high
+    assert ("slurm-accounting" in high) is managed
+    if managed:
+        state = high["slurm-accounting"]
+        assert _arg(state, "slurm_accounting", "require") == [{"slurm_node": "slurm-dbd-cluster"}]
+        assert _arg(state, "slurm_accounting", "cluster") == "cluster"  # slurm:cluster_name
+    # never on the dbd role's own SLS: the registration (and sacctmgr's cluster) is the
+    # controller's
+    assert "slurm-accounting" not in mods["state.show_sls"]("slurm.dbd")

@@ -208,6 +208,10 @@ def validate(pillar_slurm):
         accounting_pillar.validate(cfg["accounting"])
     except accounting_pillar.PillarError as err:
         raise SettingsError(str(err)) from None
+    # accounts / users / QOS as code on this cluster (the controller's SLS applies
+    # slurm_accounting.managed; render_conf sets AccountingStorageEnforce)
+    acct = cfg["accounting"]
+    acct["managed"] = bool(acct["enabled"] and accounting_pillar.manages(acct))
     return cfg
 
 
@@ -294,7 +298,9 @@ def require_password(cfg, where="the dbd host"):
 def accounting(cfg, minion_id=None):
     """The accounting part of the plan (no password): ``enabled``, ``host`` (the dbd
     host's minion id), ``address``, ``port``, ``storage`` (type, host, port, database,
-    user), ``local_db`` and ``is_dbd_host`` (``minion_id`` is the dbd host)."""
+    user), ``local_db``, ``managed`` (accounts / users / QOS as code: the controller
+    applies ``slurm_accounting.managed``) and ``is_dbd_host`` (``minion_id`` is the dbd
+    host)."""
     acct = cfg["accounting"]
     storage = {k: v for k, v in acct["storage"].items() if k != "password"}
     return {
@@ -304,6 +310,7 @@ def accounting(cfg, minion_id=None):
         "port": acct["port"],
         "storage": storage,
         "local_db": storage["type"] == "local",
+        "managed": acct["managed"],
         "is_dbd_host": bool(acct["enabled"] and minion_id and minion_id == acct["host"]),
     }
 
