@@ -398,3 +398,38 @@ def test_the_controller_applies_accounts_as_code_after_the_cluster_is_registered
     # never on the dbd role's own SLS: the registration (and sacctmgr's cluster) is the
     # controller's
     assert "slurm-accounting" not in mods["state.show_sls"]("slurm.dbd")
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_absent_on_the_dbd_host_stops_slurmdbd_and_mariadb_and_purges_data_only_if_asked(
+    tmp_path, purge
+):
+    pillar = copy.deepcopy(DBD_PILLAR)
+    pillar["absent"] = {"purge_database": purge}
+    grains = {**ROWS["debian12"][0], "id": "node1"}  # the controller, so the dbd host
+    mods = loader(tmp_path, grains, pillar=pillar, served=DBD_SERVED)
+    high = mods["state.show_sls"]("slurm.absent")
+    assert isinstance(high, dict), high
+    dead = [
+        _arg(c, "slurm_node", "name")
+        for i, c in high.items()
+        if i.startswith("slurm-absent-") and "slurm_node" in c
+    ]
+    # the daemons that talk to slurmdbd first, then slurmdbd, MariaDB, munge last
+    assert dead == ["slurmd", "slurmctld", "slurmdbd", "mariadb", "munge"]
+    assert '"slurm-absent-file-/etc/slurm/slurmdbd.conf"' in json.dumps(list(high))
+    data = "slurm-absent-database-/var/lib/mysql"
+    assert (data in high) is purge
+    if purge:
+        assert _arg(high[data], "file", "require") == [{"slurm_node": "slurm-absent-mariadb"}]
+    # a compute node's absent does not touch slurmdbd or MariaDB, purge or not
+    (tmp_path / "n").mkdir()
+    node = loader(tmp_path / "n", {**grains, "id": "n1"}, pillar=pillar, served=DBD_SERVED)
+    node_high = node["state.show_sls"]("slurm.absent")
+    assert "slurm-absent-slurmdbd" not in node_high and data not in node_high
+
+
+def test_purge_database_must_be_a_boolean(tmp_path):
+    pillar = {**copy.deepcopy(DBD_PILLAR), "absent": {"purge_database": "yes"}}
+    result = show_sls(tmp_path, ROWS["debian12"][0], "slurm.absent", pillar, DBD_SERVED)
+    assert isinstance(result, list) and "slurm:absent:purge_database" in "\n".join(result)

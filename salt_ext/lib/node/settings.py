@@ -29,7 +29,9 @@ DEFAULTS = {
         "pillar_key": "slurm_munge_key",  # pillar path holding the key (base64)
     },
     "verify": {"enabled": True, "timeout": 60},
-    "absent": {"purge_packages": False},
+    # slurm.absent: purge_packages also purges the packages; purge_database also removes
+    # MariaDB's data directory on the dbd host (local storage; every database in it)
+    "absent": {"purge_packages": False, "purge_database": False},
     # slurm.render_conf: whose hardware (slurm_node.hardware in the Salt mine) makes NodeName lines
     "node_target": "*",
     "node_target_type": "glob",
@@ -200,6 +202,11 @@ def validate(pillar_slurm):
             f"got {cfg['node_target_type']!r}"
         )
     _check_accounting(cfg)
+    for key in ("purge_packages", "purge_database"):
+        if not isinstance(cfg["absent"].get(key, False), bool):
+            raise SettingsError(
+                f"slurm:absent:{key}: expected true or false, got {cfg['absent'][key]!r}"
+            )
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
@@ -362,6 +369,12 @@ def plan(pillar_slurm, grains, role, machine):
     # the dbd role's parts on this machine: slurm.dbd, or slurm.controller on a controller
     # that is the dbd host (it runs them before slurmctld: DB -> slurmdbd -> slurmctld)
     roles = ["dbd", role] if role == "controller" and acct["is_dbd_host"] else [role]
+    # slurm.absent on the dbd host stops slurmdbd (and the local MariaDB) too, after the
+    # daemons that talk to it and before munge
+    stop_order = list(STOP_ORDER)
+    if acct["is_dbd_host"]:
+        dbd_daemons = ["slurmdbd", *(["mariadb"] if acct["local_db"] else [])]
+        stop_order = stop_order[:-1] + dbd_daemons + stop_order[-1:]
     daemons, packages = [], []
     for one in roles:
         wanted = DAEMONS_BY_ROLE[one]
@@ -377,7 +390,7 @@ def plan(pillar_slurm, grains, role, machine):
         "daemons": daemons,
         "roles": roles,
         "accounting": acct,
-        "stop_order": list(STOP_ORDER),
+        "stop_order": stop_order,
         "conf_files": list(cluster_files.CONF_FILES),
         "homes": dict(HOMES),
         "role": role,
@@ -401,6 +414,13 @@ def plan(pillar_slurm, grains, role, machine):
         "files_prefix": cluster_files.FILES_PREFIX,
         "verify": cfg["verify"],
         "purge_packages": bool(cfg["absent"].get("purge_packages")),
+        # MariaDB's data directory, removed by slurm.absent only on the dbd host with local
+        # storage and slurm:absent:purge_database
+        "purge_database_dir": (
+            dbd.MARIADB_DATADIR
+            if acct["is_dbd_host"] and acct["local_db"] and cfg["absent"].get("purge_database")
+            else None
+        ),
     }
 
 
