@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from salt_ext.lib.accounting import current
 from tests.conftest import sandbox_bed
 from tests.integration.helpers import (
     BusLog,
@@ -276,15 +277,13 @@ def with_accounts(**extra):
 
 
 def sacctmgr_dump(cluster):
-    """Every QOS and association as sacctmgr prints them (to prove nothing changed)."""
-    out = []
-    for what in (
-        ["qos", "format=Name,MaxJobsPU,Priority"],
-        ["assoc", "format=Account,User,Parent,QOS,DefaultQOS,Fairshare,GrpTRES"],
-    ):
-        proc = cluster.run("ctl", ["sacctmgr", "-n", "-P", "show", *what])
+    """Every QOS, account, user and association as sacctmgr prints them for the state's own
+    five reads (to prove nothing changed)."""
+    out = {}
+    for kind, argv in current.read_commands("acctbed").items():
+        proc = cluster.run("ctl", argv)
         assert proc.returncode == 0, proc.stderr
-        out.append(proc.stdout)
+        out[kind] = proc.stdout
     return out
 
 
