@@ -6,26 +6,22 @@ them directly to look at or restart one machine.
 """
 
 import concurrent.futures
-import grp
 import json
 import logging
 import os
-import pwd
-import re
 import socket
-import subprocess
 import time
 
-import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib.conf import cluster_files, hostlist, model
+from salt_ext.lib.conf import cluster_files, model
 from salt_ext.lib.conf import hardware as hardware_lib
 from salt_ext.lib.node import dbd as dbd_lib
 from salt_ext.lib.node import direct, scontrol, services
 from salt_ext.lib.node import munge as munge_lib
 from salt_ext.lib.node import settings as settings_lib
 from salt_ext.lib.util import command, fsutil
+from salt_ext.modules import _minion_plan as minion_plan
 
 __virtualname__ = "slurm_node"
 
@@ -36,35 +32,11 @@ def __virtual__():
     return __virtualname__
 
 
-def _account(name):
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        return None
-    try:
-        gid = grp.getgrnam(name).gr_gid
-    except KeyError:
-        gid = entry.pw_gid
-    return (entry.pw_uid, gid)
-
-
-def _pid1_name():
-    try:
-        with open("/proc/1/comm") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
+_account = minion_plan.account
 
 
 def _machine():
-    return {
-        "init_grain": __grains__.get("init"),
-        "systemd_booted": os.path.isdir("/run/systemd/system"),
-        "openrc_booted": os.path.isdir("/run/openrc"),
-        "pid1_name": _pid1_name(),
-        "accounts": {name: _account(name) for name in ("munge", "slurm")},
-        "pkg_install_available": "pkg.install" in __salt__,
-    }
+    return minion_plan.machine(__grains__, __salt__)
 
 
 def settings(role="node"):
@@ -119,10 +91,7 @@ def settings(role="node"):
 def _plan(role="node"):
     """The pillar's part of the plan (no file server request): what the daemon functions
     need, cheap enough for every call."""
-    try:
-        return settings_lib.plan(__pillar__.get("slurm"), __grains__, role, _machine())
-    except settings_lib.SettingsError as err:
-        raise CommandExecutionError(f"bad slurm pillar: {err}") from err
+    return minion_plan.plan(__pillar__, __grains__, role, _machine())
 
 
 def _service_name(daemon, plan):
@@ -334,16 +303,12 @@ def _version(argv):
 
 # bounded requests that prove a daemon answers (seconds); a healthy one answers in ms
 MUNGE_BOUND = 3
-ANSWER_BOUND = 5
+ANSWER_BOUND = scontrol.ANSWER_BOUND
 NOT_ASKED_MUNGE = "not asked: munged does not answer, and Slurm's requests need it"
 
 
-def _timed_out(err):
-    return isinstance(err.__cause__, subprocess.TimeoutExpired)
-
-
 def _failed(what, err, bound):
-    return f"no answer to `{what}` in {bound} s" if _timed_out(err) else str(err)
+    return f"no answer to `{what}` in {bound} s" if command.timed_out(err) else str(err)
 
 
 def _ask_munge():
@@ -464,7 +429,8 @@ def health(daemon=None):
     "evidence"}}``. Running is decided by ``/proc`` (see :func:`daemon_running`);
     answering by bounded requests (``munge | unmunge``, ``scontrol show slurmd``,
     ``scontrol ping``, a few seconds each, side by side). A daemon stopped by a signal
-    (state ``T``) or silent past the bound is ``hung``.
+    (state ``T``) or silent past the bound is ``hung``. ``daemon`` may name several
+    (a list or ``a,b``).
 
     CLI Example:
 
@@ -472,15 +438,19 @@ def health(daemon=None):
 
         salt node1 slurm_node.health
         salt node1 slurm_node.health slurmd
+        salt ctl slurm_node.health mariadb,slurmdbd
     """
     plan = _plan("node")
     if daemon is None:
         return _health(plan["slurm_conf"], _running_daemons(plan), plan)
-    _check_daemon(daemon)
+    wanted = daemon if isinstance(daemon, list) else str(daemon).split(",")
+    for name in wanted:
+        _check_daemon(name)
     # munge's answer decides whether a Slurm daemon's silence means anything
-    names = ("munge",) if daemon == "munge" else ("munge", daemon)
+    names = ["munge", *(name for name in wanted if name != "munge")]
     running = {d: daemon_running(d, plan["service_manager"], plan["slurm_conf"]) for d in names}
-    return {daemon: _health(plan["slurm_conf"], running, plan)[daemon]}
+    judged = _health(plan["slurm_conf"], running, plan)
+    return {name: judged[name] for name in wanted}
 
 
 def _dbd_daemons(plan):
@@ -784,60 +754,6 @@ def discard_staged_conf():
     return removed
 
 
-def reconfigure():
-    """
-    ``scontrol reconfigure``: slurmctld and every slurmd re-read slurm.conf, no restart.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.reconfigure
-    """
-    try:
-        command.run(["scontrol", "reconfigure"], timeout=60)
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    return True
-
-
-def controller_up(timeout=60):
-    """
-    Wait until ``scontrol ping`` reports the primary slurmctld UP.
-
-    Returns ``{"ok": bool, "output": last scontrol ping output, "waited": seconds}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.controller_up timeout=30
-    """
-    started = time.monotonic()
-    output = ""
-    while True:
-        output = _controller_ping(15)["output"]
-        waited = round(time.monotonic() - started, 1)
-        if "is UP" in output:
-            return {"ok": True, "output": output, "waited": waited}
-        if waited > timeout:
-            return {"ok": False, "output": output, "waited": waited}
-        time.sleep(1)
-
-
-def _controller_ping(bound=ANSWER_BOUND):
-    """``scontrol ping`` from here, bounded: ``{"ok": bool, "output": ...}``; a timeout is
-    an answer (``ok`` False, ``timed_out`` True), never an exception."""
-    try:
-        proc = command.run(["scontrol", "ping"], timeout=bound, check=False)
-    except command.CommandFailed as err:
-        timed_out = _timed_out(err)
-        output = f"no answer to `scontrol ping` in {bound} s" if timed_out else str(err)
-        return {"ok": False, "output": output, "timed_out": timed_out}
-    output = (proc.stdout + proc.stderr).strip()
-    return {"ok": "is UP" in proc.stdout, "output": output[-300:], "timed_out": False}
-
-
 def probe(lines=200):
     """
     Evidence for ``slurm.diagnose`` from this node's side: :func:`status` (with each
@@ -875,7 +791,7 @@ def probe(lines=200):
     elif not munge_ok:
         result["controller_ping"] = {"ok": None, "output": NOT_ASKED_MUNGE, "timed_out": False}
     else:
-        result["controller_ping"] = _controller_ping()
+        result["controller_ping"] = scontrol.ping()
     logs = {}
     for label, path in (
         ("slurmd", direct.spec("slurmd", conf)["log"]),
@@ -905,674 +821,4 @@ def _conf_node_names(conf_path):
         return set(model.conf_nodes(handle.read()))
 
 
-def cluster_nodes():
-    """
-    Every node the controller knows, with its state: ``{NodeName: {"state", "flags",
-    "reason", "reason_by", "responding", "usable", "cpus", "cpus_alloc", ...}}``
-    (``scontrol show node -o``); ``reason_by`` tells a reason Slurm set itself (``slurm``)
-    from an admin's (``admin``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.cluster_nodes
-    """
-    try:
-        proc = command.run(["scontrol", "show", "node", "-o"], timeout=30)
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    return scontrol.node_states(proc.stdout, _slurm_user())
-
-
-def _slurm_user():
-    conf = _plan("node")["slurm_conf"]
-    return model.read_values(conf).get("slurmuser") or scontrol.DEFAULT_SLURM_USER
-
-
-def node_jobs(node, pending=False, running_only=False):
-    """
-    Ids of the jobs running (or completing) on ``node``, as the controller sees them.
-
-    pending
-        Instead, the pending jobs that ask for ``node`` by name (``--nodelist``): they can
-        never start once the node leaves slurm.conf.
-    running_only
-        Only jobs in state RUNNING.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.node_jobs n3
-        salt ctl slurm_node.node_jobs n3 pending=True
-    """
-    if pending:
-        argv = ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"]
-    else:
-        states = "RUNNING" if running_only else "RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
-        argv = ["squeue", "-h", "-w", node, "-t", states, "-o", "%i"]
-    try:
-        proc = command.run(argv, timeout=30)
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-    if not pending:
-        return lines
-    asking = []
-    for line in lines:
-        job, _, requested = line.partition("|")
-        if requested and node in hostlist.expand(requested):
-            asking.append(job)
-    return asking
-
-
-NODE_STATES = ("DRAIN", "RESUME", "UNDRAIN")
-
-
-def update_nodes(nodes, state, reason=None):
-    """
-    ``scontrol update NodeName=NODES State=STATE [Reason=REASON]`` on the controller.
-
-    nodes
-        A hostlist (``n[1-4]``) or a list of node names.
-    state
-        ``DRAIN`` (needs a reason), ``RESUME`` or ``UNDRAIN``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.update_nodes 'n[1-2]' DRAIN reason='disk replacement'
-    """
-    state = str(state).upper()
-    if state not in NODE_STATES:
-        raise SaltInvocationError(f"state must be one of {', '.join(NODE_STATES)}, got {state!r}")
-    names = nodes if isinstance(nodes, list) else hostlist.expand(str(nodes))
-    if not names or not all(isinstance(n, str) and n and n.strip() == n for n in names):
-        raise SaltInvocationError(f"nodes: expected node names or a hostlist, got {nodes!r}")
-    if state == "DRAIN" and not (reason and str(reason).strip()):
-        raise SaltInvocationError("reason: Slurm needs a reason to drain a node")
-    argv = ["scontrol", "update", f"NodeName={hostlist.compress(names)}", f"State={state}"]
-    if reason:
-        if "\n" in str(reason):
-            raise SaltInvocationError("reason: one line only")
-        argv.append(f"Reason={reason}")
-    try:
-        command.run(argv, timeout=30)
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    return {name: state for name in names}
-
-
-VERIFY_STEP_MEM = "32M"
-VERIFY_STEP_MB = 32
-
-
-def _busy(node, state):
-    """A node with no room for a test step: ``{"ok", "busy": True, "jobs", "output"}`` when
-    jobs run there (healthy, just full), ``ok`` False when nothing runs yet it is full;
-    None when a step fits."""
-    fits, figures = scontrol.step_room(state or {}, VERIFY_STEP_MB)
-    if fits:
-        return None
-    try:
-        jobs = node_jobs(node, running_only=True)
-    except CommandExecutionError as err:
-        return {"ok": False, "busy": True, "jobs": [], "output": f"{figures}; squeue: {err}"}
-    if not jobs:
-        return {
-            "ok": False,
-            "busy": True,
-            "jobs": [],
-            "output": f"no room for a job step ({figures}) yet no job runs there "
-            f"(state {(state or {}).get('raw_state')})",
-        }
-    return {
-        "ok": True,
-        "busy": True,
-        "jobs": jobs,
-        "output": f"busy: {figures} by running job(s) {', '.join(jobs)}",
-    }
-
-
-def _states(nodes):
-    try:
-        states = cluster_nodes()
-    except CommandExecutionError as err:
-        log.warning("job_steps: cannot read node states, trying steps anyway: %s", err)
-        return {}
-    return {node: states.get(node) for node in nodes}
-
-
-def job_steps(nodes, timeout=60):
-    """
-    Run one real job step on each node (``srun -w NODE -N1 hostname``, 32 MB, so it fits
-    beside running jobs), all at once, and report ``{node: {"ok": bool, "output": ...}}``;
-    ok means the step ran and printed the node's own hostname.
-
-    A node whose CPUs (or memory) are all allocated cannot start a step; it gets none and
-    is reported ``busy`` (``ok`` with ``"busy": True`` and the running jobs' ids) when jobs
-    run there, and fails when none does. So does a node a step could not start on because
-    a job took it meanwhile.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.job_steps '[n1, n2]'
-    """
-    if isinstance(nodes, str):
-        nodes = [n for n in nodes.split(",") if n]
-    states = _states(nodes)
-
-    def step(node):
-        busy = _busy(node, states.get(node))
-        if busy is not None:
-            return node, busy
-        # --immediate: srun gives up (and releases its pending allocation) by itself when
-        # the node cannot be allocated in time, instead of being killed with a live job
-        argv = [
-            "srun",
-            "-w",
-            node,
-            "-N1",
-            "-n1",
-            f"--immediate={max(1, int(timeout) - 10)}",
-            f"--time={max(1, int(timeout) // 60 + 1)}",
-            # a small memory request: the step fits beside jobs that leave some free
-            f"--mem={VERIFY_STEP_MEM}",
-            "--quit-on-interrupt",
-            "hostname",
-        ]
-        try:
-            proc = command.run(argv, timeout=timeout, check=False)
-        except command.CommandFailed as err:
-            return node, {"ok": False, "output": str(err)}
-        output = (proc.stdout.strip() or proc.stderr.strip())[-500:]
-        ok = proc.returncode == 0 and proc.stdout.strip() == node
-        if not ok:
-            # a job may have taken the node between the look and the step
-            busy = _busy(node, _states([node]).get(node))
-            if busy is not None and busy["ok"]:
-                return node, busy
-        return node, {"ok": ok, "output": output}
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, max(1, len(nodes)))) as pool:
-        return dict(pool.map(step, nodes))
-
-
-def munge_roundtrip():
-    """
-    Encode and decode a credential with the local munged (``munge -n | unmunge``).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt node1 slurm_node.munge_roundtrip
-    """
-    try:
-        decoded = munge_lib.decode(munge_lib.encode("saltext-slurm"))
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    return {"ok": decoded["ok"], "status": decoded.get("status"), "error": decoded.get("error")}
-
-
-def _key_target(expected_hash):
-    plan = _plan("node")
-    if plan["munge_key_source"].startswith("pillar:"):
-        raise CommandExecutionError(
-            "slurm:munge_key:source is 'pillar': the key comes from pillar, which a rotation "
-            "cannot change; put the new key in the pillar and apply slurm.node"
-        )
-    if not (isinstance(expected_hash, str) and expected_hash.startswith("sha256:")):
-        raise SaltInvocationError(f"expected_hash: want 'sha256:<hex>', got {expected_hash!r}")
-    owner = _account("munge")
-    if owner is None:
-        raise CommandExecutionError("account 'munge' does not exist; apply slurm.node first")
-    return plan, owner
-
-
-def stage_munge_key(expected_hash):
-    """
-    Download the cluster's (new) munge key from the master and put it beside the live key,
-    0400 munge:munge, without touching the live key or munged. ``slurm.rotate_munge_key``
-    stages on every machine before it swaps anywhere. Refuses a key whose hash is not
-    ``expected_hash``. Returns hashes only.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt 'n*' slurm_node.stage_munge_key sha256:0f3a...
-    """
-    plan, (uid, gid) = _key_target(expected_hash)
-    try:
-        key = munge_lib.fetch_key(plan["munge_key_source"], __salt__["cp.cache_file"], None)
-    except munge_lib.KeySourceError as err:
-        raise CommandExecutionError(str(err)) from err
-    got = munge_lib.key_hash_bytes(key)
-    if got != expected_hash:
-        raise CommandExecutionError(
-            f"the master served munge key {got}, expected {expected_hash} (changed meanwhile?)"
-        )
-    staged = munge_lib.staged_path(plan["munge_key_path"])
-    try:
-        munge_lib.write_key(staged, key, uid, gid)
-    except OSError as err:
-        raise CommandExecutionError(f"could not stage the munge key at {staged}: {err}") from err
-    return {"staged": got}
-
-
-def activate_munge_key(expected_hash):
-    """
-    Swap the staged munge key in (one atomic rename) and restart munged, then prove it with
-    a local munge round trip. Does nothing when the live key already has ``expected_hash``
-    (munged is restarted only if it does not run). Returns hashes only.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt 'n*' slurm_node.activate_munge_key sha256:0f3a...
-    """
-    plan, _ = _key_target(expected_hash)
-    path = plan["munge_key_path"]
-    staged = munge_lib.staged_path(path)
-    try:
-        live = munge_lib.key_hash(path)
-    except FileNotFoundError:
-        live = None
-    swapped = False
-    if live != expected_hash:
-        try:
-            ready = munge_lib.key_hash(staged)
-        except FileNotFoundError:
-            ready = None
-        if ready != expected_hash:
-            raise CommandExecutionError(
-                f"no staged munge key {expected_hash} here (staged: {ready}); "
-                "run slurm_node.stage_munge_key first"
-            )
-        os.replace(staged, path)
-        fsutil.fsync_dir(os.path.dirname(path))
-        swapped = True
-    elif os.path.exists(staged):
-        os.unlink(staged)
-    manager = plan["service_manager"]
-    if swapped or not daemon_running("munge", manager, plan["slurm_conf"]):
-        daemon_control("munge", "restart" if swapped else "start", manager, plan["slurm_conf"])
-    roundtrip = munge_roundtrip()
-    if not roundtrip["ok"]:
-        raise CommandExecutionError(
-            f"munged with key {expected_hash}: local round trip failed: {roundtrip['error']}"
-        )
-    return {"key_hash": expected_hash, "swapped": swapped, "previous": live}
-
-
-def discard_staged_munge_key():
-    """
-    Remove a staged munge key (an aborted rotation). The live key is not touched.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt '*' slurm_node.discard_staged_munge_key
-    """
-    staged = munge_lib.staged_path(_plan("node")["munge_key_path"])
-    try:
-        os.unlink(staged)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def node_state(name=None):
-    """
-    The node's state as the controller sees it (``scontrol show node NAME``).
-
-    Returns ``{"state": "IDLE", "flags": [...], "reason": ..., "responding": bool}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt node1 slurm_node.node_state
-    """
-    name = name or __grains__["host"]
-    try:
-        proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-    return scontrol.node_state(proc.stdout)
-
-
-def _evidence(plan, daemon):
-    """Log lines that explain a failure: known causes first, then other errors."""
-    lines = []
-    for label, path in (
-        (daemon, direct.spec(daemon, plan["slurm_conf"])["log"]),
-        ("munged", direct.DAEMONS["munge"]["log"]),
-    ):
-        tail = direct.log_tail(path, 300)
-        telling = [line for line in tail if scontrol.is_telling(line)]
-        errors = [line for line in tail if "error" in line.lower() and line not in telling]
-        lines += [f"{label}: {line}" for line in (telling[-6:] + errors[-3:])]
-    return lines
-
-
-def wait_registered(name=None, timeout=60):
-    """
-    Wait until the controller lists this node and it is neither down nor unresponsive. A
-    node the admin drained counts as registered (it answers; the drain is theirs to lift);
-    one drained for registering bad hardware (``INVALID_REG``, e.g. Low RealMemory) does not.
-
-    Returns ``{"ok": bool, "state": ..., "waited": seconds, "evidence": [log lines],
-    "cause": short reason}``. A key mismatch with the controller shows up as
-    ``Protocol authentication error`` / ``Invalid credential``; the cause says so.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt node1 slurm_node.wait_registered timeout=30
-    """
-    plan = _plan("node")
-    name = name or __grains__["host"]
-    started = time.monotonic()
-    last, error, rejected = None, None, 0
-    while True:
-        try:
-            proc = command.run(["scontrol", "show", "node", "-o", name], timeout=15)
-            last, error, rejected = scontrol.node_state(proc.stdout), None, 0
-            if last["registered"]:
-                return {"ok": True, "state": last, "waited": round(time.monotonic() - started, 1)}
-        except command.CommandFailed as err:
-            error = str(err)
-            # a rejected credential does not heal by waiting; a restarting controller does
-            rejected = rejected + 1 if "Zero Bytes" in error else 0
-        if time.monotonic() - started > timeout or rejected >= 5:
-            break
-        time.sleep(1)
-    evidence = ([error] if error else []) + _evidence(plan, "slurmd")
-    return {
-        "ok": False,
-        "state": last,
-        "waited": round(time.monotonic() - started, 1),
-        "evidence": evidence,
-        "cause": scontrol.diagnose(evidence, last),
-    }
-
-
 # --- accounting: slurmdbd.conf, the database, the cluster in it ---------------------------
-
-
-def _accounting_plan(role="dbd"):
-    plan = _plan(role)
-    if not plan["accounting"]["enabled"]:
-        raise CommandExecutionError(
-            "accounting is off (slurm:accounting:enabled is false): nothing to do"
-        )
-    return plan
-
-
-def _db_password():
-    """The DB password from this minion's pillar (the plain value: ``pillar.get`` would
-    return Salt 3008's masked form). Never returned, logged or put in an argv."""
-    value = salt.utils.data.traverse_dict_and_list(__pillar__, settings_lib.PASSWORD_KEY, None)
-    if not value:
-        raise CommandExecutionError(f"{settings_lib.PASSWORD_KEY}: not in this minion's pillar")
-    return str(value)
-
-
-def _slurm_ids():
-    entry = pwd.getpwnam("slurm")
-    return entry.pw_uid, entry.pw_gid
-
-
-def dbd_conf(test=False):
-    """
-    Bring slurmdbd.conf (in the conf dir) to what the ``slurm:accounting:`` pillar says:
-    rendered here from the pillar (the DB password read from this minion's pillar), written
-    atomically, mode 0600, owner slurm (slurmdbd 22.05 refuses anything else).
-
-    Returns ``{"path", "changes", "comment"}``; changes carry fingerprints (SHA-256 of the
-    file with the password blanked) and ``storage password: changed``, never the text.
-    ``test=True`` changes nothing.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.dbd_conf test=True
-    """
-    plan = _accounting_plan()
-    acct = plan["accounting"]
-    path = acct["slurmdbd_conf"]
-    try:
-        uid, gid = _slurm_ids()
-    except KeyError as err:
-        raise CommandExecutionError("account 'slurm' does not exist") from err
-    text = dbd_lib.render_conf(acct, _db_password(), "slurm")
-    todo = dbd_lib.plan_conf(path, text, uid, gid)
-    result = {"path": path, "changes": todo["changes"]}
-    if not todo["changes"]:
-        result["comment"] = f"{path} is as the pillar says ({dbd_lib.conf_fingerprint(text)})"
-    elif test:
-        result["comment"] = f"{path} would be written ({dbd_lib.conf_fingerprint(text)})"
-    elif todo["write"]:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        dbd_lib.write_conf(path, text, uid, gid)
-        result["comment"] = f"{path} written, 0600 slurm ({dbd_lib.conf_fingerprint(text)})"
-    else:
-        dbd_lib.fix_mode(path, uid, gid)
-        result["comment"] = f"{path}: mode/owner fixed (0600 slurm)"
-    return result
-
-
-def dbd_database(test=False):
-    """
-    The accounting database and its user on the local MariaDB: the database
-    (``slurm:accounting:storage:database``), the user (``…:user``) at localhost with the
-    pillar's password, and only the privileges slurmdbd needs, on that database only.
-    SQL goes to the ``mysql`` client on stdin, as root over the unix socket; it holds the
-    password's hash, never the password (see :mod:`salt_ext.lib.node.dbd`).
-
-    Returns ``{"changes", "comment"}``; ``test=True`` changes nothing.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.dbd_database test=True
-    """
-    plan = _accounting_plan()
-    storage = plan["accounting"]["storage"]
-    if storage["type"] != "local":
-        return {"changes": {}, "comment": "external database: created by its admin"}
-    try:
-        done = dbd_lib.ensure_database(
-            storage["database"], storage["user"], _db_password(), test=bool(test)
-        )
-    except dbd_lib.DbdError as err:
-        raise CommandExecutionError(str(err)) from None
-    where = f"{storage['user']}@localhost on {storage['database']}"
-    if not done["changes"]:
-        done["comment"] = f"database and user are in place ({where})"
-    else:
-        done["comment"] = ("would change: " if test else "changed: ") + ", ".join(
-            done["changes"].values()
-        )
-    return done
-
-
-SACCTMGR_BOUND = 30
-
-
-def _sacctmgr(args, bound=SACCTMGR_BOUND):
-    try:
-        return command.run(["sacctmgr", *args], timeout=bound, check=False, env=_c_env())
-    except command.CommandFailed as err:
-        raise CommandExecutionError(str(err)) from err
-
-
-def _c_env():
-    return {**os.environ, "LC_ALL": "C"}
-
-
-def accounting_clusters(bound=SACCTMGR_BOUND):
-    """
-    The clusters slurmdbd knows (``sacctmgr -n -P show cluster format=cluster``), or an
-    error naming why it cannot say.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.accounting_clusters
-    """
-    proc = _sacctmgr(["-n", "-P", "show", "cluster", "format=cluster"], bound)
-    if proc.returncode != 0:
-        raise CommandExecutionError(
-            f"sacctmgr show cluster exited {proc.returncode}: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
-        )
-    return sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})
-
-
-def cluster_registered(name, test=False):
-    """
-    The cluster ``name`` is in the accounting database: ``sacctmgr -i add cluster NAME``
-    only when ``sacctmgr -n -P show cluster`` lacks it. Returns ``{"changed", "comment"}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.cluster_registered testbed
-    """
-    # slurmdbd may have started a moment ago: give it a few tries to answer
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            known = accounting_clusters()
-            break
-        except CommandExecutionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    if name.lower() in known:
-        return {"changed": False, "comment": f"cluster {name} is registered in slurmdbd"}
-    if test:
-        return {"changed": True, "comment": f"cluster {name} would be registered"}
-    proc = _sacctmgr(["-i", "add", "cluster", name])
-    if proc.returncode != 0 or name.lower() not in accounting_clusters():
-        raise CommandExecutionError(
-            f"sacctmgr -i add cluster {name} exited {proc.returncode}: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
-        )
-    return {"changed": True, "comment": f"cluster {name} registered in slurmdbd"}
-
-
-ACCOUNTING_LOG_LINES = 400
-
-
-def _telling(path, pattern, lines=ACCOUNTING_LOG_LINES, keep=6):
-    return [line for line in direct.log_tail(path, lines) if pattern.search(line)][-keep:]
-
-
-def accounting_probe():
-    """
-    Evidence for ``slurm.diagnose`` about accounting, from this machine: on the dbd host
-    the health of mariadb (local storage) and slurmdbd and slurmdbd.log's telling lines;
-    everywhere whether slurmdbd's port answers at ``AccountingStorageHost`` from here; on
-    the controller the clusters slurmdbd knows (``sacctmgr show cluster``) and
-    slurmctld.log's lines about slurmdbd. Every request is bounded; nothing here fails.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.accounting_probe
-    """
-    plan = _plan("node")
-    acct = plan["accounting"]
-    result = {"enabled": acct["enabled"], "is_dbd_host": acct["is_dbd_host"]}
-    if not acct["enabled"]:
-        return result
-    if acct["is_dbd_host"]:
-        names = _dbd_daemons(plan)
-        running = {"munge": daemon_running("munge", plan["service_manager"], plan["slurm_conf"])}
-        running.update(
-            {d: daemon_running(d, plan["service_manager"], plan["slurm_conf"]) for d in names}
-        )
-        result["health"] = _health(plan["slurm_conf"], running, plan)
-        lines = _telling(
-            dbd_lib.SLURMDBD_LOG,
-            re.compile(r"error|fatal|denied|can't connect|started", re.IGNORECASE),
-            keep=40,
-        )
-        # this run's lines only: after the last "slurmdbd version ... started"
-        starts = [
-            i for i, line in enumerate(lines) if re.search(r"slurmdbd version .* started", line)
-        ]
-        result["slurmdbd_log"] = (lines[starts[-1] + 1 :] if starts else lines)[-6:]
-    try:
-        with socket.create_connection((acct["address"], acct["port"]), timeout=ANSWER_BOUND):
-            result["reach"] = {"ok": True, "detail": f"{acct['address']}:{acct['port']} answers"}
-    except OSError as err:
-        result["reach"] = {"ok": False, "detail": f"{acct['address']}:{acct['port']}: {err}"}
-    if __grains__.get("id") == plan["controller"]:
-        try:
-            result["clusters"] = accounting_clusters(bound=10)
-        except CommandExecutionError as err:
-            result["clusters_error"] = str(err)[-300:]
-        ctld_log = direct.spec("slurmctld", plan["slurm_conf"])["log"]
-        result["slurmctld_log"] = _telling(
-            ctld_log, re.compile(r"slurmdbd|persist|accounting_storage", re.IGNORECASE)
-        )
-    return result
-
-
-def accounting_job(timeout=60):
-    """
-    Prove accounting end to end: a one-task job step (``srun --immediate``, 32 MB), then
-    wait until ``sacct`` shows it finished ``COMPLETED|0:0``. Returns ``{"ok", "job",
-    "evidence"}``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt ctl slurm_node.accounting_job
-    """
-    name = f"saltext-acct-{int(time.time() * 1000)}"
-    argv = ["srun", "--immediate=10", "-N1", "-n1", f"--mem={VERIFY_STEP_MEM}", "-J", name]
-    try:
-        proc = command.run([*argv, "true"], timeout=60, check=False, env=_c_env())
-    except command.CommandFailed as err:
-        return {"ok": False, "job": None, "evidence": str(err)[-300:]}
-    if proc.returncode != 0:
-        said = (proc.stderr or proc.stdout).strip()[-300:]
-        return {"ok": False, "job": None, "evidence": f"srun exited {proc.returncode}: {said}"}
-    deadline = time.monotonic() + timeout
-    query = ["sacct", "-X", "-n", "-P", f"--name={name}", "-o", "JobID,State,ExitCode"]
-    seen = ""
-    while True:
-        try:
-            out = command.run(query, timeout=15, check=False, env=_c_env())
-            seen = (out.stdout.strip() or out.stderr.strip())[-300:]
-        except command.CommandFailed as err:
-            seen = str(err)[-300:]
-        fields = seen.split("|")
-        if len(fields) == 3 and fields[1:] == ["COMPLETED", "0:0"]:
-            return {"ok": True, "job": fields[0], "evidence": f"sacct: {seen}"}
-        if time.monotonic() > deadline:
-            return {
-                "ok": False,
-                "job": fields[0] if len(fields) == 3 else None,
-                "evidence": f"job {name} ran; after {timeout} s sacct shows: {seen or 'nothing'}",
-            }
-        time.sleep(1)

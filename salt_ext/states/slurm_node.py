@@ -229,7 +229,7 @@ def mod_watch(name, sfun=None, manager=None, conf=None, **kwargs):
         return ret
     try:
         if reconfigure:
-            __salt__["slurm_node.reconfigure"]()
+            __salt__["slurm_controller.reconfigure"]()
         else:
             __salt__["slurm_node.daemon_control"](name, action, manager, conf)
     except CommandExecutionError as err:
@@ -380,7 +380,7 @@ def node_verified(name, timeout=60):
         ret.update(result=None, comment="node would be verified after the changes")
         return ret
     try:
-        local = __salt__["slurm_node.munge_roundtrip"]()
+        local = __salt__["munge.roundtrip"]()
     except CommandExecutionError as err:
         ret.update(result=False, comment=f"local munge round trip failed: {err}")
         return ret
@@ -391,7 +391,7 @@ def node_verified(name, timeout=60):
     if problem:
         ret.update(result=False, comment=f"node {name} not usable: {problem}")
         return ret
-    outcome = __salt__["slurm_node.wait_registered"](name, timeout)
+    outcome = __salt__["slurm_controller.wait_registered"](name, timeout)
     if outcome["ok"]:
         problem = _slurmd_problem()
         state = outcome["state"]
@@ -435,99 +435,13 @@ def controller_verified(name, timeout=60):
     if __opts__["test"]:
         ret.update(result=None, comment="controller would be verified after the changes")
         return ret
-    local = __salt__["slurm_node.munge_roundtrip"]()
+    local = __salt__["munge.roundtrip"]()
     if not local["ok"]:
         ret.update(result=False, comment=f"local munge round trip failed: {local['error']}")
         return ret
-    ping = __salt__["slurm_node.controller_up"](timeout)
+    ping = __salt__["slurm_controller.up"](timeout)
     if ping["ok"]:
         ret["comment"] = f"munge round trip ok; {ping['output']}"
         return ret
     ret.update(result=False, comment=f"slurmctld does not answer: {ping['output']}")
     return ret
-
-
-def _exec_state(state_name, fun, changes_of, **kwargs):
-    """A state over an exec function that takes ``test`` and returns changes + comment."""
-    ret = _ret(state_name)
-    test = bool(__opts__["test"])
-    try:
-        done = __salt__[fun](test=test, **kwargs)
-    except (CommandExecutionError, SaltInvocationError) as err:
-        ret.update(result=False, comment=str(err))
-        return ret
-    ret["changes"] = changes_of(done)
-    ret["comment"] = done["comment"]
-    if ret["changes"] and test:
-        ret["result"] = None
-    return ret
-
-
-def dbd_conf(name):
-    """
-    slurmdbd.conf at ``name`` is what the ``slurm:accounting:`` pillar says, 0600
-    slurm:slurm, written atomically (``slurm_node.dbd_conf``). The DB password is read from
-    the minion's pillar by the module itself: it is no argument of this state, and the
-    changes show fingerprints (the file's SHA-256 with the password blanked) only.
-    slurmdbd ``watch``-es this state.
-
-    name
-        The path (``accounting:slurmdbd_conf`` of ``slurm_node.settings``); another path
-        is refused.
-
-    .. code-block:: yaml
-
-        slurm-dbd-conf:
-          slurm_node.dbd_conf:
-            - name: /etc/slurm/slurmdbd.conf
-    """
-    ret = _ret(name)
-    wanted = __salt__["slurm_node.settings"]("dbd")["accounting"]["slurmdbd_conf"]
-    if name != wanted:
-        ret.update(result=False, comment=f"slurmdbd.conf lives at {wanted}, not {name}")
-        return ret
-    return _exec_state(name, "slurm_node.dbd_conf", lambda done: done["changes"])
-
-
-def dbd_database(name, user):
-    """
-    The accounting database ``name`` and its user ``user`` (the pillar's password, only
-    the privileges slurmdbd needs, on that database only) on the local MariaDB
-    (``slurm_node.dbd_database``). The password is no argument: the module reads it.
-
-    .. code-block:: yaml
-
-        slurm-dbd-database:
-          slurm_node.dbd_database:
-            - name: slurm_acct_db
-            - user: slurm
-    """
-    ret = _ret(name)
-    storage = __salt__["slurm_node.settings"]("dbd")["accounting"]["storage"]
-    if (name, user) != (storage["database"], storage["user"]):
-        ret.update(
-            result=False,
-            comment=f"the pillar names database {storage['database']} and user "
-            f"{storage['user']}, not {name} / {user}",
-        )
-        return ret
-    return _exec_state(name, "slurm_node.dbd_database", lambda done: done["changes"])
-
-
-def cluster_registered(name):
-    """
-    The cluster ``name`` is in slurmdbd's database: ``sacctmgr -i add cluster`` only when
-    ``sacctmgr show cluster`` lacks it.
-
-    .. code-block:: yaml
-
-        slurm-dbd-cluster:
-          slurm_node.cluster_registered:
-            - name: testbed
-    """
-    return _exec_state(
-        name,
-        "slurm_node.cluster_registered",
-        lambda done: {"cluster": f"{name} registered"} if done["changed"] else {},
-        name=name,
-    )

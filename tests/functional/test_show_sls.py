@@ -338,20 +338,20 @@ def test_dbd_sls_reads_the_plan(tmp_path, sls, role):
     assert dirs == plan["dirs"] and daemons == plan["daemons"]
     assert "dbd" in plan["roles"] and {"mariadb", "slurmdbd"} <= set(daemons)
     acct = plan["accounting"]
-    assert _arg(high["slurm-dbd-conf"], "slurm_node", "name") == acct["slurmdbd_conf"]
-    assert _arg(high["slurm-dbd-database"], "slurm_node", "name") == acct["storage"]["database"]
-    assert _arg(high["slurm-dbd-database"], "slurm_node", "user") == acct["storage"]["user"]
+    assert _arg(high["slurm-dbd-conf"], "slurm_dbd", "name") == acct["slurmdbd_conf"]
+    assert _arg(high["slurm-dbd-database"], "slurm_dbd", "name") == acct["storage"]["database"]
+    assert _arg(high["slurm-dbd-database"], "slurm_dbd", "user") == acct["storage"]["user"]
     assert _arg(high["slurm-packages"], "pkg", "pkgs") == plan["packages"]
     assert "mariadb-server" in plan["packages"] and "slurmdbd" in plan["packages"]
     # DB -> slurmdbd (-> cluster registered -> slurmctld)
-    assert {"slurm_node": "slurm-dbd-database"} in _arg(
+    assert {"slurm_dbd": "slurm-dbd-database"} in _arg(
         high["slurm-slurmdbd"], "slurm_node", "require"
     )
-    assert {"slurm_node": "slurm-dbd-conf"} in _arg(high["slurm-slurmdbd"], "slurm_node", "watch")
+    assert {"slurm_dbd": "slurm-dbd-conf"} in _arg(high["slurm-slurmdbd"], "slurm_node", "watch")
     if role == "controller":
         ctld = _arg(high["slurm-slurmctld"], "slurm_node", "require")
-        assert {"slurm_node": "slurm-dbd-cluster"} in ctld
-        cluster = _arg(high["slurm-dbd-cluster"], "slurm_node", "require")
+        assert {"slurm_dbd": "slurm-dbd-cluster"} in ctld
+        cluster = _arg(high["slurm-dbd-cluster"], "slurm_dbd", "require")
         assert {"slurm_node": "slurm-slurmdbd"} in cluster
     else:
         assert "slurm-dbd-cluster" not in high and "slurm-slurmctld" not in high

@@ -339,7 +339,7 @@ class FakeCluster:
             self._start(state, machine, daemon)
         return {"daemon": daemon, "action": action, "running": machine["daemons"][daemon]}
 
-    def _slurm_node__reconfigure(self, state, target):
+    def _slurm_controller__reconfigure(self, state, target):
         ctl = self._ctl(state)
         if not ctl["daemons"].get("slurmctld"):
             raise RuntimeError("slurmctld is not running")
@@ -351,7 +351,7 @@ class FakeCluster:
                 machine["started"]["slurmd"] = state["tick"]
         return True
 
-    def _slurm_node__controller_up(self, state, target, *args):
+    def _slurm_controller__up(self, state, target, *args):
         up = self._ctl(state)["daemons"].get("slurmctld")
         return {"ok": bool(up), "output": "UP" if up else "DOWN"}
 
@@ -364,12 +364,12 @@ class FakeCluster:
             and self._ctl(state)["daemons"].get("slurmctld")
         )
 
-    def _slurm_node__wait_registered(self, state, target, *args):
+    def _slurm_controller__wait_registered(self, state, target, *args):
         if self._registered(state, target):
             return {"ok": True}
         return {"ok": False, "cause": "not registered", "evidence": ["slurmd not up"]}
 
-    def _slurm_node__cluster_nodes(self, state, target):
+    def _slurm_controller__cluster_nodes(self, state, target):
         conf = self._ctl(state)["loaded"].get("slurmctld") or ""
         nodes = {}
         for minion in _names(conf):
@@ -406,16 +406,16 @@ class FakeCluster:
     def _munge__decode(self, state, target, credential):
         return self._decode(state["machines"][target], credential)
 
-    def _slurm_node__update_nodes(self, state, target, nodes, node_state, reason=None):
+    def _slurm_controller__update_nodes(self, state, target, nodes, node_state, reason=None):
         names = hostlist.expand(nodes)
         for name in names:
             state.setdefault("admin", {})[name] = [node_state, reason]
         return names
 
-    def _slurm_node__node_jobs(self, state, target, node, pending=False):
+    def _slurm_controller__node_jobs(self, state, target, node, pending=False):
         return [] if pending else list(state.get("jobs", {}).get(node, []))
 
-    def _slurm_node__job_steps(self, state, target, nodes, timeout=60):
+    def _slurm_controller__job_steps(self, state, target, nodes, timeout=60):
         return {n: {"ok": self._registered(state, n), "output": n} for n in nodes}
 
 

@@ -1,136 +1,21 @@
 """Loader-mocked tests for the ``slurm_node`` execution module (dunders injected by hand)."""
 
-import hashlib
-import os
-import stat
-import subprocess
-import time
 import types
 from unittest.mock import MagicMock, call
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib.node import direct, scontrol, services
+from salt_ext.lib.node import direct, services
 from salt_ext.lib.util import command
-from salt_ext.modules import slurm_node
-
-DEBIAN_GRAINS = {
-    "os": "Debian",
-    "os_family": "Debian",
-    "osrelease": "12",
-    "host": "n1",
-    "init": "systemd",
-}
-ALPINE_GRAINS = {
-    "os": "Alpine",
-    "os_family": "Alpine",
-    "osrelease": "3.19",
-    "host": "n1",
-    "init": "openrc",
-}
-MACHINE = {
-    "init_grain": "systemd",
-    "systemd_booted": True,
-    "pid1_name": "systemd",
-    "accounts": {"munge": None, "slurm": None},
-    "pkg_install_available": True,
-}
-ZERO_BYTES = (
-    "scontrol show node -o n1 exited 1: "
-    "slurm_load_node error: Zero Bytes were transmitted or received"
+from salt_ext.modules import _minion_plan, slurm_node
+from tests.unit.loader_env import (
+    ALPINE_GRAINS,
+    DEBIAN_GRAINS,
+    content_hash,
+    timeout_error,
+    use_grains,
 )
-
-
-def _service_salt():
-    return {
-        "cmd.which": MagicMock(side_effect=lambda name: f"/usr/sbin/{name}"),
-        # the master serves no conf files unless a test says so (see _serve)
-        "cp.hash_file": MagicMock(return_value=False),
-        "cp.get_file_str": MagicMock(return_value=False),
-    }
-
-
-class FakeServices:
-    """Stands in for lib.services.Service (tested on its own in test_node_services): records
-    ``(action, name, manager)``; ``running``/``enabled`` per service name, ``fail`` maps an
-    action to the ServiceError it raises."""
-
-    def __init__(self):
-        self.calls = []
-        self.running = {}
-        self.enabled = {}
-        self.fail = {}
-        self.made = []
-        self.journal = {}
-
-    def __call__(self, daemon, plan, manager, conf):
-        name = slurm_node._service_name(daemon, plan)
-        self.made.append((daemon, name, manager, conf))
-        fake = self
-
-        class One:
-            def _do(self, action, result):
-                fake.calls.append((action, name, manager))
-                if action in fake.fail:
-                    raise fake.fail[action]
-                return result
-
-            def running(self):
-                return self._do("running", fake.running.get(name, True))
-
-            def pid(self):
-                return self._do("pid", 4000 if fake.running.get(name, True) else None)
-
-            def start(self):
-                return self._do("start", {"pid": 2, "changed": True, "notes": []})
-
-            def stop(self):
-                return self._do("stop", {"old_pid": 1, "changed": True, "notes": []})
-
-            def restart(self):
-                return self._do("restart", {"old_pid": 1, "pid": 2, "notes": ["zap"]})
-
-            def enabled(self):
-                return self._do("enabled", fake.enabled.get(name, True))
-
-            def last_run(self):
-                return self._do("last_run", fake.journal.get(name, []))
-
-            def set_boot(self, enable):
-                changed = fake.enabled.get(name, True) != enable
-                fake.enabled[name] = enable
-                return self._do("set_boot", changed)
-
-        return One()
-
-    def actions(self, *kinds):
-        return [(a, n) for a, n, _ in self.calls if a in kinds]
-
-
-@pytest.fixture
-def loader(monkeypatch):
-    """Inject Salt's dunders; returns a namespace to adjust grains, pillar and __salt__."""
-    env = types.SimpleNamespace(
-        salt=_service_salt(),
-        grains=dict(DEBIAN_GRAINS),
-        pillar={"slurm": {"controller": "ctl"}},
-        opts={"test": False},
-        services=FakeServices(),
-    )
-    monkeypatch.setattr(slurm_node, "_service", env.services)
-    monkeypatch.setattr(slurm_node, "__salt__", env.salt, raising=False)
-    monkeypatch.setattr(slurm_node, "__grains__", env.grains, raising=False)
-    monkeypatch.setattr(slurm_node, "__pillar__", env.pillar, raising=False)
-    monkeypatch.setattr(slurm_node, "__opts__", env.opts, raising=False)
-    monkeypatch.setattr(slurm_node, "_machine", lambda: dict(MACHINE))
-    return env
-
-
-def _use_grains(env, grains):
-    env.grains.clear()
-    env.grains.update(grains)
-
 
 # --- daemon_running / daemon_control through a service manager -----------------------------
 
@@ -148,7 +33,7 @@ def _use_grains(env, grains):
 def test_daemon_running_asks_the_proven_service_with_the_os_service_name(
     loader, manager, grains, daemon, service
 ):
-    _use_grains(loader, grains)
+    use_grains(loader, grains)
     assert slurm_node.daemon_running(daemon, manager) is True
     assert loader.services.calls == [("running", service, manager)]
     assert loader.services.made[0][0] == daemon
@@ -179,7 +64,7 @@ def test_daemon_running_never_asks_salt_service_status(loader):
 @pytest.mark.parametrize("manager", ["systemd", "openrc", "sysvinit"])
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])
 def test_daemon_control_runs_the_proven_action_with_the_os_service_name(loader, manager, action):
-    _use_grains(loader, ALPINE_GRAINS)
+    use_grains(loader, ALPINE_GRAINS)
     assert slurm_node.daemon_control("munge", action, manager) is True
     assert loader.services.calls == [(action, "munged", manager)]
 
@@ -405,49 +290,6 @@ def test_proven_fails_when_the_old_process_never_exits(monkeypatch):
 # --- health: bounded requests; a hung daemon is evidence, never an exception ---------------
 
 
-def _timeout(argv, bound):
-    """The error command.run raises when ``argv`` outlives its ``bound``."""
-    error = command.CommandFailed(argv, f"{' '.join(argv)}: timed out after {bound}s")
-    error.__cause__ = subprocess.TimeoutExpired(argv, bound)
-    return error
-
-
-@pytest.fixture
-def fake_commands(monkeypatch):
-    """command.run answering by argv[:3]: a string (stdout) or an exception to raise."""
-    answers = {}
-    calls = []
-
-    def run(argv, stdin=None, timeout=60, check=True, env=None):
-        calls.append((tuple(argv), timeout))
-        for key, value in answers.items():
-            if tuple(argv[: len(key)]) == key:
-                if isinstance(value, Exception):
-                    raise value
-                if isinstance(value, tuple):
-                    out, code = value
-                else:
-                    out, code = value, 0
-                if check and code:
-                    raise command.CommandFailed(
-                        argv, f"{' '.join(argv)} exited {code}: {out}", code
-                    )
-                return types.SimpleNamespace(stdout=out, stderr="", returncode=code)
-        raise AssertionError(f"unexpected command {argv}")
-
-    monkeypatch.setattr(command, "run", run)
-    monkeypatch.setattr(slurm_node.socket, "gethostname", lambda: "n1")
-    answers.update(
-        {
-            ("munge",): "MUNGE:cred:",
-            ("unmunge",): "STATUS: Success (0)\n\nsaltext-slurm health",
-            ("scontrol", "show", "slurmd"): "Active Steps = NONE",
-            ("scontrol", "ping"): "Slurmctld(primary) at ctl is UP",
-        }
-    )
-    return types.SimpleNamespace(answers=answers, calls=calls)
-
-
 @pytest.fixture
 def procs(monkeypatch):
     """Pids and /proc states of the daemons."""
@@ -485,7 +327,7 @@ def test_health_names_a_sigstopped_slurmd_without_asking_it(fake_commands, procs
 
 
 def test_health_a_silent_slurmd_is_hung_after_the_bound(fake_commands, procs):
-    fake_commands.answers[("scontrol", "show", "slurmd")] = _timeout(
+    fake_commands.answers[("scontrol", "show", "slurmd")] = timeout_error(
         ["scontrol", "show", "slurmd"], 5
     )
     health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
@@ -501,8 +343,8 @@ def test_health_a_slurmd_answering_an_error_is_hung_with_the_error(fake_commands
 
 
 def test_health_a_silent_munged_is_hung_and_slurmd_is_not_blamed(fake_commands, procs):
-    fake_commands.answers[("munge",)] = _timeout(["munge"], 3)
-    fake_commands.answers[("scontrol", "show", "slurmd")] = _timeout(["scontrol"], 5)
+    fake_commands.answers[("munge",)] = timeout_error(["munge"], 3)
+    fake_commands.answers[("scontrol", "show", "slurmd")] = timeout_error(["scontrol"], 5)
     health = slurm_node._health("/etc/slurm/slurm.conf", NODE)
     assert health["munge"]["state"] == "hung"
     assert health["munge"]["evidence"] == "no answer to `munge | unmunge` in 3 s"
@@ -538,7 +380,7 @@ def test_health_of_a_stopped_daemon(fake_commands, procs):
 )
 def test_health_of_slurmctld_from_scontrol_ping(fake_commands, procs, answer, state):
     fake_commands.answers[("scontrol", "ping")] = (
-        _timeout(["scontrol", "ping"], 5) if answer is None else answer
+        timeout_error(["scontrol", "ping"], 5) if answer is None else answer
     )
     health = slurm_node._health("/etc/slurm/slurm.conf", {"munge": True, "slurmctld": True})
     assert health["slurmctld"]["state"] == state
@@ -586,7 +428,7 @@ def probed(loader, monkeypatch, no_logs):
 
 
 def test_probe_turns_a_ping_timeout_into_evidence(probed, fake_commands):
-    fake_commands.answers[("scontrol", "ping")] = _timeout(["scontrol", "ping"], 5)
+    fake_commands.answers[("scontrol", "ping")] = timeout_error(["scontrol", "ping"], 5)
     result = slurm_node.probe()
     assert result["controller_ping"] == {
         "ok": False,
@@ -611,70 +453,7 @@ def test_probe_does_not_ping_through_a_hung_munged(probed, fake_commands, monkey
     assert fake_commands.calls == []
 
 
-def test_controller_up_survives_a_silent_controller(loader, fake_commands, monkeypatch):
-    fake_commands.answers[("scontrol", "ping")] = _timeout(["scontrol", "ping"], 15)
-    clock = iter([0, 0, 100])
-    monkeypatch.setattr(
-        slurm_node,
-        "time",
-        types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None),
-    )
-    result = slurm_node.controller_up(timeout=10)
-    assert result["ok"] is False and "no answer to `scontrol ping` in 15 s" in result["output"]
-
-
 # --- job_steps on busy nodes ----------------------------------------------------------------
-
-
-def _node_line(name, alloc, mem_alloc, state):
-    return (
-        f"NodeName={name} CPUAlloc={alloc} CPUEfctv=2 CPUTot=2 RealMemory=1000 "
-        f"AllocMem={mem_alloc} State={state}"
-    )
-
-
-def test_job_steps_reports_a_full_node_busy_with_its_jobs_and_runs_no_step(
-    loader, fake_commands, monkeypatch
-):
-    monkeypatch.setattr(slurm_node, "_slurm_user", lambda: "slurm")
-    fake_commands.answers[("scontrol", "show", "node")] = "\n".join(
-        [
-            _node_line("n1", 2, 1000, "ALLOCATED"),
-            _node_line("n2", 0, 0, "IDLE"),
-            _node_line("n3", 2, 100, "ALLOCATED"),
-        ]
-    )
-    fake_commands.answers[("squeue", "-h", "-w")] = ""
-    fake_commands.answers[("srun",)] = "n2"
-
-    def squeue(node, pending=False, running_only=False):
-        assert running_only
-        return {"n1": ["12"], "n3": []}[node]
-
-    monkeypatch.setattr(slurm_node, "node_jobs", squeue)
-    steps = slurm_node.job_steps(["n1", "n2", "n3"])
-    assert steps["n1"] == {
-        "ok": True,
-        "busy": True,
-        "jobs": ["12"],
-        "output": "busy: 2/2 CPUs, 1000/1000 MB allocated by running job(s) 12",
-    }
-    assert steps["n2"] == {"ok": True, "output": "n2"}
-    assert steps["n3"]["ok"] is False and "yet no job runs there" in steps["n3"]["output"]
-    sruns = [argv for argv, _ in fake_commands.calls if argv[0] == "srun"]
-    assert [argv[2] for argv in sruns] == ["n2"]
-
-
-def test_job_steps_a_step_that_could_not_start_because_a_job_took_the_node_is_busy(
-    loader, fake_commands, monkeypatch
-):
-    monkeypatch.setattr(slurm_node, "_slurm_user", lambda: "slurm")
-    looks = iter([_node_line("n1", 0, 0, "IDLE"), _node_line("n1", 2, 1000, "ALLOCATED")])
-    monkeypatch.setattr(slurm_node, "cluster_nodes", lambda: scontrol.node_states(next(looks)))
-    fake_commands.answers[("srun",)] = ("srun: error: Unable to allocate resources", 1)
-    monkeypatch.setattr(slurm_node, "node_jobs", lambda node, running_only=False: ["15"])
-    steps = slurm_node.job_steps(["n1"])
-    assert steps["n1"]["ok"] is True and steps["n1"]["jobs"] == ["15"]
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -752,8 +531,8 @@ def test_settings_rejects_unknown_role(loader):
 def test_machine_reports_runtime_facts(monkeypatch):
     monkeypatch.setattr(slurm_node, "__salt__", {"pkg.install": object()}, raising=False)
     monkeypatch.setattr(slurm_node, "__grains__", dict(DEBIAN_GRAINS), raising=False)
-    monkeypatch.setattr(slurm_node, "_pid1_name", lambda: "init")
-    monkeypatch.setattr(slurm_node, "_account", lambda name: (1, 2) if name == "munge" else None)
+    monkeypatch.setattr(_minion_plan, "_pid1_name", lambda: "init")
+    monkeypatch.setattr(_minion_plan, "account", lambda name: (1, 2) if name == "munge" else None)
     facts = slurm_node._machine()
     assert facts["init_grain"] == "systemd"
     assert facts["pid1_name"] == "init"
@@ -764,133 +543,6 @@ def test_machine_reports_runtime_facts(monkeypatch):
 
 
 # --- wait_registered -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_logs(monkeypatch):
-    """No daemon logs to read (and none of the host's)."""
-    monkeypatch.setattr(direct, "log_tail", lambda path, lines=20: [])
-
-
-def test_wait_registered_stops_early_on_munge_key_mismatch(loader, monkeypatch, no_logs):
-    run = MagicMock(side_effect=command.CommandFailed(["scontrol"], ZERO_BYTES, 1))
-    monkeypatch.setattr(command, "run", run)
-    sleeps = []
-    monkeypatch.setattr(
-        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleeps.append)
-    )
-    began = time.monotonic()
-    result = slurm_node.wait_registered(timeout=600)
-    assert time.monotonic() - began < 5
-    assert result["ok"] is False
-    assert "munge key mismatch" in result["cause"]
-    assert result["evidence"][0] == ZERO_BYTES
-    assert result["state"] is None
-    assert run.call_count == 5
-    assert len(sleeps) == run.call_count - 1
-    run.assert_called_with(["scontrol", "show", "node", "-o", "n1"], timeout=15)
-
-
-def test_wait_registered_quotes_telling_log_lines(loader, monkeypatch):
-    logs = {
-        "/var/log/slurm/slurmd.log": [
-            "[t] slurmd started",
-            "[t] error: Unable to register: Zero Bytes were transmitted or received",
-            "[t] error: something else went wrong",
-        ],
-        "/var/log/munge/munged.log": ["munged: Info: started"],
-    }
-    monkeypatch.setattr(direct, "log_tail", lambda path, lines=20: logs.get(path, []))
-    monkeypatch.setattr(direct, "spec", lambda name, conf=None: dict(direct.DAEMONS[name]))
-    monkeypatch.setattr(
-        command, "run", MagicMock(side_effect=command.CommandFailed([], ZERO_BYTES))
-    )
-    monkeypatch.setattr(
-        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
-    )
-    result = slurm_node.wait_registered("n7", timeout=600)
-    assert result["evidence"] == [
-        ZERO_BYTES,
-        "slurmd: [t] error: Unable to register: Zero Bytes were transmitted or received",
-        "slurmd: [t] error: something else went wrong",
-    ]
-    command.run.assert_called_with(["scontrol", "show", "node", "-o", "n7"], timeout=15)
-
-
-def test_wait_registered_ok_once_the_node_is_usable(loader, monkeypatch, no_logs):
-    outputs = [
-        command.CommandFailed([], "scontrol: error: Connection refused"),
-        types.SimpleNamespace(stdout="NodeName=n1 State=DOWN* Reason=Not responding\n"),
-        types.SimpleNamespace(stdout="NodeName=n1 Arch=x86_64 State=IDLE CPUTot=1\n"),
-    ]
-    monkeypatch.setattr(command, "run", MagicMock(side_effect=outputs))
-    monkeypatch.setattr(
-        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
-    )
-    result = slurm_node.wait_registered(timeout=600)
-    assert result["ok"] is True
-    assert result["state"]["state"] == "IDLE"
-    assert command.run.call_count == 3
-
-
-def test_wait_registered_accepts_an_admin_drain_but_not_an_invalid_registration(
-    loader, monkeypatch, no_logs
-):
-    drained = "NodeName=n1 State=IDLE+DRAIN Reason=maintenance [root@t]\n"
-    monkeypatch.setattr(
-        command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=drained))
-    )
-    result = slurm_node.wait_registered(timeout=600)
-    assert result["ok"] is True and result["state"]["drained"] is True
-    invalid = "NodeName=n1 State=IDLE+DRAIN+INVALID_REG Reason=Low RealMemory\n"
-    monkeypatch.setattr(
-        command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=invalid))
-    )
-    monkeypatch.setattr(slurm_node, "_evidence", lambda plan, daemon: [])
-    clock = iter(range(0, 10000, 5))
-    monkeypatch.setattr(
-        slurm_node,
-        "time",
-        types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None),
-    )
-    result = slurm_node.wait_registered(timeout=10)
-    assert result["ok"] is False and result["state"]["registered"] is False
-
-
-def test_wait_registered_gives_up_at_the_timeout(loader, monkeypatch, no_logs):
-    clock = {"now": 0.0}
-
-    def sleep(seconds):
-        clock["now"] += seconds
-
-    monkeypatch.setattr(
-        slurm_node, "time", types.SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep)
-    )
-    # a controller that keeps refusing: transient, so no early stop
-    monkeypatch.setattr(
-        command,
-        "run",
-        MagicMock(side_effect=command.CommandFailed([], "scontrol: error: Connection refused")),
-    )
-    result = slurm_node.wait_registered(timeout=10)
-    assert result["ok"] is False
-    assert result["waited"] == pytest.approx(11, abs=1)
-    assert command.run.call_count == 12
-    assert result["cause"] == "slurmd cannot reach the controller"
-
-
-def test_wait_registered_zero_bytes_streak_resets_after_an_answer(loader, monkeypatch, no_logs):
-    failure = command.CommandFailed([], ZERO_BYTES)
-    down = types.SimpleNamespace(stdout="NodeName=n1 State=DOWN Reason=rebooting\n")
-    idle = types.SimpleNamespace(stdout="NodeName=n1 State=IDLE\n")
-    outputs = [failure] * 4 + [down] + [failure] * 4 + [idle]
-    monkeypatch.setattr(command, "run", MagicMock(side_effect=outputs))
-    monkeypatch.setattr(
-        slurm_node, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=lambda s: None)
-    )
-    result = slurm_node.wait_registered(timeout=600)
-    assert result["ok"] is True
-    assert command.run.call_count == len(outputs)
 
 
 # --- hardware / conf_files / sync_conf ------------------------------------------------------
@@ -1043,116 +695,6 @@ def test_staged_files_change_nothing_until_commit_and_discard_drops_them(loader,
 # --- munge key rotation: stage, activate, discard -----------------------------------------
 
 
-@pytest.fixture
-def key_dir(loader, monkeypatch, tmp_path):
-    """A plan whose munge key lives in ``tmp_path``; the master serves ``served`` bytes."""
-    key_path = tmp_path / "munge.key"
-    key_path.write_bytes(b"o" * 64)
-    plan = {
-        "munge_key_path": str(key_path),
-        "munge_key_source": "salt://slurm_files/munge.key",
-        "service_manager": "systemd",
-        "slurm_conf": str(tmp_path / "slurm.conf"),
-        "services": {"munge": "munge"},
-    }
-    monkeypatch.setattr(slurm_node, "_plan", lambda role="node": plan)
-    monkeypatch.setattr(slurm_node, "_account", lambda name: (os.getuid(), os.getgid()))
-    monkeypatch.setattr(
-        slurm_node, "munge_roundtrip", lambda: {"ok": True, "status": "Success", "error": None}
-    )
-    served = {"key": b"n" * 64}
-
-    def cache_file(url):
-        copy = tmp_path / "cache-copy"
-        copy.write_bytes(served["key"])
-        return str(copy)
-
-    loader.salt["cp.cache_file"] = MagicMock(side_effect=cache_file)
-    return types.SimpleNamespace(path=key_path, plan=plan, served=served, dir=tmp_path)
-
-
-def _hash(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def test_stage_munge_key_puts_the_new_key_beside_the_live_one(key_dir):
-    ret = slurm_node.stage_munge_key(_hash(b"n" * 64))
-    staged = key_dir.dir / ".staged.munge.key"
-    assert ret == {"staged": _hash(b"n" * 64)}
-    assert staged.read_bytes() == b"n" * 64
-    assert stat.S_IMODE(staged.stat().st_mode) == 0o400
-    assert key_dir.path.read_bytes() == b"o" * 64  # live key untouched
-    assert not (key_dir.dir / "cache-copy").exists()  # no second copy in the minion cache
-
-
-def test_stage_munge_key_refuses_a_key_with_another_hash(key_dir):
-    with pytest.raises(CommandExecutionError, match="expected sha256:"):
-        slurm_node.stage_munge_key(_hash(b"x" * 64))
-    assert not (key_dir.dir / ".staged.munge.key").exists()
-
-
-@pytest.mark.parametrize("bad", ["", "md5:abc", None, 42])
-def test_stage_munge_key_names_a_bad_expected_hash(key_dir, bad):
-    with pytest.raises(SaltInvocationError, match="expected_hash"):
-        slurm_node.stage_munge_key(bad)
-
-
-def test_stage_munge_key_refuses_a_pillar_key_source(key_dir):
-    key_dir.plan["munge_key_source"] = "pillar:slurm_munge_key"
-    with pytest.raises(CommandExecutionError, match="slurm:munge_key:source is 'pillar'"):
-        slurm_node.stage_munge_key(_hash(b"n" * 64))
-
-
-def test_activate_munge_key_swaps_and_restarts_munged(key_dir, loader):
-    new = _hash(b"n" * 64)
-    slurm_node.stage_munge_key(new)
-    ret = slurm_node.activate_munge_key(new)
-    assert ret == {"key_hash": new, "swapped": True, "previous": _hash(b"o" * 64)}
-    assert key_dir.path.read_bytes() == b"n" * 64
-    assert stat.S_IMODE(key_dir.path.stat().st_mode) == 0o400
-    assert not (key_dir.dir / ".staged.munge.key").exists()
-    assert loader.services.actions("restart") == [("restart", "munge")]
-
-
-def test_activate_munge_key_without_a_staged_key_changes_nothing(key_dir, loader):
-    with pytest.raises(CommandExecutionError, match="no staged munge key"):
-        slurm_node.activate_munge_key(_hash(b"n" * 64))
-    assert key_dir.path.read_bytes() == b"o" * 64
-    assert loader.services.actions("restart") == []
-
-
-def test_activate_munge_key_already_live_does_not_restart(key_dir, loader):
-    ret = slurm_node.activate_munge_key(_hash(b"o" * 64))
-    assert ret["swapped"] is False
-    assert loader.services.actions("restart") == []
-
-
-def test_activate_munge_key_fails_when_the_round_trip_fails(key_dir, monkeypatch):
-    new = _hash(b"n" * 64)
-    slurm_node.stage_munge_key(new)
-    monkeypatch.setattr(
-        slurm_node, "munge_roundtrip", lambda: {"ok": False, "error": "Invalid credential"}
-    )
-    with pytest.raises(CommandExecutionError, match="Invalid credential"):
-        slurm_node.activate_munge_key(new)
-
-
-def test_discard_staged_munge_key(key_dir):
-    slurm_node.stage_munge_key(_hash(b"n" * 64))
-    assert slurm_node.discard_staged_munge_key() is True
-    assert slurm_node.discard_staged_munge_key() is False
-    assert key_dir.path.read_bytes() == b"o" * 64
-
-
-def test_node_jobs_pending_lists_only_jobs_asking_for_the_node(loader, monkeypatch):
-    out = "11|n[2-4]\n12|\n13|n1,n5\n14|n3\n"
-    monkeypatch.setattr(command, "run", MagicMock(return_value=types.SimpleNamespace(stdout=out)))
-    assert slurm_node.node_jobs("n3", pending=True) == ["11", "14"]
-    command.run.assert_called_once_with(
-        ["squeue", "-h", "-t", "PENDING", "-o", "%i|%n"], timeout=30
-    )
-
-
 def test_probe_quotes_the_journal_of_a_dead_daemons_last_run_not_its_old_log(
     probed, fake_commands, monkeypatch
 ):
@@ -1186,8 +728,8 @@ def test_sync_conf_test_mode_lists_changes_and_writes_nothing(loader, conf_dir):
     result = slurm_node.sync_conf(test=True)
     assert result["changed"] == ["gres.conf", "slurm.conf"]
     assert result["actions"] == {"slurm.conf": "write", "gres.conf": "remove"}
-    assert result["previous"]["slurm.conf"] == _hash(b"ClusterName=old\n")
-    assert result["hashes"]["slurm.conf"] == _hash(b"ClusterName=new\n")
+    assert result["previous"]["slurm.conf"] == content_hash(b"ClusterName=old\n")
+    assert result["hashes"]["slurm.conf"] == content_hash(b"ClusterName=new\n")
     assert sorted(p.name for p in conf_dir.iterdir()) == ["gres.conf", "slurm.conf"]
     assert (conf_dir / "slurm.conf").read_text() == "ClusterName=old\n"
     assert "ClusterName" not in repr(result)
@@ -1198,7 +740,7 @@ def test_sync_conf_reports_what_it_did_with_old_and_new_hashes(loader, conf_dir)
     result = slurm_node.sync_conf()
     assert result["actions"] == {"slurm.conf": "write"}
     assert result["previous"]["slurm.conf"] is None
-    assert result["hashes"]["slurm.conf"] == _hash(b"ClusterName=new\n")
+    assert result["hashes"]["slurm.conf"] == content_hash(b"ClusterName=new\n")
 
 
 def test_sync_conf_refuses_another_conf_dir(loader, conf_dir):
@@ -1206,16 +748,3 @@ def test_sync_conf_refuses_another_conf_dir(loader, conf_dir):
     with pytest.raises(SaltInvocationError, match="conf_dir"):
         slurm_node.sync_conf(conf_dir="/tmp/elsewhere")
     assert not (conf_dir / "slurm.conf").exists()
-
-
-def test_a_rotation_stages_the_key_with_the_states_writer(key_dir, monkeypatch):
-    from salt_ext.states import slurm_node as state_mod  # noqa: PLC0415
-
-    assert state_mod.munge_lib.write_key is slurm_node.munge_lib.write_key
-    calls = []
-    real = slurm_node.munge_lib.write_key
-    monkeypatch.setattr(
-        slurm_node.munge_lib, "write_key", lambda *a: calls.append(a[0]) or real(*a)
-    )
-    slurm_node.stage_munge_key(_hash(b"n" * 64))
-    assert calls == [str(key_dir.dir / ".staged.munge.key")]

@@ -380,7 +380,7 @@ def test_clustered_short_options_are_split_like_getopt():
 
 
 def test_options_after_positionals_are_options_for_permuting_commands():
-    # scontrol permutes its argv (slurm_node.node_state relies on it)
+    # scontrol permutes its argv (slurm_controller.node_state relies on it)
     assert build_argv("scontrol", ["show", "node", "-o", "n1"]) == [
         "scontrol",
         "--oneliner",

@@ -1,5 +1,5 @@
 """salt_ext.lib.ops.accounting: the dbd rows of slurm.status and the causes slurm.diagnose
-names for accounting, from what slurm_node.accounting_probe reports."""
+names for accounting, from what slurm_dbd.probe reports."""
 
 from salt_ext.lib.node import settings
 from salt_ext.lib.ops import accounting

@@ -216,7 +216,7 @@ def test_a_hung_slurmctld_is_named_first_on_every_node_instead_of_an_unreachable
         ("Kill task failed [slurm@2026-11-28T03:40:00]", {}, "drained by Slurm: Kill task failed"),
         ("Duplicate jobid [slurm@2026-11-28T03:40:00]", {}, "drained by Slurm: Duplicate jobid"),
         ("disk swap [root@2026-11-28T03:40:00]", {}, "drained by an admin: disk swap"),
-        # parsed by slurm_node.cluster_nodes with the cluster's SlurmUser
+        # parsed by slurm_controller.cluster_nodes with the cluster's SlurmUser
         (
             "Not responding [root@2026-11-28T03:40:00]",
             {"reason_by": "slurm", "reason_text": "Not responding"},

@@ -58,16 +58,16 @@ class FakeCluster(PingViaCall):
                 "daemons": {"munge": target not in self.munged_down},
                 "munge_key_hash": self.live[target],
             }
-        if fun == "slurm_node.stage_munge_key":
+        if fun == "munge.stage_key":
             self.staged[target] = arg[0]
             return {"staged": arg[0]}
-        if fun == "slurm_node.activate_munge_key":
+        if fun == "munge.activate_key":
             assert self.staged.get(target) == arg[0], (target, "swap without a staged key")
             self.live[target] = self.staged.pop(target)
             return {"key_hash": arg[0]}
-        if fun == "slurm_node.discard_staged_munge_key":
+        if fun == "munge.discard_staged_key":
             return self.staged.pop(target, None) is not None
-        if fun == "slurm_node.wait_registered":
+        if fun == "slurm_controller.wait_registered":
             if target in self.slow_register:
                 self.slow_register.discard(target)  # a slurmd restart fixes it
                 return {"ok": False, "cause": "not responding", "evidence": []}
@@ -100,12 +100,12 @@ def test_rotation_stages_everywhere_before_any_swap_then_verifies_and_drops_old_
     assert report["result"] is True, report
     assert set(cluster.live.values()) == {NEW}
     funs = cluster.funs()
-    stage = funs.index("slurm_node.stage_munge_key")
-    swap = funs.index("slurm_node.activate_munge_key")
+    stage = funs.index("munge.stage_key")
+    swap = funs.index("munge.activate_key")
     assert stage < swap
     # one call swaps on every machine at once: the window of disagreement is one call
-    assert [c for c in cluster.calls if c[0] == "slurm_node.activate_munge_key"] == [
-        ("slurm_node.activate_munge_key", ("ctl", "n1", "n2", "n3"), (NEW,))
+    assert [c for c in cluster.calls if c[0] == "munge.activate_key"] == [
+        ("munge.activate_key", ("ctl", "n1", "n2", "n3"), (NEW,))
     ]
     assert keys.log == ["begin", "commit"]
     assert report["old_hash"] == OLD and report["new_hash"] == NEW
@@ -138,13 +138,13 @@ def test_preflight_refuses_when_a_machine_does_not_answer():
 
 
 def test_failed_stage_on_one_node_leaves_every_machine_on_the_old_key():
-    cluster = FakeCluster(fail={("slurm_node.stage_munge_key", "n2"): "disk full"})
+    cluster = FakeCluster(fail={("munge.stage_key", "n2"): "disk full"})
     report, keys = _rotate(cluster)
     assert report["result"] is False
     assert report["failed"] == {"n2": "disk full"}
     assert set(cluster.live.values()) == {OLD}
     assert cluster.staged == {}  # discarded again
-    assert "slurm_node.activate_munge_key" not in cluster.funs()
+    assert "munge.activate_key" not in cluster.funs()
     assert keys.log == ["begin", "restore"] and keys.current == OLD
     assert "no machine swapped keys" in report["comment"]
 
@@ -167,7 +167,7 @@ def test_failed_verify_rolls_back_to_the_old_key_everywhere():
 
 
 def test_failed_swap_rolls_back_and_reports_a_failed_rollback():
-    cluster = FakeCluster(fail={("slurm_node.activate_munge_key", "n1"): "munged did not start"})
+    cluster = FakeCluster(fail={("munge.activate_key", "n1"): "munged did not start"})
     report, keys = _rotate(cluster)
     assert report["result"] is False
     assert report["failed"] == {"n1": "munged did not start"}

@@ -54,7 +54,7 @@ class FakeCluster(PingViaCall):
         if fun == "slurm_node.status":
             text = self.files.get(target, self.controller_files["slurm.conf"])
             return {"slurm_conf_hash": "sha256:" + fsutil.sha256_bytes(text)}
-        if fun == "slurm_node.wait_registered":
+        if fun == "slurm_controller.wait_registered":
             if target in self.not_registering:
                 return {
                     "ok": False,
@@ -62,7 +62,7 @@ class FakeCluster(PingViaCall):
                     "evidence": ["slurmd: Zero Bytes"],
                 }
             return {"ok": True}
-        if fun == "slurm_node.controller_up":
+        if fun == "slurm_controller.up":
             return {"ok": True, "output": "Slurmctld(primary) at ctl is UP"}
         return True
 
@@ -89,7 +89,7 @@ def test_partition_change_is_reconfigure_and_restarts_nothing():
     assert report["result"] is True, report
     assert report["class"] == "reconfigure"
     assert "MaxTime=60" in report["diff"]
-    assert ("slurm_node.reconfigure", ("ctl",), ()) in funs(cluster)
+    assert ("slurm_controller.reconfigure", ("ctl",), ()) in funs(cluster)
     assert not [c for c in cluster.calls if c[0] == "slurm_node.daemon_control"]
 
 
@@ -154,7 +154,9 @@ def test_identical_conf_everywhere_is_class_none_and_does_nothing():
     assert report["result"] is True
     assert report["class"] == "none"
     assert not [
-        c for c in cluster.calls if c[0] in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+        c
+        for c in cluster.calls
+        if c[0] in ("slurm_node.daemon_control", "slurm_controller.reconfigure")
     ]
 
 
@@ -183,11 +185,11 @@ def test_slurmctld_only_change_restarts_slurmctld_then_reconfigures():
     acts = [
         (f, a)
         for f, _, a in funs(cluster)
-        if f in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+        if f in ("slurm_node.daemon_control", "slurm_controller.reconfigure")
     ]
     assert acts == [
         ("slurm_node.daemon_control", ("slurmctld", "restart")),
-        ("slurm_node.reconfigure", ()),
+        ("slurm_controller.reconfigure", ()),
     ]
 
 
@@ -203,10 +205,10 @@ def test_slurmd_only_change_reconfigures_then_restarts_slurmd_in_batches():
     acts = [
         (f, t, a)
         for f, t, a in funs(cluster)
-        if f in ("slurm_node.daemon_control", "slurm_node.reconfigure")
+        if f in ("slurm_node.daemon_control", "slurm_controller.reconfigure")
     ]
     assert acts == [
-        ("slurm_node.reconfigure", ("ctl",), ()),
+        ("slurm_controller.reconfigure", ("ctl",), ()),
         ("slurm_node.daemon_control", ("n1", "n2"), ("slurmd", "restart")),
         ("slurm_node.daemon_control", ("n3",), ("slurmd", "restart")),
     ]

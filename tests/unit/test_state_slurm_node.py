@@ -49,12 +49,12 @@ def loader(monkeypatch, tmp_path):
         "cp.hash_file": MagicMock(side_effect=hash_file),
         "slurm_node.daemon_running": MagicMock(return_value=True),
         "slurm_node.daemon_control": MagicMock(return_value=True),
-        "slurm_node.munge_roundtrip": MagicMock(
+        "munge.roundtrip": MagicMock(
             return_value={"ok": True, "status": "Success (0)", "error": None}
         ),
-        "slurm_node.wait_registered": MagicMock(),
-        "slurm_node.reconfigure": MagicMock(return_value=True),
-        "slurm_node.controller_up": MagicMock(
+        "slurm_controller.wait_registered": MagicMock(),
+        "slurm_controller.reconfigure": MagicMock(return_value=True),
+        "slurm_controller.up": MagicMock(
             return_value={"ok": True, "output": "Slurmctld(primary) at ctl is UP", "waited": 0}
         ),
         "slurm_node.hardware": MagicMock(),
@@ -428,12 +428,12 @@ def test_mod_watch_running_slurmctld_reconfigures(loader, fake_run):
     ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
     assert ret["result"] is True
     assert ret["changes"] == {"reconfigure": "slurmctld"}
-    loader.salt["slurm_node.reconfigure"].assert_called_once_with()
+    loader.salt["slurm_controller.reconfigure"].assert_called_once_with()
     loader.salt["slurm_node.daemon_control"].assert_not_called()
 
 
 def test_mod_watch_reconfigure_failure(loader, fake_run):
-    loader.salt["slurm_node.reconfigure"].side_effect = CommandExecutionError(
+    loader.salt["slurm_controller.reconfigure"].side_effect = CommandExecutionError(
         "scontrol reconfigure exited 1: error: oops"
     )
     ret = slurm_node.mod_watch("slurmctld", sfun="daemon_running", manager="systemd")
@@ -495,7 +495,7 @@ def test_mod_watch_other_state_function_is_refused(loader, fake_run):
 
 
 def test_node_verified_failure_names_cause_and_quotes_evidence(loader):
-    loader.salt["slurm_node.wait_registered"].return_value = {
+    loader.salt["slurm_controller.wait_registered"].return_value = {
         "ok": False,
         "state": {"state": "DOWN", "raw_state": "DOWN*", "reason": "Not responding"},
         "waited": 12.0,
@@ -517,11 +517,11 @@ def test_node_verified_failure_names_cause_and_quotes_evidence(loader):
         "scontrol show node exited 1: Zero Bytes were transmitted or received",
         "slurmd: error: Unable to register: Zero Bytes were transmitted or received",
     ]
-    loader.salt["slurm_node.wait_registered"].assert_called_once_with("n1", 30)
+    loader.salt["slurm_controller.wait_registered"].assert_called_once_with("n1", 30)
 
 
 def test_node_verified_failure_without_state(loader):
-    loader.salt["slurm_node.wait_registered"].return_value = {
+    loader.salt["slurm_controller.wait_registered"].return_value = {
         "ok": False,
         "state": None,
         "waited": 60.2,
@@ -535,7 +535,7 @@ def test_node_verified_failure_without_state(loader):
 
 
 def test_node_verified_ok(loader):
-    loader.salt["slurm_node.wait_registered"].return_value = {
+    loader.salt["slurm_controller.wait_registered"].return_value = {
         "ok": True,
         "state": {"state": "IDLE", "raw_state": "IDLE", "drained": False},
         "waited": 1.5,
@@ -553,13 +553,13 @@ def test_node_verified_fails_when_the_local_slurmd_is_dead_without_waiting(loade
     ret = slurm_node.node_verified("n1")
     assert ret["result"] is False
     assert "the local slurmd is stopped: slurmd not running" in ret["comment"]
-    loader.salt["slurm_node.wait_registered"].assert_not_called()
+    loader.salt["slurm_controller.wait_registered"].assert_not_called()
     loader.salt["slurm_node.health"].assert_called_once_with("slurmd")
 
 
 def test_node_verified_idle_at_the_controller_is_not_enough(loader):
     # the controller says IDLE for minutes after slurmd died
-    loader.salt["slurm_node.wait_registered"].return_value = {
+    loader.salt["slurm_controller.wait_registered"].return_value = {
         "ok": True,
         "state": {"state": "IDLE", "raw_state": "IDLE", "drained": False},
         "waited": 0.1,
@@ -584,7 +584,7 @@ def test_node_verified_a_hung_slurmd_fails(loader):
 
 
 def test_node_verified_drained_node_passes_and_says_how_to_resume(loader):
-    loader.salt["slurm_node.wait_registered"].return_value = {
+    loader.salt["slurm_controller.wait_registered"].return_value = {
         "ok": True,
         "state": {"state": "IDLE", "raw_state": "IDLE+DRAIN", "drained": True, "reason": "bios"},
         "waited": 0.2,
@@ -595,7 +595,7 @@ def test_node_verified_drained_node_passes_and_says_how_to_resume(loader):
 
 
 def test_node_verified_local_munge_failure_skips_registration(loader):
-    loader.salt["slurm_node.munge_roundtrip"].return_value = {
+    loader.salt["munge.roundtrip"].return_value = {
         "ok": False,
         "status": None,
         "error": "unmunge: Error: Invalid credential",
@@ -603,13 +603,11 @@ def test_node_verified_local_munge_failure_skips_registration(loader):
     ret = slurm_node.node_verified("n1")
     assert ret["result"] is False
     assert "local munge round trip failed: unmunge: Error: Invalid credential" in ret["comment"]
-    loader.salt["slurm_node.wait_registered"].assert_not_called()
+    loader.salt["slurm_controller.wait_registered"].assert_not_called()
 
 
 def test_node_verified_local_munge_error(loader):
-    loader.salt["slurm_node.munge_roundtrip"].side_effect = CommandExecutionError(
-        "munge: command not found"
-    )
+    loader.salt["munge.roundtrip"].side_effect = CommandExecutionError("munge: command not found")
     ret = slurm_node.node_verified("n1")
     assert ret["result"] is False
     assert "munge: command not found" in ret["comment"]
@@ -619,8 +617,8 @@ def test_node_verified_test_mode(loader):
     loader.opts["test"] = True
     ret = slurm_node.node_verified("n1")
     assert ret["result"] is None
-    loader.salt["slurm_node.munge_roundtrip"].assert_not_called()
-    loader.salt["slurm_node.wait_registered"].assert_not_called()
+    loader.salt["munge.roundtrip"].assert_not_called()
+    loader.salt["slurm_controller.wait_registered"].assert_not_called()
 
 
 HW = {
@@ -668,14 +666,14 @@ def test_hardware_in_mine_test_mode_and_send_failure(loader):
 def test_controller_verified_reports_ping(loader):
     ret = slurm_node.controller_verified("ctl")
     assert ret["result"] is True and "is UP" in ret["comment"]
-    loader.salt["slurm_node.controller_up"].return_value = {
+    loader.salt["slurm_controller.up"].return_value = {
         "ok": False,
         "output": "Slurmctld(primary) at ctl is DOWN",
         "waited": 5,
     }
     ret = slurm_node.controller_verified("ctl", timeout=5)
     assert ret["result"] is False and "is DOWN" in ret["comment"]
-    loader.salt["slurm_node.controller_up"].assert_called_with(5)
+    loader.salt["slurm_controller.up"].assert_called_with(5)
 
 
 # --- conf_files_synced: the same writer as slurm.apply_conf --------------------------------

@@ -1,9 +1,14 @@
-"""Parsing ``scontrol show … -o`` output and naming the cause of an unusable node."""
+"""Parsing ``scontrol show … -o`` output and naming the cause of an unusable node; the
+bounded ``scontrol ping`` both node and controller ask."""
 
 import re
 import shlex
 
+from salt_ext.lib.util import command
+
 DEFAULT_SLURM_USER = "slurm"  # SlurmUser: slurmctld sets its own reasons as this user
+# a verification job step's memory (MB): small, so it fits beside running jobs
+TEST_STEP_MB = 32
 
 # base states in which a node takes no jobs
 _BAD_BASE = {"DOWN", "UNKNOWN", "FUTURE", "DRAIN", "FAIL"}
@@ -159,6 +164,23 @@ def ping_answer(output, host):
     if mine and all(line.endswith("is UP") for line in mine):
         return True, f"answers `scontrol ping` ({mine[0]})"
     return False, f"`scontrol ping`: {'; '.join(mine) or output.strip()[-200:] or 'no output'}"
+
+
+# seconds a bounded request waits for a daemon's answer (a healthy one answers in ms)
+ANSWER_BOUND = 5
+
+
+def ping(bound=ANSWER_BOUND):
+    """``scontrol ping`` from here, bounded: ``{"ok": bool, "output", "timed_out"}``; a
+    timeout is an answer (``ok`` False, ``timed_out`` True), never an exception."""
+    try:
+        proc = command.run(["scontrol", "ping"], timeout=bound, check=False)
+    except command.CommandFailed as err:
+        timed_out = command.timed_out(err)
+        output = f"no answer to `scontrol ping` in {bound} s" if timed_out else str(err)
+        return {"ok": False, "output": output, "timed_out": timed_out}
+    output = (proc.stdout + proc.stderr).strip()
+    return {"ok": "is UP" in proc.stdout, "output": output[-300:], "timed_out": False}
 
 
 # log fragments that name a cause (lower case); see diagnose()

@@ -754,7 +754,7 @@ SCONTROL_DENIED = {
     "abort": "kills slurmctld",
     "shutdown": "stops slurm daemons",
     "takeover": "moves control to the backup controller",
-    "reconfigure": "makes every daemon re-read slurm.conf (use slurm_node.reconfigure)",
+    "reconfigure": "makes every daemon re-read slurm.conf (use slurm_controller.reconfigure)",
     "create": "creates partitions or reservations",
     "delete": "deletes partitions or reservations",
     "reboot": "reboots nodes",

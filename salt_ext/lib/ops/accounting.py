@@ -1,6 +1,6 @@
 """Accounting in the day-2 runners: the dbd host's rows in ``slurm.status``, the ``sacct``
 proof in ``slurm.verify``, and what ``slurm.diagnose`` names when job records do not reach
-the database. Pure functions over what ``slurm_node.accounting_probe`` reports."""
+the database. Pure functions over what ``slurm_dbd.probe`` reports."""
 
 import re
 
@@ -58,7 +58,7 @@ def rows_ok(rows):
 def causes(cfg, dbd_probe, ctl_probe):
     """What keeps job records from the database, each ``{"cause", "evidence", "fix"}``.
 
-    ``dbd_probe``/``ctl_probe``: ``slurm_node.accounting_probe`` of the dbd host and the
+    ``dbd_probe``/``ctl_probe``: ``slurm_dbd.probe`` of the dbd host and the
     controller (the same dict when they are one machine; None: no answer)."""
     acct = cfg["accounting"]
     host, found = acct["host"], []

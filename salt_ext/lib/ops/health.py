@@ -14,7 +14,9 @@ def status(ctx):
     controller, node_minions = ctx.cluster()
     answered, _ = ctx.reachable([controller, *node_minions.values()])
     statuses = ctx.returns(answered, "slurm_node.status")
-    states = ctx.one(controller, "slurm_node.cluster_nodes") if controller in answered else None
+    states = (
+        ctx.one(controller, "slurm_controller.cluster_nodes") if controller in answered else None
+    )
     rows = views.status_rows(statuses.get(controller), node_minions, statuses, states)
     ctl = statuses.get(controller)
     result = {
@@ -83,7 +85,7 @@ def verify(ctx, timeout=60):
         if ctl_credential and talking
         else {}
     )
-    states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
+    states = ctx.one(controller, "slurm_controller.cluster_nodes") or {}
     # a job step only where everything else passed and the controller can place one: a
     # step on a broken or DOWN node would only wait out its timeout
     nodes = {
@@ -108,14 +110,16 @@ def verify(ctx, timeout=60):
     ]
     steps = {}
     if ready:
-        steps = ctx.one(controller, "slurm_node.job_steps", [ready, timeout], timeout + 30) or {}
+        steps = (
+            ctx.one(controller, "slurm_controller.job_steps", [ready, timeout], timeout + 30) or {}
+        )
     acct = None
     if accounting.enabled(ctx.cfg):
         # a finished job must reach the database: sacct shows it COMPLETED|0:0
-        acct = ctx.one(controller, "slurm_node.accounting_job", [timeout], timeout + 90) or {
+        acct = ctx.one(controller, "slurm_dbd.job_recorded", [timeout], timeout + 90) or {
             "ok": False,
             "job": None,
-            "evidence": f"no answer from {controller} to slurm_node.accounting_job",
+            "evidence": f"no answer from {controller} to slurm_dbd.job_recorded",
         }
     failed = {}
     for node, checks in nodes.items():
@@ -179,7 +183,7 @@ def diagnose(ctx, nodes=None, timeout=30):
                 "(salt-run slurm.status)?"
             )
         )
-    states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
+    states = ctx.one(controller, "slurm_controller.cluster_nodes") or {}
     reachable = [m for m in node_minions.values() if views.munge_answers(probes.get(m))]
     _, decoded = munge_to_controller(ctx, controller, node_minions, reachable, timeout)
     report = {}
@@ -211,7 +215,7 @@ def diagnose(ctx, nodes=None, timeout=30):
         wanted = list(dict.fromkeys([controller, host]))
         up, _ = ctx.reachable(wanted)
         if up:
-            answers = ctx.minions.call(up, "slurm_node.accounting_probe", [], timeout)
+            answers = ctx.minions.call(up, "slurm_dbd.probe", [], timeout)
             probes_acct = {m: a["ret"] for m, a in answers.items() if a["ok"]}
         found = accounting.causes(ctx.cfg, probes_acct.get(host), probes_acct.get(controller))
         result["accounting"] = {"host": host, "causes": found}

@@ -73,7 +73,7 @@ class KeyRotation(ClusterSteps):
             self._call(
                 "discard staged keys",
                 self._targets(),
-                "slurm_node.discard_staged_munge_key",
+                "munge.discard_staged_key",
                 must=False,
             )
             self.keys.restore()
@@ -132,14 +132,14 @@ class KeyRotation(ClusterSteps):
 
     def _stage(self, key_hash):
         self._step(f"staging {_short(key_hash)} on {len(self._targets())} machines")
-        self._call("stage the key", self._targets(), "slurm_node.stage_munge_key", [key_hash])
+        self._call("stage the key", self._targets(), "munge.stage_key", [key_hash])
 
     def _swap(self, key_hash):
         self._step(f"swapping in {_short(key_hash)} and restarting munged everywhere at once")
         self._call(
             "swap the key and restart munged",
             self._targets(),
-            "slurm_node.activate_munge_key",
+            "munge.activate_key",
             [key_hash],
         )
 
@@ -151,7 +151,7 @@ class KeyRotation(ClusterSteps):
             waited = self._call(
                 "nodes registered with the new key",
                 batch,
-                "slurm_node.wait_registered",
+                "slurm_controller.wait_registered",
                 [None, min(self.timeout, 30)],
                 timeout=min(self.timeout, 30) + 30,
             )

@@ -20,14 +20,14 @@ def set_state(ctx, names, state, reason=None):
     if unknown:
         raise OpError(f"nodes: {hostlist.compress(unknown)} not in the master's slurm.conf")
     answer = ctx.minions.call(
-        [controller], "slurm_node.update_nodes", [hostlist.compress(names), state, reason], 60
+        [controller], "slurm_controller.update_nodes", [hostlist.compress(names), state, reason], 60
     )[controller]
     if not answer["ok"]:
         raise OpError(f"{controller}: {answer['error']}")
     changed = answer["ret"]
     deadline = ctx.clock.monotonic() + (RESUME_SETTLE if state == "RESUME" else 0)
     while True:
-        states = ctx.one(controller, "slurm_node.cluster_nodes") or {}
+        states = ctx.one(controller, "slurm_controller.cluster_nodes") or {}
         settled = all(states.get(n, {}).get("responding", True) for n in changed)
         if settled or ctx.clock.monotonic() > deadline:
             break
@@ -58,7 +58,7 @@ def _remove(ctx, node, timeout, reason, apply_timeout):
     ctx.progress(f"{node} drained ({drained['nodes'][node]['state']}); waiting for its jobs")
     deadline = ctx.clock.monotonic() + float(timeout)
     while True:
-        jobs = ctx.one(controller, "slurm_node.node_jobs", [node])
+        jobs = ctx.one(controller, "slurm_controller.node_jobs", [node])
         if jobs == []:
             break
         if ctx.clock.monotonic() > deadline:
@@ -68,7 +68,7 @@ def _remove(ctx, node, timeout, reason, apply_timeout):
                 "it stays drained. Run again with a longer timeout, or scancel them.",
             }
         ctx.clock.sleep(2)
-    stranded = ctx.one(controller, "slurm_node.node_jobs", [node, True])
+    stranded = ctx.one(controller, "slurm_controller.node_jobs", [node, True])
     ctx.progress(
         f"{node} has no running jobs; removing it from slurm.conf"
         + (

@@ -157,7 +157,7 @@ class ClusterSteps:
         returns = self._call(
             step,
             minions,
-            "slurm_node.wait_registered",
+            "slurm_controller.wait_registered",
             [None, self.timeout],
             timeout=self.timeout + 30,
         )
@@ -335,7 +335,7 @@ class Rollout(ClusterSteps):
 
     def _do_reconfigure(self):
         self._step("scontrol reconfigure")
-        self._call("scontrol reconfigure", [self.controller], "slurm_node.reconfigure")
+        self._call("scontrol reconfigure", [self.controller], "slurm_controller.reconfigure")
 
     def _restart_controller(self):
         self._step(f"restarting slurmctld on {self.controller}")
@@ -348,7 +348,7 @@ class Rollout(ClusterSteps):
         ping = self._call(
             "slurmctld answers",
             [self.controller],
-            "slurm_node.controller_up",
+            "slurm_controller.up",
             [self.timeout],
             timeout=self.timeout + 30,
         )[self.controller]

@@ -83,7 +83,7 @@ def status_rows(controller_status, node_minions, statuses, states):
 
     ``controller_status``: the controller's ``slurm_node.status`` (its hashes are the
     reference); ``statuses``: ``{minion: slurm_node.status or None (no answer)}``;
-    ``states``: the controller's ``slurm_node.cluster_nodes`` (or None)."""
+    ``states``: the controller's ``slurm_controller.cluster_nodes`` (or None)."""
     want_conf = (controller_status or {}).get("slurm_conf_hash")
     want_key = (controller_status or {}).get("munge_key_hash")
     rows = []
@@ -229,9 +229,9 @@ def daemons_check(node, status):
 
 
 def step_check(node, step, state=None):
-    """The ``job step`` check from ``slurm_node.job_steps``' result for ``node``.
+    """The ``job step`` check from ``slurm_controller.job_steps``' result for ``node``.
 
-    A node the admin drained (``state`` from ``slurm_node.cluster_nodes``) gets none: no
+    A node the admin drained (``state`` from ``slurm_controller.cluster_nodes``) gets none: no
     job can start there, and that is the admin's choice, not a fault. A node Slurm drained
     for its own reason (Kill task failed, Duplicate jobid, ...) fails, whatever an earlier
     step showed. A busy node (all CPUs allocated to running jobs) passes as ``busy``."""

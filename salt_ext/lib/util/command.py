@@ -45,3 +45,9 @@ def run(argv, stdin=None, timeout=60, check=True, env=None):
             proc.stderr,
         )
     return proc
+
+
+def timed_out(err):
+    """True when the :class:`CommandFailed` ``err`` is a timeout (not an exit or a missing
+    command): a hung daemon's silence, which callers report as evidence, not as a failure."""
+    return isinstance(err.__cause__, subprocess.TimeoutExpired)
