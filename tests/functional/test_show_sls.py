@@ -393,7 +393,7 @@ def test_the_controller_applies_accounts_as_code_after_the_cluster_is_registered
     assert ("slurm-accounting" in high) is managed
     if managed:
         state = high["slurm-accounting"]
-        assert _arg(state, "slurm_accounting", "require") == [{"slurm_node": "slurm-dbd-cluster"}]
+        assert _arg(state, "slurm_accounting", "require") == [{"slurm_dbd": "slurm-dbd-cluster"}]
         assert _arg(state, "slurm_accounting", "cluster") == "cluster"  # slurm:cluster_name
     # never on the dbd role's own SLS: the registration (and sacctmgr's cluster) is the
     # controller's
