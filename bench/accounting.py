@@ -208,6 +208,12 @@ def real(run, cluster):
         times["ours_noop"].append(time.monotonic() - started)
         processes["ours_noop"] = result["processes"]
         assert result["commands"] == [], "the re-apply changed something"
+        # each round's figures at once: the naive pass after it can take minutes
+        print(
+            f"  round {round_no + 1}: ours from empty {times['ours_empty'][-1]:.2f} s, "
+            f"no-op {times['ours_noop'][-1]:.2f} s",
+            flush=True,
+        )
         if round_no >= (NAIVE_ROUNDS or ROUNDS):
             continue
         _wipe(run, cluster)
