@@ -14,16 +14,23 @@ The real part needs a slurmdbd that ``sacctmgr`` reaches. It is given either
   ctl"``; ``"-"`` for this machine), ``BENCH_ACCOUNTING_CLUSTER`` the cluster name
   (default ``cluster``).
 
-Without one it prints ``not measured: <reason>``. It removes (purge) every account, user
-and QOS that is not the cluster's own before and after each round: point it at a
-throw-away accounting database only.
+Without either, ``make bench`` (``python -m bench accounting``) brings up its own sandbox
+bed (master + ``ctl`` + ``n1``; name/subnet ``BENCH_ACCOUNTING_BED_NAME`` /
+``BENCH_ACCOUNTING_BED_SUBNET``, default ``sxab`` / ``10.60.0``), measures ``slurm.deploy``
+from bare without accounting, then from bare again with accounting on (MariaDB, slurmdbd,
+the cluster registered; the ratio of the two), and runs the comparison against that
+slurmdbd; ``BENCH_ACCOUNTING_BED=0`` skips the bed (then ``not measured: <reason>``). It
+removes (purge) every account, user and QOS that is not the cluster's own before and
+after each round: point it at a throw-away accounting database only.
 
 The pure-Python part always runs: the diff (validation + plan) for that size from empty
 and for the no-op, medians of ``MICRO_ROUNDS``.
 """
 
 import os
+import secrets
 import shlex
+import shutil
 import statistics
 import subprocess
 import time
@@ -32,10 +39,17 @@ from salt_ext.lib.accounting import current, diff, engine, pillar
 from salt_ext.lib.util import command
 
 ROUNDS = 3
+# the naive way takes ~1,100 sacctmgr processes per pass; on a busy machine
+# BENCH_ACCOUNTING_NAIVE_ROUNDS=1 measures it once (the figure then says so)
+NAIVE_ROUNDS = int(os.environ.get("BENCH_ACCOUNTING_NAIVE_ROUNDS", "0")) or None
 MICRO_ROUNDS = 7
 N_ACCOUNTS, N_USERS, N_QOS = 100, 1000, 10
 PREFIX_ENV = "BENCH_ACCOUNTING_PREFIX"
 CLUSTER_ENV = "BENCH_ACCOUNTING_CLUSTER"
+BED_ENV = "BENCH_ACCOUNTING_BED"
+BED_NAME = os.environ.get("BENCH_ACCOUNTING_BED_NAME", "sxab")
+BED_SUBNET = os.environ.get("BENCH_ACCOUNTING_BED_SUBNET", "10.60.0")
+BED_CLUSTER = "benchacct"
 
 
 def wanted_pillar(accounts=None, users=None, qos=None):
@@ -179,11 +193,11 @@ def real(run, cluster):
     naive = _naive_lines(diff.plan(wanted, _empty_model(), cluster))
     print(
         f"\n[accounting] {N_ACCOUNTS} accounts / {N_USERS:,} users / {N_QOS} QOS on slurmdbd "
-        f"(cluster {cluster}, {ROUNDS} rounds)"
+        f"(cluster {cluster}, ours {ROUNDS} rounds, naive {NAIVE_ROUNDS or ROUNDS})"
     )
     times = {key: [] for key in ("ours_empty", "ours_noop", "naive_empty", "naive_noop")}
     processes = {}
-    for _ in range(ROUNDS):
+    for round_no in range(ROUNDS):
         _wipe(run, cluster)
         started = time.monotonic()
         result = engine.sync(raw, cluster, run)
@@ -194,6 +208,14 @@ def real(run, cluster):
         times["ours_noop"].append(time.monotonic() - started)
         processes["ours_noop"] = result["processes"]
         assert result["commands"] == [], "the re-apply changed something"
+        # each round's figures at once: the naive pass after it can take minutes
+        print(
+            f"  round {round_no + 1}: ours from empty {times['ours_empty'][-1]:.2f} s, "
+            f"no-op {times['ours_noop'][-1]:.2f} s",
+            flush=True,
+        )
+        if round_no >= (NAIVE_ROUNDS or ROUNDS):
+            continue
         _wipe(run, cluster)
         started = time.monotonic()
         _naive_apply(run, naive)
@@ -225,8 +247,69 @@ def _reachable(run):
     return clusters, None
 
 
+def _timed_deploy(bed):
+    from bench.ops import _timed  # noqa: PLC0415 - needs the test bed's packages
+
+    return _timed(bed, "slurm.deploy")
+
+
+def deploy_ratio(bed):
+    """``slurm.deploy`` from bare without accounting, then from bare with it (MariaDB's
+    data directory empty too); prints both and the ratio, returns the cluster name."""
+    from bench.provision import _make_bare  # noqa: PLC0415
+    from tests.testbed.bed import BED_CONF_OVERRIDES, render_pillar  # noqa: PLC0415
+
+    overrides = {k: v for k, v in BED_CONF_OVERRIDES.items() if k != "JobAcctGatherType"}
+    base = render_pillar(cluster_name=BED_CLUSTER, node_target="n1")
+    base["conf"] = {"overrides": overrides}
+
+    def bare():
+        _make_bare(bed, ["ctl", "n1"])
+        bed.salt("*", "mine.flush")
+        for path in bed.cluster_files_dir().iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    bed.write_pillar(base)
+    bare()
+    without = _timed_deploy(bed)
+    password = "Bench-" + secrets.token_hex(12)
+    per_minion = {"ctl": {"slurm": {"accounting": {"storage": {"password": password}}}}}
+    bed.write_pillar({**base, "accounting": {"enabled": True}}, per_minion=per_minion)
+    bare()
+    with_acct = _timed_deploy(bed)
+    print(
+        f"\n[accounting] slurm.deploy from bare (ctl + n1, one run each): without accounting "
+        f"{without:6.2f} s, with accounting (MariaDB + slurmdbd + cluster registered) "
+        f"{with_acct:6.2f} s, ratio {with_acct / without:.2f}x"
+    )
+    return BED_CLUSTER
+
+
+def _own_bed():
+    from tests.testbed import SandboxCluster  # noqa: PLC0415
+
+    bed = SandboxCluster(name=BED_NAME, nodes=("ctl", "n1"), subnet=BED_SUBNET)
+    bed.up()
+    print(
+        f"\n[accounting] test bed {BED_NAME}: master + 2 minions up in {bed.startup_seconds:.1f}s"
+    )
+    return bed
+
+
 def run(bed=None, controller="ctl", sacctmgr=None, cluster=None):
     micro()
+    if bed is None and sacctmgr is None and not os.environ.get(PREFIX_ENV):
+        if os.environ.get(BED_ENV, "1") != "0":
+            own = _own_bed()
+            try:
+                name = deploy_ratio(own)
+                return _measure(own, "ctl", None, name)
+            finally:
+                own.down(keep_files=False)
+    return _measure(bed, controller, sacctmgr, cluster)
+
+
+def _measure(bed, controller, sacctmgr, cluster):
     runner = sacctmgr or (_bed_runner(bed, controller) if bed is not None else _env_runner())
     if runner is None:
         print(

@@ -87,7 +87,7 @@ class SaltMinions:
                 result[target] = {"ok": True, "ret": ret.get("ret"), "error": None}
         return result
 
-    def apply_state(self, targets, sls, timeout, sls_id=None):
+    def apply_state(self, targets, sls, timeout, sls_id=None, report=()):
         with salt.client.LocalClient(mopts=self.opts) as client:
             if sls_id:
                 returns = client.cmd(
@@ -102,6 +102,8 @@ class SaltMinions:
             ret = returns.get(target)
             if ret is None:
                 result[target] = (False, 0, ["no return (minion down?)"])
+                if report:
+                    result[target] += ({},)
                 continue
             failures = _state_failures(ret)
             changed = (
@@ -110,6 +112,8 @@ class SaltMinions:
                 else 0
             )
             result[target] = (not failures, changed, failures)
+            if report:
+                result[target] += (_state_reports(ret, report),)
         return result
 
     def ping(self, tgt, tgt_type="list", wait=context.PING_WAIT, timeout=30):
@@ -143,6 +147,17 @@ class SaltMinions:
                 time.sleep(0.02)
         silent = sorted(expected - set(answered))
         return sorted(set(answered)), silent
+
+
+def _state_reports(ret, ids):
+    """``{state ID: {"result", "comment", "changes"}}`` of the chunks named in ``ids``."""
+    if not isinstance(ret, dict):
+        return {}
+    return {
+        chunk["__id__"]: {k: chunk.get(k) for k in ("result", "comment", "changes")}
+        for chunk in ret.values()
+        if isinstance(chunk, dict) and chunk.get("__id__") in ids
+    }
 
 
 def _state_failures(ret):

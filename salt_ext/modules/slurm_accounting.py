@@ -12,7 +12,7 @@ proves the cluster now matches. The state ``slurm_accounting.managed`` wraps :fu
 import salt.utils.data
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from salt_ext.lib.accounting import current, engine, pillar
+from salt_ext.lib.accounting import current, diff, engine, pillar
 from salt_ext.lib.util import command
 
 __virtualname__ = "slurm_accounting"
@@ -100,3 +100,25 @@ def apply(accounting=None, cluster=None, test=False):
     except (command.CommandFailed, current.ParseError) as err:
         raise CommandExecutionError(str(err)) from err
     return _plain(result)
+
+
+def check(accounting=None, cluster=None):
+    """
+    How far the cluster is from pillar ``slurm:accounting``, without writing anything (a
+    ``test=True`` apply, summarised): ``in_sync``, ``total`` (changes an apply would
+    make), ``counts`` (``qos``/``accounts``/``users``: ``added``, ``modified``,
+    ``removed``), ``drift`` (values someone changed on the cluster), ``unmanaged`` (per
+    kind, on the cluster and not in pillar), ``processes``. What ``slurm.status`` shows.
+
+    accounting
+        The ``slurm:accounting`` mapping (default: from pillar).
+    cluster
+        Slurm cluster name (default: pillar ``slurm:cluster_name``, else ``cluster``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt ctl slurm_accounting.check
+    """
+    return diff.digest(apply(accounting=accounting, cluster=cluster, test=True))

@@ -4,6 +4,7 @@ No daemons: a masterless minion config (``file_client: local``) serves states/ a
 salt://slurm and the pillar from a temp dir; grains are replaced by each OS row's.
 """
 
+import copy
 import json
 
 import pytest
@@ -386,3 +387,88 @@ def test_autopilot_beacon_only_when_the_pillar_enables_it(tmp_path):
     ctl = show_sls(tmp_path / "ctl", grains, sls="slurm.controller", pillar=pillar)
     assert _arg(ctl["slurm-autopilot-beacon"], "beacon", "daemons") == ["munge", "slurmctld"]
     assert _arg(ctl["slurm-autopilot-beacon"], "beacon", "role") == "controller"
+
+
+@pytest.mark.parametrize(
+    ("accounting", "managed"),
+    [
+        ({}, False),
+        ({"qos": {"single": {"limits": {"MaxJobsPerUser": 1}}}}, True),
+        ({"accounts": {"physics": {}}}, True),
+        ({"purge": True}, True),
+    ],
+)
+def test_the_controller_applies_accounts_as_code_after_the_cluster_is_registered(
+    tmp_path, accounting, managed
+):
+    """With accounts / users / QOS (or purge) in pillar the controller's SLS carries
+    slurm_accounting.managed, after the cluster's registration; without them it does not."""
+    pillar = copy.deepcopy(DBD_PILLAR)
+    pillar["accounting"].update(accounting)
+    mods = loader(tmp_path, ROWS["debian12"][0], pillar=pillar, served=DBD_SERVED)
+    assert mods["slurm_node.settings"]("controller")["accounting"]["managed"] is managed
+    high = mods["state.show_sls"]("slurm.controller")
+    assert isinstance(high, dict), high
+    assert ("slurm-accounting" in high) is managed
+    if managed:
+        state = high["slurm-accounting"]
+        assert _arg(state, "slurm_accounting", "require") == [{"slurm_dbd": "slurm-dbd-cluster"}]
+        assert _arg(state, "slurm_accounting", "cluster") == "cluster"  # slurm:cluster_name
+    # never on the dbd role's own SLS: the registration (and sacctmgr's cluster) is the
+    # controller's
+    assert "slurm-accounting" not in mods["state.show_sls"]("slurm.dbd")
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_absent_on_the_dbd_host_stops_slurmdbd_and_mariadb_and_purges_data_only_if_asked(
+    tmp_path, purge
+):
+    pillar = copy.deepcopy(DBD_PILLAR)
+    pillar["absent"] = {"purge_database": purge}
+    grains = {**ROWS["debian12"][0], "id": "node1"}  # the controller, so the dbd host
+    mods = loader(tmp_path, grains, pillar=pillar, served=DBD_SERVED)
+    high = mods["state.show_sls"]("slurm.absent")
+    assert isinstance(high, dict), high
+    dead = [
+        _arg(c, "slurm_node", "name")
+        for i, c in high.items()
+        if i.startswith("slurm-absent-") and "slurm_node" in c
+    ]
+    # the daemons that talk to slurmdbd first, then slurmdbd, MariaDB, munge last
+    assert dead == ["slurmd", "slurmctld", "slurmdbd", "mariadb", "munge"]
+    assert '"slurm-absent-file-/etc/slurm/slurmdbd.conf"' in json.dumps(list(high))
+    data = "slurm-absent-database-/var/lib/mysql"
+    assert (data in high) is purge
+    if purge:
+        assert _arg(high[data], "file", "require") == [{"slurm_node": "slurm-absent-mariadb"}]
+    # a compute node's absent does not touch slurmdbd or MariaDB, purge or not
+    (tmp_path / "n").mkdir()
+    node = loader(tmp_path / "n", {**grains, "id": "n1"}, pillar=pillar, served=DBD_SERVED)
+    node_high = node["state.show_sls"]("slurm.absent")
+    assert "slurm-absent-slurmdbd" not in node_high and data not in node_high
+
+
+def test_purge_database_must_be_a_boolean(tmp_path):
+    pillar = {**copy.deepcopy(DBD_PILLAR), "absent": {"purge_database": "yes"}}
+    result = show_sls(tmp_path, ROWS["debian12"][0], "slurm.absent", pillar, DBD_SERVED)
+    assert isinstance(result, list) and "slurm:absent:purge_database" in "\n".join(result)
+
+
+def test_absent_on_the_rest_api_host_stops_slurmrestd_first_and_removes_its_files(tmp_path):
+    pillar = {**copy.deepcopy(DBD_PILLAR), "restd": {"enabled": True}}
+    grains = {**ROWS["debian12"][0], "id": "node1"}  # the controller: slurmrestd's host
+    mods = loader(tmp_path, grains, pillar=pillar, served=DBD_SERVED)
+    plan = mods["slurm_node.settings"]("node")
+    high = mods["state.show_sls"]("slurm.absent")
+    assert isinstance(high, dict), high
+    dead = [
+        _arg(c, "slurm_node", "name")
+        for i, c in high.items()
+        if i.startswith("slurm-absent-") and "slurm_node" in c
+    ]
+    assert dead[0] == "slurmrestd" and dead[-1] == "munge", dead
+    removed = {_arg(c, "file", "name") for c in high.values() if "file" in c}
+    assert {plan["restd"]["jwt_key"], *plan["restd"]["files"]} <= removed, removed
+    # each file goes once slurmrestd is dead
+    key = high[f"slurm-absent-file-{plan['restd']['jwt_key']}"]
+    assert {"slurm_node": "slurm-absent-slurmrestd"} in _arg(key, "file", "require")

@@ -16,8 +16,16 @@ import time
 
 import pytest
 
+from salt_ext.lib.accounting import current
 from tests.conftest import sandbox_bed
-from tests.integration.helpers import BusLog, salt_run, sinfo_nodes, wait_for
+from tests.integration.helpers import (
+    BusLog,
+    job_info,
+    salt_run,
+    sinfo_nodes,
+    state_results,
+    wait_for,
+)
 from tests.testbed.bed import BED_CONF_OVERRIDES
 
 NODES = ("ctl", "n1", "n2")
@@ -246,3 +254,202 @@ def test_jobs_finishing_while_slurmdbd_is_down_reach_the_db(cluster, deployed):
     assert wait_for(lambda: {j: sacct(cluster, j) for j in jobs} == want, 90, 1), {
         j: sacct(cluster, j) for j in jobs
     }
+
+
+# ------------------------------------------------------------ accounts / users / QOS as code
+# The tests below run last on the deployed bed: they add accounts to the pillar, which
+# turns on AccountingStorageEnforce (a job then needs an association).
+ACCOUNTS = {
+    "qos": {"single": {"limits": {"MaxJobsPerUser": 1}}},
+    "accounts": {
+        "science": {"description": "Faculty of Science"},
+        "physics": {"parent": "science", "fairshare": 10},
+    },
+    # the bed's unix user (the same on ctl and n1: the nodes share the host's /etc/passwd)
+    "users": {"sxuser": {"accounts": ["physics"], "qos": ["normal", "single"]}},
+}
+ACCOUNTS["users"]["sxuser"]["default_qos"] = "single"
+
+
+def with_accounts(**extra):
+    accounting = {**PILLAR["accounting"], **json.loads(json.dumps(ACCOUNTS)), **extra}
+    return {**PILLAR, "accounting": accounting}
+
+
+def sacctmgr_dump(cluster):
+    """Every QOS, account, user and association as sacctmgr prints them for the state's own
+    five reads (to prove nothing changed)."""
+    out = {}
+    for kind, argv in current.read_commands("acctbed").items():
+        proc = cluster.run("ctl", argv)
+        assert proc.returncode == 0, proc.stderr
+        out[kind] = proc.stdout
+    return out
+
+
+def controller_apply(cluster, test=False):
+    """``state.apply slurm.controller`` on ctl: its return, as for a render error (list)."""
+    ret = cluster.salt("ctl", "state.apply", ["slurm.controller"], timeout=300, test=test)
+    return ret["ctl"]
+
+
+def accounting_chunk(ret):
+    chunks = state_results(ret)
+    assert "slurm-accounting" in chunks, sorted(chunks)
+    return chunks["slurm-accounting"]
+
+
+def sbatch_as_sxuser(cluster, wrap):
+    argv = ["sbatch", "--parsable", "-o", "/dev/null", "--chdir=/tmp", "--wrap", wrap]
+    proc = cluster.run("ctl", ["runuser", "-u", "sxuser", "--", *argv])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().split(";")[0]
+
+
+def qos_limit(cluster):
+    proc = cluster.run("ctl", ["sacctmgr", "-n", "-P", "show", "qos", "single", "format=MaxJobsPU"])
+    return proc.stdout.strip()
+
+
+def squeue(cluster, job_id):
+    return cluster.run("ctl", ["squeue", "-h", "-j", job_id, "-o", "%T %r"]).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def accounts_deployed(cluster, deployed):
+    """The pillar's accounts / users / QOS deployed by slurm.deploy (no extra step)."""
+    cluster.write_pillar(with_accounts(), per_minion=PER_MINION)
+    result, proc = deploy(cluster)
+    assert proc.returncode == 0 and result["result"] is True, (
+        result.get("comment"),
+        result.get("steps"),
+        proc.stderr[-3000:],
+    )
+    return result, proc
+
+
+def test_deploy_applies_the_accounts_and_a_qos_limit_holds_a_users_second_job(
+    cluster, accounts_deployed
+):
+    result, proc = accounts_deployed
+    acct = result["accounting"]
+    # science, physics, single, sxuser (and its association) added; nothing had drifted
+    assert acct["result"] is True and acct["changed"] >= 4 and acct["drift"] == 0, acct
+    assert any(s.startswith("accounts as code on ctl: changed") for s in result["steps"]), result
+    assert "accounts as code on ctl: changed" in proc.stderr
+    conf = cluster.run("ctl", ["cat", "/etc/slurm/slurm.conf"]).stdout.splitlines()
+    assert "AccountingStorageEnforce=associations,limits,qos" in conf, conf
+    users = cluster.run(
+        "ctl",
+        ["sacctmgr", "-n", "-P", "show", "assoc", "user=sxuser", "format=Account,QOS,DefaultQOS"],
+    ).stdout.split()
+    assert users == ["physics|normal,single|single"], users
+    status, run = salt_run(cluster, "slurm.status")
+    assert run.returncode == 0 and status["accounts_as_code"]["in_sync"] is True, status
+    assert (
+        "accounts as code on ctl: in sync with pillar"
+        in cluster.cli(["salt-run", "slurm.status"]).stdout
+    )
+    first = sbatch_as_sxuser(cluster, "sleep 120")
+    second = sbatch_as_sxuser(cluster, "sleep 120")
+    try:
+        assert wait_for(lambda: squeue(cluster, first).startswith("RUNNING"), 30, 0.5), squeue(
+            cluster, first
+        )
+        assert wait_for(
+            lambda: squeue(cluster, second) == "PENDING QOSMaxJobsPerUserLimit", 30, 0.5
+        ), (squeue(cluster, second), job_info(cluster, second))
+    finally:
+        cluster.run("ctl", ["scancel", first, second])
+
+
+def test_a_limit_changed_by_hand_is_drift_for_test_mode_and_apply_corrects_it(
+    cluster, accounts_deployed
+):
+    proc = cluster.run(
+        "ctl", ["sacctmgr", "-i", "modify", "qos", "single", "set", "MaxJobsPerUser=5"]
+    )
+    assert proc.returncode == 0, proc.stderr
+    chunk = accounting_chunk(controller_apply(cluster, test=True))
+    assert chunk["result"] is None, chunk
+    drift = chunk["changes"]["drift"]
+    assert any(d.get("name") == "single" and d.get("field") == "MaxJobsPerUser" for d in drift), (
+        drift
+    )
+    assert "drifted" in chunk["comment"], chunk["comment"]
+    # test=True wrote nothing; slurm.status names the difference and fails
+    assert qos_limit(cluster) == "5"
+    status, run = salt_run(cluster, "slurm.status")
+    assert run.returncode != 0 and status["accounts_as_code"]["drift"] == 1, status
+    chunk = accounting_chunk(controller_apply(cluster))
+    assert chunk["result"] is True, chunk
+    modified = chunk["changes"]["qos"]["modified"]
+    assert str(modified["single"]["MaxJobsPerUser"]["new"]) == "1", chunk
+    assert qos_limit(cluster) == "1"
+
+
+def test_an_unmanaged_account_is_left_alone_unless_purge(cluster, accounts_deployed):
+    made = cluster.run("ctl", ["sacctmgr", "-i", "add", "account", "handmade", "cluster=acctbed"])
+    assert made.returncode == 0, made.stderr
+
+    def accounts():
+        """The accounts with an association on this cluster (an account record is shared
+        by every cluster of the slurmdbd: purge removes this cluster's association)."""
+        proc = cluster.run(
+            "ctl", ["sacctmgr", "-n", "-P", "show", "assoc", "cluster=acctbed", "format=Account"]
+        )
+        return set(proc.stdout.split())
+
+    chunk = accounting_chunk(controller_apply(cluster))
+    assert chunk["result"] is True and not chunk["changes"], chunk
+    assert "handmade" in chunk["unmanaged"]["accounts"], chunk
+    assert "1 unmanaged left alone" in chunk["comment"], chunk["comment"]
+    assert "handmade" in accounts()
+    cluster.write_pillar(with_accounts(purge=True), per_minion=PER_MINION)
+    chunk = accounting_chunk(controller_apply(cluster))
+    assert chunk["result"] is True and chunk["changes"]["accounts"] == {"removed": ["handmade"]}, (
+        chunk
+    )
+    assert "handmade" not in accounts() and {"root", "science", "physics"} <= accounts()
+    again = accounting_chunk(controller_apply(cluster))
+    assert again["result"] is True and not again["changes"] and not again["unmanaged"], again
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (
+            {"users": {"sxuser": {"accounts": {"physics": {"qos": ["gold"]}}}}},
+            "slurm:accounting:users:sxuser:accounts:physics:qos",
+        ),
+        (
+            {"accounts": {**ACCOUNTS["accounts"], "optics": {"parent": "nosuch"}}},
+            "slurm:accounting:accounts:optics:parent",
+        ),
+        (
+            {"accounts": {**ACCOUNTS["accounts"], "optics": {"limits": {"GrpTRES": "cpu=lots"}}}},
+            "slurm:accounting:accounts:optics:limits:GrpTRES",
+        ),
+        # a TRES slurmdbd does not know: found after the read, before any write
+        (
+            {"accounts": {**ACCOUNTS["accounts"], "optics": {"limits": {"GrpTRES": "gres/gpu=2"}}}},
+            "slurm:accounting:accounts:optics:limits:GrpTRES",
+        ),
+    ],
+    ids=["unknown-qos", "missing-parent", "bad-tres-count", "unknown-tres"],
+)
+def test_bad_accounting_pillar_fails_naming_the_key_and_changes_nothing(
+    cluster, accounts_deployed, change, key
+):
+    before = sacctmgr_dump(cluster)
+    cluster.write_pillar(with_accounts(**change), per_minion=PER_MINION)
+    try:
+        ret = controller_apply(cluster)
+        text = json.dumps(ret)
+        assert key in text, text[-2000:]
+        if isinstance(ret, dict):  # rendered: the accounting state itself failed
+            chunk = accounting_chunk(ret)
+            assert chunk["result"] is False and key in chunk["comment"], chunk
+        assert sacctmgr_dump(cluster) == before
+    finally:
+        cluster.write_pillar(with_accounts(), per_minion=PER_MINION, refresh=False)

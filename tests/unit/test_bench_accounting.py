@@ -7,6 +7,7 @@ from tests.unit.fakesacctmgr import FakeSacctmgr
 
 def test_without_slurmdbd_it_says_not_measured(monkeypatch, capsys):
     monkeypatch.delenv(accounting.PREFIX_ENV, raising=False)
+    monkeypatch.setenv(accounting.BED_ENV, "0")  # no bed of its own either
     monkeypatch.setattr(accounting, "MICRO_ROUNDS", 1)
     assert accounting.run() is None
     out = capsys.readouterr().out

@@ -533,3 +533,22 @@ def test_accounting_on_adds_the_slurmdbd_keys_and_a_gather_plugin():
     off = generate.render(settings.validate({"controller": "ctl"}), hardware)["files"]
     assert "AccountingStorage" not in off["slurm.conf"]
     assert "JobAcctGatherType" not in off["slurm.conf"]
+    # accounting on without accounts / users / QOS in pillar: no enforcement (every user
+    # may still submit without an association)
+    assert "AccountingStorageEnforce" not in text
+
+
+def test_accounts_as_code_enforce_associations_limits_and_qos_unless_overridden():
+    from salt_ext.lib.node import settings  # noqa: PLC0415
+
+    hardware = {"n1": {"NodeName": "n1", "CPUs": 2, "RealMemory": 4000}}
+    qos = {"single": {"limits": {"MaxJobsPerUser": 1}}}
+    pillar = {"controller": "ctl", "accounting": {"enabled": True, "qos": qos}}
+    text = generate.render(settings.validate(pillar), hardware)["files"]["slurm.conf"]
+    assert "AccountingStorageEnforce=associations,limits,qos" in text.splitlines(), text
+    pillar["conf"] = {"overrides": {"AccountingStorageEnforce": "associations"}}
+    text = generate.render(settings.validate(pillar), hardware)["files"]["slurm.conf"]
+    assert "AccountingStorageEnforce=associations" in text.splitlines(), text
+    pillar["conf"] = {"overrides": {"AccountingStorageEnforce": None}}
+    text = generate.render(settings.validate(pillar), hardware)["files"]["slurm.conf"]
+    assert "AccountingStorageEnforce" not in text

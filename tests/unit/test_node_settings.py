@@ -35,6 +35,7 @@ def test_validate_fills_every_default_around_the_controller():
     cfg = settings.validate({"controller": "ctl"})
     users = {"munge": {"uid": 1108, "gid": 1108}, "slurm": {"uid": 1109, "gid": 1109}}
     accounting = {**settings.DEFAULTS["accounting"], "host": "ctl", "address": "ctl"}
+    accounting["managed"] = False  # derived: accounts / users / QOS as code
     assert cfg == {
         **settings.DEFAULTS,
         "controller": "ctl",

@@ -91,3 +91,63 @@ def test_status_rows_and_line():
     line = accounting.status_line(rows)
     assert line == "accounting on ctl: mariadb ok, slurmdbd DOWN (slurmdbd stopped)"
     assert accounting.status_rows(CFG, None)[0]["evidence"] == "no answer"
+
+
+def test_managed_follows_the_accounts_users_and_qos_in_pillar():
+    assert accounting.managed(CFG) is False
+    on = settings.validate(
+        {
+            "controller": "ctl",
+            "accounting": {"enabled": True, "accounts": {"physics": {}}},
+        }
+    )
+    assert accounting.managed(on) is True
+    off = settings.validate({"controller": "ctl", "accounting": {"accounts": {"physics": {}}}})
+    assert accounting.managed(off) is False, "accounting off: nothing to keep accounts in"
+
+
+def test_status_line_of_accounts_as_code():
+    in_sync = {
+        "in_sync": True,
+        "total": 0,
+        "counts": {},
+        "drift": 0,
+        "unmanaged": {"accounts": 2},
+        "processes": 5,
+    }
+    report = accounting.sync_report("ctl", {"ok": True, "ret": in_sync, "error": None})
+    assert report["line"] == "accounts as code on ctl: in sync with pillar; 2 unmanaged left alone"
+    drifted = {
+        "in_sync": False,
+        "total": 3,
+        "counts": {"qos": {"modified": 1}, "users": {"added": 2}},
+        "drift": 1,
+        "unmanaged": {},
+        "processes": 5,
+    }
+    report = accounting.sync_report("ctl", {"ok": True, "ret": drifted, "error": None})
+    assert report["in_sync"] is False and report["drift"] == 1
+    assert report["line"] == (
+        "accounts as code on ctl: DIFFERS from pillar (3 change(s) to apply: qos: 1 "
+        "modified; users: 2 added, 1 value(s) drifted from pillar); salt-run slurm.deploy "
+        "applies them"
+    )
+    failed = accounting.sync_report("ctl", {"ok": False, "ret": "sacctmgr: timeout", "error": "x"})
+    assert failed["in_sync"] is None and "NOT CHECKED" in failed["line"]
+    assert accounting.sync_report("ctl", None)["in_sync"] is None
+
+
+def test_deploy_report_counts_the_changes_and_the_drift():
+    chunk = {
+        "result": True,
+        "comment": "changed qos: 1 modified (7 sacctmgr processes)",
+        "changes": {
+            "qos": {"modified": ["single"]},
+            "users": {"added": ["alice", "bob"]},
+            "drift": [{"kind": "qos", "name": "single", "field": "MaxJobsPerUser"}],
+        },
+    }
+    report = accounting.deploy_report("ctl", chunk)
+    assert (report["changed"], report["drift"], report["result"]) == (3, 1, True)
+    missing = accounting.deploy_report("ctl", None)
+    assert missing["result"] is False and "not applied" in missing["comment"]

@@ -196,9 +196,9 @@ class FakeMinions:
             return {target: {"ok": True, "ret": [nodes], "error": None}}
         raise AssertionError(fun)
 
-    def apply_state(self, targets, sls, timeout, sls_id=None):
+    def apply_state(self, targets, sls, timeout, sls_id=None, report=()):
         self.calls.append(("state", targets[0], [sls, sls_id]))
-        return {targets[0]: (True, 1, [])}
+        return {targets[0]: (True, 1, []) + (({},) if report else ())}
 
 
 class FakeMaster:

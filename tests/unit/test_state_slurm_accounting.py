@@ -101,3 +101,19 @@ def test_show_returns_plain_lists(env):
     shown = module.show()
     assert shown["accounts"]["physics"]["assoc"]["QOS"] == ["normal", "single"]
     assert shown["users"]["alice"]["DefaultAccount"] == "physics"
+
+
+def test_check_summarises_a_test_apply_without_writing(env):
+    before = module.check()
+    assert before["in_sync"] is False and _writes(env) == []
+    assert before["counts"]["users"] == {"added": 1} and before["total"] >= 3
+    state.managed("acct")
+    after = module.check()
+    assert after == {
+        "in_sync": True,
+        "total": 0,
+        "counts": {},
+        "drift": 0,
+        "unmanaged": {},
+        "processes": 5,
+    }

@@ -465,6 +465,25 @@ def summary(changes):
     return counts, sum(n for group in counts.values() for n in group.values())
 
 
+def digest(result):
+    """A short account of a :func:`.engine.sync` result (what ``slurm.status`` and
+    ``slurm.deploy`` print): ``{"in_sync", "total", "counts", "drift", "unmanaged",
+    "processes"}``; ``counts`` and ``unmanaged`` keep only the non-zero numbers."""
+    counts, total = summary(result["changes"])
+    return {
+        "in_sync": not result["commands"],
+        "total": total,
+        "counts": {
+            kind: {what: n for what, n in group.items() if n}
+            for kind, group in counts.items()
+            if any(group.values())
+        },
+        "drift": len(result["drift"]),
+        "unmanaged": {kind: len(items) for kind, items in result["unmanaged"].items() if items},
+        "processes": result.get("processes", 0),
+    }
+
+
 def compact(changes):
     """Only the non-empty groups (what a state puts in ``changes``)."""
     out = {}

@@ -288,6 +288,18 @@ def validate(accounting):
     return {"qos": qos, "accounts": accounts, "users": users, "purge": purge is True}
 
 
+def manages(accounting):
+    """Whether ``slurm:accounting`` (raw pillar or validated) asks for accounts as code:
+    any QOS, account or user declared, or ``purge: true`` (then the database holds exactly
+    what pillar declares, nothing when it declares nothing). The one place this is
+    decided: the controller's SLS applies ``slurm_accounting.managed`` and ``render_conf``
+    sets ``AccountingStorageEnforce`` exactly when it is true."""
+    if not isinstance(accounting, dict):
+        return False
+    declared = any(accounting.get(kind) for kind in ("qos", "accounts", "users"))
+    return bool(declared or accounting.get("purge") is True)
+
+
 def depth(accounts, name):
     """How far ``name`` is below root in the wanted (or current) tree: root's children 1."""
     level = 0

@@ -638,11 +638,16 @@ def _default_mem_per_cpu(conf):
 
 # with slurm:accounting:enabled: jobs' usage gathered from /proc (needs no cgroup plugin)
 DEFAULT_JOBACCT_GATHER = "jobacct_gather/linux"
+# with accounts / users / QOS as code (slurm:accounting:managed, set by settings.validate):
+# a job needs an association, and the limits of associations and QOS hold
+DEFAULT_ENFORCE = "associations,limits,qos"
 
 
 def _accounting(conf, acct, base_source):
     """slurm.conf's side of ``slurm:accounting:``: slurmctld sends job records to slurmdbd
-    on the dbd host. The base file may set the same values, not others; overrides win."""
+    on the dbd host. The base file may set the same values, not others; overrides win.
+    With accounts / users / QOS as code (``managed``), ``AccountingStorageEnforce`` (unless
+    the base file or an override sets it): without it slurmctld ignores the limits."""
     if not acct.get("enabled"):
         return
     _pin(
@@ -656,6 +661,8 @@ def _accounting(conf, acct, base_source):
     _pin(conf, "AccountingStoragePort", str(acct["port"]), "slurm:accounting:port", base_source)
     if conf.get("JobAcctGatherType") is None:
         conf.set("JobAcctGatherType", DEFAULT_JOBACCT_GATHER)
+    if acct.get("managed") and conf.get("AccountingStorageEnforce") is None:
+        conf.set("AccountingStorageEnforce", DEFAULT_ENFORCE)
 
 
 # slurm:restd: where slurmctld (and slurmdbd) read the cluster's JWT key (the node side,

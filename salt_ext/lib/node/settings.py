@@ -29,7 +29,9 @@ DEFAULTS = {
         "pillar_key": "slurm_munge_key",  # pillar path holding the key (base64)
     },
     "verify": {"enabled": True, "timeout": 60},
-    "absent": {"purge_packages": False},
+    # slurm.absent: purge_packages also purges the packages; purge_database also removes
+    # MariaDB's data directory on the dbd host (local storage; every database in it)
+    "absent": {"purge_packages": False, "purge_database": False},
     # slurm.render_conf: whose hardware (slurm_node.hardware in the Salt mine) makes NodeName lines
     "node_target": "*",
     "node_target_type": "glob",
@@ -224,6 +226,11 @@ def validate(pillar_slurm):
         raise SettingsError(str(err)) from None
     _check_accounting(cfg)
     _check_restd(cfg)
+    for key in ("purge_packages", "purge_database"):
+        if not isinstance(cfg["absent"].get(key, False), bool):
+            raise SettingsError(
+                f"slurm:absent:{key}: expected true or false, got {cfg['absent'][key]!r}"
+            )
     try:
         generate.check_settings(cfg)
     except generate.ConfGenError as err:
@@ -232,6 +239,10 @@ def validate(pillar_slurm):
         accounting_pillar.validate(cfg["accounting"])
     except accounting_pillar.PillarError as err:
         raise SettingsError(str(err)) from None
+    # accounts / users / QOS as code on this cluster (the controller's SLS applies
+    # slurm_accounting.managed; render_conf sets AccountingStorageEnforce)
+    acct = cfg["accounting"]
+    acct["managed"] = bool(acct["enabled"] and accounting_pillar.manages(acct))
     return cfg
 
 
@@ -363,6 +374,8 @@ def restd_plan(cfg, minion_id=None):
         "jwt_key": restd.KEY_PATH if on else None,
         "socket": restd.SOCKET,
         "env_file": restd.ENV_FILE,
+        # what slurm.absent removes on the controller besides the key (ours, not Debian's)
+        "files": [restd.ENV_FILE, restd.DROPIN, restd.INIT_SCRIPT],
     }
 
 
@@ -381,7 +394,9 @@ def require_password(cfg, where="the dbd host"):
 def accounting(cfg, minion_id=None):
     """The accounting part of the plan (no password): ``enabled``, ``host`` (the dbd
     host's minion id), ``address``, ``port``, ``storage`` (type, host, port, database,
-    user), ``local_db`` and ``is_dbd_host`` (``minion_id`` is the dbd host)."""
+    user), ``local_db``, ``managed`` (accounts / users / QOS as code: the controller
+    applies ``slurm_accounting.managed``) and ``is_dbd_host`` (``minion_id`` is the dbd
+    host)."""
     acct = cfg["accounting"]
     storage = {k: v for k, v in acct["storage"].items() if k != "password"}
     return {
@@ -391,6 +406,7 @@ def accounting(cfg, minion_id=None):
         "port": acct["port"],
         "storage": storage,
         "local_db": storage["type"] == "local",
+        "managed": acct["managed"],
         "is_dbd_host": bool(acct["enabled"] and minion_id and minion_id == acct["host"]),
     }
 
@@ -445,6 +461,15 @@ def plan(pillar_slurm, grains, role, machine):
     # the dbd role's parts on this machine: slurm.dbd, or slurm.controller on a controller
     # that is the dbd host (it runs them before slurmctld: DB -> slurmdbd -> slurmctld)
     roles = ["dbd", role] if role == "controller" and acct["is_dbd_host"] else [role]
+    # slurm.absent on the dbd host stops slurmdbd (and the local MariaDB) too, after the
+    # daemons that talk to it and before munge
+    stop_order = list(STOP_ORDER)
+    if acct["is_dbd_host"]:
+        dbd_daemons = ["slurmdbd", *(["mariadb"] if acct["local_db"] else [])]
+        stop_order = stop_order[:-1] + dbd_daemons + stop_order[-1:]
+    if rest["is_host"]:
+        # slurmrestd talks to slurmctld and slurmdbd: it goes first
+        stop_order = ["slurmrestd", *stop_order]
     daemons, packages = [], []
     for one in roles:
         wanted = DAEMONS_BY_ROLE[one]
@@ -468,7 +493,7 @@ def plan(pillar_slurm, grains, role, machine):
         "roles": roles,
         "accounting": acct,
         "restd": rest,
-        "stop_order": list(STOP_ORDER),
+        "stop_order": stop_order,
         "conf_files": list(cluster_files.CONF_FILES),
         "homes": dict(HOMES),
         "role": role,
@@ -495,6 +520,13 @@ def plan(pillar_slurm, grains, role, machine):
         "health": cfg["health"],
         "health_config": healthcheck.CONFIG_PATH,
         "purge_packages": bool(cfg["absent"].get("purge_packages")),
+        # MariaDB's data directory, removed by slurm.absent only on the dbd host with local
+        # storage and slurm:absent:purge_database
+        "purge_database_dir": (
+            dbd.MARIADB_DATADIR
+            if acct["is_dbd_host"] and acct["local_db"] and cfg["absent"].get("purge_database")
+            else None
+        ),
     }
 
 

@@ -143,3 +143,73 @@ def causes(cfg, dbd_probe, ctl_probe):
             }
         )
     return found
+
+
+# accounts / users / QOS as code (slurm:accounting:managed): the controller's SLS state
+# and the exec function slurm.status asks
+MANAGED_STATE = "slurm-accounting"
+CHECK_FUN = "slurm_accounting.check"
+
+
+def managed(cfg):
+    return bool((cfg.get("accounting") or {}).get("managed"))
+
+
+def _counts_text(counts):
+    parts = []
+    for kind, group in counts.items():
+        parts.append(f"{kind}: " + ", ".join(f"{n} {what}" for what, n in group.items()))
+    return "; ".join(parts)
+
+
+def sync_report(host, answer):
+    """``slurm.status``'s view of ``slurm_accounting.check`` on ``host`` (``answer``:
+    ``{"ok", "ret", "error"}`` of the call): ``{"host", "in_sync", "total", "drift",
+    "unmanaged", "counts", "line"}``; ``in_sync`` is None when the check did not run."""
+    if not answer or not answer.get("ok") or not isinstance(answer.get("ret"), dict):
+        error = " ".join(str((answer or {}).get("error") or (answer or {}).get("ret")).split())
+        return {
+            "host": host,
+            "in_sync": None,
+            "error": error[:500],
+            "line": f"accounts as code on {host}: NOT CHECKED ({error[:200]})",
+        }
+    digest = answer["ret"]
+    report = {"host": host, **digest}
+    unmanaged = sum(digest.get("unmanaged", {}).values())
+    tail = f"; {unmanaged} unmanaged left alone" if unmanaged else ""
+    if digest["in_sync"]:
+        report["line"] = f"accounts as code on {host}: in sync with pillar{tail}"
+    else:
+        drift = f", {digest['drift']} value(s) drifted from pillar" if digest["drift"] else ""
+        report["line"] = (
+            f"accounts as code on {host}: DIFFERS from pillar ({digest['total']} change(s) "
+            f"to apply: {_counts_text(digest['counts'])}{drift}){tail}; "
+            "salt-run slurm.deploy applies them"
+        )
+    return report
+
+
+def deploy_report(host, chunk):
+    """``slurm.deploy``'s account of the controller's ``slurm-accounting`` state (its
+    ``{"result", "comment", "changes"}``; None: it did not run): ``{"host", "result",
+    "changed", "drift", "comment"}``."""
+    if not chunk:
+        return {
+            "host": host,
+            "result": False,
+            "changed": 0,
+            "drift": 0,
+            "comment": "not applied (a state it requires failed)",
+        }
+    changes = dict(chunk.get("changes") or {})
+    drift = changes.pop("drift", None) or []
+    groups = {k: v for k, v in changes.items() if isinstance(v, dict)}
+    changed = sum(len(items) for group in groups.values() for items in group.values())
+    return {
+        "host": host,
+        "result": chunk.get("result"),
+        "changed": changed,
+        "drift": len(drift),
+        "comment": chunk.get("comment") or "",
+    }

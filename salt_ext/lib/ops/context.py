@@ -108,5 +108,5 @@ class Context:
         """The return of ``fun`` on one minion, or None."""
         return self.returns([target], fun, arg, timeout).get(target)
 
-    def apply_state(self, targets, sls, timeout, sls_id=None):
-        return self.minions.apply_state(list(targets), sls, timeout, sls_id=sls_id)
+    def apply_state(self, targets, sls, timeout, sls_id=None, report=()):
+        return self.minions.apply_state(list(targets), sls, timeout, sls_id=sls_id, report=report)

@@ -3,7 +3,7 @@ cluster to the pillar's description, from bare machines or from a running cluste
 Slurm's order, and prove it works."""
 
 from salt_ext.lib.conf import generate
-from salt_ext.lib.ops import OpError, conf, health, rollout
+from salt_ext.lib.ops import OpError, accounting, conf, health, rollout
 
 # deploy waits longer for minions than the read-only operations: a machine busy installing
 # packages answers late, and leaving it out of a deploy is a failure, not a faster report
@@ -152,7 +152,20 @@ def _deploy(ctx, batch_size, timeout, only, entry):
             summary["comment"] = f"dbd host {dbd} failed; the controller and nodes were not touched"
             return summary
         step(f"dbd host {dbd}: ok ({changed} changed)")
-    ok, changed, failures = ctx.apply_state([controller], "slurm.controller", timeout)[controller]
+    managed = accounting.managed(ctx.cfg)
+    ran = ctx.apply_state(
+        [controller],
+        "slurm.controller",
+        timeout,
+        report=(accounting.MANAGED_STATE,) if managed else (),
+    )[controller]
+    ok, changed, failures = ran[:3]
+    if managed:
+        # accounts / users / QOS as code ran in the controller's state (after the
+        # cluster's registration): say what it changed and what had drifted
+        acct = accounting.deploy_report(controller, ran[3].get(accounting.MANAGED_STATE))
+        summary["accounting"] = acct
+        step(f"accounts as code on {controller}: {acct['comment']}")
     summary["controller"] = {
         "minion": controller,
         "ok": ok,

@@ -36,6 +36,19 @@ def status(ctx):
         result["accounting"] = acct_rows
         result["title"] += "\n" + accounting.status_line(acct_rows)
         result["result"] = result["result"] and accounting.rows_ok(acct_rows)
+        if accounting.managed(ctx.cfg):
+            # accounts / users / QOS as code: one test=True read on the controller
+            answer = (
+                ctx.minions.call([controller], accounting.CHECK_FUN, [], 120)[controller]
+                if controller in answered
+                else None
+            )
+            sync = accounting.sync_report(controller, answer)
+            result["accounts_as_code"] = sync
+            result["title"] += "\n" + sync["line"]
+            # a cluster that differs from pillar (or could not be read) is not a green
+            # status; unmanaged entities alone are reported, not a failure
+            result["result"] = result["result"] and sync["in_sync"] is True
     if restd_ops.enabled(ctx.cfg):
         row = restd_ops.status_row(ctx.cfg, ctl)
         result["restd"] = row

@@ -23,8 +23,10 @@ class Minions:  # pragma: no cover - documents the interface
         a minion that did not answer is ``ok: False`` with an error saying so."""
         raise NotImplementedError
 
-    def apply_state(self, targets, sls, timeout, sls_id=None):
-        """``{minion: (ok, changed count, [failure lines])}`` for every target."""
+    def apply_state(self, targets, sls, timeout, sls_id=None, report=()):
+        """``{minion: (ok, changed count, [failure lines])}`` for every target; with
+        ``report`` (state IDs) a fourth item ``{state ID: {"result", "comment",
+        "changes"}}`` for those of them that ran."""
         raise NotImplementedError
 
     def ping(self, tgt, tgt_type="list", wait=2.0, timeout=30):
