@@ -54,33 +54,6 @@ def _int_arg(name, value):
         raise SaltRunnerError(f"{name}: expected a number of seconds, got {value!r}") from None
 
 
-def _bool_arg(name, value):
-    """``None`` (not given) or a boolean, from a bool or the strings salt-run passes."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "false"):
-        return text == "true"
-    raise SaltRunnerError(f"{name}: expected True or False, got {value!r}")
-
-
-def _open_tty(asked):
-    try:
-        return os.open("/dev/tty", os.O_WRONLY | os.O_NOCTTY)
-    except OSError as err:
-        if asked:
-            hint = "run it in a terminal, or without to_tty=True"
-        else:
-            hint = (
-                "salt-run prints the token on its terminal only, as its return would reach "
-                "salt-run's debug log, the job cache and the salt/run/<jid>/ret event: run it "
-                "in a terminal, or pass to_tty=False to accept that"
-            )
-        raise SaltRunnerError(
-            f"to_tty: salt-run has no controlling terminal ({err.strerror}); {hint}"
-        ) from None
-
-
 @_errors_as_result
 def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=None, keep_older=None):
     """
@@ -132,9 +105,9 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=None, keep_older=None):
         minion_id = kv.check_minion_id(str(minion_id) if minion_id is not None else None)
     except kv.KeyVaultError as err:
         raise SaltRunnerError(str(err)) from err
-    keep_older = _bool_arg("keep_older", keep_older)
+    keep_older = runner_support.bool_arg("keep_older", keep_older)
     keep_older = cfg["keep_older"] if keep_older is None else keep_older
-    asked = _bool_arg("to_tty", to_tty)
+    asked = runner_support.bool_arg("to_tty", to_tty)
     # salt-run runs the runner in its own process, the one place with a terminal to use
     in_salt_run = __opts__.get("__cli") == "salt-run"
     where = kv.paths(__opts__)
@@ -143,7 +116,11 @@ def issue(minion_id, ttl=kv.DEFAULT_TTL, to_tty=None, keep_older=None):
     # always SHA-256, whatever this master's hash_type: it is the node's pin; the node
     # writes salt-minion's master_finger itself, in the form of the minion's hash_type
     master_finger = salt.utils.crypt.pem_finger(where["master_pub"], sum_type="sha256")
-    tty = _open_tty(asked) if (in_salt_run if asked is None else asked) else None
+    tty = (
+        runner_support.open_tty(asked, "the token")
+        if (in_salt_run if asked is None else asked)
+        else None
+    )
     try:
         url = kv.endpoint_url(cfg)
         cert, _ = kv.tls_files(__opts__, cfg)

@@ -837,15 +837,6 @@ def autopilot_log(node=None, limit=50):
 
 
 # ---------------------------------------------------------------------- REST API (JWT)
-def _bool_arg(name, value):
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "false"):
-        return text == "true"
-    raise SaltRunnerError(f"{name}: expected True or False, got {value!r}")
-
-
 @_errors_as_result
 def token(user=None, lifespan=restd_lib.DEFAULT_LIFESPAN, to_tty=None, pillar_minion=None):
     """
@@ -872,7 +863,7 @@ def token(user=None, lifespan=restd_lib.DEFAULT_LIFESPAN, to_tty=None, pillar_mi
     """
     if user is None:
         raise SaltRunnerError("user: give the Slurm user the token is for (user=alice)")
-    asked = _bool_arg("to_tty", to_tty)
+    asked = runner_support.bool_arg("to_tty", to_tty)
     in_salt_run = __opts__.get("__cli") == "salt-run"
     tty = (
         runner_support.open_tty(asked, "the token")

@@ -122,3 +122,14 @@ def open_tty(asked, what="the secret"):
         raise SaltRunnerError(
             f"to_tty: salt-run has no controlling terminal ({err.strerror}); {hint}"
         ) from None
+
+
+def bool_arg(name, value):
+    """``None`` (not given) or a boolean, from a bool or the strings salt-run passes;
+    ``SaltRunnerError`` naming the argument otherwise."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return text == "true"
+    raise SaltRunnerError(f"{name}: expected True or False, got {value!r}")
