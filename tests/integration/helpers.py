@@ -1,5 +1,6 @@
 """Helpers for reading real state runs and Slurm output in integration tests."""
 
+import base64
 import threading
 import time
 import uuid
@@ -162,3 +163,25 @@ class BusLog:
     def snapshot(self):
         with self.lock:
             return list(self.events)
+
+
+def spellings(secret):
+    """The forms a leaked secret (str or bytes) may take in a text: as is, hex, base64 (also
+    URL-safe, and at other byte offsets inside a longer text)."""
+    raw = secret if isinstance(secret, bytes) else secret.encode()
+    forms = {
+        raw.hex(),
+        raw.hex().upper(),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        base64.b64encode(b"x" + raw).decode()[4:-4],
+        base64.b64encode(b"xy" + raw).decode()[4:-4],
+    }
+    if not isinstance(secret, bytes):
+        forms.add(secret)
+    return {f for f in forms if f}
+
+
+def leaks(text, secret):
+    """The spellings of ``secret`` found in ``text`` (sorted; empty when none)."""
+    return sorted(form for form in spellings(secret) if form in text)

@@ -8,7 +8,6 @@ The module has its own bed (master + ctl, n1, n2; name and subnet from
 password reaches only ctl's pillar (the dbd host), as the README advises.
 """
 
-import base64
 import json
 import os
 import secrets
@@ -18,6 +17,7 @@ import pytest
 
 from salt_ext.lib.accounting import current
 from tests.conftest import sandbox_bed
+from tests.integration import helpers
 from tests.integration.helpers import (
     BusLog,
     job_info,
@@ -50,21 +50,8 @@ PILLAR = {
 PER_MINION = {"ctl": {"slurm": {"accounting": {"storage": {"password": PASSWORD}}}}}
 
 
-def spellings(secret):
-    raw = secret.encode()
-    return {
-        secret,
-        raw.hex(),
-        raw.hex().upper(),
-        base64.b64encode(raw).decode().rstrip("="),
-        # base64 of the secret at another byte offset inside a longer text
-        base64.b64encode(b"x" + raw).decode()[4:-4],
-        base64.b64encode(b"xy" + raw).decode()[4:-4],
-    }
-
-
 def leaks(text, secret=PASSWORD):
-    return sorted(form for form in spellings(secret) if form and form in text)
+    return helpers.leaks(text, secret)
 
 
 @pytest.fixture(scope="module")

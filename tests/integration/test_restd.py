@@ -7,7 +7,6 @@ The module has its own bed (master + ctl, n1; name and subnet from ``SXT_RESTD_B
 / ``SXT_RESTD_BED_SUBNET``), master and minions logging at ``debug``.
 """
 
-import base64
 import fcntl
 import json
 import os
@@ -21,7 +20,7 @@ import time
 import pytest
 
 from tests.conftest import sandbox_bed
-from tests.integration.helpers import BusLog, salt_run, wait_for
+from tests.integration.helpers import BusLog, leaks, salt_run, wait_for
 from tests.testbed.bed import BED_CONF_OVERRIDES
 
 NODES = ("ctl", "n1")
@@ -43,25 +42,6 @@ PILLAR = {
 }
 PER_MINION = {"ctl": {"slurm": {"accounting": {"storage": {"password": PASSWORD}}}}}
 TOKENS = []  # every token this module saw: none may appear in logs or events
-
-
-def spellings(secret):
-    raw = secret if isinstance(secret, bytes) else secret.encode()
-    forms = {
-        raw.hex(),
-        raw.hex().upper(),
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        base64.b64encode(b"x" + raw).decode()[4:-4],
-        base64.b64encode(b"xy" + raw).decode()[4:-4],
-    }
-    if not isinstance(secret, bytes):
-        forms.add(secret)
-    return {f for f in forms if f}
-
-
-def leaks(text, secret):
-    return sorted(form for form in spellings(secret) if form in text)
 
 
 @pytest.fixture(scope="module")
