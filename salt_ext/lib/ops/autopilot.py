@@ -473,6 +473,12 @@ def _heal_health(ctx, store, base, fire):
             rec["drained"] = out.get("record")
         if action == "resume":
             rec["resumed"] = True
+    return _recorded(store, fire, name, rec)
+
+
+def _recorded(store, fire, name, rec):
+    """Keep ``rec`` in the autopilot log, send it as ``salt/slurm/autopilot/<node>/<action>``
+    and return heal's result."""
     rec = store.record(rec)
     fire(f"salt/slurm/autopilot/{name}/{rec['action']}", rec)
     return {
@@ -536,15 +542,7 @@ def _heal_faults(ctx, store, pol, base, controller, role, fire, history):
             if admin_drained(after):
                 rec["comment"] += f"; the admin's drain stays ({after.get('reason')})"
         rec["result"] = ok
-    rec = store.record(rec)
-    fire(f"salt/slurm/autopilot/{name}/{rec['action']}", rec)
-    return {
-        "result": rec["result"],
-        "node": name,
-        "action": rec["action"],
-        "comment": rec["comment"],
-        "record": rec,
-    }
+    return _recorded(store, fire, name, rec)
 
 
 # ---------------------------------------------------------------------- views
