@@ -146,6 +146,27 @@ def _safe_name(name):
     return isinstance(name, str) and bool(values.NAME_RE.fullmatch(name)) and len(name) <= 64
 
 
+def _unmanaged(kind, have, want, protected, purge, unmanaged, kept, keep=()):
+    """The ``kind`` entities the cluster has and pillar does not (``protected`` aside):
+    each listed in ``unmanaged``; with ``purge`` the ones that may go are returned (sorted),
+    those that stay (in ``keep``: a user's default account; a name sacctmgr cannot be given
+    safely) are listed in ``kept`` with why."""
+    leaving = []
+    for name in sorted(set(have) - set(want)):
+        if name == protected:
+            continue
+        unmanaged[kind].append(name)
+        if not purge:
+            continue
+        if name in keep:
+            kept.append({"kind": kind, "name": name, "why": "a user's default account"})
+        elif not _safe_name(name):
+            kept.append({"kind": kind, "name": name, "why": "name sacctmgr cannot be given safely"})
+        else:
+            leaving.append(name)
+    return leaving
+
+
 def plan(wanted, current, cluster):
     """The whole difference; see the module docstring. ``wanted`` from
     :func:`.pillar.validate`, ``current`` from :func:`.current.parse`."""
@@ -376,19 +397,9 @@ def plan(wanted, current, cluster):
 
     # ------------------------------------------------------ unmanaged / purge
     purge = wanted["purge"]
-    leaving_users = set()
-    for name in sorted(set(cusers) - set(wusers)):
-        if name == pillar.ROOT_USER:
-            continue
-        unmanaged["users"].append(name)
-        if not purge:
-            continue
-        if not _safe_name(name):
-            kept.append(
-                {"kind": "users", "name": name, "why": "name sacctmgr cannot be given safely"}
-            )
-            continue
-        leaving_users.add(name)
+    leaving_users = set(
+        _unmanaged("users", cusers, wusers, pillar.ROOT_USER, purge, unmanaged, kept)
+    )
     # accounts that stay someone's default (the cluster's default accounts) are never removed
     defaults = {pillar.ROOT_ACCOUNT}
     for name, user in cusers.items():
@@ -396,21 +407,9 @@ def plan(wanted, current, cluster):
             defaults.add(
                 wusers[name]["DefaultAccount"] if name in wusers else user.get("DefaultAccount")
             )
-    leaving_accounts = []
-    for name in sorted(set(caccounts) - set(waccounts)):
-        if name == pillar.ROOT_ACCOUNT:
-            continue
-        unmanaged["accounts"].append(name)
-        if not purge:
-            continue
-        if name in defaults:
-            kept.append({"kind": "accounts", "name": name, "why": "a user's default account"})
-        elif not _safe_name(name):
-            kept.append(
-                {"kind": "accounts", "name": name, "why": "name sacctmgr cannot be given safely"}
-            )
-        else:
-            leaving_accounts.append(name)
+    leaving_accounts = _unmanaged(
+        "accounts", caccounts, waccounts, pillar.ROOT_ACCOUNT, purge, unmanaged, kept, defaults
+    )
     for user, account, partition in current.get("partition_assocs", []):
         unmanaged["associations"].append({"user": user, "account": account, "partition": partition})
     for name in sorted(leaving_users):
@@ -434,17 +433,9 @@ def plan(wanted, current, cluster):
         lines.add(
             "removals", (2, -pillar.depth(cdepth, name)), "delete account where name=", name, at
         )
-    for name in sorted(set(current["qos"]) - set(wanted["qos"])):
-        if name == pillar.DEFAULT_QOS:
-            continue
-        unmanaged["qos"].append(name)
-        if not purge:
-            continue
-        if not _safe_name(name):
-            kept.append(
-                {"kind": "qos", "name": name, "why": "name sacctmgr cannot be given safely"}
-            )
-            continue
+    for name in _unmanaged(
+        "qos", current["qos"], wanted["qos"], pillar.DEFAULT_QOS, purge, unmanaged, kept
+    ):
         changes["qos"]["removed"].append(name)
         lines.add("removals", (3, 0), "delete qos where name=", name)
 
