@@ -1,6 +1,10 @@
 """Helpers for reading real state runs and Slurm output in integration tests."""
 
 import base64
+import fcntl
+import os
+import subprocess
+import termios
 import threading
 import time
 import uuid
@@ -185,3 +189,44 @@ def spellings(secret):
 def leaks(text, secret):
     """The spellings of ``secret`` found in ``text`` (sorted; empty when none)."""
     return sorted(form for form in spellings(secret) if form in text)
+
+
+def salt_run_on_a_terminal(cluster, *args, timeout=300):
+    """``salt-run ARGS`` as an admin runs it: a (pseudo-)terminal as its controlling terminal,
+    stdout and stderr as pipes. Returns ``(terminal text, stdout, stderr, returncode)``."""
+    argv = [cluster.bin("salt-run"), "-c", str(cluster.master_conf_dir), *args]
+    env = {**os.environ, "PATH": f"{cluster.venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    master_fd, slave_fd = os.openpty()
+    chunks = []
+
+    def read_terminal():
+        while True:
+            try:
+                data = os.read(master_fd, 65536)
+            except OSError:  # EIO: every holder of the terminal closed it
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            argv,
+            stdin=slave_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+            # the new session's controlling terminal: what /dev/tty opens in salt-run
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # noqa: PLW1509
+        )
+    finally:
+        os.close(slave_fd)
+    out, err = proc.communicate(timeout=timeout)
+    reader.join(10)
+    os.close(master_fd)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return text, out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode

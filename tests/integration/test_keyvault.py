@@ -8,7 +8,6 @@ with auto-accept off, so a minion can only get in through a token.
 
 import base64
 import concurrent.futures
-import fcntl
 import http.client
 import json
 import os
@@ -18,7 +17,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import termios
 import threading
 import time
 
@@ -28,7 +26,7 @@ import salt.runner
 import salt.utils.event
 
 from salt_ext.lib.keyvault import vault as kv
-from tests.integration.helpers import BusLog, wait_for
+from tests.integration.helpers import BusLog, salt_run_on_a_terminal, wait_for
 from tests.testbed import SandboxCluster
 
 pytestmark = pytest.mark.testbed
@@ -240,47 +238,6 @@ def _bootstrap_argv(kvbed, node, bundle, **override):
     for name, value in values.items():
         argv += [f"--{name}", value]
     return argv
-
-
-def salt_run_on_a_terminal(kvbed, *args):
-    """``salt-run ARGS`` as an admin runs it: a (pseudo-)terminal as its controlling terminal,
-    stdout and stderr as pipes. Returns ``(terminal text, stdout, stderr, returncode)``."""
-    argv = [kvbed.bin("salt-run"), "-c", str(kvbed.master_conf_dir), *args]
-    env = {**os.environ, "PATH": f"{kvbed.venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
-    master_fd, slave_fd = os.openpty()
-    chunks = []
-
-    def read_terminal():
-        while True:
-            try:
-                data = os.read(master_fd, 65536)
-            except OSError:  # EIO: every holder of the terminal closed it
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read_terminal, daemon=True)
-    reader.start()
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            argv,
-            stdin=slave_fd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd="/",
-            start_new_session=True,
-            # the new session's controlling terminal: what /dev/tty opens in salt-run
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # noqa: PLW1509
-        )
-    finally:
-        os.close(slave_fd)
-    out, err = proc.communicate(timeout=300)
-    reader.join(10)
-    os.close(master_fd)
-    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
-    return text, out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode
 
 
 def issue_on_a_terminal(kvbed, *args):

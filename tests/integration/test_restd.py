@@ -7,20 +7,16 @@ The module has its own bed (master + ctl, n1; name and subnet from ``SXT_RESTD_B
 / ``SXT_RESTD_BED_SUBNET``), master and minions logging at ``debug``.
 """
 
-import fcntl
 import json
 import os
 import re
 import secrets
-import subprocess
-import termios
-import threading
 import time
 
 import pytest
 
 from tests.conftest import sandbox_bed
-from tests.integration.helpers import BusLog, leaks, salt_run, wait_for
+from tests.integration.helpers import BusLog, leaks, salt_run, salt_run_on_a_terminal, wait_for
 from tests.testbed.bed import BED_CONF_OVERRIDES
 
 NODES = ("ctl", "n1")
@@ -76,49 +72,9 @@ def deployed(cluster, bus):
     return {"first": (first, proc), "second": (second, proc2)}
 
 
-def salt_run_on_a_terminal(cluster, *args):
-    """``salt-run ARGS`` with a pseudo-terminal as its controlling terminal:
-    ``(terminal text, stdout, stderr, returncode)``."""
-    argv = [cluster.bin("salt-run"), "-c", str(cluster.master_conf_dir), *args]
-    env = {**os.environ, "PATH": f"{cluster.venv / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
-    master_fd, slave_fd = os.openpty()
-    chunks = []
-
-    def read_terminal():
-        while True:
-            try:
-                data = os.read(master_fd, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read_terminal, daemon=True)
-    reader.start()
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            argv,
-            stdin=slave_fd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd="/",
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # noqa: PLW1509
-        )
-    finally:
-        os.close(slave_fd)
-    out, err = proc.communicate(timeout=120)
-    reader.join(10)
-    os.close(master_fd)
-    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
-    return text, out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode
-
-
 def token(cluster, user="sxuser", lifespan=600):
     text, out, err, code = salt_run_on_a_terminal(
-        cluster, "--out=json", "slurm.token", f"user={user}", f"lifespan={lifespan}"
+        cluster, "--out=json", "slurm.token", f"user={user}", f"lifespan={lifespan}", timeout=120
     )
     assert code == 0, (out, err[-2000:])
     made = re.search(r"^token: (\S+)$", text, re.M).group(1)
