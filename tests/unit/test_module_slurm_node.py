@@ -748,3 +748,18 @@ def test_sync_conf_refuses_another_conf_dir(loader, conf_dir):
     with pytest.raises(SaltInvocationError, match="conf_dir"):
         slurm_node.sync_conf(conf_dir="/tmp/elsewhere")
     assert not (conf_dir / "slurm.conf").exists()
+
+
+def test_stale_compares_the_daemons_start_with_the_files(loader, monkeypatch):
+    seen = []
+
+    def loaded(daemon, files, conf):
+        seen.append((daemon, files, conf))
+        return {"stale": files == ["/k"]}
+
+    monkeypatch.setattr(direct, "loaded_conf", loaded)
+    assert slurm_node.stale("slurmctld", "/k", conf="/c") is True
+    assert slurm_node.stale("slurmctld", ["/old"], conf="/c") is False
+    assert seen == [("slurmctld", ["/k"], "/c"), ("slurmctld", ["/old"], "/c")]
+    with pytest.raises(SaltInvocationError):
+        slurm_node.stale("bash", ["/k"])

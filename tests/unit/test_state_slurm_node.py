@@ -432,6 +432,27 @@ def test_mod_watch_running_slurmctld_reconfigures(loader, fake_run):
     loader.salt["slurm_node.daemon_control"].assert_not_called()
 
 
+@pytest.mark.parametrize(("stale", "action"), [(True, "restart"), (False, "reconfigure")])
+def test_mod_watch_restarts_slurmctld_when_a_start_only_file_is_newer(
+    loader, fake_run, stale, action
+):
+    """The JWT key is read only at start: newer than slurmctld -> restart, else reconfigure."""
+    loader.salt["slurm_node.stale"] = MagicMock(return_value=stale)
+    key = "/etc/slurm/jwt_hs256.key"
+    ret = slurm_node.mod_watch(
+        "slurmctld", sfun="daemon_running", manager="systemd", conf="/c", restart_for=[key]
+    )
+    assert ret["result"] is True and ret["changes"] == {action: "slurmctld"}
+    loader.salt["slurm_node.stale"].assert_called_once_with("slurmctld", [key], "/c")
+    if stale:
+        loader.salt["slurm_node.daemon_control"].assert_called_once_with(
+            "slurmctld", "restart", "systemd", "/c"
+        )
+        loader.salt["slurm_controller.reconfigure"].assert_not_called()
+    else:
+        loader.salt["slurm_controller.reconfigure"].assert_called_once_with()
+
+
 def test_mod_watch_reconfigure_failure(loader, fake_run):
     loader.salt["slurm_controller.reconfigure"].side_effect = CommandExecutionError(
         "scontrol reconfigure exited 1: error: oops"
