@@ -34,6 +34,7 @@ from salt_ext.lib.ops import (
     health,
     journal,
     keys,
+    ports,
     views,
 )
 from salt_ext.lib.ops import deploy as deploy_op
@@ -79,9 +80,7 @@ class SaltMinions:
             elif ret.get("retcode", 0) != 0 or (
                 isinstance(ret.get("ret"), str) and ret["ret"].startswith("ERROR")
             ):
-                error = str(ret.get("ret"))
-                # the minion's CommandExecutionError arrives as "ERROR: <message>"
-                error = error[len("ERROR: ") :] if error.startswith("ERROR: ") else error
+                error = ports.minion_error(ret.get("ret"))
                 result[target] = {"ok": False, "ret": ret.get("ret"), "error": error}
             else:
                 result[target] = {"ok": True, "ret": ret.get("ret"), "error": None}
@@ -900,7 +899,7 @@ def rotate_jwt_key(timeout=120, pillar_minion=None):
     must answer. Every token made before is refused afterwards. Until that proof the old
     key stays on the master (``jwt_hs256.key.previous``, 0600); any failure before it puts
     the old key back on the master and every host, restarts what was restarted, proves a
-    token of the old key works and exits 1 ("Rolled back"); a failed rollback is reported
+    token of the old key works and exits 1 ("rolled back"); a failed rollback is reported
     with each host's key hash and the command to run. A run that died is finished by the
     next one. Holds the cluster lock. Output shows ``sha256:`` fingerprints only.
 

@@ -201,7 +201,7 @@ def rolled_back(cluster, report, old):
     """The failed run put everything back on ``old`` and proved it."""
     assert report["result"] is False, report
     assert report["rolled_back"]["result"] is True, report["rolled_back"]
-    assert "Rolled back" in report["comment"], report["comment"]
+    assert "rolled back" in report["comment"], report["comment"]
     assert cluster.master().current_hash() == old
     assert not os.path.exists(cluster.master().previous)
     assert cluster.consistent() == [], cluster.consistent()
@@ -303,6 +303,7 @@ def test_a_failing_rollback_names_each_hosts_key_and_the_command(fake):
     assert back["holds"] == {"ctl": old, "dbd": old}
     comment = report["comment"]
     assert "rollback FAILED" in comment and "salt-run slurm.deploy" in comment, comment
+    assert "rolled back" not in comment
     assert f"ctl holds {old}" in comment and f"dbd holds {old}" in comment
     assert f"the master holds {old}" in comment
     assert fake.master().current_hash() == old

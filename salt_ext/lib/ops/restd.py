@@ -357,7 +357,7 @@ class JwtRotation:
         if back["result"]:
             self._resolve(self._dead_runs(), "rolled back by a later slurm.rotate_jwt_key")
             self.report["comment"] = (
-                f"JWT key NOT rotated: {err.text()}. Rolled back: every host and the master "
+                f"JWT key NOT rotated, rolled back: {err.text()}. Every host and the master "
                 f"hold {_short(old)} again and a REST call with a token of it answers; tokens "
                 "made before still work. Fix the cause and run slurm.rotate_jwt_key again"
             )
