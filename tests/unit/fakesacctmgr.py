@@ -262,6 +262,11 @@ class FakeSacctmgr:
                 opts["name"] = name
                 if kind == "Account":
                     self._add_account({**opts, "parent": parent})
+                    # load (unlike `add account`) also makes an existing record's text
+                    # what the file says (checked on slurmdbd 22.05.8)
+                    for key in ("description", "organization"):
+                        if key in opts:
+                            self.accounts[name][key.title()] = _strip(opts[key], lower=True)
                 elif self.assoc(parent, name):
                     raise SacctmgrError(f" Problem with line({number})")
                 else:

@@ -546,17 +546,18 @@ def test_long_name_lists_are_split_into_lines():
 
 
 def test_what_a_load_file_cannot_say_goes_by_lines():
-    """A typed GRES (``:`` separates a load line's options), an account record left from
-    another cluster, a user record that outlived its associations, and what hangs under
-    an account that went by lines: all `add` lines, after the load file."""
+    """A typed GRES (``:`` separates a load line's options), a user record with
+    associations elsewhere, and what hangs under an account that went by lines: all `add`
+    lines, after the load file. An account record without an association here is loaded
+    (its text set by the file)."""
     fake = FakeSacctmgr()
-    fake.accounts["old"] = {"Description": "old", "Organization": "old"}
+    fake.accounts["old"] = {"Description": "stale", "Organization": "old"}
     fake.users["ghost"] = {"DefaultAccount": "plain", "AdminLevel": "None"}
     data = {
         "accounts": {
             "gpu": {"limits": {"GrpTRES": "gres/gpu:a100=2"}},
             "sub": {"parent": "gpu"},
-            "old": {},
+            "old": {"description": "Old one"},
             "plain": {"description": "Plain: one"},
         },
         "users": {
@@ -572,12 +573,14 @@ def test_what_a_load_file_cannot_say_goes_by_lines():
     assert phases["create"] == [
         f"Cluster - '{CLUSTER}'",
         "Parent - 'root'",
+        "Account - 'old':Description=\"Old one\"",
         "Account - 'plain':Description=\"Plain: one\"",
         "Parent - 'plain'",
         "User - 'erin':DefaultAccount=plain",
     ]
+    assert fake.accounts["old"]["Description"] == "old one"
     made_by_lines = " ".join(phases["accounts"] + phases["users"])
-    for name in ("gpu", "sub", "old", "carol", "dave", "ghost"):
+    for name in ("gpu", "sub", "carol", "dave", "ghost"):
         assert re.search(rf"name=([a-z0-9,]*,)?{name}[ ,]", made_by_lines), name
     assert fake.assoc("sub")["ParentName"] == "gpu"
     assert fake.users["dave"]["DefaultAccount"] == "plain"

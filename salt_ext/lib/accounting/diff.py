@@ -22,8 +22,10 @@ failure stops the rest:
    association, new users with every association (the default account's first). What
    cannot be said in a load file goes by lines in the next phases instead: a value with a
    ``:`` outside quotes (a typed GRES TRES, ``gres/gpu:a100``: ``:`` separates a load
-   line's options), an account whose record exists on another cluster, a user whose
-   record outlived its associations, and what hangs under an account that went by lines;
+   line's options), a user whose record has associations on another cluster, and what
+   hangs under an account that went by lines. An account whose record exists without an
+   association here (another cluster's, or left by a purge) is in the file: load adds the
+   association and sets the record's text (checked on slurmdbd);
 3. ``accounts``: new accounts not in the file, parents before children; re-parenting in
    the wanted tree's order (a parent is in place before its children move under it);
    record fields (description, organization); association limits;
@@ -331,10 +333,11 @@ def plan(wanted, current, cluster, bulk=True):
             parent = want["parent"]
             if (
                 load is not None
-                and name not in records
                 and (parent in caccounts or parent in load.accounts)
                 and _loadable(words)
             ):
+                # a record left from another cluster (or a purge) gets its association
+                # here and the file's description/organization (checked on slurmdbd)
                 load.account(name, parent, words)
                 continue
             lines.add(
