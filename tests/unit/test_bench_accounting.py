@@ -34,7 +34,12 @@ def test_the_harness_against_a_fake(monkeypatch, capsys):
     fake = FakeSacctmgr()
     medians = accounting.run(sacctmgr=fake, cluster="cluster")
     out = capsys.readouterr().out
-    assert set(medians) == {"ours_empty", "ours_noop", "naive_empty", "naive_noop"}
-    assert "no-op re-apply" in out and "naive/ours" in out
+    assert set(medians) == {
+        f"{w}_{k}" for w in ("ours", "lines", "naive") for k in ("empty", "noop")
+    }
+    assert "no-op re-apply" in out and "naive" in out and "lines" in out
+    # ours loaded every account and user in one file; the other two did not
+    loads = [c for c in fake.calls if c["argv"][2:3] == ["load"]]
+    assert len(loads) == 1 and loads[0]["stdin"].count("User - ") == 40
     # wiped after the run: only the cluster's own entities are left
     assert set(fake.qos) == {"normal"} and set(fake.users) == {"root"}

@@ -31,7 +31,7 @@ def command_runner(timeout=300):
     return run
 
 
-def sync(accounting, cluster, run, test=False):
+def sync(accounting, cluster, run, test=False, bulk=True):
     """Make the cluster's QOS, accounts and users what ``accounting`` (the
     ``slurm:accounting`` pillar) says.
 
@@ -41,7 +41,8 @@ def sync(accounting, cluster, run, test=False):
     included). Raises :class:`.pillar.PillarError` before any read on bad pillar (and
     after the reads, before any write, on a TRES slurmdbd does not know),
     :class:`.current.ParseError` on output it cannot read, :class:`ApplyError` when a phase
-    fails or the cluster still differs afterwards.
+    fails or the cluster still differs afterwards. ``bulk=False``: no load file, every
+    creation by ``add`` lines (for the benchmark's comparison).
     """
     wanted = pillar.validate(accounting)
     try:
@@ -56,7 +57,7 @@ def sync(accounting, cluster, run, test=False):
 
     have = current.read(counted, cluster)
     pillar.check_tres(wanted, have.get("tres"))
-    result = diff.plan(wanted, have, cluster)
+    result = diff.plan(wanted, have, cluster, bulk)
     result["applied"] = False
     if test or not result["commands"]:
         result["processes"] = count["processes"]
@@ -75,7 +76,7 @@ def sync(accounting, cluster, run, test=False):
             ) from err
         done.append(phase["phase"])
     result["applied"] = True
-    after = diff.plan(wanted, current.read(counted, cluster), cluster)
+    after = diff.plan(wanted, current.read(counted, cluster), cluster, bulk)
     result["processes"] = count["processes"]
     remaining = after["commands"]
     if remaining:
