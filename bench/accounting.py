@@ -80,7 +80,21 @@ def wanted_pillar(accounts=None, users=None, qos=None):
 
 
 def _empty_model():
-    return {"qos": {}, "accounts": {}, "users": {}, "partition_assocs": [], "account_records": {}}
+    """What ``sacctmgr add cluster`` leaves: QOS normal, the root account and root user."""
+    root = {"parent": None, "assoc": {}}
+    return {
+        "qos": {"normal": {}},
+        "accounts": {pillar.ROOT_ACCOUNT: root},
+        "users": {
+            pillar.ROOT_USER: {
+                "DefaultAccount": pillar.ROOT_ACCOUNT,
+                "AdminLevel": "Administrator",
+                "assocs": {pillar.ROOT_ACCOUNT: {}},
+            }
+        },
+        "partition_assocs": [],
+        "account_records": {},
+    }
 
 
 def _as_current(wanted):
