@@ -79,8 +79,8 @@ def test_user_must_be_a_login_name(user):
 # --- the plan -------------------------------------------------------------------------------
 
 
-def plan(role, minion, **pillar):
-    grains = {**DEBIAN, "id": minion, "host": minion}
+def plan(role, minion, grains=DEBIAN, **pillar):
+    grains = {**grains, "id": minion, "host": minion}
     return settings.plan(
         {**PILLAR, "restd": {"enabled": True}, **pillar}, grains, role, dict(MACHINE)
     )
@@ -240,3 +240,59 @@ def test_init_scripts_run_it_as_the_user_with_a_pid_file(manager):
 
 def test_direct_needs_no_file():
     assert restd.launcher("direct", {"port": 6820, "user": "rest"}) is None
+
+
+# --- the conf dir: Ubuntu <= 20.04 keeps Slurm's files in /etc/slurm-llnl -----------------
+
+FOCAL = {"os_family": "Debian", "os": "Ubuntu", "osrelease": "20.04", "init": "systemd"}
+JAMMY = {"os_family": "Debian", "os": "Ubuntu", "osrelease": "22.04", "init": "systemd"}
+
+
+@pytest.mark.parametrize(
+    ("grains", "conf_dir"), [(FOCAL, "/etc/slurm-llnl"), (JAMMY, "/etc/slurm")]
+)
+def test_key_env_file_and_slurmdbd_conf_follow_slurm_conf_by_grains(grains, conf_dir):
+    pillar = {"accounting": {"enabled": True, "storage": {"password": "pw-123456"}}}
+    p = plan("controller", "ctl", grains=grains, **pillar)
+    assert p["conf_dir"] == conf_dir and p["slurm_conf"] == f"{conf_dir}/slurm.conf"
+    assert p["restd"]["jwt_key"] == f"{conf_dir}/jwt_hs256.key"
+    assert p["restd"]["env_file"] == f"{conf_dir}/slurmrestd.env"
+    assert p["restd"]["files"][0] == f"{conf_dir}/slurmrestd.env"
+    assert p["accounting"]["slurmdbd_conf"] == f"{conf_dir}/slurmdbd.conf"
+    # slurmdbd.conf names the key where this machine keeps it
+    assert p["accounting"]["jwt_key"] == f"{conf_dir}/jwt_hs256.key"
+    assert settings.conf_dir(grains) == conf_dir
+
+
+@pytest.mark.parametrize("manager", ["systemd", "sysvinit", "openrc"])
+def test_the_launchers_read_the_env_file_of_the_conf_dir(manager):
+    rest = plan("controller", "ctl", grains=FOCAL)["restd"]
+    _, text, _ = restd.launcher(manager, rest)
+    assert "/etc/slurm-llnl/slurmrestd.env" in text and "/etc/slurm/" not in text
+
+
+def test_the_direct_manager_reads_the_env_file_beside_slurm_conf():
+    from salt_ext.lib.node import direct  # noqa: PLC0415
+
+    assert direct.spec("slurmrestd")["env_file"] == "/etc/slurm/slurmrestd.env"
+    info = direct.spec("slurmrestd", "/etc/slurm-llnl/slurm.conf")
+    assert info["env_file"] == "/etc/slurm-llnl/slurmrestd.env"
+
+
+def test_slurm_conf_names_the_key_in_the_controllers_conf_dir(tmp_path):
+    from salt_ext.lib.ops import conf as conf_ops  # noqa: PLC0415
+    from tests.unit.fakecluster import PILLAR as FAKE_PILLAR  # noqa: PLC0415
+    from tests.unit.fakecluster import FakeCluster  # noqa: PLC0415
+
+    cluster = FakeCluster(tmp_path)
+    pillar = {**FAKE_PILLAR, "restd": {"enabled": True}}
+    ctx = cluster.context(pillar=pillar)
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm/jwt_hs256.key"  # no grains cached
+    cluster.cached_grains = {FAKE_PILLAR["controller"]: FOCAL}
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm-llnl/jwt_hs256.key"
+    cluster.cached_grains = {FAKE_PILLAR["controller"]: {"os_family": "Plan9"}}
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm/jwt_hs256.key"
+    text = generate.render(
+        validate(enabled=True), hardware(), jwt_key="/etc/slurm-llnl/jwt_hs256.key"
+    )["files"]["slurm.conf"]
+    assert "AuthAltParameters=jwt_key=/etc/slurm-llnl/jwt_hs256.key" in text.splitlines()
