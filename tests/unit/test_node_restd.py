@@ -296,3 +296,11 @@ def test_slurm_conf_names_the_key_in_the_controllers_conf_dir(tmp_path):
         validate(enabled=True), hardware(), jwt_key="/etc/slurm-llnl/jwt_hs256.key"
     )["files"]["slurm.conf"]
     assert "AuthAltParameters=jwt_key=/etc/slurm-llnl/jwt_hs256.key" in text.splitlines()
+
+
+def test_openrc_script_only_uses_net_which_debians_openrc_does_not_provide():
+    # `need net` on a booted Debian OpenRC host: "slurmrestd needs service(s) net", not started
+    _, text, _ = restd.launcher("openrc", {"port": 6820, "user": "rest"})
+    depend = text.split("depend() {", 1)[1].split("}", 1)[0].split()
+    assert "need" not in depend and depend[:2] == ["use", "net"]
+    assert "after munge slurmctld" in text

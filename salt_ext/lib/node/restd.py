@@ -248,6 +248,10 @@ esac
 
 
 def openrc_script(restd):
+    """An OpenRC service: ``command_user`` runs it as our user in the background with a
+    pid file. ``use net``, not ``need net``: Debian's OpenRC has no service providing
+    ``net`` (ifupdown's ``networking`` provides ``networking``), and ``need`` then refuses
+    to start it ("slurmrestd needs service(s) net", seen on a booted OpenRC host)."""
     user = restd["user"]
     env_file = restd.get("env_file", ENV_FILE)
     return f"""#!/sbin/openrc-run
@@ -261,7 +265,7 @@ output_log="{LOG}"
 error_log="{LOG}"
 
 depend() {{
-    need net
+    use net
     after munge slurmctld
 }}
 
