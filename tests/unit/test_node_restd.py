@@ -304,3 +304,34 @@ def test_openrc_script_only_uses_net_which_debians_openrc_does_not_provide():
     depend = text.split("depend() {", 1)[1].split("}", 1)[0].split()
     assert "need" not in depend and depend[:2] == ["use", "net"]
     assert "after munge slurmctld" in text
+
+
+def test_openrc_script_logs_with_either_start_stop_daemon(tmp_path):
+    """Debian's OpenRC runs dpkg's start-stop-daemon (``--output``), Alpine's its own
+    (``--stdout``/``--stderr`` from output_log/error_log): the script picks by asking it."""
+    import subprocess  # noqa: PLC0415
+
+    _, text, _ = restd.launcher("openrc", {"port": 6820, "user": "rest"})
+    body = text.split("\ndepend()", 1)[0].split("\n", 1)[1]  # the assignments, no shebang
+    seen = {}
+    for name, helptext in {
+        "openrc": "  -1, --stdout <file>",
+        "dpkg": "  -O, --output <file>",
+    }.items():
+        fake = tmp_path / name
+        fake.mkdir()
+        (fake / "start-stop-daemon").write_text(f"#!/bin/sh\necho '{helptext}'\n")
+        (fake / "start-stop-daemon").chmod(0o755)
+        script = (
+            body + '\necho "out=${output_log-} err=${error_log-} args=${start_stop_daemon_args-}"\n'
+        )
+        proc = subprocess.run(
+            ["/bin/sh", "-c", script],
+            env={"PATH": f"{fake}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen[name] = proc.stdout.strip()
+    assert seen["openrc"] == f"out={restd.LOG} err={restd.LOG} args="
+    assert seen["dpkg"] == f"out= err= args=--output {restd.LOG}"

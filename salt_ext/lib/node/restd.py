@@ -251,7 +251,9 @@ def openrc_script(restd):
     """An OpenRC service: ``command_user`` runs it as our user in the background with a
     pid file. ``use net``, not ``need net``: Debian's OpenRC has no service providing
     ``net`` (ifupdown's ``networking`` provides ``networking``), and ``need`` then refuses
-    to start it ("slurmrestd needs service(s) net", seen on a booted OpenRC host)."""
+    to start it ("slurmrestd needs service(s) net", seen on a booted OpenRC host). Its
+    output goes to :data:`LOG` through whichever start-stop-daemon the system has: Debian's
+    OpenRC uses dpkg's, which said "unrecognized option '--stdout'" to ``output_log``."""
     user = restd["user"]
     env_file = restd.get("env_file", ENV_FILE)
     return f"""#!/sbin/openrc-run
@@ -261,8 +263,14 @@ command="{BINARY}"
 command_user="{user}:{user}"
 command_background=true
 pidfile="{PIDFILE}"
-output_log="{LOG}"
-error_log="{LOG}"
+# OpenRC's own start-stop-daemon takes --stdout/--stderr (output_log, error_log); Debian's
+# OpenRC runs dpkg's, which refuses them and takes --output
+if start-stop-daemon --help 2>&1 | grep -q -e --stdout; then
+    output_log="{LOG}"
+    error_log="{LOG}"
+else
+    start_stop_daemon_args="--output {LOG}"
+fi
 
 depend() {{
     use net
