@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import time
 
+from bench import beds
 from salt_ext.lib.accounting import current, diff, engine, pillar
 from salt_ext.lib.util import command
 
@@ -288,12 +289,7 @@ def deploy_ratio(bed):
 def _own_bed():
     from tests.testbed import SandboxCluster  # noqa: PLC0415
 
-    bed = SandboxCluster(name=BED_NAME, nodes=("ctl", "n1"), subnet=BED_SUBNET)
-    bed.up()
-    print(
-        f"\n[accounting] test bed {BED_NAME}: master + 2 minions up in {bed.startup_seconds:.1f}s"
-    )
-    return bed
+    return SandboxCluster(name=BED_NAME, nodes=("ctl", "n1"), subnet=BED_SUBNET)
 
 
 def run(bed=None, controller="ctl", sacctmgr=None, cluster=None):
@@ -301,11 +297,14 @@ def run(bed=None, controller="ctl", sacctmgr=None, cluster=None):
     if bed is None and sacctmgr is None and not os.environ.get(PREFIX_ENV):
         if os.environ.get(BED_ENV, "1") != "0":
             own = _own_bed()
-            try:
+            with beds.torn_down(own):
+                own.up()
+                print(
+                    f"\n[accounting] test bed {BED_NAME}: master + 2 minions up in "
+                    f"{own.startup_seconds:.1f}s"
+                )
                 name = deploy_ratio(own)
                 return _measure(own, "ctl", None, name)
-            finally:
-                own.down(keep_files=False)
     return _measure(bed, controller, sacctmgr, cluster)
 
 

@@ -19,6 +19,7 @@ import os
 import statistics
 import time
 
+from bench import beds
 from tests.integration.helpers import salt_run, sinfo_nodes, wait_for
 from tests.testbed import SandboxCluster
 from tests.testbed.bed import render_pillar
@@ -122,51 +123,51 @@ def run():
         subnet=os.environ.get("BENCH_AUTOPILOT_SUBNET", "10.82.0"),
         autopilot=True,
     )
-    try:
-        bed.up()
-        print(
-            f"\n[autopilot] test bed: master + {len(bed.nodes)} minions up in "
-            f"{bed.startup_seconds:.1f}s"
-        )
-        bed.write_pillar(
-            render_pillar(
-                cluster_name="benchap",
-                node_target="n*",
-                # 9 faults on one node within minutes: above the default backoff (3 fixes
-                # in 600 s, then "gave up"), which would end the run after the third
-                autopilot={"enabled": True, "max_tries": 20},
-            )
-        )
-        summary, proc = salt_run(bed, "slurm.deploy")
-        if proc.returncode != 0 or summary.get("result") is not True:
-            raise RuntimeError(
-                f"slurm.deploy failed: {str(summary.get('comment'))[:2000]}\n{proc.stderr[-3000:]}"
-            )
-        times = {}
-        for name, (inject, _, _) in FAULTS.items():
-            times[name] = []
-            for _ in range(ROUNDS):
-                _settle(bed)
-                times[name].append(inject(bed))
-                print(f"    {name}: {times[name][-1]:.1f} s", flush=True)
-        print(
-            f"  fault on {NODE} -> {NODE} idle again, no command run (beacon interval 5 s; "
-            f"medians of {ROUNDS})"
-        )
-        for name, values in times.items():
-            median = statistics.median(values)
-            _, alone, timed = FAULTS[name]
-            ratio = f"; {SLURMD_TIMEOUT / median:.0f}x sooner than down" if timed else ""
+    with beds.torn_down(bed, keep_files=True):
+        try:
+            bed.up()
             print(
-                f"  {name:<27} median {median:5.1f} s  (min {min(values):4.1f}, max "
-                f"{max(values):4.1f})  target <= {TARGET:.0f} s "
-                f"{'ok' if median <= TARGET else 'MISSED'}\n"
-                f"  {'':<27} Slurm alone: {alone}{ratio}"
+                f"\n[autopilot] test bed: master + {len(bed.nodes)} minions up in "
+                f"{bed.startup_seconds:.1f}s"
             )
-    except Exception as err:  # noqa: BLE001 - a benchmark reports, the others still run
-        print(f"  not measured: {err}")
-    finally:
-        bed.down()
+            bed.write_pillar(
+                render_pillar(
+                    cluster_name="benchap",
+                    node_target="n*",
+                    # 9 faults on one node within minutes: above the default backoff (3 fixes
+                    # in 600 s, then "gave up"), which would end the run after the third
+                    autopilot={"enabled": True, "max_tries": 20},
+                )
+            )
+            summary, proc = salt_run(bed, "slurm.deploy")
+            if proc.returncode != 0 or summary.get("result") is not True:
+                raise RuntimeError(
+                    f"slurm.deploy failed: {str(summary.get('comment'))[:2000]}\n"
+                    f"{proc.stderr[-3000:]}"
+                )
+            times = {}
+            for name, (inject, _, _) in FAULTS.items():
+                times[name] = []
+                for _ in range(ROUNDS):
+                    _settle(bed)
+                    times[name].append(inject(bed))
+                    print(f"    {name}: {times[name][-1]:.1f} s", flush=True)
+            print(
+                f"  fault on {NODE} -> {NODE} idle again, no command run (beacon interval 5 s; "
+                f"medians of {ROUNDS})"
+            )
+            for name, values in times.items():
+                median = statistics.median(values)
+                _, alone, timed = FAULTS[name]
+                ratio = f"; {SLURMD_TIMEOUT / median:.0f}x sooner than down" if timed else ""
+                print(
+                    f"  {name:<27} median {median:5.1f} s  (min {min(values):4.1f}, max "
+                    f"{max(values):4.1f})  target <= {TARGET:.0f} s "
+                    f"{'ok' if median <= TARGET else 'MISSED'}\n"
+                    f"  {'':<27} Slurm alone: {alone}{ratio}"
+                )
+        except Exception as err:  # noqa: BLE001 - a benchmark reports, the others still run
+            print(f"  not measured: {err}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ state itself waits for that: ``slurm-node-verified``). Medians of ``ROUNDS`` in 
 import statistics
 import time
 
+from bench import beds
 from bench.provision import _make_bare
 from tests.testbed import SandboxCluster, hosts
 from tests.testbed.bed import render_pillar
@@ -69,7 +70,7 @@ def _slurmd_pid(bed, name):
 
 def run():
     bed = SandboxCluster(name="sxbh", nodes=("ctl", SANDBOX), subnet="10.72.0")
-    try:
+    with beds.torn_down(bed):
         bed.up()
         hosts.ensure_images()
         with hosts.booted(bed, dict.fromkeys(REAL, "systemd")):
@@ -106,8 +107,6 @@ def run():
                 f"({many / one:.2f}x one machine)"
             )
             print(f"  reboot -> idle, one real systemd machine: median {rb:6.2f} s")
-    finally:
-        bed.down(keep_files=False)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 
+from bench import beds
 from salt_ext.lib.keyvault import vault as kv
 from tests.testbed import SandboxCluster
 
@@ -245,7 +246,7 @@ def run(only=None):
         auto_accept=False,
         extra_master_config={"engines": [{"keyvault": {"port": PORT}}]},
     )
-    try:
+    with beds.torn_down(bed):
         bed.up(start_minions=False)
         import salt.config  # noqa: PLC0415
 
@@ -300,8 +301,6 @@ def run(only=None):
                 )
             summary[label] = {"rounds": rounds, "median": med, "double_spends": spends}
         return summary
-    finally:
-        bed.down(keep_files=False)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import shutil
 import statistics
 import time
 
+from bench import beds
 from bench.provision import NODES, _make_bare
 from tests.testbed import SandboxCluster
 from tests.testbed.bed import render_pillar
@@ -50,7 +51,7 @@ def _one_dead(bed, node):
 
 def run():
     bed = SandboxCluster(name="sxbn", nodes=("ctl", *NODES), subnet="10.74.0")
-    try:
+    with beds.torn_down(bed):
         bed.up()
         print(
             f"\n[ops] test bed: master + {len(bed.nodes)} minions up in {bed.startup_seconds:.1f}s"
@@ -79,8 +80,6 @@ def run():
                 f"dead: median {dead[fun]:5.2f} s   ratio {dead[fun] / healthy[fun]:.2f}x "
                 "(target <= 2x)"
             )
-    finally:
-        bed.down(keep_files=False)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shutil
 import statistics
 import time
 
+from bench import beds
 from tests.testbed import SandboxCluster
 from tests.testbed.bed import PRIVATE_DIRS, render_pillar
 
@@ -50,7 +51,7 @@ def _timed_apply(bed, names):
 
 def run():
     bed = SandboxCluster(name="sxbn", nodes=("ctl", *NODES), subnet="10.74.0")
-    try:
+    with beds.torn_down(bed):
         bed.up()
         print(
             f"\n[provision] test bed: master + {len(bed.nodes)} minions up in "
@@ -79,5 +80,3 @@ def run():
             f"  no-op re-apply, one node:           median {noop_m:6.2f} s  "
             f"(target <= 3 s; 0 changes each time)"
         )
-    finally:
-        bed.down(keep_files=False)

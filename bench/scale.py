@@ -18,6 +18,7 @@ import resource
 import statistics
 import time
 
+from bench import beds
 from tests.testbed import SandboxCluster
 from tests.testbed.bed import _session_pids, _stat, render_pillar
 
@@ -68,7 +69,7 @@ def _grow_to(bed, size):
 
 def run():
     bed = SandboxCluster(name="sxsc", nodes=("ctl", *NODES), subnet="10.73.0")
-    try:
+    with beds.torn_down(bed):
         bed.up(timeout=300)
         print(
             f"\n[scale] test bed: master + {len(bed.nodes)} minions up in "
@@ -93,8 +94,6 @@ def run():
             )
             per_node = "   ".join(f"{size:2d}: {cpu[fun, size]:5.2f}" for size in SIZES)
             print(f"  {'':<21} master CPU s per node per call   {per_node}")
-    finally:
-        bed.down(keep_files=False)
 
 
 if __name__ == "__main__":

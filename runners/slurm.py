@@ -35,6 +35,7 @@ from salt_ext.lib.ops import (
     health,
     journal,
     keys,
+    ports,
     views,
 )
 from salt_ext.lib.ops import deploy as deploy_op
@@ -80,9 +81,7 @@ class SaltMinions:
             elif ret.get("retcode", 0) != 0 or (
                 isinstance(ret.get("ret"), str) and ret["ret"].startswith("ERROR")
             ):
-                error = str(ret.get("ret"))
-                # the minion's CommandExecutionError arrives as "ERROR: <message>"
-                error = error[len("ERROR: ") :] if error.startswith("ERROR: ") else error
+                error = ports.minion_error(ret.get("ret"))
                 result[target] = {"ok": False, "ret": ret.get("ret"), "error": error}
             else:
                 result[target] = {"ok": True, "ret": ret.get("ret"), "error": None}
@@ -905,9 +904,13 @@ def rotate_jwt_key(timeout=120, pillar_minion=None):
     delivered to the controller and the dbd host (0600 slurm), slurmdbd restarted (it reads
     the key only at start; SIGHUP does not reload it), slurmctld restarted (``scontrol
     reconfigure`` does not reload the key in 22.05), slurmrestd
-    restarted, then one REST call with a token of the new key must answer. Every token
-    made before is refused afterwards. Holds the cluster lock. Output shows ``sha256:``
-    fingerprints only.
+    restarted, then every host must hold the new key and one REST call with a token of it
+    must answer. Every token made before is refused afterwards. Until that proof the old
+    key stays on the master (``jwt_hs256.key.previous``, 0600); any failure before it puts
+    the old key back on the master and every host, restarts what was restarted, proves a
+    token of the old key works and exits 1 ("rolled back"); a failed rollback is reported
+    with each host's key hash and the command to run. A run that died is finished by the
+    next one. Holds the cluster lock. Output shows ``sha256:`` fingerprints only.
 
     CLI Example:
 

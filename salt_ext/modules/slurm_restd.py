@@ -136,8 +136,13 @@ def jwt_key(test=False):
                 pass
         if restd_lib.key_hash_bytes(key) != wanted:
             raise CommandExecutionError(f"{url}: changed during the download; apply again")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fsutil.atomic_write(path, key, mode=restd_lib.KEY_MODE, uid=uid, gid=gid)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fsutil.atomic_write(path, key, mode=restd_lib.KEY_MODE, uid=uid, gid=gid)
+        except OSError as err:
+            raise CommandExecutionError(
+                f"{path}: cannot write the JWT key: {err.strerror or err}"
+            ) from None
         return {"changes": changes, "comment": f"JWT key written, 0600 slurm ({wanted})"}
     os.chown(path, uid, gid)
     os.chmod(path, restd_lib.KEY_MODE)

@@ -7,6 +7,7 @@ The module has its own bed (master + ctl, n1; name and subnet from ``SXT_RESTD_B
 / ``SXT_RESTD_BED_SUBNET``), master and minions logging at ``debug``.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -196,12 +197,98 @@ def test_status_and_verify_cover_the_rest_api(cluster, deployed):
     assert "/slurm/v0.0.38/diag" in result["restd"]["evidence"]
 
 
+def read_only_etc_slurm(cluster):
+    """ctl's /etc/slurm read-only (as a file system remounted read-only after an I/O
+    error), in ctl's own mount namespace: the host's files stay writable."""
+    for argv in (
+        ["mount", "--bind", "/etc/slurm", "/etc/slurm"],
+        ["mount", "-o", "remount,bind,ro", "/etc/slurm"],
+    ):
+        proc = cluster.run("ctl", argv)
+        assert proc.returncode == 0, (argv, proc.stderr)
+
+
+def rest_logs(cluster):
+    return "\n".join(
+        cluster.run("ctl", ["tail", "-n", "15", f"/var/log/slurm/{name}.log"]).stdout
+        for name in ("slurmctld", "slurmdbd", "slurmrestd")
+    )
+
+
+def test_a_failed_rotation_is_rolled_back_and_old_tokens_keep_working(cluster, deployed):
+    """The new key cannot be written on ctl: salt-run exits 1 saying "rolled back", the
+    master keeps the old key (and no previous one), a token made before answers 200."""
+    old_key = master_key(cluster)
+    old = token(cluster)
+    assert accepted(*curl(cluster, "/slurm/v0.0.38/diag", old))
+    read_only_etc_slurm(cluster)
+    try:
+        result, proc = salt_run(cluster, "slurm.rotate_jwt_key")
+    finally:
+        undone = cluster.run("ctl", ["umount", "/etc/slurm"])
+    assert undone.returncode == 0, undone.stderr
+    assert proc.returncode == 1 and result["result"] is False, (result, rest_logs(cluster))
+    assert result["rolled_back"]["result"] is True, (result, rest_logs(cluster))
+    assert "rolled back" in result["comment"] and "ctl" in result["failed"], result
+    assert "Read-only file system" in result["comment"], result["comment"]
+    assert not leaks(proc.stdout + proc.stderr, old_key)
+    assert master_key(cluster) == old_key
+    previous = os.path.join(cluster.file_root, "slurm_files", "jwt_hs256.key.previous")
+    assert not os.path.exists(previous)
+    status, body = curl(cluster, "/slurm/v0.0.38/diag", old)
+    assert accepted(status, body), (status, body[:300], rest_logs(cluster))
+    assert accepted(*curl(cluster, "/slurmdb/v0.0.38/jobs", old))
+
+
+def test_a_rollback_that_fails_too_names_each_hosts_key_and_deploy_finishes_it(cluster, deployed):
+    """slurmrestd cannot start on ctl (its binary made non-executable by a bind mount in
+    ctl's own mount namespace): the rotation fails at its restart, and the rollback at the
+    same restart. The report names the key ctl holds and ``salt-run slurm.deploy``; with
+    the fault undone that command brings back a cluster where a token made before answers."""
+    old_key = master_key(cluster)
+    old_hash = "sha256:" + hashlib.sha256(old_key).hexdigest()
+    old = token(cluster)
+    binary = cluster.run("ctl", ["sh", "-c", "command -v slurmrestd"]).stdout.strip()
+    assert binary.startswith("/"), binary
+    copy = cluster.nodes["ctl"].dir / "slurmrestd-not-executable"
+    copy.write_bytes(b"#!/bin/sh\nexit 1\n")
+    copy.chmod(0o644)
+    mounted = cluster.run("ctl", ["mount", "--bind", str(copy), binary])
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        result, proc = salt_run(cluster, "slurm.rotate_jwt_key")
+    finally:
+        undone = cluster.run("ctl", ["umount", binary])
+    assert undone.returncode == 0, undone.stderr
+    assert proc.returncode == 1 and result["result"] is False, (result, rest_logs(cluster))
+    assert result["failed"]["step"] == "restart slurmrestd", result
+    back = result["rolled_back"]
+    assert back["result"] is False and back["comment"].startswith("restart slurmrestd"), back
+    assert back["holds"] == {"ctl": old_hash}, back
+    comment = result["comment"]
+    assert "rollback FAILED" in comment and f"ctl holds {old_hash}" in comment, comment
+    assert "salt-run slurm.deploy" in comment, comment
+    assert master_key(cluster) == old_key
+    healed, proc = salt_run(cluster, "slurm.deploy")
+    assert proc.returncode == 0 and healed["result"] is True, (
+        healed.get("comment"),
+        rest_logs(cluster),
+    )
+    status, body = curl(cluster, "/slurm/v0.0.38/diag", old)
+    assert accepted(status, body), (status, body[:300], rest_logs(cluster))
+
+
 def test_rotation_refuses_old_tokens_and_new_ones_work(cluster, deployed):
+    """Also: after the faults of the tests before are undone, a rotation succeeds."""
     old_key = master_key(cluster)
     old = token(cluster)
     assert accepted(*curl(cluster, "/slurm/v0.0.38/diag", old))
     result, proc = salt_run(cluster, "slurm.rotate_jwt_key")
-    assert proc.returncode == 0 and result["result"] is True, (result, proc.stderr[-2000:])
+    assert proc.returncode == 0 and result["result"] is True, (
+        result,
+        proc.stderr[-2000:],
+        rest_logs(cluster),
+    )
     assert master_key(cluster) != old_key
     status, body = curl(cluster, "/slurm/v0.0.38/diag", old)
     assert not accepted(status, body), (status, body[:300])

@@ -14,12 +14,16 @@ one does with ``-n -P``:
 
 Commands come as argv (``sacctmgr -n -P show ...``) or, with ``-i`` and no command, one
 per line on stdin; a failing line sets exit code 1 and the rest still run, as in
-sacctmgr's own loop. Errors the real one makes that our ordering must avoid are modelled:
+sacctmgr's own loop. ``sacctmgr -i load file=/dev/stdin`` reads a flat file (``Cluster -
+'c'`` first, ``Parent - 'p'`` sections of ``Account -`` / ``User -`` lines with
+``:Key=value`` options) and, as the real one does, commits all of it or nothing (exit 1).
+Errors the real one makes that our ordering must avoid are modelled:
 unknown QOS/parent/account, deleting a user's default account while other associations
 remain, deleting an account that still has children or users, duplicate adds ("Nothing
 new added").
 """
 
+import copy
 import re
 
 from salt_ext.lib.util import command
@@ -92,6 +96,23 @@ def _tokens(line):
                 break
             i += 1
         words.append(line[start:i])
+    return words
+
+
+def _load_options(rest):
+    """A load-file line's options: ``:`` outside quotes separates them."""
+    words, word, quote = [], "", None
+    for c in rest:
+        if c in "\"'" and quote in (None, c):
+            quote = None if quote else c
+        if c == ":" and quote is None:
+            if word:
+                words.append(word)
+            word = ""
+            continue
+        word += c
+    if word:
+        words.append(word)
     return words
 
 
@@ -194,6 +215,10 @@ class FakeSacctmgr:
         opts, words = [], list(argv[1:])
         while words and words[0].startswith("-"):
             opts.append(words.pop(0))
+        if words[:1] == ["load"]:
+            if "-i" not in opts or words[1:] != ["file=/dev/stdin"]:
+                raise AssertionError(f"unexpected load command {argv}")
+            return self._load(argv, stdin or "")
         if words:
             lines = [words]
         else:
@@ -214,6 +239,42 @@ class FakeSacctmgr:
         if errors:
             raise command.CommandFailed(argv, "; ".join(errors), 1, stdout, "\n".join(errors))
         return stdout
+
+    def _load(self, argv, text):
+        saved = copy.deepcopy((self.qos, self.accounts, self.users, self.assocs))
+        parent, lines = None, text.splitlines()
+        try:
+            if not lines or not re.fullmatch(rf"Cluster - '{self.cluster}'", lines[0]):
+                raise SacctmgrError(" No cluster line or another cluster first")
+            for number, line in enumerate(lines[1:], 2):
+                if self.fail_on and self.fail_on in line:
+                    raise SacctmgrError(f" Problem with line({number})")
+                head = re.match(r"(Parent|Account|User) - '([^']+)'", line)
+                if not head:
+                    raise SacctmgrError(f" Problem with line({number})")
+                kind, name = head.groups()
+                if kind == "Parent":
+                    if not self.assoc(name):
+                        raise SacctmgrError(f"  line({number}) You need to add this parent")
+                    parent = name
+                    continue
+                opts = self._options(_load_options(line[head.end() :]))
+                opts["name"] = name
+                if kind == "Account":
+                    self._add_account({**opts, "parent": parent})
+                    # load (unlike `add account`) also makes an existing record's text
+                    # what the file says (checked on slurmdbd 22.05.8)
+                    for key in ("description", "organization"):
+                        if key in opts:
+                            self.accounts[name][key.title()] = _strip(opts[key], lower=True)
+                elif self.assoc(parent, name):
+                    raise SacctmgrError(f" Problem with line({number})")
+                else:
+                    self._add_user({**opts, "account": parent})
+        except SacctmgrError as err:
+            self.qos, self.accounts, self.users, self.assocs = saved
+            raise command.CommandFailed(argv, str(err), 1, "", str(err)) from None
+        return " Adding ...\n"
 
     def _command(self, words):
         verb, entity, rest = words[0].lower(), words[1].lower(), words[2:]

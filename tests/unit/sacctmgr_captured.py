@@ -12,6 +12,14 @@ stdin batches are ``WRITES``), ``APPLIED`` read again, then a partition associat
 (``sacctmgr -i add user name=alice account=physics cluster=acctbed partition=gpu``) added
 and the association read once more (``PARTITION_ASSOC_LINE`` is the line it added).
 Each value is the exact stdout of one read (``-n -P``: no header, ``|`` between fields).
+
+``WRITES`` was captured again (session 10) when the engine began to create accounts and
+users by ``sacctmgr -i load file=/dev/stdin`` (``WRITE_ARGVS``): on the benchmark's bed
+(bench/accounting.py, local cluster ``benchacct``; ``sacctmgr show user`` shows a user's
+default account for the local cluster only, so the capture must run on it), the same
+emptying, the same ``PILLAR`` applied; EMPTY and APPLIED read there were these ones with
+``benchacct`` for ``acctbed`` (the association rows in the same set), and the writes are
+shown with that name put back. ``WRITES_LINES`` are the first capture's ``add`` lines.
 """
 
 CLUSTER = "acctbed"
@@ -86,6 +94,30 @@ APPLIED = {
 }
 
 WRITES = [
+    (
+        'add qos name=high Description="High priority" Flags=DenyOnLimit MaxJobsPerUser=1 MaxTRESPerUser=cpu=64 MaxWall=2880 Priority=100\n'
+        "add qos name=low GrpTRES=cpu=512,mem=1048576 Priority=1 UsageFactor=0.5\n"
+        "modify qos where name=high set Preempt=low\n"
+    ),
+    (
+        "Cluster - 'acctbed'\n"
+        "Parent - 'root'\n"
+        'Account - \'science\':Description="Science":Fairshare=100:Organization="uni"\n'
+        "Parent - 'science'\n"
+        "Account - 'chemistry'\n"
+        "Account - 'physics':DefaultQOS=normal:Fairshare=50:GrpTRES=cpu=256,node=8:MaxJobs=20:MaxWall=1440:QOS=high,normal\n"
+        "Parent - 'physics'\n"
+        "User - 'alice':DefaultAccount=physics\n"
+        "Parent - 'chemistry'\n"
+        "User - 'bob':DefaultAccount=chemistry:AdminLevel=Operator\n"
+        "Parent - 'physics'\n"
+        "User - 'bob':MaxJobs=5\n"
+    ),
+]
+WRITE_ARGVS = [["sacctmgr", "-i"], ["sacctmgr", "-i", "load", "file=/dev/stdin"]]
+# the same pillar applied by `add` lines only (engine before the load file; also checked
+# on slurmdbd, it left the same APPLIED)
+WRITES_LINES = [
     (
         'add qos name=high Description="High priority" Flags=DenyOnLimit MaxJobsPerUser=1 MaxTRESPerUser=cpu=64 MaxWall=2880 Priority=100\n'
         "add qos name=low GrpTRES=cpu=512,mem=1048576 Priority=1 UsageFactor=0.5\n"

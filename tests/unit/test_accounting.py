@@ -3,6 +3,7 @@ the diff, batching, test mode, idempotence and the threat model (T1-T10 in the p
 docstring), against a fake sacctmgr (tests/unit/fakesacctmgr.py)."""
 
 import copy
+import re
 
 import pytest
 
@@ -224,8 +225,16 @@ def test_parse_real_output():
 
 def test_the_pillar_applied_from_empty_writes_what_ran_on_slurmdbd():
     model = current.parse(captured.EMPTY, captured.CLUSTER)
-    planned = diff.plan(pillar.validate(captured.PILLAR), model, captured.CLUSTER)
+    wanted = pillar.validate(captured.PILLAR)
+    planned = diff.plan(wanted, model, captured.CLUSTER)
     assert ["\n".join(p["lines"]) + "\n" for p in planned["commands"]] == captured.WRITES
+    # and the argv each batch went to (the load file by sacctmgr's `load`)
+    fake = FakeSacctmgr(cluster=captured.CLUSTER, tres=captured_tres())
+    engine.sync(captured.PILLAR, captured.CLUSTER, fake)
+    assert [c["argv"] for c in fake.calls if c["stdin"] is not None] == captured.WRITE_ARGVS
+    # without the load file: the `add` lines that ran first (both left the same APPLIED)
+    lines = diff.plan(wanted, model, captured.CLUSTER, bulk=False)
+    assert ["\n".join(p["lines"]) + "\n" for p in lines["commands"]] == captured.WRITES_LINES
 
 
 def test_the_fake_prints_what_real_sacctmgr_printed():
@@ -440,13 +449,27 @@ def test_a_managed_users_extra_association_is_removed_after_the_default_moves():
     assert fake.assoc("chemistry", "bob") is None
 
 
-def test_a_failing_phase_stops_the_rest():
+def test_a_failing_load_commits_nothing_and_stops_the_rest():
     fake = FakeSacctmgr()
-    fake.fail_on = "add account name=science"
-    with pytest.raises(engine.ApplyError, match="phase 'accounts'") as err:
+    fake.fail_on = "Account - 'physics'"
+    with pytest.raises(engine.ApplyError, match="phase 'create'") as err:
         engine.sync(_pillar(), CLUSTER, fake)
     assert err.value.result["phases_done"] == ["qos"]
-    assert "alice" not in fake.users  # the users phase never ran
+    # all or nothing, as sacctmgr's load: not even the lines before the bad one
+    assert "science" not in fake.accounts and "alice" not in fake.users
+
+
+def test_a_failing_line_phase_stops_the_rest():
+    fake = FakeSacctmgr()
+    engine.sync(_pillar(), CLUSTER, fake)
+    data = _pillar()
+    data["accounts"]["physics"]["fairshare"] = 7
+    data["users"]["alice"]["admin_level"] = "Operator"
+    fake.fail_on = "modify account"
+    with pytest.raises(engine.ApplyError, match="phase 'accounts'") as err:
+        engine.sync(data, CLUSTER, fake)
+    assert err.value.result["phases_done"] == []
+    assert fake.users["alice"]["AdminLevel"] == "None"  # the users phase never ran
 
 
 def test_reparenting_follows_the_wanted_tree():
@@ -485,14 +508,27 @@ def test_a_thousand_users_take_a_bounded_number_of_processes():
     fake = FakeSacctmgr()
     result = engine.sync(_big(), CLUSTER, fake)
     writes = _writes(fake)
-    # 5 reads, one process per phase (qos, accounts, users), 5 reads to prove convergence
-    assert len(writes) == 3 and result["processes"] == len(fake.calls) == 13
+    # 5 reads, the QOS lines, ONE load file for every account and user, 5 reads to prove
+    # convergence
+    assert [c["argv"] for c in writes] == [engine.APPLY, engine.LOAD]
+    assert result["processes"] == len(fake.calls) == 12
     assert len(fake.users) == 1001 and len(fake.accounts) == 101 and len(fake.qos) == 11
-    lines = [line for call in writes for line in call["stdin"].splitlines()]
-    assert len([line for line in lines if line.startswith("add user")]) <= 100
-    assert all(len(line) <= diff.LINE_MAX for line in lines)
+    load = writes[1]["stdin"].splitlines()
+    assert len([line for line in load if line.startswith("User - ")]) == 1000
+    assert len([line for line in load if line.startswith("Account - ")]) == 100
+    assert all(diff.check_load_line(line) == line for line in load)
     again = engine.sync(_big(), CLUSTER, fake)
     assert again["processes"] == 5 and again["commands"] == []
+
+
+def test_without_the_load_file_a_thousand_users_are_a_hundred_lines():
+    fake = FakeSacctmgr()
+    model = current.read(fake, CLUSTER)
+    result = diff.plan(pillar.validate(_big()), model, CLUSTER, bulk=False)
+    phases = {p["phase"]: p["lines"] for p in result["commands"]}
+    assert list(phases) == ["qos", "accounts", "users"]
+    assert len(phases["users"]) <= 100 and len(phases["accounts"]) == 100
+    assert all(len(line) <= diff.LINE_MAX for lines in phases.values() for line in lines)
 
 
 def test_long_name_lists_are_split_into_lines():
@@ -501,11 +537,53 @@ def test_long_name_lists_are_split_into_lines():
         "accounts": {"a": {}},
         "users": {f"user{i:05d}": {"accounts": ["a"]} for i in range(3000)},
     }
-    result = engine.sync(data, CLUSTER, fake, test=True)
+    model = current.read(fake, CLUSTER)
+    result = diff.plan(pillar.validate(data), model, CLUSTER, bulk=False)
     users = [p for p in result["commands"] if p["phase"] == "users"][0]["lines"]
     assert 1 < len(users) <= 12
     assert sum(line.count("user") - 1 for line in users) == 3000  # every name, once
     assert all(len(line) <= diff.LINE_MAX for line in users)
+
+
+def test_what_a_load_file_cannot_say_goes_by_lines():
+    """A typed GRES (``:`` separates a load line's options), a user record with
+    associations elsewhere, and what hangs under an account that went by lines: all `add`
+    lines, after the load file. An account record without an association here is loaded
+    (its text set by the file)."""
+    fake = FakeSacctmgr()
+    fake.accounts["old"] = {"Description": "stale", "Organization": "old"}
+    fake.users["ghost"] = {"DefaultAccount": "plain", "AdminLevel": "None"}
+    data = {
+        "accounts": {
+            "gpu": {"limits": {"GrpTRES": "gres/gpu:a100=2"}},
+            "sub": {"parent": "gpu"},
+            "old": {"description": "Old one"},
+            "plain": {"description": "Plain: one"},
+        },
+        "users": {
+            "carol": {"accounts": ["sub"]},
+            "dave": {"accounts": ["plain", "gpu"], "default_account": "plain"},
+            "ghost": {"accounts": ["plain"]},
+            "erin": {"accounts": ["plain"]},
+        },
+    }
+    fake.tres.append("gres/gpu:a100")
+    result = engine.sync(data, CLUSTER, fake)
+    phases = {p["phase"]: p["lines"] for p in result["commands"]}
+    assert phases["create"] == [
+        f"Cluster - '{CLUSTER}'",
+        "Parent - 'root'",
+        "Account - 'old':Description=\"Old one\"",
+        "Account - 'plain':Description=\"Plain: one\"",
+        "Parent - 'plain'",
+        "User - 'erin':DefaultAccount=plain",
+    ]
+    assert fake.accounts["old"]["Description"] == "old one"
+    made_by_lines = " ".join(phases["accounts"] + phases["users"])
+    for name in ("gpu", "sub", "carol", "dave", "ghost"):
+        assert re.search(rf"name=([a-z0-9,]*,)?{name}[ ,]", made_by_lines), name
+    assert fake.assoc("sub")["ParentName"] == "gpu"
+    assert fake.users["dave"]["DefaultAccount"] == "plain"
 
 
 # ------------------------------------------------------------------------ threats
@@ -592,6 +670,26 @@ def test_the_last_check_refuses_a_bad_line(line):  # T1, T3, T4: defence in dept
         diff.check_line(line)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "User - 'a'\nAccount - 'b'",  # a second line
+        "User - 'a':MaxJobs=1\x00",
+        "Account - 'a,b'",  # two names
+        "Account - 'a':Description=\"x:y",  # unbalanced quote
+        "Account - 'a':Description='x'",  # single quotes are not ours
+        "Account - 'a'::MaxJobs=1",  # an empty option
+        "Account - 'a':MaxJobs=1 Parent=root",  # a space outside quotes
+        "Coordinator - 'a'",  # a kind we never write
+        "Account - 'a'" + ":MaxJobs=1" * 101,
+        "Account - 'a':Description=\"" + "x" * 3600 + '"',
+    ],
+)
+def test_the_last_check_refuses_a_bad_load_line(line):  # T1, T3, T4 for the load file
+    with pytest.raises(diff.UnsafeCommand):
+        diff.check_load_line(line)
+
+
 def test_unsafe_names_from_the_cluster_never_reach_a_command():  # T7
     fake = FakeSacctmgr()
     engine.sync({"accounts": {"a": {}}}, CLUSTER, fake)
@@ -611,9 +709,10 @@ def test_every_written_word_is_checked():
     fake = FakeSacctmgr()
     result = engine.sync(_pillar(), CLUSTER, fake, test=True)
     for phase in result["commands"]:
+        check = diff.check_load_line if phase["phase"] == diff.LOAD_PHASE else diff.check_line
         for line in phase["lines"]:
-            assert diff.check_line(line) == line
-    assert 'add account name=science cluster=cluster parent=root Description="Science" ' in (
+            assert check(line) == line
+    assert "Account - 'science':Description=\"Science\":" in (
         "\n".join(result["commands"][1]["lines"]) + " "
     )
 

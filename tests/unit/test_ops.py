@@ -277,3 +277,20 @@ def test_a_node_the_extension_cannot_reach_fails_the_others_deploy(fake):
     assert summary["nodes"]["n2"]["prepare"] is False, summary["nodes"]["n2"]
     assert summary["nodes"]["n1"]["state"] is True
     assert "n2" in summary["comment"], summary["comment"]
+
+
+def test_a_minion_error_is_reported_as_one_readable_line():
+    from salt_ext.lib.ops import ports  # noqa: PLC0415
+
+    assert ports.minion_error("ERROR: slurmctld did not start") == "slurmctld did not start"
+    traceback = (
+        "The minion function caused an exception: Traceback (most recent call last):\n"
+        '  File "/usr/lib/python3/dist-packages/salt/minion.py", line 3199, in _thread_return\n'
+        "    return_data = minion_instance._execute_job_function(\n"
+        "OSError: [Errno 30] Read-only file system: '/etc/slurm/.jwt_hs256.key.x'\n"
+    )
+    assert ports.minion_error(traceback) == (
+        "exception on the minion: OSError: [Errno 30] Read-only file system: "
+        "'/etc/slurm/.jwt_hs256.key.x'"
+    )
+    assert ports.minion_error(None) == "None"

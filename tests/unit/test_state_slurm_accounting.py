@@ -89,11 +89,11 @@ def test_bad_pillar_fails_naming_the_key_and_runs_nothing(env):
 
 
 def test_a_failing_phase_fails_the_state_with_what_was_done(env):
-    env.fail_on = "add user"
+    env.fail_on = "User - 'alice'"
     ret = state.managed("acct")
     assert ret["result"] is False
-    assert "phase 'users'" in ret["comment"]
-    assert ret["changes"] == {"phases_done": ["qos", "accounts"]}
+    assert "phase 'create'" in ret["comment"]
+    assert ret["changes"] == {"phases_done": ["qos"]}
 
 
 def test_show_returns_plain_lists(env):

@@ -10,6 +10,8 @@ from salt_ext.lib.util import command
 from . import current, diff, pillar, values
 
 APPLY = [current.SACCTMGR, "-i"]
+# the create phase's flat file comes on stdin (no temporary file to leave behind)
+LOAD = [*APPLY, "load", "file=/dev/stdin"]
 
 
 class ApplyError(RuntimeError):
@@ -63,7 +65,7 @@ def sync(accounting, cluster, run, test=False):
     for phase in result["commands"]:
         stdin = "\n".join(phase["lines"]) + "\n"
         try:
-            counted(APPLY, stdin)
+            counted(LOAD if phase["phase"] == diff.LOAD_PHASE else APPLY, stdin)
         except command.CommandFailed as err:
             result["processes"] = count["processes"]
             result["phases_done"] = done

@@ -190,13 +190,18 @@ class Journal:
         it while holding the lock); empty when there are none."""
         return self._interrupted(self._load())
 
-    def resolve_interrupted(self, how):
-        """The interrupted operations were finished by the current one: into history."""
+    def resolve_interrupted(self, how, operation=None):
+        """The interrupted operations (only those named ``operation``, when given) were
+        finished by the current one: into history."""
         journal = self._load()
         entries = self._interrupted(journal)
+        if operation is not None:
+            journal["interrupted"] = [e for e in entries if e.get("operation") != operation]
+            entries = [e for e in entries if e.get("operation") == operation]
+        else:
+            journal["interrupted"] = []
         if not entries:
             return
-        journal["interrupted"] = []
         for entry in entries:
             entry["resolved"] = {"at": self.clock(), "how": how}
         journal["history"] = (entries[::-1] + list(journal.get("history") or []))[:HISTORY]

@@ -74,15 +74,66 @@ class ConfStore:
         self.changed()
 
 
-class MasterKeys:
+class _RotatedKey:
+    """A secret file on the master that a rotation replaces: during the rotation the key
+    it replaced stays beside it (``<name>.previous``, same mode) until the new one is
+    proven on the cluster, so a failure -- or a master that died -- can put it back. Only
+    ``sha256:`` hashes leave this class."""
+
+    MODE = 0o400
+
+    def __init__(self, directory, name, changed=lambda: None):
+        self.directory = directory
+        self.path = os.path.join(directory, name)
+        self.previous = self.path + ".previous"
+        self.changed = changed
+
+    @staticmethod
+    def _new_key():
+        raise NotImplementedError
+
+    @staticmethod
+    def _hash(path):
+        raise NotImplementedError
+
+    def previous_hash(self):
+        """``sha256:`` of the kept previous key, or None when no rotation is unfinished."""
+        try:
+            return self._hash(self.previous)
+        except FileNotFoundError:
+            return None
+
+    def begin(self):
+        """Keep the current key as previous, write a new one; the new key's hash. Each
+        write is atomic: a master that dies in between holds the same key twice."""
+        with open(self.path, "rb") as handle:
+            fsutil.atomic_write(self.previous, handle.read(), mode=self.MODE)
+        fsutil.atomic_write(self.path, self._new_key(), mode=self.MODE)
+        self.changed()
+        return self._hash(self.path)
+
+    def restore(self):
+        """The previous key back as the current one; its hash."""
+        os.replace(self.previous, self.path)
+        fsutil.fsync_dir(os.path.dirname(self.path))
+        self.changed()
+        return self._hash(self.path)
+
+    def commit(self):
+        """The rotation is proven: forget the previous key."""
+        os.unlink(self.previous)
+        fsutil.fsync_dir(os.path.dirname(self.path))
+
+
+class MasterKeys(_RotatedKey):
     """The master's munge key and, during a rotation, the previous key beside it
     (``munge.key.previous``, 0400). Only ``sha256:`` hashes leave this class."""
 
     def __init__(self, directory, changed=lambda: None):
-        self.directory = directory
-        self.path = os.path.join(directory, cluster_files.MUNGE_KEY)
-        self.previous = self.path + ".previous"
-        self.changed = changed
+        super().__init__(directory, cluster_files.MUNGE_KEY, changed)
+
+    _new_key = staticmethod(munge_lib.new_key)
+    _hash = staticmethod(munge_lib.key_hash)
 
     def create(self, force=False):
         """A new random key unless one exists (or ``force``)."""
@@ -105,32 +156,21 @@ class MasterKeys:
                 f"the master has no munge key ({self.path}); `salt-run slurm.deploy` creates one"
             ) from err
 
-    def begin(self):
-        with open(self.path, "rb") as handle:
-            fsutil.atomic_write(self.previous, handle.read(), mode=0o400)
-        fsutil.atomic_write(self.path, munge_lib.new_key(), mode=0o400)
-        self.changed()
-        return munge_lib.key_hash(self.path)
 
-    def restore(self):
-        os.replace(self.previous, self.path)
-        fsutil.fsync_dir(os.path.dirname(self.path))
-        self.changed()
-        return munge_lib.key_hash(self.path)
-
-    def commit(self):
-        os.unlink(self.previous)
-
-
-class JwtKey:
+class JwtKey(_RotatedKey):
     """The cluster's JWT key on the master (``slurm_files/jwt_hs256.key``, 0600): made
-    here, served to the controller and the dbd host, used here to sign users' tokens. Only
-    ``sha256:`` hashes leave this class (and tokens, through :func:`restd.sign`)."""
+    here, served to the controller and the dbd host, used here to sign users' tokens.
+    During ``slurm.rotate_jwt_key`` the replaced key stays as ``jwt_hs256.key.previous``
+    (0600) until a REST call proves the new one. Only ``sha256:`` hashes leave this class
+    (and tokens, through :func:`restd.sign`)."""
+
+    MODE = restd_lib.KEY_MODE
 
     def __init__(self, directory, changed=lambda: None):
-        self.directory = directory
-        self.path = os.path.join(directory, restd_lib.KEY_NAME)
-        self.changed = changed
+        super().__init__(directory, restd_lib.KEY_NAME, changed)
+
+    _new_key = staticmethod(restd_lib.new_key)
+    _hash = staticmethod(restd_lib.key_hash)
 
     def create(self, force=False):
         """A new random key unless one exists (or ``force``): ``{"created", "key_hash"}``."""

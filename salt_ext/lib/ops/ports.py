@@ -6,6 +6,22 @@ The Salt-backed minions and master live in the runner (``runners/slurm.py``); th
 
 import time
 
+_UNHANDLED = "The minion function caused an exception"
+
+
+def minion_error(text):
+    """A failed minion call's error as the operations report it: Salt's ``ERROR: `` prefix
+    (a ``CommandExecutionError``) dropped, and of an unhandled exception -- for which Salt
+    sends the whole traceback -- the exception's own line."""
+    text = str(text)
+    if text.startswith("ERROR: "):
+        text = text[len("ERROR: ") :]
+    if text.startswith(_UNHANDLED):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:
+            return f"exception on the minion: {lines[-1]}"
+    return text
+
 
 class Clock:
     """Wall and monotonic time; tests pass one whose ``sleep`` advances a counter."""

@@ -151,76 +151,269 @@ def causes(cfg, master_hash, probes):
 
 
 # ---------------------------------------------------------------------- rotation
+OPERATION = "rotate_jwt_key"
+
+
 def rotate(ctx, timeout=120):
-    """A new JWT key on the master, delivered to the controller and the dbd host; slurmdbd
-    restarted (it reads the key only at start), slurmctld restarted (``scontrol
-    reconfigure`` does not reload it either), slurmrestd
-    restarted; then one REST call with a token of the new key must answer. Every earlier
-    token is refused afterwards. ``{"result", "key_hash": {"old", "new"}, "steps",
-    "check"}``."""
+    """A new JWT key everywhere, crash-safe (the order and its reasons:
+    :class:`JwtRotation`). ``{"result", "key_hash": {"old", "new"}, "steps", "check",
+    "comment"}``; on a failure also ``failed`` and ``rolled_back``."""
     cfg = ctx.cfg
     if not enabled(cfg):
         raise OpError("the REST API is off (slurm:restd:enabled is false): no key to rotate")
     hosts = key_hosts(cfg)
-    answered, silent = ctx.reachable(hosts)
+    _, silent = ctx.reachable(hosts)
     if silent:
         raise OpError(
             f"{', '.join(silent)} do(es) not answer: nothing changed; the key must change on "
             "every machine that holds it"
         )
-    with ctx.journal.operation("rotate_jwt_key") as entry:
-        return _rotate(ctx, cfg, hosts, timeout, entry)
-
-
-def _rotate(ctx, cfg, hosts, timeout, entry):
-    steps = []
-
-    def step(message):
-        steps.append(message)
-        ctx.progress(message)
-
-    jwt = ctx.jwt_key()
-    old = jwt.current_hash()
-    ctx.journal.record(entry, "writing a new JWT key on the master")
-    new = jwt.create(force=True)["key_hash"]
-    step(f"new JWT key on the master ({new[:19]}…), was {(old or 'none')[:19]}…")
-    result = {"result": False, "key_hash": {"old": old, "new": new}, "steps": steps}
-    ctx.journal.record(entry, f"delivering the JWT key to {', '.join(hosts)}")
-    delivered = ctx.minions.call(hosts, "slurm_restd.jwt_key", [], timeout)
-    failed = {h: a["error"] for h, a in delivered.items() if not a["ok"]}
-    if failed:
-        for host, error in failed.items():
-            step(f"{host}: key delivery FAILED: {str(error)[:300]}")
-        result["comment"] = (
-            f"the new key did not reach {', '.join(failed)}; run slurm.rotate_jwt_key again "
-            "(or slurm.deploy) to finish"
+    if ctx.jwt_key().current_hash() is None:
+        raise OpError(
+            "the master has no JWT key yet: nothing to rotate; `salt-run slurm.deploy` with "
+            "slurm:restd:enabled makes and delivers one"
         )
-        return result
-    step(f"key delivered to {', '.join(hosts)}")
-    restarts = []
-    acct = cfg.get("accounting") or {}
-    if acct.get("enabled"):
-        restarts.append((acct["host"], "slurm_node.daemon_control", ["slurmdbd", "restart"]))
-    # scontrol reconfigure does not reload the key in 22.05 (seen on the bed: tokens of the
-    # new key refused with HTTP 500 afterwards): slurmctld restarts
-    restarts.append((cfg["controller"], "slurm_node.daemon_control", ["slurmctld", "restart"]))
-    restarts.append((cfg["controller"], "slurm_node.daemon_control", ["slurmrestd", "restart"]))
-    ctx.journal.record(entry, "restarting slurmdbd, slurmctld and slurmrestd")
-    for host, fun, arg in restarts:
-        answer = ctx.minions.call([host], fun, arg, timeout)[host]
-        what = " ".join([fun.split(".")[1], *arg])
-        if not answer["ok"]:
-            step(f"{host}: {what} FAILED: {str(answer['error'])[:300]}")
-            result["comment"] = f"{what} failed on {host}; fix it and run slurm.deploy"
-            return result
-        step(f"{host}: {what}")
-    check = verify(ctx, timeout)
-    result["check"] = check
-    step(f"REST call with a token of the new key: {check['evidence']}")
-    result["result"] = bool(check["ok"])
-    result["comment"] = (
-        "JWT key rotated on " + ", ".join(hosts) + "; earlier tokens are refused"
-        if check["ok"]
-        else "the key was delivered but a REST call with it failed: " + check["evidence"]
+    with ctx.journal.operation(OPERATION) as entry:
+        return JwtRotation(ctx, hosts, timeout, entry).run()
+
+
+class _Failed(Exception):
+    """A step of the rotation or of its rollback failed: ``step`` and ``{where: evidence}``."""
+
+    def __init__(self, step, failed):
+        super().__init__(step)
+        self.step = step
+        self.failed = failed
+
+    def text(self):
+        return f"{self.step}: " + "; ".join(f"{k}: {v}" for k, v in self.failed.items())
+
+
+class JwtRotation:
+    """One ``slurm.rotate_jwt_key``. slurmctld and slurmdbd read the key only at start, so
+    a host with the new key file but a daemon not restarted, or the reverse, refuses
+    every token; the order keeps a way back at every point:
+
+    1. every key host answers (checked by :func:`rotate`, before any change);
+    2. the master keeps its key as ``jwt_hs256.key.previous`` (0600) and writes a new one;
+       the journal says so first (``dirty``: a master that dies from here on leaves an
+       entry the next run finishes);
+    3. the new key to every key host (one parallel call); slurmdbd, slurmctld and
+       slurmrestd restarted, one at a time;
+    4. proof: every host holds the new key's hash and a REST call with a token signed
+       from the controller's key answers. Only then is the previous key deleted.
+
+    Any failure in 3-4 puts the previous key back on the master and on every host, restarts
+    what this run restarted (the daemons not restarted still run the old key from memory)
+    and proves the old key the same way: ``result: False``, "rolled back". When the
+    rollback fails too, the report names each host's key hash and the command that
+    finishes it.
+
+    A master that died mid-rotation leaves the previous key on disk: the next run finishes
+    that rotation (delivers the unproven key, restarts every daemon, proves it) instead of
+    making another key, with the same rollback; which daemons the dead run restarted is
+    unknown, so a rollback then restarts all of them.
+    """
+
+    def __init__(self, ctx, hosts, timeout, entry):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.hosts = hosts
+        self.timeout = timeout
+        self.entry = entry
+        self.jwt = ctx.jwt_key()
+        self.steps = []
+        self.report = {"result": False, "steps": self.steps}
+
+    # ------------------------------------------------------------------ plumbing
+    def _step(self, message):
+        self.steps.append(message)
+        self.ctx.progress(message)
+
+    def _record(self, step, **data):
+        self.ctx.journal.record(self.entry, step, **data)
+
+    def _restarts(self):
+        """``(host, daemon)`` in order: slurmdbd (it reads the key only at start; SIGHUP
+        does not reload it), slurmctld (``scontrol reconfigure`` does not reload the key in
+        22.05: tokens of the new key were refused with HTTP 500 on the bed), slurmrestd."""
+        acct = self.cfg.get("accounting") or {}
+        order = [(acct["host"], "slurmdbd")] if acct.get("enabled") else []
+        controller = self.cfg["controller"]
+        return [*order, (controller, "slurmctld"), (controller, "slurmrestd")]
+
+    def _dead_runs(self):
+        """Entries of rotations whose master died (the journal's interrupted ones)."""
+        return [e for e in self.ctx.journal.interrupted() if e.get("operation") == OPERATION]
+
+    # ------------------------------------------------------------------ the run
+    def run(self):
+        dead = self._dead_runs()
+        old, new, resumed = self._begin(dead)
+        # the daemons a dead run may have restarted are unknown: a rollback restarts all
+        self.unknown_restarts = bool(dead) or resumed
+        self.report["key_hash"] = {"old": old, "new": new}
+        restarted = []
+        try:
+            self._deliver(new, "the new key")
+            for host, daemon in self._restarts():
+                restarted.append((host, daemon))
+                self._restart(host, daemon)
+            self._prove(new, "the new key")
+        except _Failed as err:
+            return self._fail(err, old, restarted)
+        except Exception as err:  # noqa: BLE001 - any failure before the proof rolls back
+            return self._fail(
+                _Failed("rotation", {"error": f"{type(err).__name__}: {err}"[:300]}), old, restarted
+            )
+        self._record("proven: deleting the previous key on the master")
+        self.jwt.commit()
+        self._resolve(dead, "finished by a later slurm.rotate_jwt_key")
+        self._step(f"proven; the previous key {_short(old)} deleted on the master")
+        self.report["result"] = True
+        self.report["comment"] = (
+            f"JWT key {_short(old)} -> {_short(new)} on {', '.join(self.hosts)}; "
+            "earlier tokens are refused"
+            + ("; it finished the rotation a dead run had begun" if resumed else "")
+        )
+        return self.report
+
+    def _begin(self, dead):
+        """``(old, new, resumed)``: a new key on the master with the old one kept, or the
+        key pair a dead run left."""
+        old, new = self.jwt.previous_hash(), self.jwt.current_hash()
+        where = _died(dead[-1]) if dead else "an earlier slurm.rotate_jwt_key stopped"
+        if old is not None and old != new:
+            self._step(
+                f"{where}: finishing it: {_short(new)} to every host, {_short(old)} kept on "
+                "the master until proven"
+            )
+            self._record("finishing an unfinished rotation", dirty=True, key_hash=[old, new])
+            return old, new, True
+        if old is not None:  # it died between keeping the old key and writing a new one
+            self._step(f"{where} before it made a new key: starting again")
+            self.jwt.commit()
+        elif dead:
+            self._step(
+                f"{where}: the master holds no second key; a new rotation puts every host "
+                "on one key"
+            )
+        old = new
+        self._record(
+            "writing a new JWT key on the master (the previous one kept until proven)",
+            dirty=True,
+        )
+        new = self.jwt.begin()
+        self._record("new key written", key_hash=[old, new])
+        self._step(f"new JWT key on the master ({_short(new)}), {_short(old)} kept until proven")
+        return old, new, False
+
+    def _deliver(self, key_hash, what):
+        self._record(f"delivering {what} to {', '.join(self.hosts)}")
+        answers = self.ctx.minions.call(self.hosts, "slurm_restd.jwt_key", [], self.timeout)
+        failed = {h: str(a.get("error"))[:300] for h, a in answers.items() if not a.get("ok")}
+        failed.update({h: "no answer" for h in self.hosts if h not in answers})
+        if failed:
+            raise _Failed(f"deliver {what} ({_short(key_hash)})", failed)
+        self._step(f"{what} ({_short(key_hash)}) on {', '.join(self.hosts)}")
+
+    def _restart(self, host, daemon):
+        self._record(f"restarting {daemon} on {host}")
+        answer = self.ctx.minions.call(
+            [host], "slurm_node.daemon_control", [daemon, "restart"], self.timeout
+        ).get(host) or {"ok": False, "error": "no answer"}
+        if not answer.get("ok"):
+            raise _Failed(f"restart {daemon}", {host: str(answer.get("error"))[:300]})
+        self._step(f"{host}: {daemon} restarted")
+
+    def _hashes(self):
+        """``{host: key hash, None (no key) or "no answer"}``."""
+        answers = self.ctx.minions.call(self.hosts, "slurm_restd.key_hash", [], self.timeout)
+        return {
+            h: (answers[h]["ret"] if (answers.get(h) or {}).get("ok") else "no answer")
+            for h in self.hosts
+        }
+
+    def _prove(self, key_hash, what):
+        """Every host holds ``key_hash`` and a REST call with a token signed from the
+        controller's key file (so: of ``key_hash``) answers."""
+        self._record(f"proving {what}")
+        wrong = {h: f"holds {got}" for h, got in self._hashes().items() if got != key_hash}
+        if wrong:
+            raise _Failed(f"every host holds {what} ({_short(key_hash)})", wrong)
+        check = verify(self.ctx, self.timeout)
+        self.report["check"] = check
+        if not check["ok"]:
+            raise _Failed(
+                f"a REST call with a token of {what} ({_short(key_hash)})",
+                {self.cfg["controller"]: check["evidence"]},
+            )
+        self._step(f"REST call with a token of {what} ({_short(key_hash)}): {check['evidence']}")
+
+    # ------------------------------------------------------------------ failure
+    def _fail(self, err, old, restarted):
+        self._step(f"FAILED: {err.text()}")
+        self.report["failed"] = {"step": err.step, **err.failed}
+        back = self.report["rolled_back"] = self._roll_back(old, restarted)
+        if back["result"]:
+            self._resolve(self._dead_runs(), "rolled back by a later slurm.rotate_jwt_key")
+            self.report["comment"] = (
+                f"JWT key NOT rotated, rolled back: {err.text()}. Every host and the master "
+                f"hold {_short(old)} again and a REST call with a token of it answers; tokens "
+                "made before still work. Fix the cause and run slurm.rotate_jwt_key again"
+            )
+        else:
+            holds = "; ".join(f"{h} holds {k}" for h, k in back["holds"].items())
+            master = self.jwt.current_hash()
+            if self.jwt.previous_hash():
+                master = f"{master} (and {self.jwt.previous_hash()} as previous)"
+            self.report["comment"] = (
+                f"JWT key NOT rotated: {err.text()}. The rollback FAILED too: "
+                f"{back['comment']}. Now: the master holds {master}; {holds}. Fix that, then "
+                "run `salt-run slurm.deploy` (it delivers the master's key and restarts the "
+                "daemons that started before their key file changed), then "
+                "`salt-run slurm.verify`"
+            )
+        return self.report
+
+    def _roll_back(self, old, restarted):
+        restarts = self._restarts() if self.unknown_restarts else restarted
+        self._step(f"rolling back to {_short(old)}")
+        try:
+            self._record("rolling back: the previous key back on the master", dirty=True)
+            self.jwt.restore()
+            self._deliver(old, "the old key")
+            for host, daemon in restarts:
+                self._restart(host, daemon)
+            self._prove(old, "the old key")
+        except _Failed as err:
+            return {"result": False, "comment": err.text(), "holds": self._safe_hashes()}
+        except Exception as err:  # noqa: BLE001 - reported with each host's key
+            return {
+                "result": False,
+                "comment": f"{type(err).__name__}: {err}"[:300],
+                "holds": self._safe_hashes(),
+            }
+        self._step(f"rolled back: {_short(old)} on the master and {', '.join(self.hosts)}, proven")
+        return {"result": True, "comment": f"{_short(old)} everywhere again, proven by a REST call"}
+
+    def _safe_hashes(self):
+        try:
+            return self._hashes()
+        except Exception as err:  # noqa: BLE001 - the report must still be made
+            return {h: f"unknown ({type(err).__name__})" for h in self.hosts}
+
+    def _resolve(self, dead, how):
+        if dead:
+            self.ctx.journal.resolve_interrupted(how, operation=OPERATION)
+
+
+def _short(key_hash):
+    return f"{key_hash[:19]}…" if key_hash else "none"
+
+
+def _died(entry):
+    steps = entry.get("steps") or [{}]
+    return (
+        f"slurm.rotate_jwt_key (pid {entry.get('pid')}) died at step '{steps[-1].get('step', '?')}'"
     )
-    return result
