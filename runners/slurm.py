@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import salt.cache
 import salt.client
 import salt.fileserver
 import salt.key
@@ -204,6 +205,14 @@ class SaltMaster:
         with runner_support.remote_funcs(self.opts) as funcs:
             load = {"id": self.opts["id"], "fun": "slurm_node.hardware", "tgt": target}
             return funcs._mine_get({**load, "tgt_type": tgt_type}, skip_verify=True) or {}
+
+    def minion_grains(self, minion):
+        # the master's minion data cache (minion_data_cache, on by default)
+        try:
+            return salt.cache.factory(self.opts).fetch("grains", minion) or {}
+        except Exception as err:  # noqa: BLE001 - a cache backend's own errors
+            log.warning("no cached grains for %s: %s", minion, err)
+            return {}
 
     def publish_extension(self):
         out_dir = os.path.join(self.files_dir(), extension_wheel.WHEEL_DIR)

@@ -14,6 +14,10 @@ slurm-absent-{{ daemon }}:
     - name: {{ daemon }}
     - manager: {{ s.service_manager }}
     - conf: {{ s.slurm_conf }}
+{%- if daemon == 'slurmrestd' %}
+    # its init script (ours) is removed below: no boot links may be left pointing at it
+    - forget_boot: True
+{%- endif %}
 {%- endfor %}
 
 {%- set files = [s.munge_key_path] %}

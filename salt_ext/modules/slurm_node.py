@@ -204,10 +204,12 @@ def daemon_enabled(daemon, manager=None):
     return _service(daemon, plan, manager, conf).enabled()
 
 
-def daemon_boot(daemon, enable=True, manager=None):
+def daemon_boot(daemon, enable=True, manager=None, forget=False):
     """
     Enable (or with ``enable=False`` disable) ``daemon`` at boot, proven by reading it
     back: ``systemctl enable/disable``, ``update-rc.d``, ``rc-update add/del … default``.
+    ``forget=True`` (with ``enable=False``) also removes sysvinit's ``K`` links, for a
+    daemon whose init script is removed with it (slurmrestd's, by ``slurm.absent``).
 
     Returns ``{"enabled": bool or None, "changed": bool}`` (None, unchanged, with the
     ``direct`` manager: see ``comment``).
@@ -218,12 +220,16 @@ def daemon_boot(daemon, enable=True, manager=None):
 
         salt node1 slurm_node.daemon_boot slurmd
         salt node1 slurm_node.daemon_boot munge enable=False
+        salt ctl slurm_node.daemon_boot slurmrestd enable=False forget=True
     """
     plan, manager, conf = _resolve(daemon, manager, None)
     if manager == "direct":
         return {"enabled": None, "changed": False, "comment": DIRECT_BOOT}
+    if enable and forget:
+        raise SaltInvocationError("forget: only with enable=False")
     try:
-        changed = _service(daemon, plan, manager, conf).set_boot(bool(enable))
+        service = _service(daemon, plan, manager, conf)
+        changed = service.forget_boot() if forget else service.set_boot(bool(enable))
     except services.ServiceError as err:
         raise CommandExecutionError(str(err)) from err
     return {"enabled": bool(enable), "changed": changed}

@@ -40,8 +40,15 @@ def _cfg():
         raise CommandExecutionError(f"bad slurm pillar: {err}") from err
 
 
+def _conf_dir():
+    try:
+        return settings_lib.conf_dir(__grains__)
+    except settings_lib.SettingsError as err:
+        raise CommandExecutionError(str(err)) from err
+
+
 def _rest(cfg):
-    rest = settings_lib.restd_plan(cfg, __grains__.get("id"))
+    rest = settings_lib.restd_plan(cfg, __grains__.get("id"), _conf_dir())
     if not rest["enabled"]:
         raise CommandExecutionError("the REST API is off (slurm:restd:enabled is false)")
     return rest
@@ -73,13 +80,14 @@ def key_hash():
 
         salt ctl slurm_restd.key_hash
     """
-    return _local_hash(restd_lib.KEY_PATH)
+    return _local_hash(restd_lib.key_path(_conf_dir()))
 
 
 def jwt_key(test=False):
     """
-    The cluster's JWT key (``salt://slurm_files/jwt_hs256.key`` on the master) at
-    ``/etc/slurm/jwt_hs256.key``, 0600 slurm:slurm, written atomically. Returns
+    The cluster's JWT key (``salt://slurm_files/jwt_hs256.key`` on the master) beside
+    slurm.conf (``/etc/slurm/jwt_hs256.key``; Ubuntu <= 20.04: ``/etc/slurm-llnl/``), 0600
+    slurm:slurm, written atomically. Returns
     ``{"changes", "comment"}`` with ``sha256:`` fingerprints only; ``test=True`` changes
     nothing.
 
@@ -89,8 +97,7 @@ def jwt_key(test=False):
 
         salt ctl slurm_restd.jwt_key test=True
     """
-    _rest(_cfg())
-    path = restd_lib.KEY_PATH
+    path = _rest(_cfg())["jwt_key"]
     url = cluster_files.salt_url(restd_lib.KEY_NAME)
     info = __salt__["cp.hash_file"](url) or {}
     if info.get("hash_type") != "sha256":
@@ -144,7 +151,8 @@ def jwt_key(test=False):
 
 def _wanted_files(cfg, manager):
     rest = _rest(cfg)
-    files = [(restd_lib.ENV_FILE, restd_lib.env_text(rest, cfg["accounting"]["enabled"]), 0o644)]
+    text = restd_lib.env_text(rest, cfg["accounting"]["enabled"])
+    files = [(rest["env_file"], text, 0o644)]
     extra = restd_lib.launcher(manager, rest)
     if extra:
         files.append(extra)
@@ -154,7 +162,7 @@ def _wanted_files(cfg, manager):
 def service_files(test=False):
     """
     slurmrestd's files for this machine's service manager: its environment file
-    (``/etc/default/slurmrestd``: listen on the unix socket and the pillar port, JWT only,
+    (``slurmrestd.env`` beside slurm.conf: listen on the unix socket and the pillar port, JWT only,
     the OpenAPI plugins, the user), and the systemd drop-in over Debian's unit (our user,
     ``RuntimeDirectory``; then ``systemctl daemon-reload``) or an init script for sysvinit /
     OpenRC. Returns ``{"changes", "comment"}``; ``test=True`` changes nothing.
@@ -222,7 +230,11 @@ def probe():
     """
     cfg = _cfg()
     rest = _rest(cfg)
-    result = {"key_hash": _local_hash(restd_lib.KEY_PATH), "is_host": rest["is_host"]}
+    result = {
+        "key_hash": _local_hash(rest["jwt_key"]),
+        "key_path": rest["jwt_key"],
+        "is_host": rest["is_host"],
+    }
     if not rest["is_host"]:
         return result
     health = __salt__["slurm_node.health"]("slurmrestd")["slurmrestd"]
@@ -250,4 +262,4 @@ def check():
         salt ctl slurm_restd.check
     """
     rest = _rest(_cfg())
-    return restd_lib.check(restd_lib.KEY_PATH, rest["port"], rest["user"])
+    return restd_lib.check(rest["jwt_key"], rest["port"], rest["user"])

@@ -294,7 +294,7 @@ def daemon_enabled(name, manager):
     return ret
 
 
-def daemon_dead(name, manager, conf=None):
+def daemon_dead(name, manager, conf=None, forget_boot=False):
     """
     The daemon ``name`` does not run and does not start at boot (used by
     ``slurm.absent``).
@@ -303,12 +303,23 @@ def daemon_dead(name, manager, conf=None):
         munge, slurmd or slurmctld.
     manager
         Service manager, as for :func:`daemon_running`.
+    forget_boot
+        Its init script goes too (slurmrestd's, ours): sysvinit's ``K`` links are removed
+        as well, or they would dangle.
     """
     ret = _ensure_daemon(name, manager, conf, running=False)
     if ret["result"] is False:
         return ret
     if not _ensure_boot(ret, name, manager, False):
         return ret
+    if forget_boot and manager != "direct" and not __opts__["test"]:
+        try:
+            forgot = __salt__["slurm_node.daemon_boot"](name, False, manager, forget=True)
+        except (CommandExecutionError, SaltInvocationError) as err:
+            ret.update(result=False, comment=str(err))
+            return ret
+        if forgot.get("changed"):
+            ret["changes"].setdefault("boot", {"old": "links", "new": "no links"})
     if "boot" in ret["changes"]:
         disabled = "would be disabled" if __opts__["test"] else "disabled"
         ret["comment"] += f"; {disabled} at boot"

@@ -380,6 +380,11 @@ class SandboxCluster:
             self._stop_daemon(daemon, state)
         for netns in stale:
             _ip("netns", "delete", netns, check=False)
+        # a namespace the kernel keeps a while (a socket's last reference) keeps its veth on
+        # the host, and the next up() fails with "File exists": delete them by name
+        for node in self.nodes.values():
+            if _ip("link", "show", node.veth, check=False).returncode == 0:
+                _ip("link", "delete", node.veth, check=False)
         if _ip("link", "show", self.bridge, check=False).returncode == 0:
             _ip("link", "delete", self.bridge, check=False)
         for node in self.nodes.values():

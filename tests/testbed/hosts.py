@@ -817,6 +817,19 @@ class Hosts:
         self.last_reboot = phases
         return {name: p["minion"] for name, p in phases.items()}
 
+    def add_repo(self, name, repo_dir):
+        """Serve the repository ``repo_dir`` (:func:`extra_repo`) to host ``name`` as a
+        second local apt source at :data:`EXTRA_REPO` (on its disk: survives a reboot);
+        the caller runs ``apt-get update`` in it."""
+        root = self.hosts[name].root
+        target = root / EXTRA_REPO.lstrip("/")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(repo_dir, target)
+        _write(
+            root / "etc/apt/sources.list.d/saltext-extra.list",
+            f"deb [trusted=yes] file:{EXTRA_REPO} ./\n",
+        )
+
     # ------------------------------------------------------------------ teardown
     def stop(self, name):
         """Kill host ``name`` at once: supervisor, nspawn and the container's pid namespace
@@ -890,6 +903,100 @@ class Hosts:
                 with contextlib.suppress(Exception):
                     proc = self.cluster.run(name, ["journalctl", "--no-pager", "-n", "200"])
                     (host.dir / "journal.txt").write_text(proc.stdout)
+
+
+# --------------------------------------------------------------------- extra packages
+HOST_ARCHIVES = Path("/var/cache/apt/archives")
+EXTRA_REPO = "/srv/extrarepo"
+_INFO = Path("/var/lib/dpkg/info")
+# control files of an installed package that go back into its repacked .deb
+_CONTROL_FILES = (
+    "shlibs",
+    "symbols",
+    "triggers",
+    "conffiles",
+    "md5sums",
+    "preinst",
+    "postinst",
+    "prerm",
+    "postrm",
+)
+
+
+def _installed(package):
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}\t${Version}\t${Architecture}", package],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    fields = proc.stdout.split("\t")
+    if proc.returncode != 0 or len(fields) != 3 or not fields[0].endswith(" installed"):
+        raise BedError(f"{package}: not installed on this machine, no .deb to take")
+    return fields[1], fields[2]
+
+
+def _repack(package, version, arch, dest):
+    """The installed ``package`` as a .deb (what dpkg-repack does): its files from dpkg's
+    list, its control fields from dpkg's status, its control files from dpkg's info."""
+    info = next((p for p in (f"{package}:{arch}", package) if (_INFO / f"{p}.list").exists()), None)
+    if info is None:
+        raise BedError(f"{package}: dpkg has no file list for it")
+    work = Path(tempfile.mkdtemp(prefix="sxt-repack-"))
+    work.chmod(0o755)  # the .deb's "./"
+    try:
+        for line in (_INFO / f"{info}.list").read_text().splitlines():
+            src = Path(line)
+            if line in ("/.", "") or (src.is_dir() and not src.is_symlink()):
+                (work / line.lstrip("/")).mkdir(parents=True, exist_ok=True)
+                continue
+            target = work / line.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target, follow_symlinks=False)
+        (work / "DEBIAN").mkdir()
+        status = subprocess.run(
+            ["dpkg-query", "-s", package], capture_output=True, text=True, check=True
+        ).stdout
+        control = [ln for ln in status.splitlines() if not ln.startswith(("Status:", "Conffiles:"))]
+        (work / "DEBIAN" / "control").write_text("\n".join(c for c in control if c.strip()) + "\n")
+        for name in _CONTROL_FILES:
+            src = _INFO / f"{info}.{name}"
+            if src.exists():
+                shutil.copy2(src, work / "DEBIAN" / name)
+        out = Path(dest) / f"{package}_{version.replace(':', '%3a')}_{arch}.deb"
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(work), str(out)],
+            capture_output=True,
+            check=True,
+        )
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def extra_repo(packages, dest):
+    """A local apt repository in ``dest`` with ``packages`` at the versions installed on
+    this machine: apt's cached .deb when there is one, else repacked from the installed
+    files. For packages the cached ``repo`` image lacks (a new REPO_PACKAGES entry would
+    rebuild every image); ``Hosts.add_repo`` serves it to a host."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for package in packages:
+        version, arch = _installed(package)
+        name = f"{package}_{version.replace(':', '%3a')}_{arch}.deb"
+        cached = HOST_ARCHIVES / name
+        if cached.exists():
+            shutil.copy2(cached, dest / name)
+        else:
+            _repack(package, version, arch, dest)
+    index = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
+        cwd=dest,
+        capture_output=True,
+        check=True,
+    ).stdout
+    (dest / "Packages").write_bytes(index)
+    return dest
 
 
 @contextlib.contextmanager

@@ -242,6 +242,12 @@ class FakeCluster:
     def read_salt_file(self, url):
         raise OpError(f"slurm:conf:base: {url} not found on the master's file server")
 
+    # the master's cached grains per minion (tests set it; none cached by default)
+    cached_grains = {}
+
+    def minion_grains(self, minion):
+        return dict(self.cached_grains.get(minion) or {})
+
     def mine_hardware(self, target="*", tgt_type="glob"):
         mine = self._load()["mine"]
         return {m: h for m, h in mine.items() if fnmatch.fnmatch(m, str(target))}
@@ -256,11 +262,11 @@ class FakeCluster:
         return {"version": "0.0.0", "path": "wheel", "url": "salt://wheel", "sha256": "0"}
 
     # ------------------------------------------------------------------ context
-    def context(self, progress=None, clock=None):
+    def context(self, progress=None, clock=None, pillar=None):
         return Context(
             self,
             self,
-            lambda: settings.validate(dict(PILLAR)),
+            lambda: settings.validate(dict(pillar or PILLAR)),
             journal.Journal(os.path.join(self.root, "cache"), clock=(clock or Clock()).time),
             progress=progress,
             clock=clock or Clock(),

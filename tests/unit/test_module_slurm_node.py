@@ -763,3 +763,8 @@ def test_stale_compares_the_daemons_start_with_the_files(loader, monkeypatch):
     assert seen == [("slurmctld", ["/k"], "/c"), ("slurmctld", ["/old"], "/c")]
     with pytest.raises(SaltInvocationError):
         slurm_node.stale("bash", ["/k"])
+
+
+def test_daemon_boot_forget_is_only_for_disabling(loader):
+    with pytest.raises(SaltInvocationError, match="forget"):
+        slurm_node.daemon_boot("slurmrestd", enable=True, manager="sysvinit", forget=True)

@@ -79,8 +79,8 @@ def test_user_must_be_a_login_name(user):
 # --- the plan -------------------------------------------------------------------------------
 
 
-def plan(role, minion, **pillar):
-    grains = {**DEBIAN, "id": minion, "host": minion}
+def plan(role, minion, grains=DEBIAN, **pillar):
+    grains = {**grains, "id": minion, "host": minion}
     return settings.plan(
         {**PILLAR, "restd": {"enabled": True}, **pillar}, grains, role, dict(MACHINE)
     )
@@ -240,3 +240,98 @@ def test_init_scripts_run_it_as_the_user_with_a_pid_file(manager):
 
 def test_direct_needs_no_file():
     assert restd.launcher("direct", {"port": 6820, "user": "rest"}) is None
+
+
+# --- the conf dir: Ubuntu <= 20.04 keeps Slurm's files in /etc/slurm-llnl -----------------
+
+FOCAL = {"os_family": "Debian", "os": "Ubuntu", "osrelease": "20.04", "init": "systemd"}
+JAMMY = {"os_family": "Debian", "os": "Ubuntu", "osrelease": "22.04", "init": "systemd"}
+
+
+@pytest.mark.parametrize(
+    ("grains", "conf_dir"), [(FOCAL, "/etc/slurm-llnl"), (JAMMY, "/etc/slurm")]
+)
+def test_key_env_file_and_slurmdbd_conf_follow_slurm_conf_by_grains(grains, conf_dir):
+    pillar = {"accounting": {"enabled": True, "storage": {"password": "pw-123456"}}}
+    p = plan("controller", "ctl", grains=grains, **pillar)
+    assert p["conf_dir"] == conf_dir and p["slurm_conf"] == f"{conf_dir}/slurm.conf"
+    assert p["restd"]["jwt_key"] == f"{conf_dir}/jwt_hs256.key"
+    assert p["restd"]["env_file"] == f"{conf_dir}/slurmrestd.env"
+    assert p["restd"]["files"][0] == f"{conf_dir}/slurmrestd.env"
+    assert p["accounting"]["slurmdbd_conf"] == f"{conf_dir}/slurmdbd.conf"
+    # slurmdbd.conf names the key where this machine keeps it
+    assert p["accounting"]["jwt_key"] == f"{conf_dir}/jwt_hs256.key"
+    assert settings.conf_dir(grains) == conf_dir
+
+
+@pytest.mark.parametrize("manager", ["systemd", "sysvinit", "openrc"])
+def test_the_launchers_read_the_env_file_of_the_conf_dir(manager):
+    rest = plan("controller", "ctl", grains=FOCAL)["restd"]
+    _, text, _ = restd.launcher(manager, rest)
+    assert "/etc/slurm-llnl/slurmrestd.env" in text and "/etc/slurm/" not in text
+
+
+def test_the_direct_manager_reads_the_env_file_beside_slurm_conf():
+    from salt_ext.lib.node import direct  # noqa: PLC0415
+
+    assert direct.spec("slurmrestd")["env_file"] == "/etc/slurm/slurmrestd.env"
+    info = direct.spec("slurmrestd", "/etc/slurm-llnl/slurm.conf")
+    assert info["env_file"] == "/etc/slurm-llnl/slurmrestd.env"
+
+
+def test_slurm_conf_names_the_key_in_the_controllers_conf_dir(tmp_path):
+    from salt_ext.lib.ops import conf as conf_ops  # noqa: PLC0415
+    from tests.unit.fakecluster import PILLAR as FAKE_PILLAR  # noqa: PLC0415
+    from tests.unit.fakecluster import FakeCluster  # noqa: PLC0415
+
+    cluster = FakeCluster(tmp_path)
+    pillar = {**FAKE_PILLAR, "restd": {"enabled": True}}
+    ctx = cluster.context(pillar=pillar)
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm/jwt_hs256.key"  # no grains cached
+    cluster.cached_grains = {FAKE_PILLAR["controller"]: FOCAL}
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm-llnl/jwt_hs256.key"
+    cluster.cached_grains = {FAKE_PILLAR["controller"]: {"os_family": "Plan9"}}
+    assert conf_ops.jwt_key_path(ctx) == "/etc/slurm/jwt_hs256.key"
+    text = generate.render(
+        validate(enabled=True), hardware(), jwt_key="/etc/slurm-llnl/jwt_hs256.key"
+    )["files"]["slurm.conf"]
+    assert "AuthAltParameters=jwt_key=/etc/slurm-llnl/jwt_hs256.key" in text.splitlines()
+
+
+def test_openrc_script_only_uses_net_which_debians_openrc_does_not_provide():
+    # `need net` on a booted Debian OpenRC host: "slurmrestd needs service(s) net", not started
+    _, text, _ = restd.launcher("openrc", {"port": 6820, "user": "rest"})
+    depend = text.split("depend() {", 1)[1].split("}", 1)[0].split()
+    assert "need" not in depend and depend[:2] == ["use", "net"]
+    assert "after munge slurmctld" in text
+
+
+def test_openrc_script_logs_with_either_start_stop_daemon(tmp_path):
+    """Debian's OpenRC runs dpkg's start-stop-daemon (``--output``), Alpine's its own
+    (``--stdout``/``--stderr`` from output_log/error_log): the script picks by asking it."""
+    import subprocess  # noqa: PLC0415
+
+    _, text, _ = restd.launcher("openrc", {"port": 6820, "user": "rest"})
+    body = text.split("\ndepend()", 1)[0].split("\n", 1)[1]  # the assignments, no shebang
+    seen = {}
+    for name, helptext in {
+        "openrc": "  -1, --stdout <file>",
+        "dpkg": "  -O, --output <file>",
+    }.items():
+        fake = tmp_path / name
+        fake.mkdir()
+        (fake / "start-stop-daemon").write_text(f"#!/bin/sh\necho '{helptext}'\n")
+        (fake / "start-stop-daemon").chmod(0o755)
+        script = (
+            body + '\necho "out=${output_log-} err=${error_log-} args=${start_stop_daemon_args-}"\n'
+        )
+        proc = subprocess.run(
+            ["/bin/sh", "-c", script],
+            env={"PATH": f"{fake}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen[name] = proc.stdout.strip()
+    assert seen["openrc"] == f"out={restd.LOG} err={restd.LOG} args="
+    assert seen["dpkg"] == f"out= err= args=--output {restd.LOG}"

@@ -664,3 +664,46 @@ def test_journal_story_without_complaints_gives_the_first_lines_of_the_run():
         "journal: Nov 28 10:00:00 n1 munged[5]: munged: Info: starting up",
         "journal: Nov 28 10:00:02 n1 systemd[1]: munge.service: Main process exited, code=killed",
     ]
+
+
+def test_forget_boot_removes_sysvinits_k_links_that_disable_leaves(host, conf, tmp_path):
+    """slurm.absent removes our slurmrestd init script: `update-rc.d disable` alone left
+    K01slurmrestd in every runlevel (seen on a booted sysvinit host), dangling."""
+
+    def update_rc_d(argv):
+        if argv[1:] == ["-f", "slurmd", "remove"]:
+            for entry in tmp_path.glob("etc/rc?.d/[SK]??slurmd"):
+                entry.unlink()
+            return 0, "", ""
+        for level in "0123456":
+            folder = tmp_path / f"etc/rc{level}.d"
+            for entry in list(folder.glob("[SK]??slurmd")) if folder.exists() else []:
+                entry.unlink()
+            start = argv[2] != "disable" and level in "2345"
+            _link(tmp_path, level, ("S01" if start else "K01") + "slurmd")
+        return 0, "", ""
+
+    host.handlers[("update-rc.d",)] = update_rc_d
+    svc = service(host, "sysvinit", conf)
+    assert svc.enable() is True
+    assert svc.forget_boot() is True
+    assert host.calls[-2:] == [
+        ["update-rc.d", "slurmd", "disable"],
+        ["update-rc.d", "-f", "slurmd", "remove"],
+    ]
+    assert list(tmp_path.glob("etc/rc?.d/*slurmd")) == [] and svc.enabled() is False
+    assert svc.forget_boot() is False  # nothing left: no command
+    # links that will not go: an error naming them
+    _link(tmp_path, 0, "K01slurmd")
+    host.handlers[("update-rc.d",)] = lambda argv: (1, "", "update-rc.d: error: busy")
+    with pytest.raises(services.ServiceError, match="rc links are still there") as info:
+        svc.forget_boot()
+    assert any("busy" in line for line in info.value.evidence)
+
+
+@pytest.mark.parametrize("manager", ["openrc", "systemd"])
+def test_forget_boot_elsewhere_is_disable(host, conf, manager):
+    svc = service(host, manager, conf)
+    calls = []
+    svc.set_boot = lambda enable: calls.append(enable) or True
+    assert svc.forget_boot() is True and calls == [False]

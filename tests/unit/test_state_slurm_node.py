@@ -764,3 +764,27 @@ def test_conf_files_synced_without_slurm_conf_on_the_master_fails(conf_loader):
 def test_conf_files_synced_refuses_a_name_that_is_not_the_conf_dir(conf_loader):
     ret = slurm_node.conf_files_synced("/tmp/elsewhere")
     assert ret["result"] is False and "conf_dir" in ret["comment"]
+
+
+def test_daemon_dead_forget_boot_removes_the_links_its_removed_script_would_leave(loader):
+    # slurm.absent on the REST host: our slurmrestd init script goes, so its links go too
+    loader.salt["slurm_node.daemon_enabled"].return_value = False  # disabled, K links left
+    loader.salt["slurm_node.daemon_boot"].return_value = {"enabled": False, "changed": True}
+    ret = slurm_node.daemon_dead("slurmrestd", "sysvinit", forget_boot=True)
+    assert ret["result"] is True, ret
+    assert ret["changes"]["boot"] == {"old": "links", "new": "no links"}
+    loader.salt["slurm_node.daemon_boot"].assert_called_once_with(
+        "slurmrestd", False, "sysvinit", forget=True
+    )
+    loader.salt["slurm_node.daemon_boot"].side_effect = CommandExecutionError(
+        "slurmrestd: its rc links are still there (runlevels 06)"
+    )
+    ret = slurm_node.daemon_dead("slurmrestd", "sysvinit", forget_boot=True)
+    assert ret["result"] is False and "rc links" in ret["comment"]
+    # test mode and the direct manager: no such call
+    loader.salt["slurm_node.daemon_boot"].reset_mock()
+    loader.opts["test"] = True
+    slurm_node.daemon_dead("slurmrestd", "sysvinit", forget_boot=True)
+    loader.opts["test"] = False
+    slurm_node.daemon_dead("slurmrestd", "direct", forget_boot=True)
+    loader.salt["slurm_node.daemon_boot"].assert_not_called()

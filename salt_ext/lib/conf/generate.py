@@ -446,7 +446,7 @@ def _natural_order(names):
     return [names[i] for i in sorted(range(len(names)), key=keys.__getitem__)]
 
 
-def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
+def render(cfg, hardware, base_text=None, base_source="slurm:conf:base", jwt_key=None):
     """Render the cluster's files. ``hardware`` is ``{minion_id: slurm_node.hardware()}``.
 
     Returns ``{"files": {"slurm.conf": text, "gres.conf": text|None, "cgroup.conf":
@@ -545,7 +545,7 @@ def render(cfg, hardware, base_text=None, base_source="slurm:conf:base"):
             conf.set(key, value)
     _pin(conf, "ClusterName", cfg["cluster_name"], "slurm:cluster_name", base_source)
     _accounting(conf, cfg.get("accounting") or {}, base_source)
-    _restd(conf, cfg.get("restd") or {}, base_source)
+    _restd(conf, cfg.get("restd") or {}, base_source, jwt_key or JWT_KEY_PATH)
     hosts = conf.get_all("SlurmctldHost")
     if not hosts:
         conf.set("SlurmctldHost", cfg["controller"])
@@ -665,12 +665,21 @@ def _accounting(conf, acct, base_source):
         conf.set("AccountingStorageEnforce", DEFAULT_ENFORCE)
 
 
-# slurm:restd: where slurmctld (and slurmdbd) read the cluster's JWT key (the node side,
-# salt_ext.lib.node.restd, takes it from here)
-JWT_KEY_PATH = "/etc/slurm/jwt_hs256.key"
+# slurm:restd: where slurmctld (and slurmdbd) read the cluster's JWT key: beside slurm.conf,
+# in the machine's conf dir (the node side, salt_ext.lib.node.restd, takes it from here)
+JWT_KEY_NAME = "jwt_hs256.key"
+DEFAULT_CONF_DIR = "/etc/slurm"
 
 
-def _restd(conf, restd, base_source):
+def jwt_key_path(conf_dir=DEFAULT_CONF_DIR):
+    """The JWT key's path in ``conf_dir`` (Ubuntu <= 20.04: /etc/slurm-llnl)."""
+    return f"{conf_dir}/{JWT_KEY_NAME}"
+
+
+JWT_KEY_PATH = jwt_key_path()
+
+
+def _restd(conf, restd, base_source, jwt_key=JWT_KEY_PATH):
     """slurm.conf's side of ``slurm:restd:``: JWT as the alternative authentication, which
     slurmctld checks the tokens slurmrestd forwards with."""
     if not restd.get("enabled"):
@@ -679,7 +688,7 @@ def _restd(conf, restd, base_source):
     _pin(
         conf,
         "AuthAltParameters",
-        f"jwt_key={JWT_KEY_PATH}",
+        f"jwt_key={jwt_key}",
         "slurm:restd:enabled",
         base_source,
     )

@@ -96,6 +96,9 @@ def spec(name, conf_path=None):
     if name not in DAEMONS:
         raise ValueError(f"unknown daemon {name!r}; known: {', '.join(DAEMONS)}")
     info = dict(DAEMONS[name])
+    if conf_path and info.get("env_file"):
+        # slurmrestd's environment file is beside slurm.conf
+        info["env_file"] = restd.env_path(os.path.dirname(conf_path))
     if conf_path and info.get("takes_conf"):
         values = model.read_values(conf_path)
         info["pidfile"] = values.get(info["pidfile_key"], info["pidfile"])

@@ -9,10 +9,10 @@ the cluster's JWT key (``AuthAltTypes=auth/jwt``, ``AuthAltParameters=jwt_key=..
 
 slurmrestd takes everything from its environment (``SLURMRESTD_LISTEN``,
 ``SLURMRESTD_AUTH_TYPES``, ``SLURMRESTD_OPENAPI_PLUGINS``, ``SLURM_JWT``), so one file,
-:data:`ENV_FILE` (the ``EnvironmentFile`` of Debian's unit), configures it under every
-manager: a systemd drop-in (Debian's unit runs it as root on a unix socket only), an init
-script for sysvinit and OpenRC (Debian ships none), and the ``direct`` manager, which reads
-the same file.
+:data:`ENV_FILE` beside slurm.conf (the ``EnvironmentFile`` of Debian's unit), configures
+it under every manager: a systemd drop-in (Debian's unit runs it as root on a unix socket
+only), an init script for sysvinit and OpenRC (Debian ships none), and the ``direct``
+manager, which reads the same file.
 
 Threat model for the JWT key (whoever holds it makes tokens for any user, root included):
 
@@ -41,15 +41,26 @@ import time
 
 from salt_ext.lib.conf import generate
 
-KEY_NAME = "jwt_hs256.key"  # on the master's file server, next to munge.key
-KEY_PATH = generate.JWT_KEY_PATH  # on the controller and the dbd host (slurm.conf names it)
+KEY_NAME = generate.JWT_KEY_NAME  # on the master's file server, next to munge.key
+# on the controller and the dbd host, in their conf dir (slurm.conf names it); the default:
+KEY_PATH = generate.JWT_KEY_PATH
+key_path = generate.jwt_key_path
+DEFAULT_CONF_DIR = generate.DEFAULT_CONF_DIR
 KEY_MODE = 0o600
 KEY_BYTES = 32
 RUN_DIR = "/run/slurmrestd"
 SOCKET = f"{RUN_DIR}/slurmrestd.socket"
 PIDFILE = f"{RUN_DIR}/slurmrestd.pid"
 LOG = "/var/log/slurm/slurmrestd.log"
-ENV_FILE = "/etc/slurm/slurmrestd.env"  # beside slurm.conf; the drop-in names it
+ENV_NAME = "slurmrestd.env"
+
+
+def env_path(conf_dir=generate.DEFAULT_CONF_DIR):
+    """slurmrestd's environment file, beside slurm.conf in ``conf_dir``."""
+    return f"{conf_dir}/{ENV_NAME}"
+
+
+ENV_FILE = env_path()  # the default; the drop-in and the init scripts name the plan's
 DROPIN = "/etc/systemd/system/slurmrestd.service.d/saltext-slurm.conf"
 INIT_SCRIPT = "/etc/init.d/slurmrestd"
 BINARY = "/usr/sbin/slurmrestd"
@@ -187,12 +198,13 @@ def systemd_dropin(restd):
     """Over Debian's unit (root, ``unix:/run/slurmrestd.socket`` only): our user, our
     runtime directory, the environment file and an ExecStart without positional sockets."""
     user = restd["user"]
+    env_file = restd.get("env_file", ENV_FILE)
     return (
         HEADER
         + "[Service]\n"
         + f"User={user}\nGroup={user}\n"
         + "RuntimeDirectory=slurmrestd\nRuntimeDirectoryMode=0755\n"
-        + f"EnvironmentFile={ENV_FILE}\n"
+        + f"EnvironmentFile={env_file}\n"
         + "ExecStart=\n"
         + f"ExecStart={BINARY}\n"
     )
@@ -202,6 +214,7 @@ def sysv_script(restd):
     """An LSB init script (Debian's package has none): start-stop-daemon runs slurmrestd
     in the background as our user, makes the pid file and sends its output to :data:`LOG`."""
     user = restd["user"]
+    env_file = restd.get("env_file", ENV_FILE)
     return f"""#!/bin/sh
 ### BEGIN INIT INFO
 # Provides:          slurmrestd
@@ -213,7 +226,7 @@ def sysv_script(restd):
 ### END INIT INFO
 {HEADER.strip()}
 set -a
-. {ENV_FILE}
+. {env_file}
 set +a
 case "$1" in
   start)
@@ -235,7 +248,14 @@ esac
 
 
 def openrc_script(restd):
+    """An OpenRC service: ``command_user`` runs it as our user in the background with a
+    pid file. ``use net``, not ``need net``: Debian's OpenRC has no service providing
+    ``net`` (ifupdown's ``networking`` provides ``networking``), and ``need`` then refuses
+    to start it ("slurmrestd needs service(s) net", seen on a booted OpenRC host). Its
+    output goes to :data:`LOG` through whichever start-stop-daemon the system has: Debian's
+    OpenRC uses dpkg's, which said "unrecognized option '--stdout'" to ``output_log``."""
     user = restd["user"]
+    env_file = restd.get("env_file", ENV_FILE)
     return f"""#!/sbin/openrc-run
 {HEADER.strip()}
 description="Slurm REST API daemon"
@@ -243,18 +263,24 @@ command="{BINARY}"
 command_user="{user}:{user}"
 command_background=true
 pidfile="{PIDFILE}"
-output_log="{LOG}"
-error_log="{LOG}"
+# OpenRC's own start-stop-daemon takes --stdout/--stderr (output_log, error_log); Debian's
+# OpenRC runs dpkg's, which refuses them and takes --output
+if start-stop-daemon --help 2>&1 | grep -q -e --stdout; then
+    output_log="{LOG}"
+    error_log="{LOG}"
+else
+    start_stop_daemon_args="--output {LOG}"
+fi
 
 depend() {{
-    need net
+    use net
     after munge slurmctld
 }}
 
 start_pre() {{
     checkpath -d -o {user}:{user} -m 0755 {RUN_DIR}
     set -a
-    . {ENV_FILE}
+    . {env_file}
     set +a
 }}
 """

@@ -501,6 +501,26 @@ class Service:
             )
         return True
 
+    def forget_boot(self):
+        """Disabled at boot and no link left behind: for a service whose init script goes
+        with it (ours for slurmrestd, which ``slurm.absent`` removes). sysvinit's
+        ``disable`` keeps ``K`` links in every runlevel, which would dangle; they go with
+        ``update-rc.d -f NAME remove``. True if anything changed."""
+        changed = self.set_boot(False)
+        if self.manager != "sysvinit" or not self._rc_links():
+            return changed
+        argv = ["update-rc.d", "-f", self.name, "remove"]
+        code, out, err = self._run(argv)
+        left = self._rc_links()
+        if left:
+            said = [f"`{' '.join(argv)}` exited {code}"]
+            said += [line for line in f"{out}\n{err}".splitlines() if line.strip()]
+            raise ServiceError(
+                f"{self.name}: its rc links are still there (runlevels {''.join(sorted(left))})",
+                said,
+            )
+        return True
+
     def enable(self):
         return self.set_boot(True)
 

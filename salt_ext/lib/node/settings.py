@@ -361,22 +361,33 @@ def _check_restd(cfg):
         )
 
 
-def restd_plan(cfg, minion_id=None):
+def restd_plan(cfg, minion_id=None, conf_dir=restd.DEFAULT_CONF_DIR):
     """The REST part of the plan: ``enabled``, ``port``, ``user``, ``is_host`` (slurmrestd
-    runs on the controller), ``jwt_key`` (the key's path, None when off), ``socket``."""
+    runs on the controller), ``jwt_key`` (the key's path, None when off), ``socket``,
+    ``env_file``. The key and the environment file are beside slurm.conf, in the machine's
+    ``conf_dir`` (:func:`conf_dir`)."""
     restd_cfg = cfg["restd"]
     on = restd_cfg["enabled"]
+    env_file = restd.env_path(conf_dir)
     return {
         "enabled": on,
         "port": restd_cfg["port"],
         "user": restd_cfg["user"],
         "is_host": bool(on and minion_id and minion_id == cfg["controller"]),
-        "jwt_key": restd.KEY_PATH if on else None,
+        "jwt_key": restd.key_path(conf_dir) if on else None,
         "socket": restd.SOCKET,
-        "env_file": restd.ENV_FILE,
+        "env_file": env_file,
         # what slurm.absent removes on the controller besides the key (ours, not Debian's)
-        "files": [restd.ENV_FILE, restd.DROPIN, restd.INIT_SCRIPT],
+        "files": [env_file, restd.DROPIN, restd.INIT_SCRIPT],
     }
+
+
+def conf_dir(grains):
+    """This machine's Slurm conf dir by its grains (Ubuntu <= 20.04: /etc/slurm-llnl)."""
+    try:
+        return osmap.facts(grains)["conf_dir"]
+    except osmap.UnsupportedOS as err:
+        raise SettingsError(str(err)) from None
 
 
 def require_password(cfg, where="the dbd host"):
@@ -453,7 +464,7 @@ def plan(pillar_slurm, grains, role, machine):
     munge_key = cfg["munge_key"]
     acct = accounting(cfg, grains.get("id"))
     acct["slurmdbd_conf"] = f"{conf_dir}/slurmdbd.conf"
-    rest = restd_plan(cfg, grains.get("id"))
+    rest = restd_plan(cfg, grains.get("id"), conf_dir)
     # slurmdbd.conf gets AuthAltTypes/AuthAltParameters from it (dbd.render_conf)
     acct["jwt_key"] = rest["jwt_key"]
     if acct["is_dbd_host"] or role == "dbd":

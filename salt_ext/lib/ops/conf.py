@@ -5,6 +5,7 @@ operation left (the journal's interrupted entries) before anything else."""
 import time
 
 from salt_ext.lib.conf import cluster_files, generate, model
+from salt_ext.lib.node import settings
 from salt_ext.lib.ops import OpError, rollout
 from salt_ext.lib.util import fsutil
 
@@ -40,13 +41,27 @@ def compare(current, files, extra_keys):
     return verdict, diff
 
 
+def jwt_key_path(ctx):
+    """Where the controller keeps the JWT key (slurm.conf's ``jwt_key=``): in its conf dir,
+    known from its cached grains (Ubuntu <= 20.04: /etc/slurm-llnl); the default one when
+    the master has none cached or the OS is one we do not know."""
+    grains = ctx.master.minion_grains(ctx.cfg["controller"]) or {}
+    try:
+        return generate.jwt_key_path(settings.conf_dir(grains))
+    except settings.SettingsError:
+        return generate.JWT_KEY_PATH
+
+
 def render(ctx, dry=False):
     """Render from the pillar and the mine; write (unless ``dry``) with history."""
     cfg = ctx.cfg
     hardware = ctx.master.mine_hardware(cfg["node_target"], cfg["node_target_type"])
     base = _read_base(ctx, cfg["conf"]["base"])
+    jwt_key = jwt_key_path(ctx) if cfg["restd"]["enabled"] else None
     try:
-        rendered = generate.render(cfg, hardware, base, cfg["conf"]["base"] or "slurm:conf:base")
+        rendered = generate.render(
+            cfg, hardware, base, cfg["conf"]["base"] or "slurm:conf:base", jwt_key=jwt_key
+        )
     except (generate.ConfGenError, model.ConfError) as err:
         raise OpError(f"nothing written: {err}") from err
     store = ctx.conf_store()

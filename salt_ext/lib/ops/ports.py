@@ -71,6 +71,10 @@ class Master:  # pragma: no cover - documents the interface
         """``{minion: slurm_node.hardware data}`` from the mine."""
         raise NotImplementedError
 
+    def minion_grains(self, minion):
+        """The grains the master has cached for ``minion`` (``{}`` when none)."""
+        raise NotImplementedError
+
     def forget_hardware(self, minion):
         """Drop ``minion``'s hardware from the mine (works when the machine is gone)."""
         raise NotImplementedError

@@ -98,7 +98,8 @@ def causes(cfg, master_hash, probes):
                 {
                     "cause": f"JWT key mismatch on {host}",
                     "evidence": [
-                        f"{host}: {restd_lib.KEY_PATH} is {probe.get('key_hash') or 'missing'}",
+                        f"{host}: {probe.get('key_path') or restd_lib.KEY_PATH} is "
+                        f"{probe.get('key_hash') or 'missing'}",
                         f"master: {master_hash}",
                     ],
                     "fix": f"{heal} (or salt-run slurm.rotate_jwt_key)",
