@@ -245,7 +245,10 @@ def restart(what="all"):
     evidence.
 
     what
-        ``munge``, ``slurmd``, ``slurmctld`` or ``all`` (munge first: Slurm daemons need it).
+        ``munge``, ``slurmd``, ``slurmctld`` or ``all``: munge first (Slurm daemons need
+        it), then this machine's own Slurm daemons: slurmctld on the pillar's controller,
+        slurmd where installed, on the controller only when it runs there (a package that
+        is installed on a machine not of its role is never started by ``all``).
 
     Returns ``{"restarted": [daemons], "daemons": {daemon: {"old_pid", "pid", "state",
     "evidence"}}}``.
@@ -260,7 +263,15 @@ def restart(what="all"):
     if what not in choices:
         raise SaltInvocationError(f"what must be one of {', '.join(choices)}, got {what!r}")
     if what == "all":
-        targets = ["munge"] + [d for d in ("slurmctld", "slurmd") if _installed(d)]
+        node = _plan("node")
+        controller = __grains__.get("id") == node["controller"]
+        targets = ["munge"]
+        if controller and _installed("slurmctld"):
+            targets.append("slurmctld")
+        if _installed("slurmd") and (
+            not controller or daemon_running("slurmd", None, node["slurm_conf"])
+        ):
+            targets.append("slurmd")
     else:
         targets = [what]
     report = {}

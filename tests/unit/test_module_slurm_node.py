@@ -221,12 +221,32 @@ def test_restart_all_restarts_munge_first_then_installed_daemons(loader, proven)
     assert proven == [("munge", 1), ("slurmd", 1)]
 
 
-def test_restart_all_on_a_combined_host_restarts_everything_munge_first(loader, proven):
+def test_restart_all_on_a_combined_host_restarts_everything_munge_first(
+    loader, proven, monkeypatch
+):
+    loader.grains["id"] = "ctl"  # the pillar's controller, and slurmd runs here too
+    monkeypatch.setattr(slurm_node, "daemon_running", lambda daemon, *a: daemon == "slurmd")
     assert slurm_node.restart()["restarted"] == ["munge", "slurmctld", "slurmd"]
     assert loader.services.actions("restart") == [
         ("restart", "munge"),
         ("restart", "slurmctld"),
         ("restart", "slurmd"),
+    ]
+
+
+def test_restart_all_leaves_a_daemon_not_of_this_machines_role(loader, proven, monkeypatch):
+    """Both packages installed (cmd.which finds every binary): a compute node never gets
+    slurmctld started, the controller never gets a slurmd that does not run there."""
+    monkeypatch.setattr(slurm_node, "daemon_running", lambda daemon, *a: False)
+    loader.grains["id"] = "n1"
+    assert slurm_node.restart("all")["restarted"] == ["munge", "slurmd"]
+    loader.grains["id"] = "ctl"
+    assert slurm_node.restart("all")["restarted"] == ["munge", "slurmctld"]
+    assert loader.services.actions("restart") == [
+        ("restart", "munge"),
+        ("restart", "slurmd"),
+        ("restart", "munge"),
+        ("restart", "slurmctld"),
     ]
 
 
