@@ -69,8 +69,9 @@ def _testbed_unavailable():
 # on one lane and the modules of one bed share a lane. The suite mostly waits on daemons
 # (the CPUs are ~40 % busy with one lane), so two lanes cut it by about a third.
 # Lane "ops": the day-2 runners and the bed-recovery tests on their own beds, slurmrestd on
-# booted hosts, plus the unit tests; lane "beds": the shared bed's modules, the booted hosts, the other own-bed modules
-# and the functional tests (balanced by the per-lane seconds printed at the end).
+# booted hosts, plus the unit tests; lane "beds": the shared bed's modules, the other booted
+# hosts, the other own-bed modules and the functional tests (balanced by the per-lane
+# seconds printed at the end).
 OPS_LANE_MODULES = (
     "tests/integration/test_slurm_ops.py",
     "tests/integration/test_testbed_recovery.py",
