@@ -287,6 +287,8 @@ def test_heal_does_nothing_while_an_operation_holds_the_lock(world):
         thread.join()
     assert out["action"] == "skip" and out["result"] is False
     assert "slurm.rotate_munge_key holds the cluster lock" in out["comment"]
+    # the same shape as every other heal result: the record that went to the log
+    assert out["record"]["action"] == "skip" and out["record"]["node"] == "n2"
     assert fixes_run(world) == [] and world["minions"].calls == []
     # the heal left no entry in the operations' history
     assert [e["operation"] for e in world["ctx"].journal.history()] == ["rotate_munge_key"]

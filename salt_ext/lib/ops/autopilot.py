@@ -412,11 +412,8 @@ def heal(ctx, store, node, cause=None, fire=lambda tag, data: None):
             return _heal(ctx, store, pol, base, controller, role, fire)
     except journal.LockBusy as err:
         decision = decide([], None, store.node(name), now, pol, lock_holder=err.holder)
-        rec = store.record(
-            {**base, "action": "skip", "cause": None, "result": False, **_text(decision)}
-        )
-        fire(f"salt/slurm/autopilot/{name}/skip", rec)
-        return {"result": False, "node": name, "action": "skip", "comment": rec["comment"]}
+        rec = {**base, "action": "skip", "cause": None, "result": False, **_text(decision)}
+        return _recorded(store, fire, name, rec)
 
 
 def _text(decision):
