@@ -3,7 +3,7 @@
 
 Modules: :mod:`.values` (fields and value kinds), :mod:`.pillar` (validation -> wanted
 model), :mod:`.current` (one ``sacctmgr -n -P show`` per entity kind -> current model),
-:mod:`.diff` (changes, drift, unmanaged, batched command lines), :mod:`.engine` (read once,
+:mod:`.diff` (changes, drift, unmanaged, the load file and batched command lines), :mod:`.engine` (read once,
 apply phases, re-read to prove convergence).
 
 Layer: stands on :mod:`salt_ext.lib.util` only (beside ``conf``); ``node`` and ``ops`` may
@@ -48,6 +48,14 @@ T8 output confusion: a ``|`` or newline inside a hand-made description would shi
 T9 exhaustion: counts (QOS, accounts, users, accounts per user, TRES per limit), name and
    text lengths, numbers (uint32 limits, TRES counts) and the error list are bounded;
    command lines stay under 3,500 characters and 100 words.
+T11 the load file: new accounts and users go to ``sacctmgr -i load file=/dev/stdin`` as
+   ``Kind - 'name':Key=value:...`` lines, where ``:`` separates options and the line ends
+   the entity. -> the same names and text rules (T1-T5: no newline, quote or control
+   character can reach a line), a value with ``:`` outside a quoted text goes by an
+   ``add`` line instead (:func:`.diff._loadable`), and :func:`.diff.check_load_line`
+   re-checks every line of the file (kind, quoted name, each option a checked word,
+   under :data:`.diff.LINE_MAX` characters) before the file is written; load commits all
+   or nothing, and the engine's re-read proves the result as for lines.
 T10 bad numbers: booleans, negatives, floats where integers go, ``-1``/``INFINITE`` inside
    TRES, unknown TRES types (``gpu:x``), non-numeric counts (``cpu=abc``), malformed
    durations are refused with the key named; "no limit" is written as null.
