@@ -241,14 +241,20 @@ class FakeSacctmgr:
         return stdout
 
     def _load(self, argv, text):
+        """Real load (22.05 file_functions.c) adds what is new and MODIFIES what exists:
+        an existing account's text and association, an existing user's DefaultAccount /
+        AdminLevel and association; a line without `` - `` is skipped; only ``\\n`` ends
+        a line (fgets)."""
         saved = copy.deepcopy((self.qos, self.accounts, self.users, self.assocs))
-        parent, lines = None, text.splitlines()
+        parent, lines = None, text.split("\n")
         try:
             if not lines or not re.fullmatch(rf"Cluster - '{self.cluster}'", lines[0]):
                 raise SacctmgrError(" No cluster line or another cluster first")
             for number, line in enumerate(lines[1:], 2):
                 if self.fail_on and self.fail_on in line:
                     raise SacctmgrError(f" Problem with line({number})")
+                if " - " not in line:
+                    continue
                 head = re.match(r"(Parent|Account|User) - '([^']+)'", line)
                 if not head:
                     raise SacctmgrError(f" Problem with line({number})")
@@ -259,22 +265,31 @@ class FakeSacctmgr:
                     parent = name
                     continue
                 opts = self._options(_load_options(line[head.end() :]))
-                opts["name"] = name
                 if kind == "Account":
-                    self._add_account({**opts, "parent": parent})
-                    # load (unlike `add account`) also makes an existing record's text
-                    # what the file says (checked on slurmdbd 22.05.8)
-                    for key in ("description", "organization"):
-                        if key in opts:
-                            self.accounts[name][key.title()] = _strip(opts[key], lower=True)
-                elif self.assoc(parent, name):
-                    raise SacctmgrError(f" Problem with line({number})")
+                    self._load_account(name, parent, opts)
                 else:
-                    self._add_user({**opts, "account": parent})
+                    self._load_user(name, parent, opts)
         except SacctmgrError as err:
             self.qos, self.accounts, self.users, self.assocs = saved
             raise command.CommandFailed(argv, str(err), 1, "", str(err)) from None
         return " Adding ...\n"
+
+    def _load_account(self, name, parent, opts):
+        if not self.assoc(name):
+            self._add_account({**opts, "name": name, "parent": parent})
+            opts = {k: v for k, v in opts.items() if k in ("description", "organization")}
+        if opts:  # an existing record's text (checked on slurmdbd 22.05.8), an association
+            self._modify_account({"name": name}, opts)
+
+    def _load_user(self, name, account, opts):
+        record = {k: opts.pop(k) for k in ("defaultaccount", "adminlevel") if k in opts}
+        if not self.assoc(account, name):
+            self._add_user({**opts, **record, "name": name, "account": account})
+            opts = {}
+        elif opts:
+            self._modify_user({"name": name, "account": account}, opts)
+        if record and name in self.users:  # load's _mod_user: an existing user changes too
+            self._modify_user({"name": name}, record)
 
     def _command(self, words):
         verb, entity, rest = words[0].lower(), words[1].lower(), words[2:]

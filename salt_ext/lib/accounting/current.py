@@ -73,7 +73,9 @@ def read_commands(cluster):
 
 
 def _rows(text, fields, what):
-    lines = [line for line in (text or "").splitlines() if line.strip()]
+    # "\n" only: str.splitlines() also splits on U+2028, U+0085, \x1c-\x1e, which a
+    # description made by hand may hold: a forged row (T8)
+    lines = [line for line in (text or "").split("\n") if line.strip()]
     if len(lines) > MAX_OUTPUT_LINES:
         raise ParseError(f"sacctmgr show {what}: more than {MAX_OUTPUT_LINES} lines")
     for number, line in enumerate(lines, 1):

@@ -18,8 +18,9 @@ failure stops the rest:
 
 1. ``qos``: new QOS (without Preempt, which may name a QOS of the same batch), then QOS
    modifications (Preempt of new ones included);
-2. ``create`` (the load file): new accounts (parents before children) with their
-   association, new users with every association (the default account's first). What
+2. ``create`` (the load file, one process per :data:`LOAD_ENTRIES` entities): new
+   accounts (parents before children) with their association, new users with every
+   association (the default account's first). What
    cannot be said in a load file goes by lines in the next phases instead: a value with a
    ``:`` outside quotes (a typed GRES TRES, ``gres/gpu:a100``: ``:`` separates a load
    line's options), a user whose record has associations on another cluster, and what
@@ -46,6 +47,7 @@ from . import pillar, values
 LINE_MAX = 3500
 WORDS_MAX = 100
 LOAD_PHASE = "create"
+LOAD_ENTRIES = 2_000
 PHASES = ("qos", LOAD_PHASE, "accounts", "users", "removals")
 KINDS = ("qos", "accounts", "users")
 _WORD = re.compile(r'(?:[^\s"]+|"[^"]*")+')
@@ -53,6 +55,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # one load-file option: a double-quoted text or characters without a ":" (the separator)
 _LOAD_OPTION = re.compile(r'(?:[^:"]+|"[^"]*")+')
 _LOAD_HEAD = re.compile(r"(Cluster|Parent|Account|User) - '([a-z_][a-z0-9_.-]*)'")
+
+
+_ASSOC_KEYS = tuple(values.SET_NAMES.get(key, key) for key in values.ASSOC_KINDS)
+_LOAD_KEYS = {
+    "Account": (*_ASSOC_KEYS, "Description", "Organization"),
+    "User": (*_ASSOC_KEYS, "DefaultAccount", "AdminLevel"),
+}
 
 
 class UnsafeCommand(ValueError):
@@ -68,7 +77,7 @@ class _Lines:
 
     def __init__(self):
         self.groups = {phase: {} for phase in PHASES}
-        self.load = []  # the load file's lines, in order
+        self.load = []  # the load files' lines, in order
 
     def add(self, phase, order, prefix, name, suffix=""):
         self.groups[phase].setdefault((order, prefix, suffix), []).append(name)
@@ -77,8 +86,7 @@ class _Lines:
         result = []
         for phase in PHASES:
             if phase == LOAD_PHASE:
-                if self.load:
-                    result.append({"phase": phase, "lines": self.load})
+                result += [{"phase": phase, "lines": lines} for lines in self.load]
                 continue
             lines = []
             groups = self.groups[phase]
@@ -120,9 +128,10 @@ def check_line(line):
 
 
 def check_load_line(line):
-    """The same last check for a line of the load file: ``<Kind> - '<name>'`` and options
-    joined by ``:``, each one a word :func:`values.token_ok` accepts."""
-    if _CONTROL.search(line) or len(line) > LINE_MAX:
+    """The same last check for a line of the load file: ``<Kind> - '<name>'`` and, on
+    ``Account``/``User`` lines only, options joined by ``:``, each one a checked word
+    (:func:`values.token_ok`) whose key is one the plan writes for that kind."""
+    if _CONTROL.search(line) or len(line) > LINE_MAX or not line.isascii():
         raise UnsafeCommand(
             f"refusing a load-file line with a control character or too long: {line[:80]!r}"
         )
@@ -133,9 +142,23 @@ def check_load_line(line):
     options = _LOAD_OPTION.findall(rest[1:]) if rest else []
     if rest and (rest[0] != ":" or ":".join(options) != rest[1:]):
         raise UnsafeCommand(f"refusing an unbalanced load-file line: {line[:80]!r}")
-    if len(options) > WORDS_MAX or not all(values.token_ok(word) for word in options):
+    allowed = _LOAD_KEYS.get(head.group(1), ())
+    if len(options) > WORDS_MAX or not all(
+        values.token_ok(word) and word.partition("=")[0] in allowed for word in options
+    ):
         raise UnsafeCommand(f"refusing a load-file line's options: {line[:80]!r}")
     return line
+
+
+def check_load_file(lines, cluster):
+    """A whole load file: exactly one ``Cluster`` line, first, naming ``cluster`` (with no
+    option: it would change the cluster's root association), then checked lines."""
+    if not lines or lines[0] != f"Cluster - '{cluster}'":
+        raise UnsafeCommand(f"refusing a load file that does not start with cluster {cluster}")
+    for line in lines[1:]:
+        if check_load_line(line).startswith("Cluster "):
+            raise UnsafeCommand("refusing a load file with a second Cluster line")
+    return lines
 
 
 def _loadable(words):
@@ -144,15 +167,18 @@ def _loadable(words):
 
 
 class _LoadFile:
-    """New accounts and users as one ``sacctmgr load`` file: ``Parent - 'p'`` sections,
+    """New accounts and users as ``sacctmgr load`` files: ``Parent - 'p'`` sections,
     accounts in the wanted tree's order (a parent is created before its section), then the
     users: every new user's default association first (it creates the user with
-    ``DefaultAccount``), then their other associations."""
+    ``DefaultAccount``), then their other associations. At most :data:`LOAD_ENTRIES`
+    entities a file (sacctmgr's load looks each new entity up in the lists it builds, so
+    its time grows with the square of a file's size, and a file is all or nothing): files
+    run in order, so a later one finds the parents an earlier one made."""
 
     def __init__(self, cluster):
         self.cluster = cluster
         self.sections = ({}, {}, {})  # accounts, users' defaults, users' other accounts
-        self.accounts = set()  # created by this file
+        self.accounts = set()  # created by the files
 
     def account(self, name, parent, words):
         self.sections[0].setdefault(parent, []).append(_load_entry("Account", name, words))
@@ -162,14 +188,23 @@ class _LoadFile:
         section = self.sections[1 if default else 2]
         section.setdefault(account, []).append(_load_entry("User", name, words))
 
-    def lines(self):
-        if not any(self.sections):
-            return []
-        lines = [f"Cluster - '{self.cluster}'"]
-        for section in self.sections:
-            for parent, entries in section.items():
-                lines += [f"Parent - '{parent}'", *entries]
-        return [check_load_line(line) for line in lines]
+    def files(self):
+        entries = [
+            (parent, entry)
+            for section in self.sections
+            for parent, entries in section.items()
+            for entry in entries
+        ]
+        files = []
+        for start in range(0, len(entries), LOAD_ENTRIES):
+            lines, parent = [f"Cluster - '{self.cluster}'"], None
+            for section_parent, entry in entries[start : start + LOAD_ENTRIES]:
+                if section_parent != parent:
+                    lines.append(f"Parent - '{section_parent}'")
+                    parent = section_parent
+                lines.append(entry)
+            files.append(check_load_file(lines, self.cluster))
+        return files
 
 
 def _load_entry(kind, name, words):
@@ -562,7 +597,7 @@ def plan(wanted, current, cluster, bulk=True):
         lines.add("removals", (3, 0), "delete qos where name=", name)
 
     if load is not None:
-        lines.load = load.lines()
+        lines.load = load.files()
     return {
         "changes": changes,
         "drift": drift,

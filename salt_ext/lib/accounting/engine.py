@@ -57,7 +57,10 @@ def sync(accounting, cluster, run, test=False, bulk=True):
 
     have = current.read(counted, cluster)
     pillar.check_tres(wanted, have.get("tres"))
-    result = diff.plan(wanted, have, cluster, bulk)
+    try:
+        result = diff.plan(wanted, have, cluster, bulk)
+    except diff.UnsafeCommand as err:  # before any write: a value set too long for a line
+        raise pillar.PillarError([f"slurm:accounting: {err}"]) from None
     result["applied"] = False
     if test or not result["commands"]:
         result["processes"] = count["processes"]

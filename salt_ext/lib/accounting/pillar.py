@@ -251,7 +251,7 @@ def _check_tree(accounts, errors):
                     f"(define it under {ROOT}:accounts, or use root)"
                 )
                 break
-            if parent in seen or depth > MAX_DEPTH:
+            if parent in seen or depth + 2 > MAX_DEPTH:  # ``name`` and ``parent`` levels
                 errors.add(
                     f"{ROOT}:accounts:{name}:parent: the parents form a loop or are "
                     f"deeper than {MAX_DEPTH}"

@@ -34,6 +34,8 @@ import re
 NAME_MAX = 64
 USER_MAX = 32
 TEXT_MAX = 200
+# a QOS list goes on one sacctmgr line (3,500 characters at most, with the other options)
+QOS_LIST_CHARS = 1_000
 TRES_ITEMS_MAX = 32
 COUNT_MAX = 2**32 - 2  # Slurm's uint32 limits; INFINITE is 2**32 - 1
 TRES_COUNT_MAX = 2**53  # uint64 in Slurm, kept well inside exact float range for YAML input
@@ -230,7 +232,7 @@ def _int(value, key, maximum, what="a non-negative integer"):
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise BadValue(f"{key}: expected {what}, got {_show(value)}")
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 20:
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise BadValue(f"{key}: expected {what}, got {_show(value)}")
     number = int(text)
     if number > maximum:
@@ -296,7 +298,7 @@ def parse_seconds(value, key):
             raise BadValue(f"{key}: 0-{COUNT_MAX} seconds, got {value}")
         return value
     seconds = _duration_seconds(value, key)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         seconds //= 60  # a bare number is seconds here (GraceTime), not minutes
     if seconds > COUNT_MAX:
         raise BadValue(f"{key}: at most {COUNT_MAX} seconds, got {seconds}")
@@ -357,7 +359,7 @@ def _tres_count(tres, count, key, minutes):
         text = text[:-1]
     if text == "-1" or text.upper() in ("INFINITE", "UNLIMITED"):
         raise BadValue(f"{key}: {tres}: leave it out to have no limit (got {count!r})")
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise BadValue(f"{key}: {what}, got {_show(count)}")
     number = math.ceil(int(text) * factor)
     if number > TRES_COUNT_MAX:
@@ -383,6 +385,8 @@ def parse_qoslist(value, key):
     if len(value) > 256:
         raise BadValue(f"{key}: at most 256 QOS")
     names = [check_name(name, f"{key}[{i}]") for i, name in enumerate(value)]
+    if len(",".join(set(names))) > QOS_LIST_CHARS:
+        raise BadValue(f"{key}: the QOS names together are longer than {QOS_LIST_CHARS} characters")
     return tuple(sorted(set(names)))
 
 
