@@ -3,8 +3,8 @@
 
 Modules: :mod:`.values` (fields and value kinds), :mod:`.pillar` (validation -> wanted
 model), :mod:`.current` (one ``sacctmgr -n -P show`` per entity kind -> current model),
-:mod:`.diff` (changes, drift, unmanaged, the load file and batched command lines), :mod:`.engine` (read once,
-apply phases, re-read to prove convergence).
+:mod:`.diff` (changes, drift, unmanaged, the load files and batched command lines),
+:mod:`.engine` (read once, apply phases, re-read to prove convergence).
 
 Layer: stands on :mod:`salt_ext.lib.util` only (beside ``conf``); ``node`` and ``ops`` may
 use it, and so may the minion-side exec/state modules ``slurm_accounting`` (sacctmgr runs
