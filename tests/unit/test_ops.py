@@ -294,3 +294,21 @@ def test_a_minion_error_is_reported_as_one_readable_line():
         "'/etc/slurm/.jwt_hs256.key.x'"
     )
     assert ports.minion_error(None) == "None"
+
+
+def test_unfinished_sees_a_dead_holder_without_taking_the_lock(tmp_path):
+    jrnl = journal.Journal(str(tmp_path))
+    assert jrnl.unfinished() == []
+    with jrnl.operation("apply_conf") as entry:
+        jrnl.record(entry, "pushing files", dirty=True)
+        assert jrnl.unfinished() == []  # held by this live process: not dead
+    pid = os.fork()
+    if pid == 0:  # a run that dies holding the lock
+        with jrnl.operation("rotate_jwt_key") as entry:
+            jrnl.record(entry, "writing a new JWT key", dirty=True)
+            os._exit(9)
+    os.waitpid(pid, 0)
+    dead = jrnl.unfinished()
+    assert [e["operation"] for e in dead] == ["rotate_jwt_key"]
+    assert dead[0]["steps"][-1]["step"] == "writing a new JWT key"
+    assert jrnl.interrupted() == []  # not marked yet: that is the next operation's job

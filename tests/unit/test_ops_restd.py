@@ -399,3 +399,19 @@ def test_a_dead_rotation_is_finished_with_its_own_key_and_rolled_back_if_that_fa
         ("ctl", "slurmrestd"),
     ]
     assert not cluster.context().journal.interrupted()
+
+
+def test_an_unfinished_rotation_is_a_cause_and_no_token_is_signed_until_it_is_finished(tmp_path):
+    cluster = FakeRest(tmp_path / "dead")
+    assert restd_ops.unfinished_rotation(cluster.context()) is None
+    assert killed_at(cluster, 4)  # the new key reached the hosts, slurmdbd restarted
+    dead = restd_ops.unfinished_rotation(cluster.context())
+    assert dead["cause"] == "an unfinished JWT key rotation"
+    assert "died at step" in dead["evidence"][0] and "slurm.rotate_jwt_key" in dead["fix"]
+    assert "sha256:" in dead["evidence"][1]
+    with pytest.raises(OpError, match="unfinished JWT key rotation"):
+        restd_ops.token(cluster.context(), "alice", 60)
+    report, _ = rotate(cluster)
+    assert report["result"] is True
+    assert restd_ops.unfinished_rotation(cluster.context()) is None
+    assert restd_ops.token(cluster.context(), "alice", 60)["user"] == "alice"

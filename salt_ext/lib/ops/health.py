@@ -245,6 +245,9 @@ def diagnose(ctx, nodes=None, timeout=30):
             for h in hosts
         }
         found = restd_ops.causes(ctx.cfg, ctx.jwt_key().current_hash(), probes)
+        dead = restd_ops.unfinished_rotation(ctx)
+        if dead:
+            found.insert(0, dead)  # the likely reason for a key mismatch below it
         result["restd"] = {"host": controller, "causes": found}
         result["result"] = result["result"] and not found
         ctx.progress(f"REST API: {len(found)} fault(s)")

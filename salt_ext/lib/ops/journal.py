@@ -190,6 +190,35 @@ class Journal:
         it while holding the lock); empty when there are none."""
         return self._interrupted(self._load())
 
+    def unfinished(self):
+        """:meth:`interrupted` for a read-only look (diagnose, a token) without the lock:
+        also the current entry when it still says running while nobody holds the lock
+        (its holder died; the next operation will mark it interrupted)."""
+        journal = self._load()
+        entries = self._interrupted(journal)
+        current = journal.get("current")
+        if isinstance(current, dict) and current.get("state") == "running" and not self._busy():
+            entries.append(current)
+        return entries
+
+    def _busy(self):
+        """Whether a live process holds the lock (taken and dropped at once when free)."""
+        if self.lock_path in self._held():
+            return True
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def resolve_interrupted(self, how, operation=None):
         """The interrupted operations (only those named ``operation``, when given) were
         finished by the current one: into history."""

@@ -39,6 +39,10 @@ def token(ctx, user, lifespan):
         lifespan = restd_lib.check_lifespan(lifespan)
     except restd_lib.RestdError as err:
         raise OpError(str(err)) from err
+    dead = unfinished_rotation(ctx)
+    if dead:
+        # the hosts may hold either key: a token could be refused at random
+        raise OpError(f"{dead['cause']}: {dead['fix']}, then ask for a token again")
     made = restd_lib.sign(ctx.jwt_key().read(), user, lifespan, now=ctx.clock.time())
     return {"token": made, "user": user, "expires": restd_lib.claims(made)["exp"]}
 
@@ -74,6 +78,24 @@ def verify(ctx, timeout=60):
 
 
 # ---------------------------------------------------------------------- diagnose
+def unfinished_rotation(ctx):
+    """A ``slurm.rotate_jwt_key`` whose master died before it proved or rolled back (the
+    journal's interrupted entry), as a diagnose cause; None when there is none."""
+    dead = [e for e in ctx.journal.unfinished() if e.get("operation") == OPERATION]
+    if not dead:
+        return None
+    jwt = ctx.jwt_key()
+    return {
+        "cause": "an unfinished JWT key rotation",
+        "evidence": [
+            _died(dead[-1]),
+            f"master: {_short(jwt.current_hash())}, previous key "
+            f"{_short(jwt.previous_hash())} kept until the rotation is proven",
+        ],
+        "fix": "salt-run slurm.rotate_jwt_key (it finishes the rotation or rolls it back)",
+    }
+
+
 def causes(cfg, master_hash, probes):
     """What keeps the REST API from working, each ``{"cause", "evidence", "fix"}``.
 
