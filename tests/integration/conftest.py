@@ -3,6 +3,7 @@ by ``salt-run slurm.deploy`` as the README tells an admin."""
 
 import pytest
 
+from tests.integration.helpers import BusLog
 from tests.testbed.bed import render_pillar
 
 COMPUTE = ["n1", "n2", "n3"]
@@ -23,3 +24,12 @@ def provisioned(cluster):
         cluster.tail_logs(),
     )
     return {"summary": summary, "proc": proc}
+
+
+@pytest.fixture(scope="module")
+def bus(cluster):
+    """Every event on the master's bus while the module runs (the module's own bed when it
+    defines ``cluster``), for the searches that no secret reached an event."""
+    log = BusLog(cluster.master_opts())
+    yield log
+    log.stop.set()

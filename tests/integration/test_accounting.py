@@ -19,7 +19,6 @@ from salt_ext.lib.accounting import current
 from tests.conftest import sandbox_bed
 from tests.integration import helpers
 from tests.integration.helpers import (
-    BusLog,
     job_info,
     salt_run,
     sinfo_nodes,
@@ -58,13 +57,6 @@ def leaks(text, secret=PASSWORD):
 def cluster(request):
     """This module's own bed (master + ctl, n1, n2), logging at debug."""
     yield from sandbox_bed(request.config, nodes=NODES, log_level="debug", **DBD_BED)
-
-
-@pytest.fixture(scope="module")
-def bus(cluster):
-    log = BusLog(cluster.master_opts())
-    yield log
-    log.stop.set()
 
 
 def deploy(cluster):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.conftest import sandbox_bed
-from tests.integration.helpers import BusLog, leaks, salt_run, salt_run_on_a_terminal, wait_for
+from tests.integration.helpers import leaks, salt_run, salt_run_on_a_terminal, wait_for
 from tests.testbed.bed import BED_CONF_OVERRIDES
 
 NODES = ("ctl", "n1")
@@ -44,13 +44,6 @@ TOKENS = []  # every token this module saw: none may appear in logs or events
 @pytest.fixture(scope="module")
 def cluster(request):
     yield from sandbox_bed(request.config, nodes=NODES, log_level="debug", **RESTD_BED)
-
-
-@pytest.fixture(scope="module")
-def bus(cluster):
-    log = BusLog(cluster.master_opts())
-    yield log
-    log.stop.set()
 
 
 def master_key(cluster):
