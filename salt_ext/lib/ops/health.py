@@ -146,22 +146,12 @@ def verify(ctx, timeout=60):
         "failed": failed,
         "nodes": nodes,
     }
-    if acct is not None:
-        result["accounting"] = acct
-        result["result"] = result["result"] and acct["ok"]
-        result["comment"] += (
-            f"; accounting: {acct['evidence']}"
-            if acct["ok"]
-            else f"; accounting FAILED: {acct['evidence']}"
-        )
-    if rest is not None:
-        result["restd"] = rest
-        result["result"] = result["result"] and rest["ok"]
-        result["comment"] += (
-            f"; REST API: {rest['evidence']}"
-            if rest["ok"]
-            else f"; REST API FAILED: {rest['evidence']}"
-        )
+    for key, label, check in (("accounting", "accounting", acct), ("restd", "REST API", rest)):
+        if check is not None:
+            result[key] = check
+            result["result"] = result["result"] and check["ok"]
+            word = label if check["ok"] else f"{label} FAILED"
+            result["comment"] += f"; {word}: {check['evidence']}"
     ctx.progress(result["comment"])
     return result
 
