@@ -63,7 +63,21 @@ class Clock:
         self.now += seconds
 
 
-class FakeCluster:
+class JsonState:
+    """A fake's state in one JSON file (``state_path``), so a forked run that is killed
+    leaves it where a real cluster would be."""
+
+    state_path = None
+
+    def _load(self):
+        with open(self.state_path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def _save(self, state):
+        fsutil.atomic_write(self.state_path, json.dumps(state, indent=1))
+
+
+class FakeCluster(JsonState):
     """The machines (minions port) and the master (master port) of one fake cluster."""
 
     def __init__(self, root, nodes=NODES, cpus=2):
@@ -89,14 +103,6 @@ class FakeCluster:
             }
             machines[CONTROLLER]["daemons"] = {"munge": False, "slurmctld": False}
             self._save({"tick": 0, "machines": machines, "mine": {}, "log": []})
-
-    # ------------------------------------------------------------------ state
-    def _load(self):
-        with open(self.state_path, encoding="utf-8") as handle:
-            return json.load(handle)
-
-    def _save(self, state):
-        fsutil.atomic_write(self.state_path, json.dumps(state, indent=1))
 
     def edit(self):
         """``with cluster.edit() as state:`` change machines between operations."""

@@ -16,8 +16,7 @@ from salt_ext.lib.ops import OpError, journal
 from salt_ext.lib.ops import restd as restd_ops
 from salt_ext.lib.ops.context import Context
 from salt_ext.lib.ops.masterfiles import JwtKey
-from salt_ext.lib.util import fsutil
-from tests.unit.fakecluster import KILLED, Clock
+from tests.unit.fakecluster import KILLED, Clock, JsonState
 
 PILLAR = {
     "cluster_name": "fake",
@@ -30,7 +29,7 @@ HOSTS = ("ctl", "dbd")
 DAEMONS = {"ctl": ("slurmctld", "slurmrestd"), "dbd": ("slurmdbd",)}
 
 
-class FakeRest:
+class FakeRest(JsonState):
     """The key hosts: each has a key file (its hash) and daemons that loaded the key the
     file held when they last started. ``faults`` (all optional):
 
@@ -61,14 +60,6 @@ class FakeRest:
                     "previous_modes": [],
                 }
             )
-
-    # ------------------------------------------------------------------ state
-    def _load(self):
-        with open(self.state_path, encoding="utf-8") as handle:
-            return json.load(handle)
-
-    def _save(self, state):
-        fsutil.atomic_write(self.state_path, json.dumps(state, indent=1))
 
     def state(self):
         return self._load()
